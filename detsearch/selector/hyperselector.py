@@ -1,0 +1,388 @@
+"""HyperSelector: learning_rate, then weight_decay, then momentum, from short training curves.
+
+The algorithm (documented in docs/hyperselector.md):
+
+1. Learning rate. An LR range test: one trial whose learning rate ramps exponentially from
+   ``init_learning_rate`` to ``end_learning_rate`` over ``total_steps`` (after
+   ``warmup_steps`` at ``warmup_lr``). Its metric curve is smoothed (`rules.smooth`, ``window``),
+   cut where it diverges (`rules.cut_index`, ``max_thres``) and a named rule
+   (`rules.LR_RULES`) picks the learning rate. With ``search_learning_rate=False`` the
+   learning rate is ``param_spec.learning_rate``, or the best of a ``learning_rate`` candidate
+   list.
+2. weight_decay. One trial per candidate at the chosen learning rate (constant) and the default
+   momentum; candidates within ``weight_decay_diff_thres`` of the best tie, and the largest
+   tied weight_decay wins (`rules.choose_weight_decay`).
+3. momentum. One trial per candidate at the chosen learning rate and weight_decay; the best
+   tail wins.
+
+Every trial starts from the same initial weights and sees the same batches in the same order
+(the trainer guarantees this); only the hyperparameters differ. Finished trials go to a
+`Journal`, so a restarted search reuses them. This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
+from detsearch.selector import rules
+from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
+from detsearch.selector.journal import Journal
+
+logger = logging.getLogger(__name__)
+
+
+class ModelSize(enum.Enum):
+    """Model complexity; sets the default LR range of the range test."""
+
+    SMALL = "small"
+    LARGE = "large"
+
+
+LARGE_MODEL_PARAMETERS = 5_000_000
+"""A model with at least this many trainable parameters is `ModelSize.LARGE` by default
+(a ResNet-18 has 11.7M, a MobileNetV2 3.5M, the seed's softmax model 7,850)."""
+
+DEFAULT_LR_RANGE = {
+    ModelSize.SMALL: (1e-4, 10.0),
+    ModelSize.LARGE: (1e-5, 1.0),
+}
+"""(init_learning_rate, end_learning_rate) of the range test per model size, for SGD with
+momentum. Large networks diverge at learning rates about ten times smaller."""
+
+
+def model_size_from_parameters(num_parameters: int) -> ModelSize:
+    return ModelSize.LARGE if num_parameters >= LARGE_MODEL_PARAMETERS else ModelSize.SMALL
+
+
+class CurveTrainer(Protocol):
+    """What the selector needs from a trainer (see `detsearch.training.base.Trainer`)."""
+
+    def fingerprint(self) -> str: ...
+
+    def num_parameters(self) -> int: ...
+
+    def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectorConfig:
+    """The selector's settings; names and defaults follow `mox.auto.search`.
+
+    Attributes:
+      total_steps: training steps of every trial (after warm-up).
+      by_acc: judge by ``acc_name`` (higher is better) instead of ``loss_name`` (lower is better).
+      acc_name, loss_name: metric names in the trainer's curves.
+      window: smoothing window of the LR range curve, and the number of final points that score
+        a candidate trial.
+      max_thres: consecutive worsening points tolerated before the LR range curve counts as
+        diverged.
+      weight_decay_diff_thres: relative score difference within which weight_decay candidates tie.
+      warmup_steps, warmup_lr: steps at a fixed learning rate before every trial's schedule.
+      evaluate_every_n_steps: one curve point per this many training steps.
+      init_learning_rate, end_learning_rate: range of the LR range test; None takes
+        `DEFAULT_LR_RANGE` for the model size.
+      model_size: None decides from the trainer's parameter count.
+      search_learning_rate: run the LR range test; False takes the learning rate from
+        param_spec / param_list_spec.
+      lr_rule: name in `rules.LR_RULES`.
+    """
+
+    total_steps: int
+    by_acc: bool = True
+    acc_name: str = "accuracy"
+    loss_name: str = "loss"
+    window: int = 50
+    max_thres: int = 10
+    weight_decay_diff_thres: float = 0.05
+    warmup_steps: int = 0
+    warmup_lr: float = 0.01
+    evaluate_every_n_steps: int = 1
+    init_learning_rate: float | None = None
+    end_learning_rate: float | None = None
+    model_size: ModelSize | None = None
+    search_learning_rate: bool = True
+    lr_rule: str = rules.DEFAULT_LR_RULE
+
+    def __post_init__(self):
+        def integer(name, minimum):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+        integer("total_steps", 1)
+        integer("window", 1)
+        integer("max_thres", 0)
+        integer("warmup_steps", 0)
+        integer("evaluate_every_n_steps", 1)
+        if self.evaluate_every_n_steps > self.total_steps:
+            raise ValueError(f"evaluate_every_n_steps ({self.evaluate_every_n_steps}) is larger than "
+                             f"total_steps ({self.total_steps}): no curve point would be recorded")
+        if not (isinstance(self.weight_decay_diff_thres, (int, float)) and self.weight_decay_diff_thres >= 0):
+            raise ValueError(f"weight_decay_diff_thres must be a number >= 0, got {self.weight_decay_diff_thres!r}")
+        if self.warmup_steps and not (isinstance(self.warmup_lr, (int, float)) and self.warmup_lr > 0):
+            raise ValueError(f"warmup_lr must be > 0, got {self.warmup_lr!r}")
+        for name in ("init_learning_rate", "end_learning_rate"):
+            value = getattr(self, name)
+            if value is not None:
+                check_value("learning_rate", value)
+        if (self.init_learning_rate is not None and self.end_learning_rate is not None
+                and not self.init_learning_rate < self.end_learning_rate):
+            raise ValueError(f"init_learning_rate ({self.init_learning_rate}) must be below "
+                             f"end_learning_rate ({self.end_learning_rate})")
+        if self.model_size is not None and not isinstance(self.model_size, ModelSize):
+            raise TypeError(f"model_size must be ModelSize.SMALL, ModelSize.LARGE or None, got {self.model_size!r}")
+        if self.lr_rule not in rules.LR_RULES:
+            raise ValueError(f"unknown lr rule {self.lr_rule!r}; known rules: {', '.join(rules.LR_RULES)}")
+        if not self.acc_name or not self.loss_name:
+            raise ValueError("acc_name and loss_name must be non-empty")
+
+    @property
+    def metric_name(self) -> str:
+        return self.acc_name if self.by_acc else self.loss_name
+
+    def lr_range(self, model_size: ModelSize) -> tuple[float, float]:
+        init, end = DEFAULT_LR_RANGE[model_size]
+        init = init if self.init_learning_rate is None else self.init_learning_rate
+        end = end if self.end_learning_rate is None else self.end_learning_rate
+        if not init < end:
+            raise ValueError(f"learning-rate range is empty: init {init} >= end {end}")
+        return init, end
+
+
+@dataclasses.dataclass(frozen=True)
+class LrTest:
+    """The LR range test and its reading."""
+
+    curve: Curve
+    smoothed: np.ndarray
+    cut: int
+    learning_rate: float
+    rule: str
+    picks: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "curve": self.curve.to_dict(),
+            "smoothed": [float(v) if math.isfinite(v) else repr(float(v)) for v in self.smoothed],
+            "cut": self.cut,
+            "learning_rate": self.learning_rate,
+            "rule": self.rule,
+            "picks": self.picks,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One candidate stage: every candidate's curve and score, and the choice."""
+
+    name: str
+    candidates: tuple[float, ...]
+    scores: tuple[float, ...]
+    chosen: int
+    tied: tuple[int, ...]
+    curves: tuple[Curve, ...]
+
+    @property
+    def value(self) -> float:
+        return self.candidates[self.chosen]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "candidates": list(self.candidates),
+            "scores": [s if math.isfinite(s) else repr(s) for s in self.scores],
+            "chosen": self.chosen,
+            "tied": list(self.tied),
+            "curves": [c.to_dict() for c in self.curves],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What a search chose and everything it saw on the way."""
+
+    param_spec: ParamSpec
+    metric: str
+    by_acc: bool
+    model_size: ModelSize
+    lr_test: LrTest | None
+    stages: tuple[Stage, ...]
+    trials_run: int
+    trials_reused: int
+    steps_spent: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "param_spec": self.param_spec.to_dict(),
+            "metric": self.metric,
+            "by_acc": self.by_acc,
+            "model_size": self.model_size.value,
+            "lr_test": None if self.lr_test is None else self.lr_test.to_dict(),
+            "stages": [s.to_dict() for s in self.stages],
+            "trials_run": self.trials_run,
+            "trials_reused": self.trials_reused,
+            "steps_spent": self.steps_spent,
+            "seconds": self.seconds,
+        }
+
+
+class HyperSelector:
+    """Runs the three stages against a trainer.
+
+    Args:
+      trainer: produces curves (`CurveTrainer`).
+      config: `SelectorConfig`.
+      journal: where finished trials are kept; None keeps them in memory only.
+      on_trial: optional callback ``(name, trial_index, reused, curve)`` after each trial.
+      on_step: optional callback ``(step)`` forwarded to the trainer.
+    """
+
+    def __init__(self, trainer: CurveTrainer, config: SelectorConfig, journal: Journal | None = None,
+                 on_trial: Callable[[str, int, bool, Curve], None] | None = None,
+                 on_step: Callable[[int], None] | None = None):
+        self.trainer = trainer
+        self.config = config
+        self.journal = Journal() if journal is None else journal
+        self.on_trial = on_trial
+        self.on_step = on_step
+        self._fingerprint = None
+        self._trials_run = 0
+        self._trials_reused = 0
+        self._steps_spent = 0
+
+    # -- trials ---------------------------------------------------------------------------
+    def _run(self, trial: TrialSpec) -> Curve:
+        if self._fingerprint is None:
+            self._fingerprint = self.trainer.fingerprint()
+        key = trial.key(self._fingerprint)
+        curve = self.journal.get(key)
+        reused = curve is not None
+        if reused:
+            self._trials_reused += 1
+            logger.info("trial %s reused from the journal", trial.name)
+        else:
+            logger.info("trial %s: %d steps", trial.name, trial.schedule.total_steps)
+            curve = self.trainer.run(trial, on_step=self.on_step)
+            self.journal.put(key, trial.name, trial.key_fields(), curve)
+            self._trials_run += 1
+        self._steps_spent += curve.steps_run
+        if self.on_trial is not None:
+            self.on_trial(trial.name, self._trials_run + self._trials_reused, reused, curve)
+        return curve
+
+    def _values(self, curve: Curve) -> np.ndarray:
+        return rules.badness(curve.metric(self.config.metric_name), self.config.by_acc)
+
+    def _loss(self, curve: Curve) -> np.ndarray | None:
+        return curve.metric(self.config.loss_name) if self.config.loss_name in curve.metrics else None
+
+    def _constant(self, learning_rate: float) -> LrSchedule:
+        c = self.config
+        return LrSchedule(start=learning_rate, steps=c.total_steps, warmup_steps=c.warmup_steps, warmup_lr=c.warmup_lr)
+
+    # -- stages ---------------------------------------------------------------------------
+    def lr_range_test(self, model_size: ModelSize, momentum: float | None, weight_decay: float) -> LrTest:
+        c = self.config
+        init, end = c.lr_range(model_size)
+        schedule = LrSchedule(start=init, end=end, steps=c.total_steps, warmup_steps=c.warmup_steps,
+                              warmup_lr=c.warmup_lr)
+        curve = self._run(TrialSpec(schedule, momentum, weight_decay, c.evaluate_every_n_steps, name="lr_range_test"))
+        smoothed = rules.smooth(self._values(curve), c.window)
+        cut = rules.cut_index(smoothed, c.max_thres, loss=self._loss(curve), explosion_check=not c.by_acc)
+        lrs = curve.learning_rates
+        picks = {name: rules.choose_lr(lrs, smoothed, cut, name) for name in rules.LR_RULES} if cut else {}
+        learning_rate = rules.choose_lr(lrs, smoothed, cut, c.lr_rule)
+        return LrTest(curve, smoothed, cut, learning_rate, c.lr_rule, picks)
+
+    def candidate_stage(self, name: str, candidates: Sequence[float], base: dict[str, Any]) -> Stage:
+        c = self.config
+        curves, scores = [], []
+        for value in candidates:
+            params = {**base, name: value}
+            trial = TrialSpec(self._constant(params["learning_rate"]), params["momentum"], params["weight_decay"],
+                              c.evaluate_every_n_steps, name=f"{name}={value:g}")
+            curve = self._run(trial)
+            curves.append(curve)
+            scores.append(rules.tail_score(self._values(curve), c.window, loss=self._loss(curve)))
+        if name == "weight_decay":
+            chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres)
+            tied = rules.ties(scores, c.weight_decay_diff_thres)
+        else:
+            chosen = rules.choose_best(candidates, scores, name)
+            tied = [chosen]
+        return Stage(name, tuple(candidates), tuple(scores), chosen, tuple(tied), tuple(curves))
+
+    def select(self, param_spec: ParamSpec, param_list_spec: ParamSpec | None = None) -> SearchResult:
+        """Chooses learning_rate, weight_decay and momentum.
+
+        Args:
+          param_spec: default values (``momentum`` and ``weight_decay`` used by stages that do
+            not search them; ``learning_rate`` required when it is not searched).
+          param_list_spec: candidate lists for ``weight_decay``, ``momentum`` and (only with
+            ``search_learning_rate=False``) ``learning_rate``. Threshold names are ignored here:
+            they belong to the detection sweep.
+
+        Returns:
+          `SearchResult` whose ``param_spec`` is ``param_spec`` with the chosen values.
+        """
+        started = time.perf_counter()
+        c = self.config
+        param_list_spec = ParamSpec() if param_list_spec is None else param_list_spec
+        check_search_specs(param_spec, param_list_spec, c.search_learning_rate)
+        model_size = c.model_size or model_size_from_parameters(self.trainer.num_parameters())
+        chosen = {
+            "learning_rate": param_spec.learning_rate,
+            "momentum": param_spec.momentum,
+            "weight_decay": 0.0 if param_spec.weight_decay is None else param_spec.weight_decay,
+        }
+        lr_test = None
+        stages = []
+        if c.search_learning_rate:
+            lr_test = self.lr_range_test(model_size, chosen["momentum"], chosen["weight_decay"])
+            chosen["learning_rate"] = lr_test.learning_rate
+        elif "learning_rate" in param_list_spec:
+            stage = self.candidate_stage("learning_rate", param_list_spec.candidates("learning_rate"), chosen)
+            chosen["learning_rate"] = stage.value
+            stages.append(stage)
+        for name in ("weight_decay", "momentum"):
+            if name in param_list_spec:
+                stage = self.candidate_stage(name, param_list_spec.candidates(name), chosen)
+                chosen[name] = stage.value
+                stages.append(stage)
+        result_spec = param_spec.replace(**{k: v for k, v in chosen.items() if v is not None})
+        return SearchResult(result_spec, c.metric_name, c.by_acc, model_size, lr_test, tuple(stages),
+                            self._trials_run, self._trials_reused, self._steps_spent,
+                            time.perf_counter() - started)
+
+
+def check_search_specs(param_spec: ParamSpec, param_list_spec: ParamSpec, search_learning_rate: bool) -> None:
+    """Raises ValueError when the specs cannot make a search (before any training)."""
+    if not isinstance(param_spec, ParamSpec):
+        raise TypeError(f"param_spec must be a ParamSpec, got {type(param_spec).__name__}")
+    if not isinstance(param_list_spec, ParamSpec):
+        raise TypeError(f"param_list_spec must be a ParamSpec, got {type(param_list_spec).__name__}")
+    for name in param_spec.names():
+        if isinstance(getattr(param_spec, name), tuple):
+            raise ValueError(f"param_spec.{name} must be one value, got a list; lists go in param_list_spec")
+    if search_learning_rate and "learning_rate" in param_list_spec:
+        raise ValueError("param_list_spec.learning_rate is given but search_learning_rate=True: either let the "
+                         "range test choose (drop the list) or pass search_learning_rate=False")
+    if not search_learning_rate and param_spec.learning_rate is None and "learning_rate" not in param_list_spec:
+        raise ValueError("search_learning_rate=False needs param_spec.learning_rate or a learning_rate list")
+    if "momentum" in param_list_spec and param_spec.momentum is None:
+        # The optimizer reads momentum from param_spec; stages before the momentum stage need a value.
+        raise ValueError("param_list_spec.momentum is given: param_spec.momentum must hold the default momentum")
+    for name in TRAINING_PARAMS:
+        if name in param_list_spec and len(set(param_list_spec.candidates(name))) != len(param_list_spec.candidates(name)):
+            raise ValueError(f"param_list_spec.{name} has duplicate candidates: {list(param_list_spec.candidates(name))}")

@@ -1,0 +1,120 @@
+"""The trainer protocol and the curve bookkeeping that every trainer shares. No TensorFlow here."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import inspect
+import math
+from typing import Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from detsearch.selector.curves import Curve, TrialSpec
+
+
+class Trainer(Protocol):
+    """Trains for a trial's steps and returns its curve.
+
+    Contract (tested over every implementation in tests/training/test_trainer_contract.py):
+      - every trial starts from the same initial weights and sees the same batches in the same
+        order, so two runs of the same `TrialSpec` give the same curve;
+      - the learning rate of step i is ``trial.schedule.values()[i]``;
+      - ``fingerprint()`` changes when the data, the initial weights or the model change, and
+        only then.
+    """
+
+    def fingerprint(self) -> str: ...
+
+    def num_parameters(self) -> int: ...
+
+    def metric_names(self) -> tuple[str, ...]: ...
+
+    def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve: ...
+
+
+class CurveRecorder:
+    """Turns per-step training metrics into a `Curve`.
+
+    A point is recorded after every ``trial.evaluate_every_n_steps`` steps past warm-up. Its
+    value is ``evaluate()`` when given (a pass over evaluation batches), else the mean of the last
+    ``evaluation_total_steps`` training batches' metrics (free: measured by the training steps).
+
+    Args:
+      trial: the trial being run.
+      loss_name: metric whose non-finite value ends the trial as diverged.
+      evaluation_total_steps: batches averaged into a point when there is no ``evaluate``.
+      evaluate: optional ``() -> {metric: value}``.
+    """
+
+    def __init__(self, trial: TrialSpec, loss_name: str, evaluation_total_steps: int,
+                 evaluate: Callable[[], Mapping[str, float]] | None = None):
+        self.trial = trial
+        self.loss_name = loss_name
+        self.evaluate = evaluate
+        self.learning_rates = trial.schedule.values()
+        self._recent: collections.deque = collections.deque(maxlen=evaluation_total_steps)
+        self._steps: list[int] = []
+        self._lrs: list[float] = []
+        self._points: dict[str, list[float]] = collections.defaultdict(list)
+        self.diverged = False
+        self.steps_run = 0
+
+    def after_step(self, index: int, metrics: Mapping[str, float]) -> bool:
+        """Records step ``index`` (0-based, warm-up included). Returns False to stop the trial."""
+        self.steps_run = index + 1
+        loss = float(metrics[self.loss_name])
+        warmup = self.trial.schedule.warmup_steps
+        if index >= warmup:
+            self._recent.append({k: float(v) for k, v in metrics.items()})
+        step = index - warmup + 1
+        finite = math.isfinite(loss)
+        if step >= 1 and (step % self.trial.evaluate_every_n_steps == 0 or not finite):
+            if self.evaluate is not None and finite:
+                point = dict(self.evaluate())
+            else:
+                names = self._recent[-1].keys()
+                point = {k: float(np.mean([m[k] for m in self._recent])) for k in names}
+            if not finite:
+                point[self.loss_name] = loss
+            self._steps.append(step)
+            self._lrs.append(float(self.learning_rates[index]))
+            for k, v in point.items():
+                self._points[k].append(v)
+        if not finite:
+            self.diverged = True
+            return False
+        return True
+
+    def curve(self) -> Curve:
+        metrics = {k: np.array(v, dtype=np.float64) for k, v in self._points.items()}
+        return Curve(np.array(self._steps, dtype=np.int64), np.array(self._lrs, dtype=np.float64), metrics,
+                     diverged=self.diverged, steps_run=self.steps_run)
+
+
+def source_fingerprint(*functions: Callable) -> str:
+    """Hash of functions' source code (qualified name where the source is unavailable)."""
+    digest = hashlib.sha256()
+    for function in functions:
+        try:
+            text = inspect.getsource(function)
+        except (OSError, TypeError):
+            text = getattr(function, "__qualname__", repr(type(function)))
+        digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def arrays_fingerprint(arrays: Sequence[np.ndarray]) -> str:
+    """Hash of arrays' dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def is_decayed(name: str, shape: Sequence[int]) -> bool:
+    """Which trainable variables weight_decay applies to: kernels (rank >= 2), not biases or
+    normalisation scales and offsets (rank <= 1)."""
+    return len(shape) >= 2

@@ -1,0 +1,138 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from detsearch.params import ParamSpec
+from detsearch.selector import HyperSelector, Journal, ModelSize, SelectorConfig, model_size_from_parameters
+from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
+
+from numpy_trainer import NumpyTrainer
+
+
+def config(**kwargs):
+    defaults = dict(total_steps=100, window=10, max_thres=5, evaluation_total_steps=None)
+    defaults.update(kwargs)
+    defaults.pop("evaluation_total_steps")
+    return SelectorConfig(**defaults)
+
+
+def test_schedule_endpoints_and_warmup():
+    values = LrSchedule(start=1e-3, end=1.0, steps=4, warmup_steps=2, warmup_lr=0.5).values()
+    np.testing.assert_allclose(values, [0.5, 0.5, 1e-3, 1e-2, 1e-1, 1.0])
+    assert LrSchedule(start=0.1, steps=3).values().tolist() == [0.1, 0.1, 0.1]
+    with pytest.raises(ValueError):
+        LrSchedule(start=0.0, steps=3)
+    with pytest.raises(ValueError):
+        LrSchedule(start=0.1, steps=0)
+
+
+def test_full_search_is_deterministic_and_sane():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    param_list_spec = ParamSpec(weight_decay=[1e-2, 1e-3, 1e-4], momentum=[0.99, 0.95, 0.9])
+    results = [HyperSelector(NumpyTrainer(), config()).select(param_spec, param_list_spec) for _ in range(2)]
+    assert results[0].param_spec == results[1].param_spec
+    result = results[0]
+    lr = result.param_spec.learning_rate
+    assert DEFAULT_RANGE[0] < lr < DEFAULT_RANGE[1]
+    assert result.lr_test.cut > 0
+    assert set(result.lr_test.picks) == {"minimum", "minimum_over_10", "steep", "valley"}
+    assert [s.name for s in result.stages] == ["weight_decay", "momentum"]
+    assert result.param_spec.weight_decay in (1e-2, 1e-3, 1e-4)
+    assert result.param_spec.momentum in (0.99, 0.95, 0.9)
+    # the momentum stage's trial at the already-chosen momentum equals a weight_decay trial: reused
+    assert result.trials_run + result.trials_reused == 7
+    assert result.model_size is ModelSize.SMALL
+    json.dumps(result.to_dict())
+
+
+DEFAULT_RANGE = (1e-4, 10.0)
+
+
+def test_diverging_candidate_is_never_chosen():
+    # momentum 0.999 at lr 10 overflows the softmax to NaN in the numpy trainer
+    param_spec = ParamSpec(learning_rate=10.0, momentum=0.9, weight_decay=0.0)
+    result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False)).select(
+        param_spec, ParamSpec(momentum=[0.999, 0.5]))
+    stage = result.stages[0]
+    assert stage.curves[0].diverged and math.isinf(stage.scores[0])
+    assert result.param_spec.momentum == 0.5
+
+
+def test_learning_rate_candidates_without_range_test():
+    result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False)).select(
+        ParamSpec(momentum=0.9), ParamSpec(learning_rate=[1e-4, 1e-1]))
+    assert result.lr_test is None
+    assert result.param_spec.learning_rate == 1e-1
+
+
+def test_by_loss_and_by_acc_both_work():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9)
+    for by_acc in (True, False):
+        result = HyperSelector(NumpyTrainer(), config(by_acc=by_acc)).select(param_spec)
+        assert result.metric == ("accuracy" if by_acc else "loss")
+        assert result.param_spec.learning_rate > 0
+
+
+def test_bad_specs_fail_before_training():
+    trainer = NumpyTrainer()
+    selector = HyperSelector(trainer, config())
+    with pytest.raises(ValueError, match="search_learning_rate=True"):
+        selector.select(ParamSpec(momentum=0.9), ParamSpec(learning_rate=[0.1, 0.2]))
+    with pytest.raises(ValueError, match="param_spec.momentum"):
+        selector.select(ParamSpec(learning_rate=0.1), ParamSpec(momentum=[0.9, 0.5]))
+    with pytest.raises(ValueError, match="duplicate"):
+        selector.select(ParamSpec(momentum=0.9), ParamSpec(weight_decay=[0.1, 0.1]))
+    assert trainer.runs == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(total_steps=-1), "total_steps"),
+    (dict(window=0), "window"),
+    (dict(max_thres=-1), "max_thres"),
+    (dict(evaluate_every_n_steps=1000), "evaluate_every_n_steps"),
+    (dict(init_learning_rate=1.0, end_learning_rate=0.1), "init_learning_rate"),
+    (dict(lr_rule="magic"), "unknown lr rule"),
+    (dict(weight_decay_diff_thres=-0.1), "weight_decay_diff_thres"),
+])
+def test_config_validation(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        config(**kwargs)
+
+
+def test_model_size_from_parameters():
+    assert model_size_from_parameters(7850) is ModelSize.SMALL
+    assert model_size_from_parameters(25_000_000) is ModelSize.LARGE
+
+
+def test_journal_resume_reuses_trials_and_gives_same_result(tmp_path):
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    param_list_spec = ParamSpec(weight_decay=[1e-2, 1e-3], momentum=[0.95, 0.9])
+    first = HyperSelector(NumpyTrainer(), config(), Journal(tmp_path)).select(param_spec, param_list_spec)
+    # simulate a kill in the middle of writing a record: a truncated last line
+    path = tmp_path / "journal.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    trainer = NumpyTrainer()
+    second = HyperSelector(trainer, config(), Journal(tmp_path)).select(param_spec, param_list_spec)
+    assert second.param_spec == first.param_spec
+    assert second.trials_reused >= 2
+    assert trainer.runs == first.trials_run - 2
+    # a third run reuses everything
+    trainer = NumpyTrainer()
+    third = HyperSelector(trainer, config(), Journal(tmp_path)).select(param_spec, param_list_spec)
+    assert trainer.runs == 0 and third.param_spec == first.param_spec
+
+
+def test_journal_keys_depend_on_fingerprint_and_trial():
+    trial = TrialSpec(LrSchedule(start=0.1, steps=10), 0.9, 1e-4)
+    assert trial.key("a") != trial.key("b")
+    assert trial.key("a") != TrialSpec(LrSchedule(start=0.1, steps=10), 0.9, 1e-3).key("a")
+    assert trial.key("a") == TrialSpec(LrSchedule(start=0.1, steps=10), 0.9, 1e-4, name="other").key("a")
+
+
+def test_curve_round_trip_keeps_nan():
+    curve = Curve(np.array([1, 2]), np.array([0.1, 0.2]), {"loss": np.array([1.0, np.nan])}, True, 2)
+    back = Curve.from_dict(json.loads(json.dumps(curve.to_dict())))
+    assert back.diverged and np.isnan(back.metric("loss")[1]) and back.steps.tolist() == [1, 2]

@@ -1,0 +1,131 @@
+import math
+
+import numpy as np
+import pytest
+
+from detsearch.selector import rules
+
+
+def test_smooth_window_one_is_identity():
+    values = np.array([3.0, 1.0, 2.0])
+    np.testing.assert_array_equal(rules.smooth(values, 1), values)
+
+
+def test_smooth_is_debiased_ema():
+    values = np.array([2.0, 4.0, 6.0])
+    beta = 0.5
+    expected = []
+    avg = 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        expected.append(avg / (1 - beta ** (i + 1)))
+    np.testing.assert_allclose(rules.smooth(values, 2), expected)
+    assert rules.smooth(values, 2)[0] == 2.0  # debiased: the first point is the value itself
+
+
+def test_smooth_propagates_nan():
+    out = rules.smooth(np.array([1.0, np.nan, 1.0]), 3)
+    assert math.isfinite(out[0]) and np.isnan(out[1:]).all()
+
+
+def test_smooth_rejects_bad_window():
+    with pytest.raises(ValueError, match="window"):
+        rules.smooth(np.ones(3), 0)
+
+
+def test_cut_at_run_longer_than_max_thres():
+    values = np.array([5, 4, 3, 2, 3, 4, 5, 6], dtype=float)  # worsening from index 4
+    assert rules.cut_index(values, max_thres=3) == 4  # run of 4 > 3: cut where the run began
+    assert rules.cut_index(values, max_thres=4) == 8  # run of 4 tolerated
+
+
+def test_short_worsening_runs_are_tolerated():
+    values = np.array([5, 4, 4.5, 3, 3.5, 2], dtype=float)
+    assert rules.cut_index(values, max_thres=1) == 6
+
+
+def test_cut_at_nan_loss_and_explosion():
+    values = np.array([1.0, 0.8, 0.5, 0.4])
+    assert rules.cut_index(values, 10, loss=np.array([1, 1, np.nan, 1.0])) == 2
+    exploding = np.array([1.0, 0.5, 0.4, 2.5])
+    assert rules.cut_index(exploding, 10) == 3
+    assert rules.cut_index(exploding, 10, explosion_check=False) == 4
+    assert rules.cut_index(np.array([np.inf, 1.0]), 10) == 0
+
+
+def test_lr_rules_on_constructed_curve():
+    lrs = np.logspace(-4, 0, 41)
+    # badness falls fastest at lr=1e-2 and is lowest at lr=1e-1
+    x = np.log10(lrs)
+    values = -np.tanh(2 * (x + 2)) + 0.5 * np.clip(x + 1, 0, None) ** 2 * 40
+    assert rules.lr_minimum(lrs, values) == pytest.approx(lrs[np.argmin(values)])
+    assert rules.lr_minimum_over_10(lrs, values) == pytest.approx(lrs[np.argmin(values)] / 10)
+    assert rules.lr_steep(lrs, values) == pytest.approx(1e-2, rel=0.3)
+    valley = rules.lr_valley(lrs, values)
+    assert lrs[5] < valley < lrs[np.argmin(values)]  # inside the descent, before the minimum
+
+
+def test_valley_matches_fastai_port():
+    # fastai's reference code, verbatim in logic
+    def fastai_valley(lrs, losses):
+        n = len(losses)
+        max_start, max_end = 0, 0
+        lds = [1] * n
+        for i in range(1, n):
+            for j in range(0, i):
+                if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                    lds[i] = lds[j] + 1
+                if lds[max_end] < lds[i]:
+                    max_end = i
+                    max_start = max_end - lds[max_end]
+        sections = (max_end - max_start) / 3
+        idx = max_start + int(sections) + int(sections / 2)
+        return float(lrs[idx])
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        lrs = np.sort(rng.uniform(1e-4, 1, n))
+        losses = rng.normal(size=n).cumsum()
+        assert rules.lr_valley(lrs, losses) == fastai_valley(lrs, losses)
+
+
+def test_choose_lr_skips_leading_points_and_rejects_empty():
+    lrs = np.logspace(-3, 0, 20)
+    values = np.linspace(1, 2, 20)
+    values[0] = -5  # an early outlier in the skipped first tenth
+    assert rules.choose_lr(lrs, values, 20, "minimum") == lrs[2]
+    with pytest.raises(ValueError, match="first point"):
+        rules.choose_lr(lrs, values, 0)
+    with pytest.raises(ValueError, match="unknown lr rule"):
+        rules.choose_lr(lrs, values, 5, "nope")
+
+
+def test_tail_score():
+    assert rules.tail_score(np.array([5, 1, 2, 3.0]), 2) == 2.5
+    assert rules.tail_score(np.array([1, 2.0]), 10) == 1.5
+    assert rules.tail_score(np.array([1, 2.0]), 2, loss=np.array([1, np.nan])) == math.inf
+    assert rules.tail_score(np.array([]), 2) == math.inf
+
+
+def test_ties_and_weight_decay_choice():
+    candidates = [1e-2, 1e-3, 1e-4]
+    # badness of accuracy: -0.90, -0.93, -0.94; 5% of 0.94 = 0.047 -> all tie -> largest wd
+    scores = [-0.90, -0.93, -0.94]
+    assert rules.ties(scores, 0.05) == [0, 1, 2]
+    assert rules.choose_weight_decay(candidates, scores, 0.05) == 0
+    # with a 2% band only the last two tie; the larger of them wins
+    assert rules.ties(scores, 0.02) == [1, 2]
+    assert rules.choose_weight_decay(candidates, scores, 0.02) == 1
+    assert rules.choose_weight_decay(candidates, scores, 0.0) == 2
+    # a diverged candidate never ties
+    assert rules.choose_weight_decay(candidates, [math.inf, 0.5, 0.51], 0.5) == 1
+    with pytest.raises(ValueError, match="every weight_decay candidate diverged"):
+        rules.choose_weight_decay(candidates, [math.inf] * 3, 0.05)
+
+
+def test_choose_best_prefers_first_of_equal_scores():
+    assert rules.choose_best([0.9, 0.95], [0.3, 0.3], "momentum") == 0
+    assert rules.choose_best([0.9, 0.95], [math.inf, 0.3], "momentum") == 1
+    with pytest.raises(ValueError, match="every momentum candidate diverged"):
+        rules.choose_best([0.9], [math.inf], "momentum")
