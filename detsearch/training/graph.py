@@ -122,7 +122,7 @@ class _Model:
 
     def __init__(self, model_fn: Callable, optimizer_fn: Callable, param_spec: ParamSpec, example_batch,
                  structure, required: Sequence[str], loss_name: str, seed: int, eval_batch=None,
-                 eval_structure=None):
+                 eval_structure=None, checkpoint_path: str | None = None):
         tf = _tf()
         v1 = tf.compat.v1
         self.graph = tf.Graph()
@@ -159,6 +159,7 @@ class _Model:
             self.value_inputs = [v1.placeholder(v.dtype.base_dtype, v.shape) for v in self.variables]
             self.assign_op = tf.group(*[v.assign(p) for v, p in zip(self.variables, self.value_inputs)])
             self.saver = v1.train.Saver(max_to_keep=3)
+            self.warm_start = None if not checkpoint_path else matching_saver(self.variables, checkpoint_path)
             self.graph.finalize()
         self.session = v1.Session(graph=self.graph)
 
@@ -171,10 +172,14 @@ class _Model:
     def num_parameters(self) -> int:
         return int(sum(np.prod(v.shape.as_list()) for v in self.trainable))
 
-    def initialize(self, checkpoint_path: str | None) -> None:
+    def initialize(self) -> None:
+        """Runs the initialisers, then restores the warm-start checkpoint if there is one."""
         self.session.run(self.init_op)
-        if checkpoint_path:
-            restore_matching(self.session, self.variables, checkpoint_path)
+        if self.warm_start is not None:
+            saver, path = self.warm_start
+            with self.graph.as_default():  # Saver works eagerly outside its graph
+                saver.restore(self.session, path)
+            logger.info("initial weights restored from %s", path)
 
     def snapshot(self) -> list[np.ndarray]:
         return self.session.run(self.variables)
@@ -191,8 +196,15 @@ class _Model:
         return feed
 
 
-def restore_matching(session, variables, checkpoint_path: str) -> None:
-    """Restores the variables that ``checkpoint_path`` holds (a file prefix or a directory).
+def matching_saver(variables, checkpoint_path: str):
+    """A Saver (built in the current graph) restoring ``variables`` from ``checkpoint_path``.
+
+    Args:
+      variables: the model's variables.
+      checkpoint_path: a checkpoint prefix, or a directory (its latest checkpoint).
+
+    Returns:
+      (saver, checkpoint prefix).
 
     Raises:
       ValueError: no checkpoint there, or it holds none of the variables, or shapes differ.
@@ -217,8 +229,7 @@ def restore_matching(session, variables, checkpoint_path: str) -> None:
     if not matched or trainable_missing:
         raise ValueError(f"checkpoint {path} does not match the model: missing "
                          f"{', '.join(trainable_missing[:5]) or 'every variable'}")
-    tf.compat.v1.train.Saver(var_list=matched).restore(session, path)
-    logger.info("restored %d variables from %s", len(matched), path)
+    return tf.compat.v1.train.Saver(var_list=matched), path
 
 
 class GraphTrainer:
@@ -280,8 +291,9 @@ class GraphTrainer:
             stream.close()
         model = _Model(self.model_fn, self.optimizer_fn, self.param_spec, self.batches[0], structure,
                        self.required, self.loss_name, self.seed,
-                       None if self.eval_batches is None else self.eval_batches[0], eval_structure)
-        model.initialize(self.checkpoint_path)
+                       None if self.eval_batches is None else self.eval_batches[0], eval_structure,
+                       self.checkpoint_path)
+        model.initialize()
         self.initial_values = model.snapshot()
         self._model = model
         return model
@@ -357,13 +369,22 @@ def train(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, param_
     os.makedirs(log_dir, exist_ok=True)
     stream = BatchStream(input_fn, ModeKeys.TRAIN, batch_size, auto_batch)
     first = stream.next()
-    model = _Model(model_fn, optimizer_fn, param_spec, first, stream.structure, (), loss_name, seed)
+    model = _Model(model_fn, optimizer_fn, param_spec, first, stream.structure, (), loss_name, seed,
+                   checkpoint_path=checkpoint_path)
+    with model.graph.as_default():  # Saver works eagerly outside its graph
+        return _train_loop(model, stream, first, param_spec, log_dir, max_number_of_steps, log_every_n_steps,
+                           save_checkpoint_steps, on_step)
+
+
+def _train_loop(model, stream, first, param_spec, log_dir, max_number_of_steps, log_every_n_steps,
+                save_checkpoint_steps, on_step) -> dict[str, float]:
+    tf = _tf()
     latest = tf.train.latest_checkpoint(log_dir)
     if latest:
         model.saver.restore(model.session, latest)
         logger.info("resumed from %s", latest)
     else:
-        model.initialize(checkpoint_path)
+        model.initialize()
     step = int(model.session.run(model.global_step))
     weight_decay = 0.0 if param_spec.weight_decay is None else param_spec.weight_decay
     writer = tf.compat.v1.summary.FileWriter(log_dir, graph=model.graph if step == 0 else None)
@@ -422,7 +443,7 @@ def export_saved_model(input_fn: Callable, model_fn: Callable, *, batch_size: in
         v1.train.get_or_create_global_step()
         saver = v1.train.Saver()
         with v1.Session(graph=graph) as session:
-            saver.restore(session, latest)
+            saver.restore(session, latest)  # inside graph.as_default(): graph-mode restore
             target = os.path.join(log_dir, export_spec.version)
             staging = tempfile.mkdtemp(prefix=".export-", dir=log_dir)
             os.rmdir(staging)  # the builder wants to create it
