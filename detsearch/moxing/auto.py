@@ -39,7 +39,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
            end_learning_rate: float | None = None, acc_name: str = "accuracy", loss_name: str = "loss",
            search_learning_rate: bool = True, param_spec: ParamSpec | None = None,
            param_list_spec: ParamSpec | None = None, *, output_dir: str | None = None, seed: int = 0,
-           lr_rule: str | None = None) -> ParamSpec:
+           lr_rule: str | None = None, on_trial: Callable | None = None,
+           on_step: Callable | None = None) -> ParamSpec:
     """Chooses learning_rate, weight_decay and momentum from short pre-training runs.
 
     Every argument of MoXing's ``mox.auto.search`` has the effect documented in
@@ -78,6 +79,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         arguments reuses its finished trials. Default: ``$DETSEARCH_SEARCH_DIR`` or none.
       seed: (detsearch) graph-level seed of every trial's initialisation.
       lr_rule: (detsearch) LR choice rule name (default: the documented one).
+      on_trial, on_step: (detsearch) progress callbacks, see `detsearch.selector.HyperSelector`.
 
     Returns:
       ``param_spec`` with the chosen values. The full `SearchResult` is kept in
@@ -122,7 +124,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         output_dir = os.environ.get(SEARCH_DIR_ENV)
     journal = Journal(output_dir)
     show_info_logs()
-    result = HyperSelector(trainer, config, journal).select(param_spec, param_list_spec)
+    selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step)
+    result = selector.select(param_spec, param_list_spec)
     last_result = result
     logger.info("search chose %s in %.1f s (%d trials run, %d reused, %d steps)", result.param_spec,
                 result.seconds, result.trials_run, result.trials_reused, result.steps_spent)

@@ -10,10 +10,11 @@ The algorithm (documented in docs/hyperselector.md):
    learning rate is ``param_spec.learning_rate``, or the best of a ``learning_rate`` candidate
    list.
 2. weight_decay. One trial per candidate at the chosen learning rate (constant) and the default
-   momentum; candidates within ``weight_decay_diff_thres`` of the best tie, and the largest
-   tied weight_decay wins (`rules.choose_weight_decay`).
-3. momentum. One trial per candidate at the chosen learning rate and weight_decay; the best
-   tail wins.
+   momentum; candidates within ``weight_decay_diff_thres`` of the best tie, and the tied
+   candidate nearest the default weight_decay wins (`rules.choose_weight_decay`).
+3. momentum. One trial per candidate at the chosen weight_decay and the same effective
+   learning rate ``lr / (1 - momentum)`` as the range test; the best tail wins, and the learning
+   rate is rescaled to the chosen momentum.
 
 Every trial starts from the same initial weights and sees the same batches in the same order
 (the trainer guarantees this); only the hyperparameters differ. Finished trials go to a
@@ -191,6 +192,7 @@ class Stage:
     chosen: int
     tied: tuple[int, ...]
     curves: tuple[Curve, ...]
+    learning_rates: tuple[float, ...]
 
     @property
     def value(self) -> float:
@@ -203,6 +205,7 @@ class Stage:
             "scores": [s if math.isfinite(s) else repr(s) for s in self.scores],
             "chosen": self.chosen,
             "tied": list(self.tied),
+            "learning_rates": list(self.learning_rates),
             "curves": [c.to_dict() for c in self.curves],
         }
 
@@ -305,23 +308,34 @@ class HyperSelector:
         learning_rate = rules.choose_lr(lrs, smoothed, cut, c.lr_rule)
         return LrTest(curve, smoothed, cut, learning_rate, c.lr_rule, picks)
 
-    def candidate_stage(self, name: str, candidates: Sequence[float], base: dict[str, Any]) -> Stage:
+    def candidate_stage(self, name: str, candidates: Sequence[float], base: dict[str, Any],
+                        default: float | None = None) -> Stage:
+        """One trial per candidate of ``name``, the others held at ``base``.
+
+        Momentum candidates keep the effective learning rate ``lr / (1 - momentum)`` of ``base``
+        (the step size the range test measured): momentum ``m`` trains at
+        ``base_lr * (1 - m) / (1 - base_momentum)``.
+        """
         c = self.config
-        curves, scores = [], []
+        curves, scores, learning_rates = [], [], []
         for value in candidates:
             params = {**base, name: value}
+            if name == "momentum":
+                params["learning_rate"] = coupled_learning_rate(base["learning_rate"], base["momentum"], value)
+            learning_rates.append(params["learning_rate"])
             trial = TrialSpec(self._constant(params["learning_rate"]), params["momentum"], params["weight_decay"],
                               c.evaluate_every_n_steps, name=f"{name}={value:g}")
             curve = self._run(trial)
             curves.append(curve)
             scores.append(rules.tail_score(self._values(curve), c.window, loss=self._loss(curve)))
         if name == "weight_decay":
-            chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres)
+            chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres, default)
             tied = rules.ties(scores, c.weight_decay_diff_thres)
         else:
             chosen = rules.choose_best(candidates, scores, name)
             tied = [chosen]
-        return Stage(name, tuple(candidates), tuple(scores), chosen, tuple(tied), tuple(curves))
+        return Stage(name, tuple(candidates), tuple(scores), chosen, tuple(tied), tuple(curves),
+                     tuple(learning_rates))
 
     def select(self, param_spec: ParamSpec, param_list_spec: ParamSpec | None = None) -> SearchResult:
         """Chooses learning_rate, weight_decay and momentum.
@@ -357,13 +371,21 @@ class HyperSelector:
             stages.append(stage)
         for name in ("weight_decay", "momentum"):
             if name in param_list_spec:
-                stage = self.candidate_stage(name, param_list_spec.candidates(name), chosen)
+                stage = self.candidate_stage(name, param_list_spec.candidates(name), chosen, getattr(param_spec, name))
                 chosen[name] = stage.value
+                chosen["learning_rate"] = stage.learning_rates[stage.chosen]
                 stages.append(stage)
         result_spec = param_spec.replace(**{k: v for k, v in chosen.items() if v is not None})
         return SearchResult(result_spec, c.metric_name, c.by_acc, model_size, lr_test, tuple(stages),
                             self._trials_run, self._trials_reused, self._steps_spent,
                             time.perf_counter() - started)
+
+
+def coupled_learning_rate(learning_rate: float, momentum: float | None, new_momentum: float) -> float:
+    """The learning rate that keeps ``learning_rate / (1 - momentum)`` when momentum changes."""
+    if momentum is None:
+        return learning_rate
+    return learning_rate * (1.0 - new_momentum) / (1.0 - momentum)
 
 
 def check_search_specs(param_spec: ParamSpec, param_list_spec: ParamSpec, search_learning_rate: bool) -> None:

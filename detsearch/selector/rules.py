@@ -19,20 +19,25 @@ LOSS_EXPLOSION_FACTOR = 4.0
 LEADING_SKIP_FRACTION = 0.1
 """LR rules ignore this leading fraction of the range test's points."""
 
+WEIGHT_DECAY_LOG_FLOOR = 1e-12
+"""Added before taking logs of weight decays, so that a weight decay of 0 has a distance."""
+
 LR_MINIMUM_DIVISOR = 10.0
 """`minimum_over_10` backs off from the best learning rate by this factor."""
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Debiased exponential moving average with ``beta = 1 - 1 / window``.
+    """Centred moving average over ``window`` points (zero lag).
 
-    ``window=1`` returns the values unchanged. The average of a window of ``w`` points has the
-    same mean age as this EMA; ``window=50`` is fastai's LR-finder smoothing (beta 0.98).
-    Non-finite values propagate: every point at and after the first NaN/inf is NaN/inf.
+    Point ``i`` is the mean of the finite-prefix points ``i - window // 2 .. i + (window - 1) // 2``
+    that exist (the window shrinks at both ends). A trailing average or an EMA (fastai's) lags by
+    about half a window, which on a range test of a hundred points shifts the curve by a decade
+    of learning rate or more; a centred window does not. Everything from the first NaN/inf on is
+    NaN: the cut rule stops there.
 
     Args:
       values: float [N].
-      window: int >= 1.
+      window: int >= 1; 1 returns the values unchanged.
 
     Returns:
       float64 [N].
@@ -40,12 +45,16 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
     values = np.asarray(values, dtype=np.float64)
-    beta = 1.0 - 1.0 / window
-    out = np.empty_like(values)
-    average = 0.0
-    for i, value in enumerate(values):
-        average = beta * average + (1.0 - beta) * value
-        out[i] = average / (1.0 - beta ** (i + 1))
+    out = np.full(len(values), np.nan)
+    bad = ~np.isfinite(values)
+    n = int(np.argmax(bad)) if bad.any() else len(values)
+    if n == 0:
+        return out
+    sums = np.concatenate([[0.0], np.cumsum(values[:n])])
+    index = np.arange(n)
+    low = np.maximum(index - window // 2, 0)
+    high = np.minimum(index + (window - 1) // 2, n - 1) + 1
+    out[:n] = (sums[high] - sums[low]) / (high - low)
     return out
 
 
@@ -163,7 +172,7 @@ def choose_lr(lrs: np.ndarray, smoothed_badness: np.ndarray, end: int, rule: str
     """Applies an LR rule to the points in ``[skip, end)``.
 
     ``skip`` is the first `LEADING_SKIP_FRACTION` of the whole curve (as fastai drops the first
-    tenth of its recording), where the debiased average still rests on a handful of batches.
+    tenth of its recording), where the smallest learning rates have barely moved the weights.
     When the cut leaves nothing after the skip, every point before the cut is used.
 
     Raises:
@@ -215,11 +224,16 @@ def ties(scores: Sequence[float], diff_thres: float) -> list[int]:
     return [i for i, s in enumerate(scores) if s - best <= diff_thres * abs(best)]
 
 
-def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], diff_thres: float) -> int:
-    """Index of the chosen weight_decay: the largest weight_decay among the ties.
+def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], diff_thres: float,
+                        default: float | None = None) -> int:
+    """Index of the chosen weight_decay.
 
-    Short pre-training undervalues regularisation (its benefit shows late in training), so when
-    the curves cannot tell candidates apart the strongest regulariser wins.
+    Among the candidates that tie with the best (`ties`), the one closest to ``default`` (the
+    param_spec value) on a log scale wins; further ties go to the better score, then the earlier
+    candidate. Short pre-training separates weight decays poorly (their effect shows late in
+    training), so when the curves cannot tell candidates apart the user's default stands; a
+    candidate is chosen over it only when it is clearly better. With no default, the best score
+    wins.
 
     Raises:
       ValueError: every candidate diverged.
@@ -227,7 +241,13 @@ def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], di
     tied = ties(scores, diff_thres)
     if not tied:
         raise ValueError(f"every weight_decay candidate diverged: {list(candidates)}")
-    return max(tied, key=lambda i: (candidates[i], -i))
+    if default is None:
+        return min(tied, key=lambda i: (scores[i], i))
+
+    def distance(value: float) -> float:
+        return abs(math.log(value + WEIGHT_DECAY_LOG_FLOOR) - math.log(default + WEIGHT_DECAY_LOG_FLOOR))
+
+    return min(tied, key=lambda i: (distance(candidates[i]), scores[i], i))
 
 
 def choose_best(candidates: Sequence[float], scores: Sequence[float], name: str) -> int:

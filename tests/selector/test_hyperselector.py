@@ -51,13 +51,22 @@ DEFAULT_RANGE = (1e-4, 10.0)
 
 
 def test_diverging_candidate_is_never_chosen():
-    # momentum 0.999 at lr 10 overflows the softmax to NaN in the numpy trainer
-    param_spec = ParamSpec(learning_rate=10.0, momentum=0.9, weight_decay=0.0)
+    # lr 100 overflows the softmax to NaN in the numpy trainer
     result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False)).select(
-        param_spec, ParamSpec(momentum=[0.999, 0.5]))
+        ParamSpec(momentum=0.5), ParamSpec(learning_rate=[100.0, 0.1]))
     stage = result.stages[0]
     assert stage.curves[0].diverged and math.isinf(stage.scores[0])
-    assert result.param_spec.momentum == 0.5
+    assert len(stage.curves[0]) < 100  # the trainer stopped at the divergence
+    assert result.param_spec.learning_rate == 0.1
+
+
+def test_momentum_stage_keeps_the_effective_learning_rate():
+    result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False)).select(
+        ParamSpec(learning_rate=0.1, momentum=0.9), ParamSpec(momentum=[0.99, 0.9, 0.5]))
+    stage = result.stages[0]
+    np.testing.assert_allclose(stage.learning_rates, [0.01, 0.1, 0.5])
+    np.testing.assert_allclose(stage.curves[0].learning_rates, 0.01)
+    assert result.param_spec.learning_rate == pytest.approx(stage.learning_rates[stage.chosen])
 
 
 def test_learning_rate_candidates_without_range_test():

@@ -11,21 +11,21 @@ def test_smooth_window_one_is_identity():
     np.testing.assert_array_equal(rules.smooth(values, 1), values)
 
 
-def test_smooth_is_debiased_ema():
-    values = np.array([2.0, 4.0, 6.0])
-    beta = 0.5
-    expected = []
-    avg = 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        expected.append(avg / (1 - beta ** (i + 1)))
-    np.testing.assert_allclose(rules.smooth(values, 2), expected)
-    assert rules.smooth(values, 2)[0] == 2.0  # debiased: the first point is the value itself
+def test_smooth_is_centred_moving_average():
+    values = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    # window 3: neighbours on both sides, shrinking at the ends
+    np.testing.assert_allclose(rules.smooth(values, 3), [3.0, 4.0, 6.0, 8.0, 9.0])
+    # window 4: two before, one after
+    np.testing.assert_allclose(rules.smooth(values, 4), [3.0, 4.0, 5.0, 7.0, 8.0])
+    # a linear ramp keeps its slope in the middle: no lag
+    ramp = np.arange(100.0)
+    np.testing.assert_allclose(rules.smooth(ramp, 11)[5:-5], ramp[5:-5])
 
 
-def test_smooth_propagates_nan():
-    out = rules.smooth(np.array([1.0, np.nan, 1.0]), 3)
-    assert math.isfinite(out[0]) and np.isnan(out[1:]).all()
+def test_smooth_stops_at_first_non_finite():
+    out = rules.smooth(np.array([1.0, 3.0, np.nan, 1.0]), 3)
+    np.testing.assert_allclose(out[:2], [2.0, 2.0])
+    assert np.isnan(out[2:]).all()
 
 
 def test_smooth_rejects_bad_window():
@@ -110,16 +110,24 @@ def test_tail_score():
 
 def test_ties_and_weight_decay_choice():
     candidates = [1e-2, 1e-3, 1e-4]
-    # badness of accuracy: -0.90, -0.93, -0.94; 5% of 0.94 = 0.047 -> all tie -> largest wd
+    # badness of accuracy: -0.90, -0.93, -0.94; 5% of 0.94 = 0.047 -> all tie
     scores = [-0.90, -0.93, -0.94]
     assert rules.ties(scores, 0.05) == [0, 1, 2]
-    assert rules.choose_weight_decay(candidates, scores, 0.05) == 0
-    # with a 2% band only the last two tie; the larger of them wins
+    # ties keep the default
+    assert rules.choose_weight_decay(candidates, scores, 0.05, default=1e-2) == 0
+    assert rules.choose_weight_decay(candidates, scores, 0.05, default=1e-3) == 1
+    # the nearest tied candidate on a log scale when the default is not a candidate
+    assert rules.choose_weight_decay(candidates, scores, 0.05, default=5e-3) == 0
+    assert rules.choose_weight_decay(candidates, scores, 0.05, default=0.0) == 2
+    # with a 2% band only the last two tie: a default of 1e-2 is not among them -> nearest is 1e-3
     assert rules.ties(scores, 0.02) == [1, 2]
-    assert rules.choose_weight_decay(candidates, scores, 0.02) == 1
-    assert rules.choose_weight_decay(candidates, scores, 0.0) == 2
+    assert rules.choose_weight_decay(candidates, scores, 0.02, default=1e-2) == 1
+    # no band: the best
+    assert rules.choose_weight_decay(candidates, scores, 0.0, default=1e-2) == 2
+    # no default: the best of the ties
+    assert rules.choose_weight_decay(candidates, scores, 0.05) == 2
     # a diverged candidate never ties
-    assert rules.choose_weight_decay(candidates, [math.inf, 0.5, 0.51], 0.5) == 1
+    assert rules.choose_weight_decay(candidates, [math.inf, 0.5, 0.51], 0.5, default=1e-2) == 1
     with pytest.raises(ValueError, match="every weight_decay candidate diverged"):
         rules.choose_weight_decay(candidates, [math.inf] * 3, 0.05)
 

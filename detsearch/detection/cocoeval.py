@@ -1,0 +1,814 @@
+"""COCO bounding-box evaluation, equal to pycocotools to the last bit, vectorized.
+
+`evaluate_bbox` returns pycocotools' 12 summary stats (``COCOeval(gt, dt, "bbox")`` then
+``evaluate(); accumulate(); summarize()``) and its ``precision`` / ``recall`` arrays, bitwise
+equal (float64), by replaying pycocotools' arithmetic in the same order:
+
+- per (image, category): detections sorted by descending score with a stable sort (input
+  order breaks ties), the first 100 kept; ground truth sorted with ignored boxes last (stable);
+  a ground truth box is ignored when it is a crowd region or its ``area`` field (not its box)
+  lies outside the area range, both ends included;
+- greedy matching per IoU threshold ``t`` in ``0.50:0.05:0.95``: each detection, best score
+  first, takes the unmatched (or crowd) ground truth box of highest IoU ``>= min(t, 1 - 1e-10)``,
+  the last such box on equal IoU, non-ignored boxes before ignored ones; crowd boxes may be
+  matched repeatedly and use ``IoU = intersection / area(detection)``; a detection matched to
+  an ignored box is ignored, an unmatched detection whose ``w * h`` is outside the area range
+  is ignored;
+- accumulation per (category, area range, maxDets in 1/10/100): the first ``maxDets``
+  detections of each image, all images merged by a stable sort on descending score (images in
+  ascending id order), cumulative TP/FP, ``precision = tp / (tp + fp + eps)``, its monotone
+  envelope, read at the 101 recall thresholds with ``searchsorted(side="left")``; -1 where a
+  category has no non-ignored ground truth.
+
+Quirks kept on purpose: pycocotools records the matched ground-truth *id*, so a ground truth
+annotation with id 0 counts as unmatched in the accumulation and is never marked as taken.
+
+Why it is fast, and what the threshold sweep reuses (`CocoMatcher`, `Matches`):
+
+- IoUs against ground truth depend only on the boxes: `CocoMatcher.iou_pairs` computes them
+  once and keeps only pairs with IoU >= 0.5 (no other pair can ever match).
+- Matching walks detections in descending score per (image, category): the rank-``r``
+  detections of all groups are matched at once, for all 10 thresholds and 4 area ranges, so
+  the Python loop runs at most 100 times. The match of any score-threshold prefix is the
+  prefix of the full match.
+- The precision envelope read at a recall threshold only depends on the precision at true
+  positives, so the accumulation works on the (few) true positives; a higher score threshold
+  truncates the score-sorted arrays, so `Matches.evaluate` answers many thresholds from one
+  matching pass.
+
+This module imports only NumPy (pycocotools is the oracle in the tests, never a dependency
+here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from detsearch.detection.boxes import _iou_xywh_pairs
+
+__all__ = [
+    "AREA_NAMES",
+    "AREA_RANGES",
+    "CocoEvaluation",
+    "CocoMatcher",
+    "GroundTruth",
+    "IOU_THRESHOLDS",
+    "IouPairs",
+    "MAX_DETECTIONS",
+    "Matches",
+    "RECALL_THRESHOLDS",
+    "STAT_NAMES",
+    "evaluate_bbox",
+    "evaluate_results",
+    "load_ground_truth",
+    "summarize",
+]
+
+# Built exactly as pycocotools' Params.setDetParams, so that the float64 values are identical.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETECTIONS = (1, 10, 100)
+AREA_RANGES = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
+AREA_NAMES = ("all", "small", "medium", "large")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+"""The 12 summary stats in pycocotools' order (AP@[.5:.95], ..., AR large)."""
+
+_MATCH_THRESHOLDS = np.array([min(t, 1 - 1e-10) for t in IOU_THRESHOLDS])
+_MIN_MATCH_IOU = float(_MATCH_THRESHOLDS.min())
+_EPS = np.spacing(1)
+_NUM_T = len(IOU_THRESHOLDS)
+_NUM_A = len(AREA_RANGES)
+_NUM_M = len(MAX_DETECTIONS)
+_NUM_R = len(RECALL_THRESHOLDS)
+_MAX_RANK = MAX_DETECTIONS[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# ground truth
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """COCO instances (bbox) ground truth as arrays.
+
+    Annotations are grouped by (image, category) with file order kept inside a group (the
+    order pycocotools sees them in).
+
+    Attributes:
+      image_ids: int64 ``[I]`` ascending image ids of the file's ``images``.
+      category_ids: int64 ``[K]`` ascending category ids of the file's ``categories``.
+      category_names: names, aligned with ``category_ids``.
+      image_index: int64 ``[G]`` position of each annotation's image in ``image_ids``.
+      category_index: int64 ``[G]`` position of each annotation's category in ``category_ids``.
+      boxes: float64 ``[G, 4]`` COCO ``[x, y, w, h]``.
+      areas: float64 ``[G]`` the annotations' ``area`` field (decides the area range).
+      crowd: bool ``[G]`` iscrowd.
+      annotation_ids: int64 ``[G]``.
+      image_sizes: int64 ``[I, 2]`` (height, width), 0 where the file does not say.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    category_names: tuple[str, ...]
+    image_index: np.ndarray
+    category_index: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    crowd: np.ndarray
+    annotation_ids: np.ndarray
+    image_sizes: np.ndarray
+
+    @property
+    def num_annotations(self) -> int:
+        return len(self.annotation_ids)
+
+    @classmethod
+    def from_coco(cls, source: Any) -> "GroundTruth":
+        """See `load_ground_truth`."""
+        return load_ground_truth(source)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
+    """Reads COCO instances ground truth.
+
+    Args:
+      source: a path to an instances json, the parsed dict, or a pycocotools ``COCO`` object
+        (its ``dataset`` is read; nothing is modified).
+      name: how to name the source in error messages (default: the path, or "annotations").
+
+    Raises:
+      ValueError: malformed content; the message names the record and the problem (an
+        annotation whose image or category is not listed, a bbox that is not four finite
+        numbers or has negative width/height, a missing ``area`` or ``id``, duplicate ids).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name = name or os.fspath(source)
+        try:
+            with open(source, encoding="utf-8") as handle:
+                dataset = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    elif isinstance(source, Mapping):
+        dataset = source
+    elif hasattr(source, "dataset"):
+        dataset = source.dataset
+    else:
+        raise TypeError(f"ground truth must be a path, a dict or a pycocotools COCO object, got {type(source).__name__}")
+    name = name or "annotations"
+    if not isinstance(dataset, Mapping):
+        raise ValueError(f"{name}: top level must be a JSON object with 'images', 'annotations', 'categories'")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise ValueError(f"{name}: missing or non-list '{key}'")
+
+    image_ids, heights, widths = [], [], []
+    for position, image in enumerate(dataset["images"]):
+        if not isinstance(image, Mapping) or not isinstance(image.get("id"), int) or isinstance(image.get("id"), bool):
+            raise ValueError(f"{name}: images[{position}] has no integer 'id'")
+        image_ids.append(image["id"])
+        heights.append(int(image.get("height", 0) or 0))
+        widths.append(int(image.get("width", 0) or 0))
+    image_array = np.asarray(image_ids, np.int64)
+    unique_images, first = np.unique(image_array, return_index=True)
+    if len(unique_images) != len(image_array):
+        duplicate = int(image_array[np.setdiff1d(np.arange(len(image_array)), first)[0]])
+        raise ValueError(f"{name}: image id {duplicate} appears twice in 'images'")
+    sizes = np.stack([np.asarray(heights, np.int64)[first], np.asarray(widths, np.int64)[first]], axis=1) if len(first) else np.zeros((0, 2), np.int64)
+
+    category_ids, category_names = [], {}
+    for position, category in enumerate(dataset["categories"]):
+        if not isinstance(category, Mapping) or not isinstance(category.get("id"), int) or isinstance(category.get("id"), bool):
+            raise ValueError(f"{name}: categories[{position}] has no integer 'id'")
+        if category["id"] in category_names:
+            raise ValueError(f"{name}: category id {category['id']} appears twice in 'categories'")
+        category_ids.append(category["id"])
+        category_names[category["id"]] = str(category.get("name", category["id"]))
+    categories = np.unique(np.asarray(category_ids, np.int64))
+    image_position = {int(v): i for i, v in enumerate(unique_images)}
+    category_position = {int(v): i for i, v in enumerate(categories)}
+
+    annotations = dataset["annotations"]
+    n = len(annotations)
+    img = np.empty(n, np.int64)
+    cat = np.empty(n, np.int64)
+    boxes = np.empty((n, 4), np.float64)
+    areas = np.empty(n, np.float64)
+    crowd = np.empty(n, bool)
+    ids = np.empty(n, np.int64)
+    for position, ann in enumerate(annotations):
+        where = f"{name}: annotations[{position}]"
+        if not isinstance(ann, Mapping):
+            raise ValueError(f"{where} is not an object")
+        if "id" in ann:
+            where += f" (id {ann['id']})"
+        if not isinstance(ann.get("id"), int) or isinstance(ann.get("id"), bool):
+            raise ValueError(f"{where}: missing integer 'id'")
+        if ann.get("image_id") not in image_position:
+            raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
+        if ann.get("category_id") not in category_position:
+            raise ValueError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+            raise ValueError(f"{where}: bbox must be four finite numbers [x, y, w, h], got {bbox!r}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(f"{where}: bbox has negative width or height {list(bbox)!r}")
+        if not _number(ann.get("area")):
+            raise ValueError(f"{where}: missing or non-finite 'area'")
+        img[position] = image_position[ann["image_id"]]
+        cat[position] = category_position[ann["category_id"]]
+        boxes[position] = bbox
+        areas[position] = ann["area"]
+        crowd[position] = bool(ann.get("iscrowd", 0))
+        ids[position] = ann["id"]
+    if len(np.unique(ids)) != n:
+        values, counts = np.unique(ids, return_counts=True)
+        raise ValueError(f"{name}: annotation id {int(values[counts > 1][0])} appears twice")
+    order = np.lexsort((np.arange(n), cat, img))
+    return GroundTruth(
+        image_ids=unique_images,
+        category_ids=categories,
+        category_names=tuple(category_names[int(c)] for c in categories),
+        image_index=img[order],
+        category_index=cat[order],
+        boxes=boxes[order],
+        areas=areas[order],
+        crowd=crowd[order],
+        annotation_ids=ids[order],
+        image_sizes=sizes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True, eq=False)
+class CocoEvaluation:
+    """One evaluation, as pycocotools' ``COCOeval`` after ``summarize()``.
+
+    Attributes:
+      stats: float64 ``[12]`` in `STAT_NAMES` order (``COCOeval.stats``); -1 where undefined.
+      precision: float64 ``[T=10, R=101, K, A=4, M=3]`` (``COCOeval.eval['precision']``).
+      recall: float64 ``[T, K, A, M]`` (``COCOeval.eval['recall']``).
+      category_ids: int64 ``[K]``.
+      num_detections: detections evaluated (after the 100 per image and category cut).
+      f1: best-match F1 at IoU 0.5, area all, 100 detections, pooled over categories:
+        ``2 TP / (detections + ground truth)`` counting neither ignored detections nor
+        ignored ground truth (0 when both are 0).
+    """
+
+    stats: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    category_ids: np.ndarray
+    num_detections: int
+    f1: float
+
+    @property
+    def per_category_ap(self) -> np.ndarray:
+        """AP@[.5:.95] per category (area all, 100 detections), -1 without ground truth."""
+        out = np.full(len(self.category_ids), -1.0)
+        for k in range(len(self.category_ids)):
+            values = self.precision[:, :, k, 0, -1]
+            values = values[values > -1]
+            if values.size:
+                out[k] = np.mean(values)
+        return out
+
+    def stats_dict(self) -> dict[str, float]:
+        return {name: float(value) for name, value in zip(STAT_NAMES, self.stats)}
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """pycocotools' ``COCOeval.summarize`` for bbox, without printing: the 12 stats."""
+
+    def one(ap: bool, iou=None, area="all", max_detections=100):
+        area_index = [i for i, label in enumerate(AREA_NAMES) if label == area]
+        max_index = [i for i, value in enumerate(MAX_DETECTIONS) if value == max_detections]
+        if ap:
+            s = precision
+            if iou is not None:
+                s = s[np.where(iou == IOU_THRESHOLDS)[0]]
+            s = s[:, :, :, area_index, max_index]
+        else:
+            s = recall
+            if iou is not None:
+                s = s[np.where(iou == IOU_THRESHOLDS)[0]]
+            s = s[:, :, area_index, max_index]
+        if len(s[s > -1]) == 0:
+            return -1
+        return np.mean(s[s > -1])
+
+    stats = np.zeros((12,))
+    stats[0] = one(True)
+    stats[1] = one(True, iou=0.5, max_detections=100)
+    stats[2] = one(True, iou=0.75, max_detections=100)
+    stats[3] = one(True, area="small", max_detections=100)
+    stats[4] = one(True, area="medium", max_detections=100)
+    stats[5] = one(True, area="large", max_detections=100)
+    stats[6] = one(False, max_detections=MAX_DETECTIONS[0])
+    stats[7] = one(False, max_detections=MAX_DETECTIONS[1])
+    stats[8] = one(False, max_detections=MAX_DETECTIONS[2])
+    stats[9] = one(False, area="small", max_detections=100)
+    stats[10] = one(False, area="medium", max_detections=100)
+    stats[11] = one(False, area="large", max_detections=100)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# IoU pairs
+
+
+@dataclass(frozen=True, eq=False)
+class IouPairs:
+    """Detection/ground-truth pairs with IoU >= 0.5 (the only ones that can ever match).
+
+    Attributes:
+      offsets: int64 ``[D + 1]``: pairs of detection ``d`` are ``offsets[d]:offsets[d + 1]``,
+        in the ground truth's file order.
+      gt_index: int64 ``[P]`` row into the matcher's ground truth.
+      iou: float64 ``[P]`` pycocotools IoU.
+    """
+
+    offsets: np.ndarray
+    gt_index: np.ndarray
+    iou: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, detections: np.ndarray) -> "IouPairs":
+        """The pairs of the given detections (int indices), in that order."""
+        detections = np.asarray(detections, np.int64)
+        counts = self.offsets[detections + 1] - self.offsets[detections]
+        offsets = np.zeros(len(detections) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        rows = _ragged_arange(self.offsets[detections], counts)
+        return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
+
+
+def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + c)`` for each (s, c)."""
+    counts = np.asarray(counts, np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(counts)
+    return np.repeat(np.asarray(starts, np.int64) - (ends - counts), counts) + np.arange(total, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# the matcher
+
+
+class CocoMatcher:
+    """Matches and accumulates detections against fixed ground truth and a fixed image set.
+
+    Args:
+      ground_truth: a `GroundTruth` (or anything `load_ground_truth` reads).
+      image_ids: the images to evaluate (pycocotools ``params.imgIds``); default all images of
+        the ground truth. Every id must be in the ground truth. Categories are always all of
+        the ground truth's categories (``params.catIds`` default).
+    """
+
+    def __init__(self, ground_truth: Any, image_ids: Iterable[int] | None = None):
+        gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
+        self.ground_truth = gt
+        if image_ids is None:
+            eval_ids = gt.image_ids
+        else:
+            eval_ids = np.unique(np.asarray(list(image_ids), np.int64))
+            missing = np.setdiff1d(eval_ids, gt.image_ids)
+            if missing.size:
+                raise ValueError(f"image id {int(missing[0])} is not in the ground truth ({missing.size} such ids)")
+        self.image_ids = eval_ids
+        self.category_ids = gt.category_ids
+        self.num_categories = len(gt.category_ids)
+        # Ground truth of the evaluated images, in (image position, category, file order) order.
+        position_of = np.searchsorted(eval_ids, gt.image_ids)
+        in_eval = np.zeros(len(gt.image_ids), bool)
+        valid = position_of < len(eval_ids)
+        in_eval[valid] = eval_ids[position_of[valid]] == gt.image_ids[valid]
+        rows = np.flatnonzero(in_eval[gt.image_index])
+        image_pos = position_of[gt.image_index[rows]]
+        order = np.lexsort((np.arange(len(rows)), gt.category_index[rows], image_pos))
+        rows = rows[order]
+        self._gt_rows = rows
+        self._gt_image = image_pos[order]
+        self._gt_category = gt.category_index[rows]
+        self._gt_boxes = gt.boxes[rows]
+        self._gt_crowd = gt.crowd[rows]
+        self._gt_id_nonzero = gt.annotation_ids[rows] != 0
+        areas = gt.areas[rows]
+        lows = np.array([r[0] for r in AREA_RANGES], np.float64)
+        highs = np.array([r[1] for r in AREA_RANGES], np.float64)
+        self._gt_ignore = self._gt_crowd[:, None] | (areas[:, None] < lows) | (areas[:, None] > highs)
+        self._gt_group = self._gt_image * self.num_categories + self._gt_category
+        # Non-ignored ground truth per (category, area): pycocotools' npig.
+        self._npig = np.zeros((self.num_categories, _NUM_A), np.int64)
+        for a in range(_NUM_A):
+            self._npig[:, a] = np.bincount(self._gt_category[~self._gt_ignore[:, a]], minlength=self.num_categories)
+        self._first_tp = _first_true_positive_needed(self._npig)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    def image_positions(self, image_ids) -> np.ndarray:
+        """Positions of COCO image ids among the evaluated images; ValueError for others."""
+        ids = np.asarray(image_ids, np.int64).reshape(-1)
+        pos = np.searchsorted(self.image_ids, ids)
+        bad = (pos >= len(self.image_ids)) | (self.image_ids[np.minimum(pos, len(self.image_ids) - 1)] != ids) if len(self.image_ids) else np.ones(len(ids), bool)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"detection {first}: image_id {int(ids[first])} is not among the evaluated images")
+        return pos
+
+    def category_positions(self, category_ids) -> np.ndarray:
+        """Positions of COCO category ids in the ground truth's categories; ValueError for others."""
+        ids = np.asarray(category_ids, np.int64).reshape(-1)
+        pos = np.searchsorted(self.category_ids, ids)
+        bad = (pos >= len(self.category_ids)) | (self.category_ids[np.minimum(pos, len(self.category_ids) - 1)] != ids) if len(self.category_ids) else np.ones(len(ids), bool)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"detection {first}: category_id {int(ids[first])} is not in the ground truth's categories")
+        return pos
+
+    # -- IoU --------------------------------------------------------------------------------
+
+    def iou_pairs(self, image_pos, category_pos, boxes_xywh, *, chunk_size: int = 1 << 20) -> IouPairs:
+        """IoU >= 0.5 pairs of each detection with the ground truth of its image and category.
+
+        Args:
+          image_pos: int ``[D]`` positions among `image_ids`.
+          category_pos: int ``[D]`` positions among `category_ids`.
+          boxes_xywh: float64 ``[D, 4]``.
+          chunk_size: detections per vectorized chunk (bounds memory).
+        """
+        image_pos = np.asarray(image_pos, np.int64).reshape(-1)
+        category_pos = np.asarray(category_pos, np.int64).reshape(-1)
+        boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+        total = len(boxes)
+        counts = np.zeros(total, np.int64)
+        gt_parts, iou_parts = [], []
+        for start in range(0, total, chunk_size):
+            stop = min(total, start + chunk_size)
+            group = image_pos[start:stop] * self.num_categories + category_pos[start:stop]
+            first = np.searchsorted(self._gt_group, group, side="left")
+            n_gt = np.searchsorted(self._gt_group, group, side="right") - first
+            det = np.repeat(np.arange(stop - start), n_gt)
+            gt = _ragged_arange(first, n_gt)
+            iou = _iou_xywh_pairs(boxes[start:stop][det], self._gt_boxes[gt], self._gt_crowd[gt])
+            keep = iou >= _MIN_MATCH_IOU
+            counts[start:stop] = np.bincount(det[keep], minlength=stop - start)
+            gt_parts.append(gt[keep])
+            iou_parts.append(iou[keep])
+        offsets = np.zeros(total + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        gt_index = np.concatenate(gt_parts) if gt_parts else np.zeros(0, np.int64)
+        ious = np.concatenate(iou_parts) if iou_parts else np.zeros(0, np.float64)
+        return IouPairs(offsets, gt_index, ious)
+
+    # -- matching ---------------------------------------------------------------------------
+
+    def match(self, image_pos, category_pos, boxes_xywh, scores, pairs: IouPairs | None = None) -> "Matches":
+        """Greedy COCO matching of detections (pycocotools ``evaluateImg`` for every image,
+        category and area range at once).
+
+        Args:
+          image_pos: int ``[D]`` positions among `image_ids` (see `image_positions`).
+          category_pos: int ``[D]`` positions among `category_ids`.
+          boxes_xywh: float64 ``[D, 4]``.
+          scores: ``[D]`` real scores (compared as float64).
+          pairs: `iou_pairs` of exactly these detections in this order, when already known.
+
+        The input order breaks score ties within an image and category, as the order of a
+        results list does for pycocotools.
+        """
+        image_pos = np.asarray(image_pos, np.int64).reshape(-1)
+        category_pos = np.asarray(category_pos, np.int64).reshape(-1)
+        boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        n = len(boxes)
+        if not (len(image_pos) == len(category_pos) == len(scores) == n):
+            raise ValueError(f"detection arrays differ in length: {len(image_pos)}, {len(category_pos)}, {n}, {len(scores)}")
+        if n and (np.isnan(scores).any()):
+            raise ValueError(f"detection {int(np.flatnonzero(np.isnan(scores))[0])}: score is NaN")
+        if pairs is not None and len(pairs) != n:
+            raise ValueError(f"pairs cover {len(pairs)} detections, expected {n}")
+
+        group = image_pos * self.num_categories + category_pos
+        order = np.lexsort((np.arange(n), -scores, group))
+        group_sorted = group[order]
+        starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]]) if n else np.zeros(0, np.int64)
+        rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        keep = rank < _MAX_RANK
+        order, rank = order[keep], rank[keep]
+        if pairs is None:
+            pairs = self.iou_pairs(image_pos[order], category_pos[order], boxes[order])
+        else:
+            pairs = pairs.take(order)
+        det_boxes = boxes[order]
+        det_area = det_boxes[:, 2] * det_boxes[:, 3]
+        lows = np.array([r[0] for r in AREA_RANGES], np.float64)
+        highs = np.array([r[1] for r in AREA_RANGES], np.float64)
+        area_out = (det_area[:, None] < lows) | (det_area[:, None] > highs)  # [D, A]
+        tp, counted = self._greedy_match(rank, pairs, area_out)
+        return Matches(
+            matcher=self,
+            image_pos=image_pos[order],
+            category_pos=category_pos[order],
+            rank=rank,
+            scores=scores[order],
+            input_index=order,
+            true_positive=tp,
+            counted=counted,
+        )
+
+    def _greedy_match(self, rank: np.ndarray, pairs: IouPairs, area_out: np.ndarray):
+        n = len(rank)
+        tp = np.zeros((n, _NUM_A, _NUM_T), bool)
+        counted = np.repeat(~area_out[:, :, None], _NUM_T, axis=2)
+        pair_count = np.diff(pairs.offsets)
+        with_pairs = np.flatnonzero(pair_count > 0)
+        if with_pairs.size == 0:
+            return tp, counted
+        taken = np.zeros((len(self._gt_rows), _NUM_A, _NUM_T), bool)
+        by_rank = with_pairs[np.argsort(rank[with_pairs], kind="stable")]
+        rank_bounds = np.searchsorted(rank[by_rank], np.arange(_MAX_RANK + 1))
+        thresholds = _MATCH_THRESHOLDS[None, None, :]
+        for r in range(_MAX_RANK):
+            dets = by_rank[rank_bounds[r] : rank_bounds[r + 1]]
+            if dets.size == 0:
+                continue
+            counts = pair_count[dets]
+            rows = _ragged_arange(pairs.offsets[dets], counts)
+            seg_starts = np.zeros(len(dets), np.int64)
+            np.cumsum(counts[:-1], out=seg_starts[1:])
+            seg_of_pair = np.repeat(np.arange(len(dets)), counts)
+            gt = pairs.gt_index[rows]
+            iou = pairs.iou[rows][:, None, None]
+            eligible = (iou >= thresholds) & (~taken[gt] | self._gt_crowd[gt][:, None, None])
+            ignored = self._gt_ignore[gt][:, :, None]
+            winner = np.full((len(dets), _NUM_A, _NUM_T), -1, np.int64)
+            pair_number = np.arange(len(rows))[:, None, None]
+            # Non-ignored ground truth first: pycocotools sorts ignored boxes last and stops at
+            # the first ignored box once a non-ignored one matched.
+            for candidates in (eligible & ~ignored, eligible & ignored):
+                value = np.where(candidates, iou, -1.0)
+                best = np.maximum.reduceat(value, seg_starts, axis=0)
+                is_best = candidates & (value == best[seg_of_pair])
+                # ">= running best" in pycocotools' loop: the last box of equal IoU wins.
+                last = np.maximum.reduceat(np.where(is_best, pair_number, -1), seg_starts, axis=0)
+                winner = np.where(winner >= 0, winner, last)
+            matched = winner >= 0
+            d_idx, a_idx, t_idx = np.nonzero(matched)
+            gt_won = gt[winner[d_idx, a_idx, t_idx]]
+            taken[gt_won, a_idx, t_idx] = True
+            won_ignored = self._gt_ignore[gt_won, a_idx]
+            dtm_nonzero = self._gt_id_nonzero[gt_won]
+            det_rows = dets[d_idx]
+            tp[det_rows, a_idx, t_idx] = dtm_nonzero & ~won_ignored
+            # dtIg = gtIg[m] for a match, or-ed with "dtm == 0 and outside the area range".
+            is_ignored = won_ignored | (~dtm_nonzero & area_out[det_rows, a_idx])
+            counted[det_rows, a_idx, t_idx] = ~is_ignored
+        return tp, counted
+
+
+def _first_true_positive_needed(npig: np.ndarray) -> np.ndarray:
+    """For each (category, area) and recall threshold r: the smallest integer ``tp`` with
+    ``tp / npig >= RECALL_THRESHOLDS[r]`` in float64 (pycocotools' ``rc = tp / npig``).
+    int64 ``[K, A, R]``; entries for ``npig == 0`` are meaningless."""
+    n = np.maximum(npig, 1).astype(np.float64)[:, :, None]
+    need = np.ceil(RECALL_THRESHOLDS[None, None, :] * n)
+    # ceil of a rounded product can be one off either way; settle with the exact division.
+    for _ in range(3):
+        need = np.where((need > 0) & ((need - 1) / n >= RECALL_THRESHOLDS), need - 1, need)
+        need = np.where(need / n < RECALL_THRESHOLDS, need + 1, need)
+    return need.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# matched detections, accumulation
+
+
+@dataclass(frozen=True, eq=False)
+class Matches:
+    """Matched detections (the first 100 per image and category), ready to accumulate.
+
+    Attributes are aligned arrays, in (image, category, rank) order; ``true_positive`` and
+    ``counted`` are bool ``[D, A=4, T=10]``: pycocotools' ``dtm != 0 and not dtIgnore`` and
+    ``not dtIgnore``.
+    """
+
+    matcher: CocoMatcher
+    image_pos: np.ndarray
+    category_pos: np.ndarray
+    rank: np.ndarray
+    scores: np.ndarray
+    input_index: np.ndarray
+    true_positive: np.ndarray
+    counted: np.ndarray
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rank)
+
+    def count_above(self, score_thresholds: Sequence[float]) -> np.ndarray:
+        """int64 number of detections with ``score > threshold``, per threshold."""
+        sorted_scores = np.sort(self.scores)
+        return len(sorted_scores) - np.searchsorted(sorted_scores, np.asarray(score_thresholds, np.float64), side="right")
+
+    def evaluate(self, score_thresholds: Sequence[float] | None = None) -> list[CocoEvaluation]:
+        """pycocotools ``accumulate`` + ``summarize`` of the detections with
+        ``score > threshold``, one evaluation per threshold (default: one of all detections).
+
+        Thresholds are compared with the float64 scores; pass ``float(np.float32(t))`` to
+        compare as float32 scores are by NMS.
+        """
+        thresholds = [-math.inf] if score_thresholds is None else [float(t) for t in score_thresholds]
+        if any(math.isnan(t) for t in thresholds):
+            raise ValueError("score thresholds must not be NaN")
+        prepared = self._prepare()
+        done: dict[float, CocoEvaluation] = {}
+        for threshold in thresholds:
+            if threshold not in done:
+                done[threshold] = self._evaluate_threshold(prepared, threshold)
+        return [done[t] for t in thresholds]
+
+    def f1_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pooled F1 at IoU 0.5 (area all, 100 detections) along the score axis.
+
+        Returns ``(scores, true_positives, counted)``: at each distinct score (descending),
+        the cumulative true positives and counted (non-ignored) detections with
+        ``score >= that score``. F1 at a cut is ``2 tp / (counted + ground_truth)`` with
+        ``ground_truth`` = `num_ground_truth`.
+        """
+        counted = self.counted[:, 0, 0]
+        scores = self.scores[counted]
+        tp = self.true_positive[:, 0, 0][counted]
+        order = np.argsort(-scores, kind="stable")
+        scores, tp = scores[order], tp[order]
+        tp_cum = np.cumsum(tp)
+        n_cum = np.arange(1, len(scores) + 1)
+        last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+        return scores[last], tp_cum[last], n_cum[last]
+
+    @property
+    def num_ground_truth(self) -> int:
+        """Non-ignored ground truth boxes (area all), all categories."""
+        return int(self.matcher._npig[:, 0].sum())
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _prepare(self):
+        if "prepared" in self._cache:
+            return self._cache["prepared"]
+        # Detections of a category across images, by descending score, images ascending, rank:
+        # the order of pycocotools' mergesort over the concatenation of per-image lists.
+        order = np.lexsort((self.rank, self.image_pos, -self.scores, self.category_pos))
+        category = self.category_pos[order]
+        scores = self.scores[order]
+        rank = self.rank[order]
+        num_k = self.matcher.num_categories
+        tp_all = self.true_positive[order].reshape(len(order), _NUM_A * _NUM_T)
+        counted_all = self.counted[order].reshape(len(order), _NUM_A * _NUM_T)
+        seg_parts, pr_parts, score_parts = [], [], []
+        for m_index, max_det in enumerate(MAX_DETECTIONS):
+            rows = np.flatnonzero(rank < max_det)
+            cat = category[rows]
+            counted_cum = np.cumsum(counted_all[rows], axis=0, dtype=np.int64)
+            cat_start = np.searchsorted(cat, np.arange(num_k))
+            base = np.zeros((num_k, _NUM_A * _NUM_T), np.int64)
+            has_before = cat_start > 0
+            base[has_before] = counted_cum[cat_start[has_before] - 1]
+            col, row = np.nonzero(tp_all[rows].T)
+            tp_cat = cat[row]
+            position = counted_cum[row, col] - base[tp_cat, col]
+            segment = (m_index * _NUM_A * _NUM_T + col) * num_k + tp_cat
+            seg_first = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]]) if len(segment) else np.zeros(0, np.int64)
+            ordinal = np.arange(len(segment)) - np.repeat(seg_first, np.diff(np.r_[seg_first, len(segment)])) + 1
+            tp_f = ordinal.astype(np.float64)
+            fp_f = (position - ordinal).astype(np.float64)
+            seg_parts.append(segment)
+            pr_parts.append(tp_f / (fp_f + tp_f + _EPS))
+            score_parts.append(scores[rows][row])
+        segment = np.concatenate(seg_parts)
+        precision_at_tp = np.concatenate(pr_parts)
+        tp_scores = np.concatenate(score_parts)
+        num_segments = _NUM_M * _NUM_A * _NUM_T * num_k
+        seg_start = np.searchsorted(segment, np.arange(num_segments))
+        # First TP ordinal (1-based) each recall threshold needs, per segment: [S, R].
+        need = self.matcher._first_tp  # [K, A, R]
+        need = np.broadcast_to(need.transpose(1, 0, 2)[None, :, None, :, :], (_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R))
+        need = np.maximum(need.reshape(num_segments, _NUM_R), 1)
+        npig = np.broadcast_to(self.matcher._npig.T[None, :, None, :], (_NUM_M, _NUM_A, _NUM_T, num_k)).reshape(num_segments)
+        prepared = dict(
+            segment=segment,
+            precision_at_tp=np.r_[precision_at_tp, -np.inf],
+            tp_scores=tp_scores,
+            seg_start=seg_start,
+            need=need,
+            npig=npig,
+            num_segments=num_segments,
+        )
+        self._cache["prepared"] = prepared
+        return prepared
+
+    def _evaluate_threshold(self, prepared: dict, threshold: float) -> CocoEvaluation:
+        num_k = self.matcher.num_categories
+        num_segments = prepared["num_segments"]
+        included = prepared["tp_scores"] > threshold
+        n_tp = np.bincount(prepared["segment"][included], minlength=num_segments).astype(np.int64)
+        seg_start = prepared["seg_start"]
+        need = prepared["need"]  # [S, R] 1-based ordinal of the first TP a recall threshold needs
+        # Blocks [bounds[r], bounds[r + 1]) of the TP precisions; the envelope at threshold r is the
+        # max over blocks r..R-1 (a suffix max up to the truncation n_tp).
+        ends = seg_start + n_tp
+        bounds = np.empty((num_segments, _NUM_R + 1), np.int64)
+        bounds[:, :_NUM_R] = seg_start[:, None] + np.minimum(need - 1, n_tp[:, None])
+        bounds[:, _NUM_R] = ends
+        values = prepared["precision_at_tp"]
+        block_max = np.maximum.reduceat(values, bounds.reshape(-1)).reshape(num_segments, _NUM_R + 1)[:, :_NUM_R]
+        block_max[bounds[:, :_NUM_R] >= bounds[:, 1:]] = -np.inf
+        envelope = np.maximum.accumulate(block_max[:, ::-1], axis=1)[:, ::-1]
+        q = np.where(need <= n_tp[:, None], envelope, 0.0)
+        npig = prepared["npig"]
+        present = npig > 0
+        q[~present] = -1.0
+        recall_flat = np.where(present, n_tp.astype(np.float64) / np.maximum(npig, 1), -1.0)
+        precision = np.ascontiguousarray(q.reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
+        recall = np.ascontiguousarray(recall_flat.reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
+        # Pooled F1 at IoU 0.5, area all, 100 detections.
+        seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # m = 100, a = all, t = 0.5
+        tp_f1 = int(n_tp[seg_f1 : seg_f1 + num_k].sum())
+        counted = int(np.count_nonzero(self.counted[:, 0, 0] & (self.scores > threshold)))
+        denominator = counted + self.num_ground_truth
+        f1 = float(2 * tp_f1) / float(denominator) if denominator else 0.0
+        return CocoEvaluation(
+            stats=summarize(precision, recall),
+            precision=precision,
+            recall=recall,
+            category_ids=self.matcher.category_ids,
+            num_detections=int(np.count_nonzero(self.scores > threshold)),
+            f1=f1,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# one-shot evaluation
+
+
+def evaluate_bbox(ground_truth, image_ids, category_ids, boxes_xywh, scores, *, eval_image_ids=None) -> CocoEvaluation:
+    """COCO bbox evaluation of detections given as arrays, equal to pycocotools.
+
+    Args:
+      ground_truth: a `GroundTruth`, a path, a dict or a pycocotools ``COCO`` object.
+      image_ids: int ``[D]`` COCO image id of each detection.
+      category_ids: int ``[D]`` COCO category id of each detection.
+      boxes_xywh: float ``[D, 4]`` COCO ``[x, y, w, h]``.
+      scores: float ``[D]``.
+      eval_image_ids: images to evaluate (default: all images of the ground truth).
+
+    Returns:
+      `CocoEvaluation`. Input order breaks score ties, as a results list's order does.
+
+    Raises:
+      ValueError: a detection's image is not evaluated or its category is not in the ground
+        truth (pycocotools would assert, or silently skip it), or a score is NaN.
+    """
+    matcher = CocoMatcher(ground_truth, eval_image_ids)
+    matches = matcher.match(matcher.image_positions(image_ids), matcher.category_positions(category_ids), boxes_xywh, scores)
+    return matches.evaluate()[0]
+
+
+def evaluate_results(ground_truth, results, *, eval_image_ids=None) -> CocoEvaluation:
+    """`evaluate_bbox` of a COCO results list (dicts with image_id, category_id, bbox, score),
+    or of the path of a results json."""
+    if isinstance(results, (str, os.PathLike)):
+        with open(results, encoding="utf-8") as handle:
+            results = json.load(handle)
+    n = len(results)
+    image_ids = np.empty(n, np.int64)
+    category_ids = np.empty(n, np.int64)
+    boxes = np.empty((n, 4), np.float64)
+    scores = np.empty(n, np.float64)
+    for position, record in enumerate(results):
+        try:
+            image_ids[position] = record["image_id"]
+            category_ids[position] = record["category_id"]
+            boxes[position] = record["bbox"]
+            scores[position] = record["score"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"results[{position}]: needs image_id, category_id, bbox [x, y, w, h] and score ({error})") from None
+    return evaluate_bbox(ground_truth, image_ids, category_ids, boxes, scores, eval_image_ids=eval_image_ids)

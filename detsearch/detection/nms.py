@@ -1,0 +1,533 @@
+"""Greedy non-maximum suppression: a NumPy reference, TensorFlow-op paths and a batched fast path.
+
+Semantics (the same for every implementation here, and measured against TensorFlow 2.20's
+``tf.image.non_max_suppression_with_scores``, i.e. the ``NonMaxSuppressionV5`` CPU kernel,
+which ``tf.image.combined_non_max_suppression`` shares except for ties, see below):
+
+- Thresholds are compared in float32, as the kernels receive them: a candidate is kept only
+  if ``score > float32(score_threshold)`` (a score equal to the threshold is dropped).
+- A candidate is suppressed when its IoU with an already kept box of the same group is
+  ``> float32(iou_threshold)`` (an IoU exactly equal to the threshold does not suppress).
+- IoU is `detsearch.detection.boxes.iou_yxyx` (the kernel's float32 formula, bit for bit;
+  boxes with zero area never suppress nor get suppressed).
+- Candidates are visited by descending score; equal scores are visited lower index first
+  (the kernel's priority queue). ``combined_non_max_suppression`` orders equal scores with
+  ``std::sort`` and so leaves their order unspecified; it agrees with these functions on
+  inputs without ties.
+- Per-class NMS runs that greedy pass for each class independently (at most
+  ``max_detections_per_class`` kept per class), then merges all kept boxes by descending
+  score, equal scores by ascending index, and keeps the first ``max_total_detections``
+  (defaults 100 and 100, as Model Garden's detection generator).
+- Class-agnostic NMS (the first stage of Faster R-CNN) is one greedy pass over all boxes,
+  optionally per FPN level, merged by descending score (ties by index) and cut to
+  ``max_output_size`` (default 1000, Model Garden's ``num_proposals``).
+
+Every function returns int64 indices into its inputs, in output order (descending score).
+
+TensorFlow is imported inside the ``*_tf`` functions only, so importing this module (and
+``detsearch.detection``) does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detsearch.detection.boxes import _ordered, iou_yxyx
+
+__all__ = [
+    "DEFAULT_MAX_DETECTIONS_PER_CLASS",
+    "DEFAULT_MAX_TOTAL_DETECTIONS",
+    "DEFAULT_NUM_PROPOSALS",
+    "class_agnostic_nms_batched",
+    "class_agnostic_nms_reference",
+    "class_agnostic_nms_tf",
+    "greedy_walk",
+    "nms_reference",
+    "nms_tf",
+    "per_class_nms_batched",
+    "per_class_nms_reference",
+    "per_class_nms_tf",
+]
+
+DEFAULT_MAX_DETECTIONS_PER_CLASS = 100
+"""Model Garden ``DetectionGenerator.max_num_detections`` is applied per class and in total."""
+DEFAULT_MAX_TOTAL_DETECTIONS = 100
+DEFAULT_NUM_PROPOSALS = 1000
+"""Model Garden ``ROIGenerator.test_num_proposals``."""
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_thresholds(iou_threshold, score_threshold) -> tuple[np.float32, np.float32]:
+    iou = float(iou_threshold)
+    if not 0.0 <= iou <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
+    score = float(score_threshold)
+    if math.isnan(score):
+        raise ValueError(f"score_threshold must not be NaN, got {score_threshold!r}")
+    return np.float32(iou), np.float32(score)
+
+
+def _check_cap(name: str, value, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _check_inputs(boxes, scores, classes=None):
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4], got {boxes.shape}")
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError(f"scores has {len(scores)} entries for {len(boxes)} boxes")
+    if classes is None:
+        return boxes, scores
+    classes = np.asarray(classes).reshape(-1)
+    if len(classes) != len(boxes):
+        raise ValueError(f"classes has {len(classes)} entries for {len(boxes)} boxes")
+    if classes.size and not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"classes must be integers, got dtype {classes.dtype}")
+    return boxes, scores, classes.astype(np.int64, copy=False)
+
+
+def _visit_order(scores: np.ndarray, score_threshold: np.float32) -> np.ndarray:
+    """Indices with ``score > score_threshold`` by descending score, ties lower index first."""
+    candidates = np.flatnonzero(scores > score_threshold)
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
+
+
+def _merge(indices: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
+    """Sorts kept indices by descending score (ties ascending index) and keeps ``limit``."""
+    indices = np.asarray(indices, np.int64)
+    order = np.lexsort((indices, -scores[indices]))
+    return indices[order][:limit]
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy reference
+
+
+def nms_reference(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_output_size=None) -> np.ndarray:
+    """Single-group greedy NMS, a plain loop (the reference the fast paths are tested against).
+
+    Args:
+      boxes: ``[N, 4]`` yxyx.
+      scores: ``[N]``.
+      iou_threshold: suppresses a box whose IoU with a kept box is ``> iou_threshold``; in [0, 1].
+      score_threshold: keeps only boxes with ``score > score_threshold``.
+      max_output_size: stop after this many kept boxes (None: no limit).
+
+    Returns:
+      int64 indices of the kept boxes by descending score (ties: lower index first).
+    """
+    boxes, scores = _check_inputs(boxes, scores)
+    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
+    limit = _check_cap("max_output_size", max_output_size, len(boxes))
+    kept: list[int] = []
+    for index in _visit_order(scores, score_t):
+        if len(kept) >= limit:
+            break
+        if kept and (iou_yxyx(boxes[index : index + 1], boxes[kept])[0] > iou_t).any():
+            continue
+        kept.append(int(index))
+    return np.asarray(kept, np.int64)
+
+
+def per_class_nms_reference(
+    boxes,
+    scores,
+    classes,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_detections_per_class=DEFAULT_MAX_DETECTIONS_PER_CLASS,
+    max_total_detections=DEFAULT_MAX_TOTAL_DETECTIONS,
+) -> np.ndarray:
+    """Per-class greedy NMS of one image (NumPy reference).
+
+    Args:
+      boxes: ``[N, 4]`` yxyx, one box per candidate (a candidate is a (box, class) pair).
+      scores: ``[N]``.
+      classes: ``[N]`` integer class of each candidate.
+      iou_threshold: suppresses a box whose IoU with a kept box of the same class is
+        ``> iou_threshold``.
+      score_threshold: keeps only candidates with ``score > score_threshold``.
+      max_detections_per_class: at most this many kept per class (default 100).
+      max_total_detections: at most this many in total (default 100).
+
+    Returns:
+      int64 indices by descending score; equal scores by ascending index.
+    """
+    boxes, scores, classes = _check_inputs(boxes, scores, classes)
+    per_class = _check_cap("max_detections_per_class", max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS)
+    total = _check_cap("max_total_detections", max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS)
+    kept = []
+    for value in np.unique(classes):
+        members = np.flatnonzero(classes == value)
+        selected = nms_reference(
+            boxes[members],
+            scores[members],
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            max_output_size=per_class,
+        )
+        kept.append(members[selected])
+    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, total)
+
+
+def class_agnostic_nms_reference(
+    boxes,
+    scores,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_output_size=DEFAULT_NUM_PROPOSALS,
+    levels=None,
+) -> np.ndarray:
+    """Class-agnostic NMS with a top-N cap (Faster R-CNN first stage), NumPy reference.
+
+    Args:
+      boxes: ``[N, 4]`` yxyx proposals.
+      scores: ``[N]`` objectness.
+      iou_threshold: suppresses a proposal whose IoU with a kept one (of the same level when
+        ``levels`` is given) is ``> iou_threshold``.
+      score_threshold: keeps only proposals with ``objectness > score_threshold``.
+      max_output_size: keep the best this many after merging the levels (default 1000).
+      levels: optional ``[N]`` integer FPN level; NMS then runs per level, as Model Garden's
+        multilevel ROI generator does, before the merge.
+
+    Returns:
+      int64 indices by descending objectness; equal scores by ascending index.
+    """
+    boxes, scores = _check_inputs(boxes, scores)
+    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
+    if levels is None:
+        return nms_reference(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
+    levels = np.asarray(levels).reshape(-1)
+    if len(levels) != len(boxes):
+        raise ValueError(f"levels has {len(levels)} entries for {len(boxes)} boxes")
+    kept = []
+    for value in np.unique(levels):
+        members = np.flatnonzero(levels == value)
+        selected = nms_reference(
+            boxes[members], scores[members], iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit
+        )
+        kept.append(members[selected])
+    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow ops
+
+
+def nms_tf(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_output_size=None) -> np.ndarray:
+    """`nms_reference` through ``tf.image.non_max_suppression_with_scores`` (hard NMS).
+
+    Runs on the default TensorFlow device (a GPU when one is present). Same arguments and
+    result as `nms_reference`.
+    """
+    import tensorflow as tf
+
+    boxes, scores = _check_inputs(boxes, scores)
+    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
+    limit = _check_cap("max_output_size", max_output_size, len(boxes))
+    if len(boxes) == 0 or limit == 0:
+        return np.zeros(0, np.int64)
+    selected, _ = tf.image.non_max_suppression_with_scores(
+        tf.constant(boxes),
+        tf.constant(scores),
+        max_output_size=limit,
+        iou_threshold=float(iou_t),
+        score_threshold=float(score_t),
+        soft_nms_sigma=0.0,
+    )
+    return selected.numpy().astype(np.int64)
+
+
+def per_class_nms_tf(
+    boxes,
+    scores,
+    classes,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_detections_per_class=DEFAULT_MAX_DETECTIONS_PER_CLASS,
+    max_total_detections=DEFAULT_MAX_TOTAL_DETECTIONS,
+) -> np.ndarray:
+    """`per_class_nms_reference` with the per-class passes run by the TensorFlow op."""
+    boxes, scores, classes = _check_inputs(boxes, scores, classes)
+    per_class = _check_cap("max_detections_per_class", max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS)
+    total = _check_cap("max_total_detections", max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS)
+    kept = []
+    for value in np.unique(classes):
+        members = np.flatnonzero(classes == value)
+        selected = nms_tf(
+            boxes[members], scores[members], iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=per_class
+        )
+        kept.append(members[selected])
+    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, total)
+
+
+def class_agnostic_nms_tf(
+    boxes,
+    scores,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_output_size=DEFAULT_NUM_PROPOSALS,
+    levels=None,
+) -> np.ndarray:
+    """`class_agnostic_nms_reference` with the greedy passes run by the TensorFlow op."""
+    boxes, scores = _check_inputs(boxes, scores)
+    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
+    if levels is None:
+        return nms_tf(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
+    levels = np.asarray(levels).reshape(-1)
+    if len(levels) != len(boxes):
+        raise ValueError(f"levels has {len(levels)} entries for {len(boxes)} boxes")
+    kept = []
+    for value in np.unique(levels):
+        members = np.flatnonzero(levels == value)
+        selected = nms_tf(
+            boxes[members], scores[members], iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit
+        )
+        kept.append(members[selected])
+    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
+
+
+# --------------------------------------------------------------------------------------------
+# batched fast path
+
+
+def greedy_walk(boxes, groups, image_offsets, *, iou_threshold, max_per_group, max_per_image) -> np.ndarray:
+    """Greedy NMS of many images at once, on candidates already in visiting order.
+
+    This is the engine of `per_class_nms_batched` and of the threshold sweep. Within each
+    image, candidates are visited in the given order; a candidate is kept unless its IoU with
+    a kept candidate of the same group is ``> iou_threshold``, or its group already holds
+    ``max_per_group`` kept candidates; an image stops at ``max_per_image`` kept. When the
+    order is descending score with ties by index and a group is a class, this is exactly
+    per-class NMS followed by the merge and total cap (the per-class passes only ever look at
+    earlier candidates of their own class, and the merge order is the visiting order).
+
+    All images advance one candidate per step, so the Python loop runs as many times as the
+    longest walk, and each step is a handful of array operations over the active images
+    against the kept boxes of the candidates' groups.
+
+    Args:
+      boxes: float32 ``[N, 4]`` yxyx, grouped by image (image ``i`` owns rows
+        ``image_offsets[i]:image_offsets[i + 1]``) and in visiting order within an image.
+      groups: ``[N]`` integer group (class) of each candidate; groups of different images
+        never interact, whatever their values.
+      image_offsets: int ``[num_images + 1]``, non-decreasing, from 0 to N.
+      iou_threshold: suppression threshold (``>``), compared in float32.
+      max_per_group: cap per (image, group).
+      max_per_image: cap per image.
+
+    Returns:
+      bool ``[N]``: True for kept candidates. Kept candidates of an image, in row order, are
+      that image's output in order.
+    """
+    boxes = np.asarray(boxes, np.float32)
+    n = len(boxes)
+    kept = np.zeros(n, bool)
+    offsets = np.asarray(image_offsets, np.int64)
+    if n == 0 or max_per_group <= 0 or max_per_image <= 0:
+        return kept
+    iou_t = np.float32(iou_threshold)
+    image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    groups = np.asarray(groups, np.int64)
+    low = int(groups.min())
+    span = int(groups.max()) - low + 1
+    _, group_index = np.unique(image_of * span + (groups - low), return_inverse=True)
+    group_index = group_index.reshape(-1)
+    num_groups = int(group_index.max()) + 1
+
+    ordered = _ordered(boxes)
+    coords = [np.ascontiguousarray(ordered[:, k]) for k in range(4)]
+    areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
+    capacity = min(max_per_group, 4)
+    slots = [np.zeros((num_groups, capacity), np.float32) for _ in range(5)]
+    group_count = np.zeros(num_groups, np.int64)
+    image_count = np.zeros(len(offsets) - 1, np.int64)
+
+    starts, ends = offsets[:-1], offsets[1:]
+    active = np.flatnonzero(ends > starts)
+    position = starts[active].copy()
+    end = ends[active]
+    zero = np.float32(0.0)
+    while active.size:
+        group = group_index[position]
+        count = group_count[group]
+        keep = count < max_per_group
+        check = np.flatnonzero(keep & (count > 0))
+        if check.size:
+            g = group[check]
+            p = position[check]
+            width = int(count[check].max())
+            c = [coords[k][p][:, None] for k in range(4)]
+            s = [slot[g, :width] for slot in slots]
+            height = np.maximum(np.minimum(c[2], s[2]) - np.maximum(c[0], s[0]), zero)
+            breadth = np.maximum(np.minimum(c[3], s[3]) - np.maximum(c[1], s[1]), zero)
+            intersection = height * breadth
+            area_c = areas[p][:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                iou = intersection / (area_c + s[4] - intersection)
+            suppress = (iou > iou_t) & (area_c > zero) & (s[4] > zero)
+            suppress &= np.arange(width)[None, :] < count[check][:, None]
+            keep[check[suppress.any(axis=1)]] = False
+        chosen = np.flatnonzero(keep)
+        if chosen.size:
+            g = group[chosen]
+            p = position[chosen]
+            slot_index = count[chosen]
+            if int(slot_index.max()) >= capacity:
+                grown = min(max_per_group, capacity * 2)
+                slots = [np.concatenate([slot, np.zeros((num_groups, grown - capacity), np.float32)], axis=1) for slot in slots]
+                capacity = grown
+            for k in range(4):
+                slots[k][g, slot_index] = coords[k][p]
+            slots[4][g, slot_index] = areas[p]
+            group_count[g] += 1
+            image_count[active[chosen]] += 1
+            kept[p] = True
+        position += 1
+        alive = (position < end) & (image_count[active] < max_per_image)
+        if not alive.all():
+            active, position, end = active[alive], position[alive], end[alive]
+    return kept
+
+
+def per_class_nms_batched(
+    boxes,
+    scores,
+    classes,
+    image_offsets,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_detections_per_class=DEFAULT_MAX_DETECTIONS_PER_CLASS,
+    max_total_detections=DEFAULT_MAX_TOTAL_DETECTIONS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class_nms_reference` for many images at once (vectorized NumPy, same result).
+
+    Args:
+      boxes, scores, classes: candidates of all images, concatenated; image ``i`` owns rows
+        ``image_offsets[i]:image_offsets[i + 1]``.
+      image_offsets: int ``[num_images + 1]``.
+      Other arguments as `per_class_nms_reference`.
+
+    Returns:
+      ``(indices, offsets)``: int64 global row indices of the kept candidates, image by image
+      in output order, and int64 ``[num_images + 1]`` offsets into ``indices``.
+    """
+    boxes, scores, classes = _check_inputs(boxes, scores, classes)
+    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
+    per_class = _check_cap("max_detections_per_class", max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS)
+    total = _check_cap("max_total_detections", max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS)
+    offsets = np.asarray(image_offsets, np.int64)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(boxes) or (np.diff(offsets) < 0).any():
+        raise ValueError(f"image_offsets must rise from 0 to {len(boxes)}, got {offsets[:5].tolist()}...")
+    image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    candidates = np.flatnonzero(scores > score_t)
+    order = candidates[np.lexsort((candidates, -scores[candidates], image_of[candidates]))]
+    candidate_offsets = np.searchsorted(image_of[order], np.arange(len(offsets)), side="left")
+    kept = greedy_walk(
+        boxes[order],
+        classes[order],
+        candidate_offsets,
+        iou_threshold=iou_t,
+        max_per_group=per_class,
+        max_per_image=total,
+    )
+    indices = order[kept]
+    return indices, np.searchsorted(image_of[indices], np.arange(len(offsets)), side="left").astype(np.int64)
+
+
+def class_agnostic_nms_batched(
+    boxes,
+    scores,
+    image_offsets,
+    *,
+    iou_threshold,
+    score_threshold=-math.inf,
+    max_output_size=DEFAULT_NUM_PROPOSALS,
+    levels=None,
+    backend: str = "tensorflow",
+) -> tuple[np.ndarray, np.ndarray]:
+    """`class_agnostic_nms_reference` for many images (Faster R-CNN first stage).
+
+    Args:
+      boxes, scores: proposals of all images, concatenated; image ``i`` owns rows
+        ``image_offsets[i]:image_offsets[i + 1]``.
+      image_offsets: int ``[num_images + 1]``.
+      levels: optional ``[N]`` FPN level per proposal (NMS per level, then merge).
+      backend: ``"tensorflow"``: one ``non_max_suppression_with_scores`` call per image and
+        level (the kernel's speed for the long first-stage walks); ``"numpy"``: `greedy_walk`
+        (no TensorFlow; slow when many proposals are kept).
+      Other arguments as `class_agnostic_nms_reference`.
+
+    Returns:
+      ``(indices, offsets)``: int64 global row indices of the kept proposals, image by image by
+      descending score (ties by index), and int64 ``[num_images + 1]`` offsets.
+    """
+    boxes, scores = _check_inputs(boxes, scores)
+    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
+    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
+    offsets = np.asarray(image_offsets, np.int64)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(boxes) or (np.diff(offsets) < 0).any():
+        raise ValueError(f"image_offsets must rise from 0 to {len(boxes)}")
+    num_images = len(offsets) - 1
+    image_of = np.repeat(np.arange(num_images), np.diff(offsets))
+    groups = np.zeros(len(boxes), np.int64) if levels is None else np.asarray(levels, np.int64).reshape(-1)
+    if len(groups) != len(boxes):
+        raise ValueError(f"levels has {len(groups)} entries for {len(boxes)} boxes")
+    if backend == "numpy":
+        candidates = np.flatnonzero(scores > score_t)
+        order = candidates[np.lexsort((candidates, -scores[candidates], image_of[candidates]))]
+        kept = greedy_walk(
+            boxes[order],
+            groups[order],
+            np.searchsorted(image_of[order], np.arange(num_images + 1)),
+            iou_threshold=iou_t,
+            max_per_group=limit,
+            max_per_image=limit,
+        )
+        indices = order[kept]
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        # Group rows by (image, level) without disturbing row order inside a group.
+        order = np.lexsort((np.arange(len(boxes)), groups, image_of))
+        low = int(groups.min()) if len(groups) else 0
+        span = int(groups.max()) - low + 1 if len(groups) else 1
+        key = image_of[order] * span + (groups[order] - low)
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(order) else np.zeros(0, np.int64)
+        stops = np.r_[starts[1:], len(order)]
+        parts = []
+        for start, stop in zip(starts, stops):
+            rows = order[start:stop]
+            if limit == 0 or not (scores[rows] > score_t).any():
+                continue
+            selected, _ = tf.image.non_max_suppression_with_scores(
+                boxes[rows], scores[rows], max_output_size=limit, iou_threshold=float(iou_t), score_threshold=float(score_t)
+            )
+            parts.append(rows[selected.numpy()])
+        kept = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        merged = kept[np.lexsort((kept, -scores[kept], image_of[kept]))]
+        image_kept = image_of[merged]
+        first = np.searchsorted(image_kept, np.arange(num_images + 1))
+        rank = np.arange(len(merged)) - first[image_kept]
+        indices = merged[rank < limit]
+    else:
+        raise ValueError(f"backend must be 'tensorflow' or 'numpy', got {backend!r}")
+    return indices.astype(np.int64), np.searchsorted(image_of[indices], np.arange(num_images + 1)).astype(np.int64)

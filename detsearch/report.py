@@ -1,0 +1,142 @@
+"""Reports of a `SearchResult`: summary table, PNG plots, TensorBoard scalars, result.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detsearch.selector import SearchResult, rules
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "diverged"
+
+
+def metric_value(result: SearchResult, score: float) -> float:
+    """A stage score (badness) back in the metric's own sign."""
+    return -score if result.by_acc else score
+
+
+def summary_table(result: SearchResult) -> str:
+    """Plain-text table: the LR test's reading, then every candidate with its tail score."""
+    lines = []
+    if result.lr_test is not None:
+        test = result.lr_test
+        lines.append(f"learning rate range test ({len(test.curve)} points, cut at {test.cut}):")
+        for name, lr in test.picks.items():
+            mark = "  <- chosen" if name == test.rule else ""
+            lines.append(f"  rule {name:<16} lr {lr:.4g}{mark}")
+    for stage in result.stages:
+        lines.append(f"{stage.name} candidates (tail {result.metric}):")
+        for i, (candidate, score) in enumerate(zip(stage.candidates, stage.scores)):
+            mark = "  <- chosen" if i == stage.chosen else ("  (tie)" if i in stage.tied else "")
+            lines.append(f"  {stage.name} {candidate:<10g} {result.metric} {_fmt(metric_value(result, score))}{mark}")
+    chosen = ", ".join(f"{k}={v:.4g}" for k, v in result.param_spec.to_dict().items())
+    lines.append(f"chosen: {chosen}")
+    lines.append(f"trials: {result.trials_run} run, {result.trials_reused} reused; {result.steps_spent} steps; "
+                 f"{result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lr_test(result: SearchResult, path: str | os.PathLike, window: int) -> None:
+    """Smoothed metric against learning rate (log axis), the cut, the chosen LR and other rules' picks."""
+    if result.lr_test is None:
+        return
+    plt = _pyplot()
+    test = result.lr_test
+    lrs = test.curve.learning_rates
+    raw = test.curve.metric(result.metric)
+    smoothed = metric_value(result, test.smoothed)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, raw, color="0.8", linewidth=0.8, label=f"{result.metric} (points)")
+    ax.plot(lrs, smoothed, color="C0", label=f"{result.metric} (smoothed, window {window})")
+    if test.cut < len(lrs):
+        ax.axvspan(lrs[test.cut] if test.cut < len(lrs) else lrs[-1], lrs[-1], color="C3", alpha=0.1,
+                   label="cut: diverging")
+    for i, (name, lr) in enumerate(test.picks.items()):
+        style = dict(color="C2", linewidth=2) if name == test.rule else dict(color=f"C{4 + i}", linestyle=":")
+        ax.axvline(lr, label=f"{name}: {lr:.3g}", **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(result.metric)
+    finite = smoothed[np.isfinite(smoothed)]
+    if finite.size:
+        low, high = np.min(finite), np.max(finite)
+        pad = 0.1 * (high - low or 1.0)
+        ax.set_ylim(low - pad, high + pad)
+    ax.set_title("learning-rate range test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_stages(result: SearchResult, path: str | os.PathLike, window: int) -> None:
+    """One panel per candidate stage: every candidate's smoothed curve against steps."""
+    if not result.stages:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(result.stages), figsize=(6 * len(result.stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], result.stages):
+        for i, (candidate, curve) in enumerate(zip(stage.candidates, stage.curves)):
+            values = rules.smooth(curve.metric(result.metric), window)
+            label = f"{stage.name}={candidate:g}" + (" (chosen)" if i == stage.chosen else "")
+            ax.plot(curve.steps, values, linewidth=2.5 if i == stage.chosen else 1.2, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{result.metric} (smoothed)")
+        ax.set_title(f"{stage.name} candidates")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_tensorboard(result: SearchResult, logdir: str | os.PathLike) -> None:
+    """Every trial's curve as TensorBoard scalars, one run per trial under ``logdir``."""
+    import tensorflow as tf
+
+    trials = []
+    if result.lr_test is not None:
+        trials.append(("lr_range_test", result.lr_test.curve))
+    for stage in result.stages:
+        trials += [(f"{stage.name}={c:g}", curve) for c, curve in zip(stage.candidates, stage.curves)]
+    for name, curve in trials:
+        writer = tf.summary.create_file_writer(str(Path(logdir) / name))
+        with writer.as_default():
+            for i, step in enumerate(curve.steps):
+                tf.summary.scalar("learning_rate", curve.learning_rates[i], step=int(step))
+                for metric, values in curve.metrics.items():
+                    tf.summary.scalar(metric, values[i], step=int(step))
+        writer.close()
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Writes JSON to a temporary file beside ``path``, then renames it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,139 @@
+"""HyperSelector vs an exhaustive grid on real MNIST (the seed's softmax model and a small CNN).
+
+    python tools/bench_selector.py                  # both models
+    python tools/bench_selector.py --models softmax
+
+For each model: run the search with the seed's settings (100-step trials, weight_decay
+[1e-2, 1e-3, 1e-4], momentum [0.99, 0.95, 0.9]), train its choice for the final budget (1000
+steps, as the seed's mox.auto.run), and train every point of a grid (``--grid-lrs`` log-spaced
+learning rates x the weight_decay list x the momentum list) for the same budget. Every final run
+replays the same recorded batches from the same initial weights and is scored on the full MNIST
+test split. Also trains what each LR rule (fastai's valley / steep / minimum-over-10, and plain
+minimum) would have picked on the same range test. Prints accuracies and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+WEIGHT_DECAYS = (1e-2, 1e-3, 1e-4)
+MOMENTUMS = (0.99, 0.95, 0.9)
+DEFAULT_MOMENTUM = 0.9  # the seed's param_spec
+BATCH_SIZE = 50
+TEST_BATCHES = 10000 // BATCH_SIZE
+
+
+def final_accuracy(trainer, final_steps, learning_rate, momentum, weight_decay) -> float:
+    from detsearch.selector.curves import LrSchedule, TrialSpec
+
+    curve = trainer.run(TrialSpec(LrSchedule(start=learning_rate, steps=final_steps), momentum, weight_decay,
+                                  evaluate_every_n_steps=final_steps))
+    if curve.diverged or not len(curve):
+        return 0.0
+    accuracy = float(curve.metric("accuracy")[-1])
+    return accuracy if math.isfinite(accuracy) else 0.0
+
+
+def bench(model: str, args) -> dict:
+    import detsearch.moxing as mox
+    from datasets import mnist as mnist_data
+    from detsearch.moxing import auto
+    from detsearch.selector.hyperselector import coupled_learning_rate
+    from detsearch.training.graph import GraphTrainer
+    from models.mnist import make_program
+
+    mnist = mnist_data.input_data.read_data_sets(str(mnist_data.ensure(None)), one_hot=True, seed=args.seed)
+    input_fn, model_fn, optimizer_fn = make_program(mnist, model, BATCH_SIZE)
+
+    started = time.perf_counter()
+    chosen = mox.auto.search(input_fn=input_fn, model_fn=model_fn, optimizer_fn=optimizer_fn, batch_size=BATCH_SIZE,
+                             auto_batch=False, total_steps=100, evaluation_total_steps=10, select_by_eval=False,
+                             log_every_n_steps=0, seed=args.seed,
+                             param_spec=mox.auto.ParamSpec(weight_decay=1e-4, momentum=DEFAULT_MOMENTUM,
+                                                           learning_rate=0.1),
+                             param_list_spec=mox.auto.ParamSpec(weight_decay=list(WEIGHT_DECAYS),
+                                                                momentum=list(MOMENTUMS)))
+    search_seconds = time.perf_counter() - started
+    result = auto.last_result
+
+    # One trainer for every final run: same recorded batches, same initial weights, test-split scoring.
+    trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9),
+                           batch_size=BATCH_SIZE, auto_batch=False, num_batches=args.final_steps,
+                           metric_names=["accuracy"], loss_name="loss", select_by_eval=True,
+                           evaluation_total_steps=TEST_BATCHES, log_every_n_steps=0, seed=args.seed)
+    started = time.perf_counter()
+    ours = final_accuracy(trainer, args.final_steps, chosen.learning_rate, chosen.momentum, chosen.weight_decay)
+    final_seconds = time.perf_counter() - started
+    # What each rule's pick would have become: rescaled from the range test's momentum to the
+    # chosen one as the momentum stage does.
+    rules = {}
+    for name, lr in result.lr_test.picks.items():
+        lr = coupled_learning_rate(lr, DEFAULT_MOMENTUM, chosen.momentum)
+        rules[name] = (lr, final_accuracy(trainer, args.final_steps, lr, chosen.momentum, chosen.weight_decay))
+
+    learning_rates = np.logspace(math.log10(args.grid_min_lr), math.log10(args.grid_max_lr), args.grid_lrs)
+    grid = {}
+    started = time.perf_counter()
+    for i, (lr, wd, momentum) in enumerate(itertools.product(learning_rates, WEIGHT_DECAYS, MOMENTUMS)):
+        grid[(float(lr), wd, momentum)] = final_accuracy(trainer, args.final_steps, lr, momentum, wd)
+        print(f"  [{model}] grid {i + 1}/{len(learning_rates) * 9}: lr {lr:.4g} wd {wd:g} momentum {momentum:g} "
+              f"-> {grid[(float(lr), wd, momentum)]:.4f}", file=sys.stderr, flush=True)
+    grid_seconds = time.perf_counter() - started
+    best = max(grid, key=grid.get)
+    return {
+        "model": model, "chosen": chosen, "ours": ours, "rules": rules, "rule": result.lr_test.rule,
+        "search_steps": result.steps_spent, "search_seconds": search_seconds, "final_seconds": final_seconds,
+        "grid": grid, "best": best, "grid_seconds": grid_seconds, "final_steps": args.final_steps,
+    }
+
+
+def report(r: dict) -> None:
+    grid_values = np.array(list(r["grid"].values()))
+    best_params, best = r["best"], r["grid"][r["best"]]
+    ours_steps = r["search_steps"] + r["final_steps"]
+    grid_steps = len(r["grid"]) * r["final_steps"]
+    chosen = r["chosen"]
+    print(f"\n== {r['model']} ==")
+    print(f"ours:        lr {chosen.learning_rate:.4g} wd {chosen.weight_decay:g} momentum {chosen.momentum:g} "
+          f"-> test accuracy {r['ours']:.4f}  ({r['search_steps']} search + {r['final_steps']} final = {ours_steps} steps; "
+          f"search {r['search_seconds']:.1f} s)")
+    print(f"grid best:   lr {best_params[0]:.4g} wd {best_params[1]:g} momentum {best_params[2]:g} "
+          f"-> test accuracy {best:.4f}  ({len(r['grid'])} runs = {grid_steps} steps; {r['grid_seconds']:.0f} s)")
+    print(f"grid median: {np.median(grid_values):.4f}   grid worst: {grid_values.min():.4f}")
+    gap = (best - r["ours"]) * 100
+    print(f"gap to grid best: {gap:.2f} points (target <= 0.5)   steps: {ours_steps / grid_steps:.1%} of the grid's "
+          f"(target <= 10%)   -> {'MET' if gap <= 0.5 and ours_steps <= 0.1 * grid_steps else 'MISSED'}")
+    print("LR rules on the same range test (each pick rescaled to, and trained with, the chosen wd/momentum):")
+    for name, (lr, accuracy) in r["rules"].items():
+        mark = "  <- shipped" if name == r["rule"] else ""
+        print(f"  {name:<16} lr {lr:<10.4g} test accuracy {accuracy:.4f}{mark}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="softmax,cnn", help="comma-separated: softmax, cnn")
+    parser.add_argument("--final-steps", type=int, default=1000, help="final training budget per run")
+    parser.add_argument("--grid-lrs", type=int, default=8, help="log-spaced learning rates in the grid")
+    parser.add_argument("--grid-min-lr", type=float, default=1e-3)
+    parser.add_argument("--grid-max-lr", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    results = [bench(model, args) for model in args.models.split(",")]
+    for r in results:
+        report(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
