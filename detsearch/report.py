@@ -54,17 +54,17 @@ def _pyplot():
 
 
 def plot_lr_test(result: SearchResult, path: str | os.PathLike, window: int) -> None:
-    """Smoothed metric against learning rate (log axis), the cut, the chosen LR and other rules' picks."""
+    """Smoothed loss against learning rate (log axis), the cut, the chosen LR and other rules' picks."""
     if result.lr_test is None:
         return
     plt = _pyplot()
     test = result.lr_test
     lrs = test.curve.learning_rates
-    raw = test.curve.metric(result.metric)
-    smoothed = metric_value(result, test.smoothed)
+    raw = test.curve.metric(test.metric)
+    smoothed = test.smoothed
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(lrs, raw, color="0.8", linewidth=0.8, label=f"{result.metric} (points)")
-    ax.plot(lrs, smoothed, color="C0", label=f"{result.metric} (smoothed, window {window})")
+    ax.plot(lrs, raw, color="0.8", linewidth=0.8, label=f"{test.metric} (points)")
+    ax.plot(lrs, smoothed, color="C0", label=f"{test.metric} (smoothed, window {window})")
     if test.cut < len(lrs):
         ax.axvspan(lrs[test.cut] if test.cut < len(lrs) else lrs[-1], lrs[-1], color="C3", alpha=0.1,
                    label="cut: diverging")
@@ -73,7 +73,7 @@ def plot_lr_test(result: SearchResult, path: str | os.PathLike, window: int) -> 
         ax.axvline(lr, label=f"{name}: {lr:.3g}", **style)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(result.metric)
+    ax.set_ylabel(test.metric)
     finite = smoothed[np.isfinite(smoothed)]
     if finite.size:
         low, high = np.min(finite), np.max(finite)

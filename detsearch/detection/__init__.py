@@ -24,4 +24,6 @@ from detsearch.detection.nms import (
     per_class_nms_reference,
     per_class_nms_tf,
 )
-from detsearch.detection.sweep import OBJECTIVES, STRATEGIES, SweepResult, SweepRow, sweep, sweep_reference
+# The function `sweep.sweep` is not re-exported: the name would hide the module
+# `detsearch.detection.sweep` (``import detsearch.detection.sweep as m`` would bind the function).
+from detsearch.detection.sweep import OBJECTIVES, STRATEGIES, SweepResult, SweepRow, sweep_reference

@@ -508,7 +508,13 @@ class CocoMatcher:
             raise ValueError(f"pairs cover {len(pairs)} detections, expected {n}")
 
         group = image_pos * self.num_categories + category_pos
-        order = np.lexsort((np.arange(n), -scores, group))
+        step_image = np.diff(image_pos)
+        if n and (step_image >= 0).all() and ((step_image > 0) | (np.diff(scores) <= 0)).all():
+            # Already by image and descending score (NMS output): a stable sort by group keeps
+            # score order and input order for ties.
+            order = np.argsort(group, kind="stable")
+        else:
+            order = np.lexsort((np.arange(n), -scores, group))
         group_sorted = group[order]
         starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]]) if n else np.zeros(0, np.int64)
         rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
@@ -533,6 +539,8 @@ class CocoMatcher:
             input_index=order,
             true_positive=tp,
             counted=counted,
+            area_out=area_out,
+            has_pairs=np.diff(pairs.offsets) > 0,
         )
 
     def _greedy_match(self, rank: np.ndarray, pairs: IouPairs, area_out: np.ndarray):
@@ -608,7 +616,9 @@ class Matches:
 
     Attributes are aligned arrays, in (image, category, rank) order; ``true_positive`` and
     ``counted`` are bool ``[D, A=4, T=10]``: pycocotools' ``dtm != 0 and not dtIgnore`` and
-    ``not dtIgnore``.
+    ``not dtIgnore``; ``area_out`` is bool ``[D, A]`` (the detection's ``w * h`` is outside the
+    area range) and ``has_pairs`` bool ``[D]`` (some ground truth has IoU >= 0.5 with it; the
+    others are unmatched everywhere, so ``counted == ~area_out`` for them).
     """
 
     matcher: CocoMatcher
@@ -619,6 +629,8 @@ class Matches:
     input_index: np.ndarray
     true_positive: np.ndarray
     counted: np.ndarray
+    area_out: np.ndarray
+    has_pairs: np.ndarray
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -681,20 +693,34 @@ class Matches:
         scores = self.scores[order]
         rank = self.rank[order]
         num_k = self.matcher.num_categories
-        tp_all = self.true_positive[order].reshape(len(order), _NUM_A * _NUM_T)
-        counted_all = self.counted[order].reshape(len(order), _NUM_A * _NUM_T)
+        # Position of a true positive among the counted detections of its category = cumulative
+        # count of counted detections. An unmatched detection is counted iff its area is in
+        # range, whatever the IoU threshold, so the count is a per-area cumulative sum plus
+        # corrections from the few detections that have IoU >= 0.5 pairs (`has_pairs`).
+        area_ok = ~self.area_out[order]
+        touched = self.has_pairs[order]
+        col_area = np.repeat(np.arange(_NUM_A), _NUM_T)  # area of column a * T + t
         seg_parts, pr_parts, score_parts = [], [], []
         for m_index, max_det in enumerate(MAX_DETECTIONS):
-            rows = np.flatnonzero(rank < max_det)
+            rows = np.flatnonzero(rank < max_det) if max_det < _MAX_RANK else np.arange(len(rank))
             cat = category[rows]
-            counted_cum = np.cumsum(counted_all[rows], axis=0, dtype=np.int64)
-            cat_start = np.searchsorted(cat, np.arange(num_k))
-            base = np.zeros((num_k, _NUM_A * _NUM_T), np.int64)
-            has_before = cat_start > 0
-            base[has_before] = counted_cum[cat_start[has_before] - 1]
-            col, row = np.nonzero(tp_all[rows].T)
-            tp_cat = cat[row]
-            position = counted_cum[row, col] - base[tp_cat, col]
+            default_cum = np.cumsum(np.ascontiguousarray(area_ok[rows].T).view(np.int8), axis=1, dtype=np.int32)
+            special = np.flatnonzero(touched[rows])
+            source = order[rows[special]]
+            counted_s = self.counted[source].reshape(len(source), _NUM_A * _NUM_T)
+            delta = counted_s.view(np.int8) - area_ok[rows[special]][:, col_area].view(np.int8)
+            delta_cum = np.cumsum(delta, axis=0, dtype=np.int32)
+            tp_s = self.true_positive[source].reshape(len(source), _NUM_A * _NUM_T)
+            col, j = np.nonzero(np.ascontiguousarray(tp_s.T))
+            p = special[j]
+            tp_cat = cat[p]
+            before = np.searchsorted(cat, tp_cat, side="left") - 1  # last row before the category
+            safe = np.maximum(before, 0)
+            j_before = np.searchsorted(special, before, side="right") - 1
+            counted_before = np.where(before >= 0, default_cum[col_area[col], safe], 0) + np.where(
+                j_before >= 0, delta_cum[np.maximum(j_before, 0), col], 0
+            )
+            position = default_cum[col_area[col], p] + delta_cum[j, col] - counted_before
             segment = (m_index * _NUM_A * _NUM_T + col) * num_k + tp_cat
             seg_first = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]]) if len(segment) else np.zeros(0, np.int64)
             ordinal = np.arange(len(segment)) - np.repeat(seg_first, np.diff(np.r_[seg_first, len(segment)])) + 1
@@ -702,7 +728,7 @@ class Matches:
             fp_f = (position - ordinal).astype(np.float64)
             seg_parts.append(segment)
             pr_parts.append(tp_f / (fp_f + tp_f + _EPS))
-            score_parts.append(scores[rows][row])
+            score_parts.append(scores[rows][p])
         segment = np.concatenate(seg_parts)
         precision_at_tp = np.concatenate(pr_parts)
         tp_scores = np.concatenate(score_parts)

@@ -43,6 +43,7 @@ __all__ = [
     "class_agnostic_nms_batched",
     "class_agnostic_nms_reference",
     "class_agnostic_nms_tf",
+    "GreedyWalk",
     "greedy_walk",
     "nms_reference",
     "nms_tf",
@@ -320,8 +321,9 @@ def greedy_walk(boxes, groups, image_offsets, *, iou_threshold, max_per_group, m
     earlier candidates of their own class, and the merge order is the visiting order).
 
     All images advance one candidate per step, so the Python loop runs as many times as the
-    longest walk, and each step is a handful of array operations over the active images
-    against the kept boxes of the candidates' groups.
+    longest walk (until an image has ``max_per_image`` kept or no candidates left), and each
+    step is a handful of array operations over the active images against the kept boxes of
+    the candidates' groups.
 
     Args:
       boxes: float32 ``[N, 4]`` yxyx, grouped by image (image ``i`` owns rows
@@ -337,74 +339,106 @@ def greedy_walk(boxes, groups, image_offsets, *, iou_threshold, max_per_group, m
       bool ``[N]``: True for kept candidates. Kept candidates of an image, in row order, are
       that image's output in order.
     """
-    boxes = np.asarray(boxes, np.float32)
-    n = len(boxes)
-    kept = np.zeros(n, bool)
-    offsets = np.asarray(image_offsets, np.int64)
-    if n == 0 or max_per_group <= 0 or max_per_image <= 0:
+    return GreedyWalk(boxes, groups, image_offsets).run(
+        iou_threshold=iou_threshold, max_per_group=max_per_group, max_per_image=max_per_image
+    )
+
+
+class GreedyWalk:
+    """Candidates of many images prepared once for several `greedy_walk` passes (for example
+    one per IoU threshold). Arguments as `greedy_walk`."""
+
+    def __init__(self, boxes, groups, image_offsets):
+        boxes = np.asarray(boxes, np.float32)
+        self.size = len(boxes)
+        self.offsets = np.asarray(image_offsets, np.int64)
+        self.num_images = len(self.offsets) - 1
+        if self.size == 0:
+            return
+        image_of = np.repeat(np.arange(self.num_images), np.diff(self.offsets))
+        self.group_index, self.num_groups = _compact_groups(image_of, np.asarray(groups, np.int64))
+        self.group_size = np.bincount(self.group_index, minlength=self.num_groups)
+        # Ordered coordinates and the kernel's area, in one array so one gather fetches a box.
+        self.data = np.empty((self.size, 5), np.float32)
+        self.data[:, :4] = _ordered(boxes)
+        self.data[:, 4] = (self.data[:, 2] - self.data[:, 0]) * (self.data[:, 3] - self.data[:, 1])
+
+    def run(self, *, iou_threshold, max_per_group, max_per_image) -> np.ndarray:
+        kept = np.zeros(self.size, bool)
+        if self.size == 0 or max_per_group <= 0 or max_per_image <= 0:
+            return kept
+        iou_t = np.float32(iou_threshold)
+        data, group_index = self.data, self.group_index
+        # Kept boxes of a group live in a reserved block of `slots`, sized by the most the
+        # group can keep: min(its candidates, max_per_group, max_per_image).
+        capacity = np.minimum(self.group_size, min(max_per_group, max_per_image))
+        base = np.zeros(self.num_groups, np.int64)
+        np.cumsum(capacity[:-1], out=base[1:])
+        slots = np.zeros((int(capacity.sum()), 5), np.float32)
+        group_count = np.zeros(self.num_groups, np.int64)
+        image_count = np.zeros(self.num_images, np.int64)
+        starts, ends = self.offsets[:-1], self.offsets[1:]
+        active = np.flatnonzero(ends > starts)
+        position = starts[active].copy()
+        end = ends[active]
+        zero = np.float32(0.0)
+        while active.size:
+            group = group_index[position]
+            count = group_count[group]
+            keep = count < max_per_group
+            check = np.flatnonzero(keep & (count > 0))
+            if check.size:
+                # Every (candidate, kept box of its group) pair, flat: no padding to the
+                # largest group.
+                g = group[check]
+                counts = count[check]
+                seg_end = np.cumsum(counts)
+                seg_start = seg_end - counts
+                s = slots[np.repeat(base[g] - seg_start, counts) + np.arange(int(seg_end[-1]))]
+                c = np.repeat(data[position[check]], counts, axis=0)
+                height = np.minimum(c[:, 2], s[:, 2])
+                height -= np.maximum(c[:, 0], s[:, 0])
+                np.maximum(height, zero, out=height)
+                breadth = np.minimum(c[:, 3], s[:, 3])
+                breadth -= np.maximum(c[:, 1], s[:, 1])
+                np.maximum(breadth, zero, out=breadth)
+                intersection = height * breadth
+                union = c[:, 4] + s[:, 4]
+                union -= intersection
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    iou = intersection / union
+                suppress = iou > iou_t
+                suppress &= s[:, 4] > zero
+                suppress &= c[:, 4] > zero
+                keep[check[np.logical_or.reduceat(suppress, seg_start)]] = False
+            chosen = np.flatnonzero(keep)
+            if chosen.size:
+                g = group[chosen]
+                p = position[chosen]
+                slots[base[g] + count[chosen]] = data[p]
+                group_count[g] += 1
+                image_count[active[chosen]] += 1
+                kept[p] = True
+            position += 1
+            alive = (position < end) & (image_count[active] < max_per_image)
+            if not alive.all():
+                active, position, end = active[alive], position[alive], end[alive]
         return kept
-    iou_t = np.float32(iou_threshold)
-    image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    groups = np.asarray(groups, np.int64)
+
+
+def _compact_groups(image_of: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense ids for the (image, group) pairs that occur, and their number."""
     low = int(groups.min())
     span = int(groups.max()) - low + 1
-    _, group_index = np.unique(image_of * span + (groups - low), return_inverse=True)
-    group_index = group_index.reshape(-1)
-    num_groups = int(group_index.max()) + 1
-
-    ordered = _ordered(boxes)
-    coords = [np.ascontiguousarray(ordered[:, k]) for k in range(4)]
-    areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
-    capacity = min(max_per_group, 4)
-    slots = [np.zeros((num_groups, capacity), np.float32) for _ in range(5)]
-    group_count = np.zeros(num_groups, np.int64)
-    image_count = np.zeros(len(offsets) - 1, np.int64)
-
-    starts, ends = offsets[:-1], offsets[1:]
-    active = np.flatnonzero(ends > starts)
-    position = starts[active].copy()
-    end = ends[active]
-    zero = np.float32(0.0)
-    while active.size:
-        group = group_index[position]
-        count = group_count[group]
-        keep = count < max_per_group
-        check = np.flatnonzero(keep & (count > 0))
-        if check.size:
-            g = group[check]
-            p = position[check]
-            width = int(count[check].max())
-            c = [coords[k][p][:, None] for k in range(4)]
-            s = [slot[g, :width] for slot in slots]
-            height = np.maximum(np.minimum(c[2], s[2]) - np.maximum(c[0], s[0]), zero)
-            breadth = np.maximum(np.minimum(c[3], s[3]) - np.maximum(c[1], s[1]), zero)
-            intersection = height * breadth
-            area_c = areas[p][:, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                iou = intersection / (area_c + s[4] - intersection)
-            suppress = (iou > iou_t) & (area_c > zero) & (s[4] > zero)
-            suppress &= np.arange(width)[None, :] < count[check][:, None]
-            keep[check[suppress.any(axis=1)]] = False
-        chosen = np.flatnonzero(keep)
-        if chosen.size:
-            g = group[chosen]
-            p = position[chosen]
-            slot_index = count[chosen]
-            if int(slot_index.max()) >= capacity:
-                grown = min(max_per_group, capacity * 2)
-                slots = [np.concatenate([slot, np.zeros((num_groups, grown - capacity), np.float32)], axis=1) for slot in slots]
-                capacity = grown
-            for k in range(4):
-                slots[k][g, slot_index] = coords[k][p]
-            slots[4][g, slot_index] = areas[p]
-            group_count[g] += 1
-            image_count[active[chosen]] += 1
-            kept[p] = True
-        position += 1
-        alive = (position < end) & (image_count[active] < max_per_image)
-        if not alive.all():
-            active, position, end = active[alive], position[alive], end[alive]
-    return kept
+    key = image_of * span + (groups - low)
+    size = (int(image_of[-1]) + 1) * span
+    if size <= max(1 << 22, len(key)):
+        present = np.zeros(size, bool)
+        present[key] = True
+        ids = np.cumsum(present, dtype=np.int32) - 1
+        return ids[key], int(present.sum())
+    unique, inverse = np.unique(key, return_inverse=True)
+    return inverse.reshape(-1), len(unique)
 
 
 def per_class_nms_batched(

@@ -348,8 +348,7 @@ class _Engine:
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
         candidates = np.flatnonzero(entry_score > lowest)
-        order = np.lexsort((entry_class[candidates], entry_row[candidates], -entry_score[candidates], entry_image[candidates]))
-        self.cand = candidates[order]
+        self.cand = candidates[_visiting_order(entry_image[candidates], entry_score[candidates], entry_row[candidates], entry_class[candidates])]
         self.cand_image = entry_image[self.cand]
         self.cand_row = entry_row[self.cand]
         self.cand_class = entry_class[self.cand]
@@ -369,6 +368,7 @@ class _Engine:
         self.entry_box = entry_box
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_box)
         self._first_stage_memo: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._walk_memo: tuple | None = None
         self._rows: dict[tuple, list[SweepRow]] = {}
         logger.info(
             "sweep: %d images, %d candidate entries above %g, prepared in %.2fs",
@@ -400,14 +400,17 @@ class _Engine:
         self._first_stage_memo[nms_iou] = (rows, offsets)
         return rows, offsets
 
-    def _detections(self, key: tuple) -> np.ndarray:
-        """Cache entries kept by NMS at the lowest score threshold, image by image in output
-        order."""
+    def _walk_input(self, key: tuple):
+        """(candidate entries, their walk, boxes, classes, offsets) for NMS setting ``key``; the
+        same for every ``iou_threshold`` of one first-stage setting, so it is kept for the next
+        key."""
+        stage_key = key[:-1]
+        if self._walk_memo is not None and self._walk_memo[0] == stage_key:
+            return self._walk_memo[1]
         if self.kind == "one_stage":
-            (iou,) = key
-            boxes, classes, offsets, cand = self.cand_boxes, self.cand_class, self.cand_offsets, self.cand
+            cand, boxes, classes, offsets = self.cand, self.cand_boxes, self.cand_class, self.cand_offsets
         else:
-            nms_score, nms_iou, iou = key
+            nms_score, nms_iou = stage_key
             rows, row_offsets = self._first_stage(nms_iou)
             objectness = np.asarray(self.cache.row_objectness, np.float32)[rows]
             above = objectness > np.float32(nms_score)
@@ -418,13 +421,19 @@ class _Engine:
             rank_of_row = np.full(len(self.cache.row_boxes), -1, np.int64)
             rank_of_row[rows[positions]] = positions - row_offsets[:-1][image_of[positions]]
             rank = rank_of_row[self.cand_row]
-            keep = rank >= 0
-            cand = self.cand[keep]
-            order = _break_ties(self.cand_image[keep], self.cand_score[keep], rank[keep], self.cand_class[keep])
-            cand = cand[order]
-            boxes = self.cand_boxes[keep][order]
-            classes = self.cand_class[keep][order]
-            offsets = np.searchsorted(self.cand_image[keep], np.arange(self.num_images + 1))
+            keep = np.flatnonzero(rank >= 0)
+            order = keep[_break_ties(self.cand_image[keep], self.cand_score[keep], rank[keep], self.cand_class[keep])]
+            cand, boxes, classes = self.cand[order], self.cand_boxes[order], self.cand_class[order]
+            offsets = np.searchsorted(self.cand_image[order], np.arange(self.num_images + 1))
+        walk = None if self.nms_backend == "reference" else nms_ops.GreedyWalk(boxes, classes, offsets)
+        value = (cand, walk, boxes, classes, offsets)
+        self._walk_memo = (stage_key, value)
+        return value
+
+    def _detections(self, key: tuple) -> np.ndarray:
+        """Cache entries kept by NMS at the lowest score threshold, image by image in output
+        order."""
+        cand, walk, boxes, classes, offsets = self._walk_input(key)
         if self.nms_backend == "reference":
             kept = np.zeros(len(cand), bool)
             for i in range(self.num_images):
@@ -439,14 +448,7 @@ class _Engine:
                 )
                 kept[lo + picked] = True
         else:
-            kept = nms_ops.greedy_walk(
-                boxes,
-                classes,
-                offsets,
-                iou_threshold=key[-1],
-                max_per_group=self.max_per_class,
-                max_per_image=self.max_total,
-            )
+            kept = walk.run(iou_threshold=key[-1], max_per_group=self.max_per_class, max_per_image=self.max_total)
         return cand[kept]
 
     # -- evaluation -------------------------------------------------------------------------
@@ -482,6 +484,24 @@ class _Engine:
             time.perf_counter() - nms_done,
         )
         return rows
+
+
+def _visiting_order(image: np.ndarray, score: np.ndarray, row: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Permutation sorting entries by (image, descending score, row, class)."""
+    n = len(image)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    span = int(classes.max()) + 1
+    row_class = row * span + classes
+    if (np.diff(image) >= 0).all() and (np.diff(row_class) > 0).all():
+        # Already in (row, class) order (the cache's layout): a stable sort on one integer key
+        # (image, then the score's bits, which order like the floats) keeps it for ties.
+        bits = (score.astype(np.float32) + np.float32(0.0)).view(np.uint32).astype(np.uint64)
+        negative = bits >= np.uint64(0x80000000)
+        ascending = np.where(negative, np.uint64(0xFFFFFFFF) - bits, bits + np.uint64(0x80000000))
+        key = (image.astype(np.uint64) << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - ascending)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((classes, row, -score, image))
 
 
 def _break_ties(image: np.ndarray, score: np.ndarray, rank: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -523,7 +543,7 @@ def _best_f1(curve, threshold: float, ground_truth: int) -> tuple[float, float |
     if not keep.any():
         return (0.0, None)
     scores, tp, counted = scores[keep], tp[keep], counted[keep]
-    f1 = np.array([float(2 * int(t)) / float(int(c) + ground_truth) for t, c in zip(tp, counted)])
+    f1 = (2 * tp).astype(np.float64) / (counted + ground_truth).astype(np.float64)
     best = int(np.argmax(f1))
     return float(f1[best]), float(scores[best])
 

@@ -4,7 +4,7 @@ The algorithm (documented in docs/hyperselector.md):
 
 1. Learning rate. An LR range test: one trial whose learning rate ramps exponentially from
    ``init_learning_rate`` to ``end_learning_rate`` over ``total_steps`` (after
-   ``warmup_steps`` at ``warmup_lr``). Its metric curve is smoothed (`rules.smooth`, ``window``),
+   ``warmup_steps`` at ``warmup_lr``). Its loss curve is smoothed (`rules.smooth`, ``window``),
    cut where it diverges (`rules.cut_index`, ``max_thres``) and a named rule
    (`rules.LR_RULES`) picks the learning rate. With ``search_learning_rate=False`` the
    learning rate is ``param_spec.learning_rate``, or the best of a ``learning_rate`` candidate
@@ -165,6 +165,7 @@ class LrTest:
     """The LR range test and its reading."""
 
     curve: Curve
+    metric: str
     smoothed: np.ndarray
     cut: int
     learning_rate: float
@@ -174,6 +175,7 @@ class LrTest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "curve": self.curve.to_dict(),
+            "metric": self.metric,
             "smoothed": [float(v) if math.isfinite(v) else repr(float(v)) for v in self.smoothed],
             "cut": self.cut,
             "learning_rate": self.learning_rate,
@@ -301,12 +303,16 @@ class HyperSelector:
         schedule = LrSchedule(start=init, end=end, steps=c.total_steps, warmup_steps=c.warmup_steps,
                               warmup_lr=c.warmup_lr)
         curve = self._run(TrialSpec(schedule, momentum, weight_decay, c.evaluate_every_n_steps, name="lr_range_test"))
-        smoothed = rules.smooth(self._values(curve), c.window)
-        cut = rules.cut_index(smoothed, c.max_thres, loss=self._loss(curve), explosion_check=not c.by_acc)
+        # The range test reads the loss whatever by_acc says (by_acc judges the candidates): the
+        # loss moves with the learning rate where accuracy saturates, and every rule read off the
+        # accuracy curve picked worse learning rates on MNIST (docs/hyperselector.md).
+        loss = curve.metric(c.loss_name)
+        smoothed = rules.smooth(loss, c.window)
+        cut = rules.cut_index(smoothed, c.max_thres, loss=loss)
         lrs = curve.learning_rates
         picks = {name: rules.choose_lr(lrs, smoothed, cut, name) for name in rules.LR_RULES} if cut else {}
         learning_rate = rules.choose_lr(lrs, smoothed, cut, c.lr_rule)
-        return LrTest(curve, smoothed, cut, learning_rate, c.lr_rule, picks)
+        return LrTest(curve, c.loss_name, smoothed, cut, learning_rate, c.lr_rule, picks)
 
     def candidate_stage(self, name: str, candidates: Sequence[float], base: dict[str, Any],
                         default: float | None = None) -> Stage:

@@ -27,17 +27,17 @@ LR_MINIMUM_DIVISOR = 10.0
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over ``window`` points (zero lag).
+    """Debiased exponential moving average with ``beta = 1 - 1 / window`` (fastai's LR finder).
 
-    Point ``i`` is the mean of the finite-prefix points ``i - window // 2 .. i + (window - 1) // 2``
-    that exist (the window shrinks at both ends). A trailing average or an EMA (fastai's) lags by
-    about half a window, which on a range test of a hundred points shifts the curve by a decade
-    of learning rate or more; a centred window does not. Everything from the first NaN/inf on is
-    NaN: the cut rule stops there.
+    ``window=1`` returns the values unchanged; ``window=50`` is fastai's beta of 0.98. Measured
+    on MNIST (docs/hyperselector.md), the steepest-descent rule on this smoothing picked within
+    0.6 accuracy points of the grid optimum for every window from 5 to 50, where a centred moving
+    average needed a window near 10 and lost 2.6 points at 50. Everything from the first NaN/inf
+    on is NaN: the cut rule stops there.
 
     Args:
       values: float [N].
-      window: int >= 1; 1 returns the values unchanged.
+      window: int >= 1.
 
     Returns:
       float64 [N].
@@ -45,16 +45,14 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
     values = np.asarray(values, dtype=np.float64)
+    beta = 1.0 - 1.0 / window
     out = np.full(len(values), np.nan)
-    bad = ~np.isfinite(values)
-    n = int(np.argmax(bad)) if bad.any() else len(values)
-    if n == 0:
-        return out
-    sums = np.concatenate([[0.0], np.cumsum(values[:n])])
-    index = np.arange(n)
-    low = np.maximum(index - window // 2, 0)
-    high = np.minimum(index + (window - 1) // 2, n - 1) + 1
-    out[:n] = (sums[high] - sums[low]) / (high - low)
+    average = 0.0
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            break
+        average = beta * average + (1.0 - beta) * value
+        out[i] = average / (1.0 - beta ** (i + 1))
     return out
 
 
@@ -164,7 +162,7 @@ LR_RULES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "valley": lr_valley,
 }
 
-DEFAULT_LR_RULE = "valley"
+DEFAULT_LR_RULE = "steep"
 """The rule `HyperSelector` ships with; `tools/bench_selector.py` measures all of `LR_RULES`."""
 
 

@@ -11,20 +11,21 @@ def test_smooth_window_one_is_identity():
     np.testing.assert_array_equal(rules.smooth(values, 1), values)
 
 
-def test_smooth_is_centred_moving_average():
-    values = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
-    # window 3: neighbours on both sides, shrinking at the ends
-    np.testing.assert_allclose(rules.smooth(values, 3), [3.0, 4.0, 6.0, 8.0, 9.0])
-    # window 4: two before, one after
-    np.testing.assert_allclose(rules.smooth(values, 4), [3.0, 4.0, 5.0, 7.0, 8.0])
-    # a linear ramp keeps its slope in the middle: no lag
-    ramp = np.arange(100.0)
-    np.testing.assert_allclose(rules.smooth(ramp, 11)[5:-5], ramp[5:-5])
+def test_smooth_is_debiased_ema():
+    values = np.array([2.0, 4.0, 6.0])
+    beta = 0.5
+    expected = []
+    avg = 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        expected.append(avg / (1 - beta ** (i + 1)))
+    np.testing.assert_allclose(rules.smooth(values, 2), expected)
+    assert rules.smooth(values, 50)[0] == 2.0  # debiased: the first point is the value itself
 
 
 def test_smooth_stops_at_first_non_finite():
-    out = rules.smooth(np.array([1.0, 3.0, np.nan, 1.0]), 3)
-    np.testing.assert_allclose(out[:2], [2.0, 2.0])
+    out = rules.smooth(np.array([1.0, 3.0, np.nan, 1.0]), 2)
+    np.testing.assert_allclose(out[:2], [1.0, (0.5 * 0.5 * 1.0 + 0.5 * 3.0) / 0.75])
     assert np.isnan(out[2:]).all()
 
 
