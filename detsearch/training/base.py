@@ -92,6 +92,34 @@ class CurveRecorder:
                      diverged=self.diverged, steps_run=self.steps_run)
 
 
+def run_trial_steps(trial: TrialSpec, recorder: CurveRecorder, step: Callable[[int, float], Mapping[str, float]],
+                    num_batches: int, on_step: Callable[[int], None] | None = None, log_every_n_steps: int = 0,
+                    logger=None) -> Curve:
+    """The step loop every trainer shares.
+
+    Calls ``step(index, learning_rate) -> metrics`` for each step of the trial's schedule, reports
+    progress, logs every ``log_every_n_steps`` steps, and stops at the first non-finite loss.
+
+    Raises:
+      ValueError: the trial has more steps than the ``num_batches`` recorded batches.
+    """
+    learning_rates = trial.schedule.values()
+    if len(learning_rates) > num_batches:
+        raise ValueError(f"trial needs {len(learning_rates)} steps but {num_batches} batches were recorded")
+    for index, lr in enumerate(learning_rates):
+        metrics = {k: float(v) for k, v in step(index, float(lr)).items()}
+        if on_step is not None:
+            on_step(index + 1)
+        if logger is not None and log_every_n_steps and (index + 1) % log_every_n_steps == 0:
+            logger.info("%s step %d/%d lr %.4g %s", trial.name, index + 1, len(learning_rates), lr,
+                        " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if not recorder.after_step(index, metrics):
+            if logger is not None:
+                logger.info("%s diverged at step %d (lr %.4g)", trial.name, index + 1, lr)
+            break
+    return recorder.curve()
+
+
 def source_fingerprint(*functions: Callable) -> str:
     """Hash of functions' source code (qualified name where the source is unavailable)."""
     digest = hashlib.sha256()

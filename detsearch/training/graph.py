@@ -19,7 +19,8 @@ import numpy as np
 from detsearch.moxing.specs import ExportSpec, ModeKeys, ModelSpec
 from detsearch.params import ParamSpec
 from detsearch.selector.curves import Curve, TrialSpec
-from detsearch.training.base import CurveRecorder, arrays_fingerprint, is_decayed, source_fingerprint
+from detsearch.training.base import (CurveRecorder, arrays_fingerprint, is_decayed, run_trial_steps,
+                                     source_fingerprint)
 
 logger = logging.getLogger(__name__)
 
@@ -325,24 +326,15 @@ class GraphTrainer:
 
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve:
         model = self._setup()
-        learning_rates = trial.schedule.values()
-        if len(learning_rates) > len(self.batches):
-            raise ValueError(f"trial needs {len(learning_rates)} steps but {len(self.batches)} batches were recorded")
         model.load(self.initial_values)
         recorder = CurveRecorder(trial, self.loss_name, self.evaluation_total_steps,
                                  self._evaluate if self.select_by_eval else None)
-        for index, lr in enumerate(learning_rates):
+
+        def step(index, lr):
             feed = model.feed(self.batches[index], lr, trial.momentum, trial.weight_decay)
-            _, metrics = model.session.run([model.train_op, model.metrics], feed)
-            if on_step is not None:
-                on_step(index + 1)
-            if self.log_every_n_steps and (index + 1) % self.log_every_n_steps == 0:
-                logger.info("%s step %d/%d lr %.4g %s", trial.name, index + 1, len(learning_rates), lr,
-                            " ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
-            if not recorder.after_step(index, metrics):
-                logger.info("%s diverged at step %d (lr %.4g)", trial.name, index + 1, lr)
-                break
-        return recorder.curve()
+            return model.session.run([model.train_op, model.metrics], feed)[1]
+
+        return run_trial_steps(trial, recorder, step, len(self.batches), on_step, self.log_every_n_steps, logger)
 
 
 def _write_scalars(writer, step: int, values: Mapping[str, float]) -> None:

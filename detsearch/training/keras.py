@@ -16,7 +16,8 @@ import numpy as np
 
 from detsearch.params import ParamSpec
 from detsearch.selector.curves import Curve, TrialSpec
-from detsearch.training.base import CurveRecorder, arrays_fingerprint, is_decayed, source_fingerprint
+from detsearch.training.base import (CurveRecorder, arrays_fingerprint, is_decayed, run_trial_steps,
+                                     source_fingerprint)
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,6 @@ class KerasTrainer:
         return {k: v / len(self.eval_batches) for k, v in totals.items()}
 
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve:
-        learning_rates = trial.schedule.values()
-        if len(learning_rates) > len(self.batches):
-            raise ValueError(f"trial needs {len(learning_rates)} steps but {len(self.batches)} batches were recorded")
         self.model.set_weights(self.initial_weights)
         for slot in self._slots:
             slot.assign(np.zeros(slot.shape, dtype=slot.dtype.as_numpy_dtype))
@@ -151,15 +149,10 @@ class KerasTrainer:
         self._weight_decay.assign(trial.weight_decay)
         recorder = CurveRecorder(trial, self.loss_name, self.evaluation_total_steps,
                                  self._evaluate if self.eval_batches is not None else None)
-        for index, lr in enumerate(learning_rates):
+
+        def step(index, lr):
             self._lr.assign(lr)
             inputs, labels = self.batches[index]
-            metrics = {k: float(v) for k, v in self._train_step(inputs, labels).items()}
-            if on_step is not None:
-                on_step(index + 1)
-            if self.log_every_n_steps and (index + 1) % self.log_every_n_steps == 0:
-                logger.info("%s step %d/%d lr %.4g %s", trial.name, index + 1, len(learning_rates), lr,
-                            " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if not recorder.after_step(index, metrics):
-                break
-        return recorder.curve()
+            return self._train_step(inputs, labels)
+
+        return run_trial_steps(trial, recorder, step, len(self.batches), on_step, self.log_every_n_steps, logger)
