@@ -197,18 +197,19 @@ class _Model:
         return feed
 
 
-def matching_saver(variables, checkpoint_path: str):
-    """A Saver (built in the current graph) restoring ``variables`` from ``checkpoint_path``.
+def matching_variables(variables, checkpoint_path: str) -> tuple[dict, str]:
+    """The variables that ``checkpoint_path`` holds, checked against the model.
 
     Args:
       variables: the model's variables.
       checkpoint_path: a checkpoint prefix, or a directory (its latest checkpoint).
 
     Returns:
-      (saver, checkpoint prefix).
+      ({checkpoint name: variable}, checkpoint prefix).
 
     Raises:
-      ValueError: no checkpoint there, or it holds none of the variables, or shapes differ.
+      ValueError: no checkpoint there, a trainable variable missing from it, or a shape that
+        differs.
     """
     tf = _tf()
     path = tf.train.latest_checkpoint(checkpoint_path) if os.path.isdir(checkpoint_path) else checkpoint_path
@@ -230,7 +231,14 @@ def matching_saver(variables, checkpoint_path: str):
     if not matched or trainable_missing:
         raise ValueError(f"checkpoint {path} does not match the model: missing "
                          f"{', '.join(trainable_missing[:5]) or 'every variable'}")
-    return tf.compat.v1.train.Saver(var_list=matched), path
+    return matched, path
+
+
+def matching_saver(variables, checkpoint_path: str):
+    """A Saver (built in the current graph) restoring ``variables`` from ``checkpoint_path``;
+    returns (saver, checkpoint prefix). Raises as `matching_variables`."""
+    matched, path = matching_variables(variables, checkpoint_path)
+    return _tf().compat.v1.train.Saver(var_list=matched), path
 
 
 class GraphTrainer:
@@ -373,6 +381,11 @@ def _train_loop(model, stream, first, param_spec, log_dir, max_number_of_steps, 
     tf = _tf()
     latest = tf.train.latest_checkpoint(log_dir)
     if latest:
+        try:
+            matching_variables(model.variables, latest)
+        except ValueError as exc:
+            raise ValueError(f"log_dir {log_dir} holds a checkpoint of another model or run ({exc}); "
+                             "use a new log_dir") from exc
         model.saver.restore(model.session, latest)
         logger.info("resumed from %s", latest)
     else:
@@ -385,7 +398,9 @@ def _train_loop(model, stream, first, param_spec, log_dir, max_number_of_steps, 
     prefix = os.path.join(log_dir, "model.ckpt")
     while step < max_number_of_steps:
         feed = model.feed(batch, param_spec.learning_rate, param_spec.momentum, weight_decay)
-        _, values, step = model.session.run([model.train_op, model.metrics, model.global_step], feed)
+        # The step counts in Python: reading global_step in the same run as its increment races.
+        _, values = model.session.run([model.train_op, model.metrics], feed)
+        step += 1
         metrics = {k: float(v) for k, v in values.items()}
         if on_step is not None:
             on_step(step)

@@ -141,3 +141,39 @@ def test_search_by_loss_picks_a_converging_lr_and_weight_decay():
     assert chosen.weight_decay == 0.0
     result = mox.auto.last_result
     assert result.param_spec == chosen and result.trials_run == 3
+
+
+def test_run_resumes_and_refuses_a_foreign_checkpoint(tmp_path):
+    params = ParamSpec(learning_rate=0.1, weight_decay=0.0)
+    kwargs = dict(input_fn=constant_input_fn(), model_fn=quadratic_model_fn, optimizer_fn=sgd_optimizer_fn,
+                  batch_size=4, log_dir=str(tmp_path), log_every_n_steps=1, param_spec=params)
+    first = mox.auto.run(max_number_of_steps=3, **kwargs)
+    resumed = mox.auto.run(max_number_of_steps=5, **kwargs)  # continues from step 3
+    assert resumed["w"] == pytest.approx(expected_w([0.1] * 5, 0.0)[4], rel=1e-5)
+    assert first["w"] == pytest.approx(expected_w([0.1] * 3, 0.0)[2], rel=1e-5)
+
+    def other_model_fn(inputs, run_mode, **kwargs):
+        v = tf.get_variable("v", initializer=tf.zeros([2, 2]))
+        loss = tf.reduce_sum(tf.square(v - 1.0))
+        return mox.ModelSpec(loss=loss, log_info={"loss": loss})
+
+    with pytest.raises(ValueError, match="holds a checkpoint of another model"):
+        mox.auto.run(max_number_of_steps=5, **{**kwargs, "model_fn": other_model_fn})
+
+
+def test_export_serves(tmp_path):
+    def model_fn(inputs, run_mode, **kwargs):
+        w = tf.get_variable("w", initializer=tf.fill([3, 1], 2.0))
+        y = tf.matmul(inputs, w)
+        loss = tf.reduce_mean(tf.square(y))
+        return mox.ModelSpec(loss=loss, log_info={"loss": loss},
+                             export_spec=mox.ExportSpec(inputs_dict={"x": inputs}, outputs_dict={"y": y}))
+
+    mox.auto.run(input_fn=constant_input_fn(), model_fn=model_fn, optimizer_fn=sgd_optimizer_fn, batch_size=4,
+                 log_dir=str(tmp_path), max_number_of_steps=1, param_spec=ParamSpec(learning_rate=1e-9),
+                 export_model=mox.ExportKeys.TF_SERVING)
+    import tensorflow as tf2
+
+    serving = tf2.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    out = serving(x=tf2.constant([[1.0, 2.0, 3.0]]))["y"].numpy()
+    np.testing.assert_allclose(out, [[12.0]], rtol=1e-4)
