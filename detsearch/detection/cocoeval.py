@@ -426,23 +426,11 @@ class CocoMatcher:
 
     def image_positions(self, image_ids) -> np.ndarray:
         """Positions of COCO image ids among the evaluated images; ValueError for others."""
-        ids = np.asarray(image_ids, np.int64).reshape(-1)
-        pos = np.searchsorted(self.image_ids, ids)
-        bad = (pos >= len(self.image_ids)) | (self.image_ids[np.minimum(pos, len(self.image_ids) - 1)] != ids) if len(self.image_ids) else np.ones(len(ids), bool)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"detection {first}: image_id {int(ids[first])} is not among the evaluated images")
-        return pos
+        return _positions(self.image_ids, image_ids, "image_id {} is not among the evaluated images")
 
     def category_positions(self, category_ids) -> np.ndarray:
         """Positions of COCO category ids in the ground truth's categories; ValueError for others."""
-        ids = np.asarray(category_ids, np.int64).reshape(-1)
-        pos = np.searchsorted(self.category_ids, ids)
-        bad = (pos >= len(self.category_ids)) | (self.category_ids[np.minimum(pos, len(self.category_ids) - 1)] != ids) if len(self.category_ids) else np.ones(len(ids), bool)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"detection {first}: category_id {int(ids[first])} is not in the ground truth's categories")
-        return pos
+        return _positions(self.category_ids, category_ids, "category_id {} is not in the ground truth's categories")
 
     # -- IoU --------------------------------------------------------------------------------
 
@@ -565,20 +553,19 @@ class CocoMatcher:
             np.cumsum(counts[:-1], out=seg_starts[1:])
             seg_of_pair = np.repeat(np.arange(len(dets)), counts)
             gt = pairs.gt_index[rows]
-            iou = pairs.iou[rows][:, None, None]
-            eligible = (iou >= thresholds) & (~taken[gt] | self._gt_crowd[gt][:, None, None])
-            ignored = self._gt_ignore[gt][:, :, None]
-            winner = np.full((len(dets), _NUM_A, _NUM_T), -1, np.int64)
-            pair_number = np.arange(len(rows))[:, None, None]
-            # Non-ignored ground truth first: pycocotools sorts ignored boxes last and stops at
-            # the first ignored box once a non-ignored one matched.
-            for candidates in (eligible & ~ignored, eligible & ignored):
-                value = np.where(candidates, iou, -1.0)
-                best = np.maximum.reduceat(value, seg_starts, axis=0)
-                is_best = candidates & (value == best[seg_of_pair])
-                # ">= running best" in pycocotools' loop: the last box of equal IoU wins.
-                last = np.maximum.reduceat(np.where(is_best, pair_number, -1), seg_starts, axis=0)
-                winner = np.where(winner >= 0, winner, last)
+            iou = pairs.iou[rows]
+            eligible = (iou[:, None, None] >= thresholds) & (~taken[gt] | self._gt_crowd[gt][:, None, None])
+            # One integer key per (pair, area, threshold): non-ignored ground truth first
+            # (pycocotools sorts ignored boxes last and stops at the first ignored box once a
+            # non-ignored one matched), then the IoU (bits of a positive float order like its
+            # value); -1 when not eligible.
+            preferred = (~self._gt_ignore[gt]).astype(np.int64) << 62  # [P, A]
+            key = np.where(eligible, (preferred | iou.view(np.int64)[:, None])[:, :, None], -1)
+            best = np.maximum.reduceat(key, seg_starts, axis=0)
+            is_best = (key == best[seg_of_pair]) & (key >= 0)
+            # ">= running best" in pycocotools' loop: the last box of equal IoU wins.
+            pair_number = np.arange(len(rows), dtype=np.int64)[:, None, None]
+            winner = np.maximum.reduceat(np.where(is_best, pair_number, -1), seg_starts, axis=0)
             matched = winner >= 0
             d_idx, a_idx, t_idx = np.nonzero(matched)
             gt_won = gt[winner[d_idx, a_idx, t_idx]]
@@ -591,6 +578,18 @@ class CocoMatcher:
             is_ignored = won_ignored | (~dtm_nonzero & area_out[det_rows, a_idx])
             counted[det_rows, a_idx, t_idx] = ~is_ignored
         return tp, counted
+
+
+def _positions(sorted_ids: np.ndarray, ids, message: str) -> np.ndarray:
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    pos = np.searchsorted(sorted_ids, ids)
+    found = np.zeros(len(ids), bool)
+    inside = pos < len(sorted_ids)
+    found[inside] = sorted_ids[pos[inside]] == ids[inside]
+    if not found.all():
+        first = int(np.flatnonzero(~found)[0])
+        raise ValueError(f"detection {first}: " + message.format(int(ids[first])))
+    return pos
 
 
 def _first_true_positive_needed(npig: np.ndarray) -> np.ndarray:
@@ -652,10 +651,8 @@ class Matches:
         if any(math.isnan(t) for t in thresholds):
             raise ValueError("score thresholds must not be NaN")
         prepared = self._prepare()
-        done: dict[float, CocoEvaluation] = {}
-        for threshold in thresholds:
-            if threshold not in done:
-                done[threshold] = self._evaluate_threshold(prepared, threshold)
+        distinct = sorted(set(thresholds))
+        done = dict(zip(distinct, self._evaluate_thresholds(prepared, distinct)))
         return [done[t] for t in thresholds]
 
     def f1_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -666,11 +663,9 @@ class Matches:
         ``score >= that score``. F1 at a cut is ``2 tp / (counted + ground_truth)`` with
         ``ground_truth`` = `num_ground_truth`.
         """
-        counted = self.counted[:, 0, 0]
-        scores = self.scores[counted]
-        tp = self.true_positive[:, 0, 0][counted]
-        order = np.argsort(-scores, kind="stable")
-        scores, tp = scores[order], tp[order]
+        order = self._score_order()
+        order = order[self.counted[order, 0, 0]]
+        scores, tp = self.scores[order], self.true_positive[order, 0, 0]
         tp_cum = np.cumsum(tp)
         n_cum = np.arange(1, len(scores) + 1)
         last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
@@ -683,12 +678,24 @@ class Matches:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _score_order(self) -> np.ndarray:
+        """Stable argsort by descending score (cached)."""
+        if "score_order" not in self._cache:
+            self._cache["score_order"] = np.argsort(-self.scores, kind="stable")
+        return self._cache["score_order"]
+
     def _prepare(self):
         if "prepared" in self._cache:
             return self._cache["prepared"]
         # Detections of a category across images, by descending score, images ascending, rank:
         # the order of pycocotools' mergesort over the concatenation of per-image lists.
-        order = np.lexsort((self.rank, self.image_pos, -self.scores, self.category_pos))
+        # Matches are in (image, category, rank) order, so two stable sorts (score, then the
+        # small-integer category, a radix sort) give (category, -score, image, rank).
+        order = self._score_order()
+        category_key = self.category_pos[order]
+        if self.matcher.num_categories <= np.iinfo(np.uint16).max:
+            category_key = category_key.astype(np.uint16)
+        order = order[np.argsort(category_key, kind="stable")]
         category = self.category_pos[order]
         scores = self.scores[order]
         rank = self.rank[order]
@@ -698,17 +705,22 @@ class Matches:
         # range, whatever the IoU threshold, so the count is a per-area cumulative sum plus
         # corrections from the few detections that have IoU >= 0.5 pairs (`has_pairs`).
         area_ok = ~self.area_out[order]
+        area_ok_t = np.ascontiguousarray(area_ok.T).view(np.int8)  # [A, D]
         touched = self.has_pairs[order]
         col_area = np.repeat(np.arange(_NUM_A), _NUM_T)  # area of column a * T + t
         seg_parts, pr_parts, score_parts = [], [], []
         for m_index, max_det in enumerate(MAX_DETECTIONS):
-            rows = np.flatnonzero(rank < max_det) if max_det < _MAX_RANK else np.arange(len(rank))
-            cat = category[rows]
-            default_cum = np.cumsum(np.ascontiguousarray(area_ok[rows].T).view(np.int8), axis=1, dtype=np.int32)
-            special = np.flatnonzero(touched[rows])
-            source = order[rows[special]]
+            if max_det < _MAX_RANK:
+                rows = np.flatnonzero(rank < max_det)
+                cat, area_rows, touched_rows = category[rows], area_ok_t[:, rows], touched[rows]
+            else:  # every detection: no copies
+                rows, cat, area_rows, touched_rows = None, category, area_ok_t, touched
+            default_cum = np.cumsum(area_rows, axis=1, dtype=np.int32)
+            special = np.flatnonzero(touched_rows)
+            special_rows = special if rows is None else rows[special]
+            source = order[special_rows]
             counted_s = self.counted[source].reshape(len(source), _NUM_A * _NUM_T)
-            delta = counted_s.view(np.int8) - area_ok[rows[special]][:, col_area].view(np.int8)
+            delta = counted_s.view(np.int8) - area_ok[special_rows][:, col_area].view(np.int8)
             delta_cum = np.cumsum(delta, axis=0, dtype=np.int32)
             tp_s = self.true_positive[source].reshape(len(source), _NUM_A * _NUM_T)
             col, j = np.nonzero(np.ascontiguousarray(tp_s.T))
@@ -728,7 +740,7 @@ class Matches:
             fp_f = (position - ordinal).astype(np.float64)
             seg_parts.append(segment)
             pr_parts.append(tp_f / (fp_f + tp_f + _EPS))
-            score_parts.append(scores[rows][p])
+            score_parts.append(scores[special_rows[j]])
         segment = np.concatenate(seg_parts)
         precision_at_tp = np.concatenate(pr_parts)
         tp_scores = np.concatenate(score_parts)
@@ -751,44 +763,53 @@ class Matches:
         self._cache["prepared"] = prepared
         return prepared
 
-    def _evaluate_threshold(self, prepared: dict, threshold: float) -> CocoEvaluation:
+    def _evaluate_thresholds(self, prepared: dict, thresholds: Sequence[float]) -> list[CocoEvaluation]:
+        """Accumulation of the detections with ``score > t`` for each t, all at once."""
         num_k = self.matcher.num_categories
         num_segments = prepared["num_segments"]
-        included = prepared["tp_scores"] > threshold
-        n_tp = np.bincount(prepared["segment"][included], minlength=num_segments).astype(np.int64)
+        num_thresholds = len(thresholds)
+        segment = prepared["segment"]
         seg_start = prepared["seg_start"]
         need = prepared["need"]  # [S, R] 1-based ordinal of the first TP a recall threshold needs
-        # Blocks [bounds[r], bounds[r + 1]) of the TP precisions; the envelope at threshold r is the
-        # max over blocks r..R-1 (a suffix max up to the truncation n_tp).
-        ends = seg_start + n_tp
-        bounds = np.empty((num_segments, _NUM_R + 1), np.int64)
-        bounds[:, :_NUM_R] = seg_start[:, None] + np.minimum(need - 1, n_tp[:, None])
-        bounds[:, _NUM_R] = ends
-        values = prepared["precision_at_tp"]
-        block_max = np.maximum.reduceat(values, bounds.reshape(-1)).reshape(num_segments, _NUM_R + 1)[:, :_NUM_R]
-        block_max[bounds[:, :_NUM_R] >= bounds[:, 1:]] = -np.inf
-        envelope = np.maximum.accumulate(block_max[:, ::-1], axis=1)[:, ::-1]
-        q = np.where(need <= n_tp[:, None], envelope, 0.0)
+        values = prepared["precision_at_tp"]  # ends with a -inf sentinel
+        # True positives kept by each threshold (a prefix of each segment: scores descend).
+        n_tp = np.empty((num_thresholds, num_segments), np.int64)
+        for i, threshold in enumerate(thresholds):
+            n_tp[i] = np.bincount(segment[prepared["tp_scores"] > threshold], minlength=num_segments)
+        # Blocks [bounds[r], bounds[r + 1]) of the TP precisions; the envelope at recall
+        # threshold r is the max over blocks r..R-1, i.e. a suffix max up to the truncation.
+        bounds = np.empty((num_thresholds, num_segments, _NUM_R + 1), np.int64)
+        np.minimum(need[None] - 1, n_tp[:, :, None], out=bounds[:, :, :_NUM_R])
+        bounds[:, :, :_NUM_R] += seg_start[None, :, None]
+        bounds[:, :, _NUM_R] = seg_start[None, :] + n_tp
+        block_max = np.maximum.reduceat(values, bounds.reshape(-1)).reshape(bounds.shape)[:, :, :_NUM_R]
+        block_max[bounds[:, :, :_NUM_R] >= bounds[:, :, 1:]] = -np.inf
+        envelope = np.maximum.accumulate(block_max[:, :, ::-1], axis=2)[:, :, ::-1]
+        q = np.where(need[None] <= n_tp[:, :, None], envelope, 0.0)
         npig = prepared["npig"]
         present = npig > 0
-        q[~present] = -1.0
-        recall_flat = np.where(present, n_tp.astype(np.float64) / np.maximum(npig, 1), -1.0)
-        precision = np.ascontiguousarray(q.reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
-        recall = np.ascontiguousarray(recall_flat.reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
-        # Pooled F1 at IoU 0.5, area all, 100 detections.
-        seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # m = 100, a = all, t = 0.5
-        tp_f1 = int(n_tp[seg_f1 : seg_f1 + num_k].sum())
-        counted = int(np.count_nonzero(self.counted[:, 0, 0] & (self.scores > threshold)))
-        denominator = counted + self.num_ground_truth
-        f1 = float(2 * tp_f1) / float(denominator) if denominator else 0.0
-        return CocoEvaluation(
-            stats=summarize(precision, recall),
-            precision=precision,
-            recall=recall,
-            category_ids=self.matcher.category_ids,
-            num_detections=int(np.count_nonzero(self.scores > threshold)),
-            f1=f1,
-        )
+        q[:, ~present] = -1.0
+        recall_all = np.where(present, n_tp.astype(np.float64) / np.maximum(npig, 1), -1.0)
+        seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # maxDets 100, area all, IoU 0.5
+        results = []
+        for i, threshold in enumerate(thresholds):
+            precision = np.ascontiguousarray(q[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
+            recall = np.ascontiguousarray(recall_all[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
+            above = self.scores > threshold
+            # Pooled F1 at IoU 0.5, area all, 100 detections.
+            tp_f1 = int(n_tp[i, seg_f1 : seg_f1 + num_k].sum())
+            denominator = int(np.count_nonzero(self.counted[:, 0, 0] & above)) + self.num_ground_truth
+            results.append(
+                CocoEvaluation(
+                    stats=summarize(precision, recall),
+                    precision=precision,
+                    recall=recall,
+                    category_ids=self.matcher.category_ids,
+                    num_detections=int(np.count_nonzero(above)),
+                    f1=float(2 * tp_f1) / float(denominator) if denominator else 0.0,
+                )
+            )
+        return results
 
 
 # --------------------------------------------------------------------------------------------

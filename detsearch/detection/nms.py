@@ -22,9 +22,21 @@ which ``tf.image.combined_non_max_suppression`` shares except for ties, see belo
   optionally per FPN level, merged by descending score (ties by index) and cut to
   ``max_output_size`` (default 1000, Model Garden's ``num_proposals``).
 
-Every function returns int64 indices into its inputs, in output order (descending score).
+Implementations:
 
-TensorFlow is imported inside the ``*_tf`` functions only, so importing this module (and
+- ``*_reference``: plain greedy loops in NumPy, one image at a time (the tests' reference);
+- ``*_tf``: the same passes through ``tf.image.non_max_suppression_with_scores`` (on a GPU
+  when TensorFlow has one);
+- ``*_batched`` / `greedy_walk`: many images at once. Per-class NMS is a vectorized NumPy walk
+  (all images advance one candidate per step; it stops an image at ``max_total_detections``
+  kept, so it only looks at the top of each image's candidate list); class-agnostic NMS with
+  its long walks (up to ``num_proposals`` kept) batches the TF op over padded groups.
+
+The single-image functions return int64 indices into their inputs in output order
+(descending score); the batched ones return indices and per-image offsets, `greedy_walk` a
+kept mask.
+
+TensorFlow is imported inside the functions that use it only, so importing this module (and
 ``detsearch.detection``) does not import TensorFlow.
 """
 
@@ -44,12 +56,14 @@ __all__ = [
     "class_agnostic_nms_reference",
     "class_agnostic_nms_tf",
     "GreedyWalk",
+    "WalkWorkspace",
     "greedy_walk",
     "nms_reference",
     "nms_tf",
     "per_class_nms_batched",
     "per_class_nms_reference",
     "per_class_nms_tf",
+    "walk_data",
 ]
 
 DEFAULT_MAX_DETECTIONS_PER_CLASS = 100
@@ -350,31 +364,48 @@ class GreedyWalk:
 
     def __init__(self, boxes, groups, image_offsets):
         boxes = np.asarray(boxes, np.float32)
-        self.size = len(boxes)
-        self.offsets = np.asarray(image_offsets, np.int64)
-        self.num_images = len(self.offsets) - 1
-        if self.size == 0:
+        offsets = np.asarray(image_offsets, np.int64)
+        if len(boxes) == 0:
+            self._set(np.zeros((5, 0), np.float32), np.zeros(0, np.int64), 0, offsets)
             return
-        image_of = np.repeat(np.arange(self.num_images), np.diff(self.offsets))
-        self.group_index, self.num_groups = _compact_groups(image_of, np.asarray(groups, np.int64))
-        self.group_size = np.bincount(self.group_index, minlength=self.num_groups)
-        # Ordered coordinates and the kernel's area, in one array so one gather fetches a box.
-        self.data = np.empty((self.size, 5), np.float32)
-        self.data[:, :4] = _ordered(boxes)
-        self.data[:, 4] = (self.data[:, 2] - self.data[:, 0]) * (self.data[:, 3] - self.data[:, 1])
+        image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        group_index, num_groups = _compact_groups(image_of, np.asarray(groups, np.int64))
+        self._set(walk_data(boxes), group_index, num_groups, offsets)
 
-    def run(self, *, iou_threshold, max_per_group, max_per_image) -> np.ndarray:
+    @classmethod
+    def prepared(cls, data: np.ndarray, group_index: np.ndarray, num_groups: int, image_offsets) -> "GreedyWalk":
+        """A walk over candidates whose `walk_data` and dense group ids (``< num_groups``,
+        never shared by two images) are already known."""
+        walk = cls.__new__(cls)
+        walk._set(data, np.asarray(group_index, np.int64), int(num_groups), np.asarray(image_offsets, np.int64))
+        return walk
+
+    def _set(self, data, group_index, num_groups, offsets) -> None:
+        self.data = data
+        self.group_index = group_index
+        self.num_groups = num_groups
+        self.offsets = offsets
+        self.size = data.shape[1]
+        self.num_images = len(offsets) - 1
+        self.group_size = np.bincount(group_index, minlength=num_groups)
+
+    def run(self, *, iou_threshold, max_per_group, max_per_image, workspace: "WalkWorkspace | None" = None) -> np.ndarray:
+        """Kept mask for one threshold (see `greedy_walk`). A `WalkWorkspace` shared by runs
+        saves re-allocating (and the OS re-zeroing) the kept-box storage each time."""
         kept = np.zeros(self.size, bool)
         if self.size == 0 or max_per_group <= 0 or max_per_image <= 0:
             return kept
         iou_t = np.float32(iou_threshold)
-        data, group_index = self.data, self.group_index
-        # Kept boxes of a group live in a reserved block of `slots`, sized by the most the
-        # group can keep: min(its candidates, max_per_group, max_per_image).
+        group_index = self.group_index
+        data = [self.data[k] for k in range(5)]
+        # Kept boxes of a group live in a reserved block of `slots` (rows as in `data`), sized
+        # by the most the group can keep: min(its candidates, max_per_group, max_per_image).
+        # Only the first `group_count` entries of a block are ever read, so stale values from
+        # an earlier run do no harm.
         capacity = np.minimum(self.group_size, min(max_per_group, max_per_image))
         base = np.zeros(self.num_groups, np.int64)
         np.cumsum(capacity[:-1], out=base[1:])
-        slots = np.zeros((int(capacity.sum()), 5), np.float32)
+        slots = (workspace or WalkWorkspace()).slots(int(capacity.sum()))
         group_count = np.zeros(self.num_groups, np.int64)
         image_count = np.zeros(self.num_images, np.int64)
         starts, ends = self.offsets[:-1], self.offsets[1:]
@@ -389,33 +420,37 @@ class GreedyWalk:
             check = np.flatnonzero(keep & (count > 0))
             if check.size:
                 # Every (candidate, kept box of its group) pair, flat: no padding to the
-                # largest group.
+                # largest group. c and s: (ymin, xmin, ymax, xmax, area) of the pairs.
                 g = group[check]
                 counts = count[check]
                 seg_end = np.cumsum(counts)
                 seg_start = seg_end - counts
-                s = slots[np.repeat(base[g] - seg_start, counts) + np.arange(int(seg_end[-1]))]
-                c = np.repeat(data[position[check]], counts, axis=0)
-                height = np.minimum(c[:, 2], s[:, 2])
-                height -= np.maximum(c[:, 0], s[:, 0])
+                slot_index = np.repeat(base[g] - seg_start, counts) + np.arange(int(seg_end[-1]))
+                candidate_index = np.repeat(position[check], counts)
+                s = [row[slot_index] for row in slots]
+                c = [row[candidate_index] for row in data]
+                height = np.minimum(c[2], s[2])
+                height -= np.maximum(c[0], s[0])
                 np.maximum(height, zero, out=height)
-                breadth = np.minimum(c[:, 3], s[:, 3])
-                breadth -= np.maximum(c[:, 1], s[:, 1])
+                breadth = np.minimum(c[3], s[3])
+                breadth -= np.maximum(c[1], s[1])
                 np.maximum(breadth, zero, out=breadth)
                 intersection = height * breadth
-                union = c[:, 4] + s[:, 4]
+                union = c[4] + s[4]
                 union -= intersection
                 with np.errstate(divide="ignore", invalid="ignore"):
                     iou = intersection / union
                 suppress = iou > iou_t
-                suppress &= s[:, 4] > zero
-                suppress &= c[:, 4] > zero
+                suppress &= s[4] > zero
+                suppress &= c[4] > zero
                 keep[check[np.logical_or.reduceat(suppress, seg_start)]] = False
             chosen = np.flatnonzero(keep)
             if chosen.size:
                 g = group[chosen]
                 p = position[chosen]
-                slots[base[g] + count[chosen]] = data[p]
+                destination = base[g] + count[chosen]
+                for row, source in zip(slots, data):
+                    row[destination] = source[p]
                 group_count[g] += 1
                 image_count[active[chosen]] += 1
                 kept[p] = True
@@ -424,6 +459,30 @@ class GreedyWalk:
             if not alive.all():
                 active, position, end = active[alive], position[alive], end[alive]
         return kept
+
+
+class WalkWorkspace:
+    """Reusable storage for `GreedyWalk.run` (one per thread of work)."""
+
+    def __init__(self):
+        self._rows: list[np.ndarray] = []
+
+    def slots(self, size: int) -> list[np.ndarray]:
+        """Five float32 rows of at least ``size`` elements (contents unspecified)."""
+        if not self._rows or len(self._rows[0]) < size:
+            self._rows = [np.empty(max(size, 1), np.float32) for _ in range(5)]
+        return self._rows
+
+
+def walk_data(boxes) -> np.ndarray:
+    """float32 ``[5, N]``: rows ymin, xmin, ymax, xmax (ordered as the kernel orders them) and
+    the kernel's area ``(ymax - ymin) * (xmax - xmin)``; contiguous rows keep `GreedyWalk`'s
+    arithmetic on contiguous arrays."""
+    ordered = _ordered(np.asarray(boxes, np.float32))
+    data = np.empty((5, len(ordered)), np.float32)
+    data[:4] = ordered.T
+    data[4] = (data[2] - data[0]) * (data[3] - data[1])
+    return data
 
 
 def _compact_groups(image_of: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
@@ -538,25 +597,15 @@ def class_agnostic_nms_batched(
         )
         indices = order[kept]
     elif backend == "tensorflow":
-        import tensorflow as tf
-
         # Group rows by (image, level) without disturbing row order inside a group.
-        order = np.lexsort((np.arange(len(boxes)), groups, image_of))
         low = int(groups.min()) if len(groups) else 0
         span = int(groups.max()) - low + 1 if len(groups) else 1
-        key = image_of[order] * span + (groups[order] - low)
+        key = image_of * span + (groups - low)
+        order = np.argsort(key, kind="stable")
+        key = key[order]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(order) else np.zeros(0, np.int64)
-        stops = np.r_[starts[1:], len(order)]
-        parts = []
-        for start, stop in zip(starts, stops):
-            rows = order[start:stop]
-            if limit == 0 or not (scores[rows] > score_t).any():
-                continue
-            selected, _ = tf.image.non_max_suppression_with_scores(
-                boxes[rows], scores[rows], max_output_size=limit, iou_threshold=float(iou_t), score_threshold=float(score_t)
-            )
-            parts.append(rows[selected.numpy()])
-        kept = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        sizes = np.diff(np.r_[starts, len(order)])
+        kept = _grouped_nms_tf(boxes, scores, order, starts, sizes, iou_t, score_t, limit) if limit else np.zeros(0, np.int64)
         merged = kept[np.lexsort((kept, -scores[kept], image_of[kept]))]
         image_kept = image_of[merged]
         first = np.searchsorted(image_kept, np.arange(num_images + 1))
@@ -565,3 +614,73 @@ def class_agnostic_nms_batched(
     else:
         raise ValueError(f"backend must be 'tensorflow' or 'numpy', got {backend!r}")
     return indices.astype(np.int64), np.searchsorted(image_of[indices], np.arange(num_images + 1)).astype(np.int64)
+
+
+_GROUPED_NMS = None
+_GROUPS_PER_CALL = 2048
+
+
+def _grouped_nms_fn():
+    """A traced function running ``NonMaxSuppressionV5`` over a batch of padded groups."""
+    global _GROUPED_NMS
+    if _GROUPED_NMS is None:
+        import tensorflow as tf
+
+        @tf.function(
+            autograph=False,
+            input_signature=[
+                tf.TensorSpec([None, None, 4], tf.float32),
+                tf.TensorSpec([None, None], tf.float32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.int32),
+            ]
+        )
+        def grouped(boxes, scores, iou_threshold, score_threshold, limit):
+            def one(group):
+                selected, _, valid = tf.raw_ops.NonMaxSuppressionV5(
+                    boxes=group[0],
+                    scores=group[1],
+                    max_output_size=limit,
+                    iou_threshold=iou_threshold,
+                    score_threshold=score_threshold,
+                    soft_nms_sigma=tf.constant(0.0),
+                    pad_to_max_output_size=True,
+                )
+                return selected, valid
+
+            return tf.map_fn(
+                one,
+                (boxes, scores),
+                fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)),
+                parallel_iterations=16,
+            )
+
+        _GROUPED_NMS = grouped
+    return _GROUPED_NMS
+
+
+def _grouped_nms_tf(boxes, scores, order, starts, sizes, iou_t, score_t, limit) -> np.ndarray:
+    """Rows kept by the TF op in each group ``order[starts[g]:starts[g] + sizes[g]]``.
+
+    Groups are batched by similar size into padded tensors; padding gets a score below any
+    threshold (-inf is never > a threshold) so it is never selected.
+    """
+    grouped = _grouped_nms_fn()
+    by_size = np.argsort(sizes, kind="stable")
+    parts = []
+    for chunk_start in range(0, len(by_size), _GROUPS_PER_CALL):
+        chunk = by_size[chunk_start : chunk_start + _GROUPS_PER_CALL]
+        width = int(sizes[chunk].max())
+        if width == 0:
+            continue
+        member = np.arange(width)[None, :] < sizes[chunk][:, None]
+        rows = np.where(member, starts[chunk][:, None] + np.arange(width)[None, :], 0)
+        rows = order[np.minimum(rows, len(order) - 1)]
+        padded_boxes = np.where(member[:, :, None], boxes[rows], np.float32(0))
+        padded_scores = np.where(member, scores[rows], np.float32(-np.inf))
+        selected, valid = grouped(padded_boxes, padded_scores, float(iou_t), float(score_t), int(min(limit, width)))
+        selected, valid = selected.numpy(), valid.numpy()
+        take = np.arange(selected.shape[1])[None, :] < valid[:, None]
+        parts.append(np.take_along_axis(rows, selected.astype(np.int64), axis=1)[take])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

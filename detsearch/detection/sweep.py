@@ -35,6 +35,17 @@ So for each IoU setting (and, two-stage, each first-stage setting) NMS runs once
 score threshold of the grid and all score thresholds are read off one matching pass. IoUs
 between cached boxes and ground truth are computed once per cache entry and reused.
 
+Which code runs NMS: the per-class passes (one-stage, and the two-stage second stage) use
+`nms.GreedyWalk`, a vectorized NumPy walk over all images that stops each image at
+``max_total_detections`` kept (per-image TF op calls would cost more in call overhead than the
+work they do); the two-stage first stage, whose walks keep up to ``num_proposals`` boxes,
+batches the TensorFlow op (`nms.class_agnostic_nms_batched`). Both keep exactly the boxes of
+TensorFlow's kernels; the tests compare them with the op and with the NumPy reference.
+
+Tie order (equal scores): one-stage candidates by (row, class), as the TF ops see anchors
+then classes; two-stage second-stage candidates by (rank of the proposal after the first
+stage, class); proposals by row.
+
 Library code logs through `logging` and reports progress through an optional callback; it
 never prints.
 """
@@ -47,6 +58,7 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -228,8 +240,8 @@ def _check_objective(objective: str, budget: float | None) -> None:
 
 
 def _cache_kind(cache) -> str:
-    kind = str(getattr(cache.meta, "kind", ""))
-    kind = getattr(cache.meta.kind, "value", kind)
+    kind = getattr(cache.meta, "kind", None)
+    kind = getattr(kind, "value", kind)  # an enum member or its string
     if kind not in ("one_stage", "two_stage"):
         raise ValueError(f"cache kind must be 'one_stage' or 'two_stage', got {kind!r}")
     return kind
@@ -285,14 +297,12 @@ class _PairStore:
         self.entry_box = entry_box  # callable: entries -> float32 [n, 4] yxyx
         self.start = np.full(num_entries, -1, np.int64)
         self.count = np.zeros(num_entries, np.int64)
-        self.gt_parts: list[np.ndarray] = []
-        self.iou_parts: list[np.ndarray] = []
         self.total = 0
         self.gt_index = np.zeros(0, np.int64)
         self.iou = np.zeros(0, np.float64)
 
     def pairs(self, entries: np.ndarray) -> IouPairs:
-        unknown = np.unique(entries[self.start[entries] < 0])
+        unknown = entries[self.start[entries] < 0]  # entries of one call are distinct
         if unknown.size:
             found = self.matcher.iou_pairs(self.image_pos[unknown], self.class_pos[unknown], yxyx_to_xywh(self.entry_box(unknown)))
             self.start[unknown] = self.total + found.offsets[:-1]
@@ -362,6 +372,9 @@ class _Engine:
             self.cand_boxes = entry_boxes[self.cand]
             entry_box = lambda entries: entry_boxes[entries]  # noqa: E731
         self.cand_offsets = np.searchsorted(self.cand_image, np.arange(self.num_images + 1))
+        # Shared by every walk: the boxes' walk data and dense (image, class) group ids.
+        self.cand_data = nms_ops.walk_data(self.cand_boxes)
+        self.cand_group, self.num_groups = nms_ops._compact_groups(self.cand_image, self.cand_class)
         self.entry_image = entry_image
         self.entry_class = entry_class
         self.entry_score = entry_score
@@ -369,6 +382,7 @@ class _Engine:
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_box)
         self._first_stage_memo: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._walk_memo: tuple | None = None
+        self._workspace = nms_ops.WalkWorkspace()
         self._rows: dict[tuple, list[SweepRow]] = {}
         logger.info(
             "sweep: %d images, %d candidate entries above %g, prepared in %.2fs",
@@ -401,14 +415,14 @@ class _Engine:
         return rows, offsets
 
     def _walk_input(self, key: tuple):
-        """(candidate entries, their walk, boxes, classes, offsets) for NMS setting ``key``; the
-        same for every ``iou_threshold`` of one first-stage setting, so it is kept for the next
-        key."""
+        """(positions among the candidates or None for all of them, their `GreedyWalk`,
+        per-image offsets) for NMS setting ``key``; the same for every ``iou_threshold`` of one
+        first-stage setting, so it is kept for the next key."""
         stage_key = key[:-1]
         if self._walk_memo is not None and self._walk_memo[0] == stage_key:
             return self._walk_memo[1]
         if self.kind == "one_stage":
-            cand, boxes, classes, offsets = self.cand, self.cand_boxes, self.cand_class, self.cand_offsets
+            picked = None  # every candidate, in the order already prepared
         else:
             nms_score, nms_iou = stage_key
             rows, row_offsets = self._first_stage(nms_iou)
@@ -422,23 +436,31 @@ class _Engine:
             rank_of_row[rows[positions]] = positions - row_offsets[:-1][image_of[positions]]
             rank = rank_of_row[self.cand_row]
             keep = np.flatnonzero(rank >= 0)
-            order = keep[_break_ties(self.cand_image[keep], self.cand_score[keep], rank[keep], self.cand_class[keep])]
-            cand, boxes, classes = self.cand[order], self.cand_boxes[order], self.cand_class[order]
-            offsets = np.searchsorted(self.cand_image[order], np.arange(self.num_images + 1))
-        walk = None if self.nms_backend == "reference" else nms_ops.GreedyWalk(boxes, classes, offsets)
-        value = (cand, walk, boxes, classes, offsets)
+            picked = keep[_break_ties(self.cand_image[keep], self.cand_score[keep], rank[keep], self.cand_class[keep])]
+        if picked is None:
+            offsets = self.cand_offsets
+            data, group = self.cand_data, self.cand_group
+        else:
+            offsets = np.searchsorted(self.cand_image[picked], np.arange(self.num_images + 1))
+            data, group = self.cand_data[:, picked], self.cand_group[picked]
+        walk = None if self.nms_backend == "reference" else nms_ops.GreedyWalk.prepared(data, group, self.num_groups, offsets)
+        value = (picked, walk, offsets)
         self._walk_memo = (stage_key, value)
         return value
 
     def _detections(self, key: tuple) -> np.ndarray:
         """Cache entries kept by NMS at the lowest score threshold, image by image in output
         order."""
-        cand, walk, boxes, classes, offsets = self._walk_input(key)
+        picked, walk, offsets = self._walk_input(key)
+        cand = self.cand if picked is None else self.cand[picked]
         if self.nms_backend == "reference":
+            everything = slice(None)
+            boxes = self.cand_boxes[everything if picked is None else picked]
+            classes = self.cand_class[everything if picked is None else picked]
             kept = np.zeros(len(cand), bool)
             for i in range(self.num_images):
                 lo, hi = offsets[i], offsets[i + 1]
-                picked = nms_ops.per_class_nms_reference(
+                chosen = nms_ops.per_class_nms_reference(
                     boxes[lo:hi],
                     np.arange(hi - lo, 0, -1, dtype=np.float32),  # already in visiting order
                     classes[lo:hi],
@@ -446,9 +468,14 @@ class _Engine:
                     max_detections_per_class=self.max_per_class,
                     max_total_detections=self.max_total,
                 )
-                kept[lo + picked] = True
+                kept[lo + chosen] = True
         else:
-            kept = walk.run(iou_threshold=key[-1], max_per_group=self.max_per_class, max_per_image=self.max_total)
+            kept = walk.run(
+                iou_threshold=key[-1],
+                max_per_group=self.max_per_class,
+                max_per_image=self.max_total,
+                workspace=self._workspace,
+            )
         return cand[kept]
 
     # -- evaluation -------------------------------------------------------------------------
@@ -619,6 +646,7 @@ def sweep(
     num_proposals: int | None = None,
     per_level: bool | None = None,
     nms_backend: str = "fast",
+    workers: int = 1,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
     """Chooses post-processing thresholds on a cache of raw predictions.
@@ -639,6 +667,10 @@ def sweep(
       per_level: first-stage NMS per FPN level (default: when the cache records levels).
       nms_backend: ``"fast"`` (vectorized greedy walk; the first stage through the TensorFlow
         op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
+      workers: processes for the grid strategy (default 1). With more, NMS settings are
+        spread over forked worker processes (POSIX ``fork`` only; elsewhere one process is
+        used); any TensorFlow work (the first stage) runs in this process before the fork.
+        The table is identical for any number of workers.
       progress: optional ``progress(done, total)`` callback.
 
     Returns:
@@ -657,6 +689,8 @@ def sweep(
         raise ValueError(f"unknown strategy {strategy!r}; known strategies: {', '.join(STRATEGIES)}")
     if nms_backend not in ("fast", "reference"):
         raise ValueError(f"nms_backend must be 'fast' or 'reference', got {nms_backend!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     num_proposals, per_level = _check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
     _check_floor(cache, axes)
     _check_cache_arrays(cache, kind)
@@ -674,7 +708,9 @@ def sweep(
     )
     keys = _keys(kind, axes)
     started = time.perf_counter()
-    if strategy == "grid":
+    if strategy == "grid" and workers > 1 and len(keys) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _rows_in_workers(engine, kind, keys, int(workers), progress)
+    elif strategy == "grid":
         for done, key in enumerate(keys, 1):
             engine.rows(key)
             if progress is not None:
@@ -700,6 +736,39 @@ def sweep(
         table=table,
         num_images=engine.num_images,
     )
+
+
+_WORKER_ENGINE: _Engine | None = None
+"""The engine a forked worker inherits (set only while a pool runs)."""
+
+
+def _worker_rows(keys: list[tuple]) -> dict[tuple, list[SweepRow]]:
+    return {key: _WORKER_ENGINE.rows(key) for key in keys}
+
+
+def _rows_in_workers(engine: _Engine, kind: str, keys: list[tuple], workers: int, progress) -> None:
+    """Evaluates ``keys`` in forked processes that inherit the prepared engine."""
+    global _WORKER_ENGINE
+    if kind == "two_stage":
+        # TensorFlow runs here, before the fork; workers only use NumPy.
+        for nms_iou in sorted({key[1] for key in keys}):
+            engine._first_stage(nms_iou)
+        # Keys of one first-stage setting share their candidates: keep them in one task.
+        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key[:-1])]
+    else:
+        engine._walk_input(keys[0])  # shared by every key
+        tasks = [[key] for key in keys]
+    _WORKER_ENGINE = engine
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            done = 0
+            for rows in pool.imap_unordered(_worker_rows, tasks):
+                engine._rows.update(rows)
+                done += len(rows)
+                if progress is not None:
+                    progress(done, len(keys))
+    finally:
+        _WORKER_ENGINE = None
 
 
 def _coordinate_search(engine: _Engine, kind, axes, keys, objective, budget, progress) -> None:

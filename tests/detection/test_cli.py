@@ -1,0 +1,167 @@
+"""``python -m detsearch sweep``: end to end on the COCO fixture, and one-line errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detsearch import cli
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
+ANNOTATIONS = DATA / "instances_val2014_100.json"
+DETECTIONS = DATA / "instances_val2014_fakebbox100_results.json"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_end_to_end_as_a_module(tmp_path):
+    out = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "detsearch", "sweep",
+        "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
+        "--score-thresholds", "0.0,0.3,0.6", "--iou-thresholds", "0.5,1.0", "--out", str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "best (map)" in done.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["objective"] == "map" and len(result["table"]) == 6
+    assert set(result["best"]) == {"score_threshold", "iou_threshold"}
+    everything = next(r for r in result["table"] if r["params"] == {"score_threshold": 0.0, "iou_threshold": 1.0})
+    assert everything["dets_per_image"] == 7.34 and abs(everything["stats"][0] - 0.505) < 0.002
+    best = next(r for r in result["table"] if r["params"] == result["best"])
+    assert best["stats"][0] == max(r["stats"][0] for r in result["table"])
+    report = (out / "report.md").read_text()
+    assert "**best**" in report and "mAP alone favours the lowest score threshold" in report
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "report.md", "result.json"]  # no temporaries left
+
+
+def test_in_process_objective_and_strategy(tmp_path, capsys):
+    code = cli.main([
+        "sweep", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
+        "--score-thresholds", "0.0,0.2,0.5,0.8", "--iou-thresholds", "0.3,0.5,0.7", "--out", str(tmp_path),
+        "--objective", "map_at_budget", "--budget", "4", "--strategy", "coordinate", "--no-progress",
+    ])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["objective"] == "map_at_budget" and result["budget"] == 4 and result["strategy"] == "coordinate"
+    assert result["best_row"]["dets_per_image"] <= 4
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["sweep", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--detections", "--cache", "--annotations", "--score-thresholds", "--iou-thresholds", "--nms-score-thresholds",
+                 "--nms-iou-thresholds", "--out", "--objective", "--budget", "--strategy"):
+        assert flag in text
+
+
+def write(path, payload):
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return str(path)
+
+
+def detections(**change):
+    record = {"image_id": json.loads(DETECTIONS.read_text())[0]["image_id"], "category_id": 1, "bbox": [10.0, 10.0, 20.0, 30.0], "score": 0.9}
+    record.update(change)
+    return [record]
+
+
+@pytest.mark.parametrize(
+    "make_detections, extra, message",
+    [
+        (lambda p: write(p, detections(image_id=123456789)), [], "record 0: image_id 123456789 is not in the annotations"),
+        (lambda p: write(p, detections(category_id=1000)), [], "record 0: category_id 1000 is not in the annotations"),
+        (lambda p: write(p, detections(score=math.nan)), [], "record 0: score nan is not finite"),
+        (lambda p: write(p, detections(score=math.inf)), [], "record 0: score inf is not finite"),
+        (lambda p: write(p, detections(bbox=[10.0, 10.0, -5.0, 3.0])), [], "record 0"),
+        (lambda p: write(p, []), [], "no detections"),
+        (lambda p: write(p, "[{\"image_id\": 1,"), [], "malformed JSON"),
+        (lambda p: str(p.parent / "missing.json"), [], "missing.json"),
+        (lambda p: write(p, detections()), ["--score-thresholds", "0.1,1.5"], "--score-thresholds: 1.5 is outside [0, 1]"),
+        (lambda p: write(p, detections()), ["--iou-thresholds", "-0.1"], "--iou-thresholds: -0.1 is outside [0, 1]"),
+        (lambda p: write(p, detections()), ["--iou-thresholds", "abc"], "'abc' is not a number"),
+        (lambda p: write(p, detections()), ["--objective", "map_at_budget"], "needs --budget"),
+        (lambda p: write(p, detections()), ["--nms-iou-thresholds", "0.5"], "need a two-stage --cache"),
+        (lambda p: write(p, detections()), ["--objective", "nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, extra, message):
+    out = tmp_path / "out"
+    flags = {
+        "--detections": make_detections(tmp_path / "raw.json"),
+        "--annotations": str(ANNOTATIONS),
+        "--score-thresholds": "0.1",
+        "--iou-thresholds": "0.5",
+        "--out": str(out),
+    }
+    flags.update(zip(extra[::2], extra[1::2]))
+    arguments = ["sweep", "--no-progress"] + [item for pair in flags.items() for item in pair]
+    try:
+        code = cli.main(arguments)
+    except SystemExit as stop:  # argparse
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+    assert not (out / "result.json").exists()
+
+
+def test_bad_annotations_are_named(tmp_path, capsys):
+    broken = write(tmp_path / "gt.json", {"images": [{"id": 1, "height": 10, "width": 10}], "categories": [], "annotations": [{"id": 1, "image_id": 7}]})
+    code = cli.main(["sweep", "--detections", str(DETECTIONS), "--annotations", broken, "--score-thresholds", "0.1",
+                     "--iou-thresholds", "0.5", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "gt.json: annotations[0] (id 1): image_id 7 is not in 'images'" in err
+
+
+@pytest.mark.tf
+def test_two_stage_cache_directory(tmp_path, capsys):
+    """--cache with a two-stage cache written by the cache module: the four thresholds, and the
+    table equals the library sweep's."""
+    cache_module = pytest.importorskip("detsearch.detection.cache")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from test_sweep import random_case
+    finally:
+        sys.path.pop(0)
+    import detsearch.detection.sweep as sweep_module
+    from detsearch.params import ParamSpec
+
+    small, dataset = random_case(31, "two_stage", num_images=5)
+    meta = cache_module.CacheMeta(
+        version=1,
+        kind="two_stage",
+        image_ids=small.meta.image_ids,
+        image_sizes=small.meta.image_sizes,
+        category_ids=small.meta.category_ids,
+        score_floor=small.meta.score_floor,
+        num_proposals=small.meta.num_proposals,
+    )
+    arrays = {name: getattr(small, name) for name in cache_module.ARRAY_NAMES}
+    cache = cache_module.DetectionCache.from_arrays(meta, **arrays)
+    cache_dir = cache_module.write_cache(tmp_path / "cache", cache)
+    annotations = write(tmp_path / "gt.json", dataset)
+    out = tmp_path / "out"
+    code = cli.main(["sweep", "--cache", str(cache_dir), "--annotations", annotations, "--no-progress", "--out", str(out),
+                     "--nms-score-thresholds", "0.0,0.3", "--nms-iou-thresholds", "0.5,0.7",
+                     "--score-thresholds", "0.05,0.4", "--iou-thresholds", "0.5"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.3], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4], iou_threshold=[0.5])
+    expected = sweep_module.sweep(cache, dataset, spec)
+    assert result["table"] == [row.to_dict() for row in expected.table]
+    assert set(result["best"]) == {"nms_score_threshold", "nms_iou_threshold", "score_threshold", "iou_threshold"}
+    # the four thresholds are required for a two-stage cache
+    code = cli.main(["sweep", "--cache", str(cache_dir), "--annotations", annotations, "--out", str(tmp_path / "other"),
+                     "--score-thresholds", "0.05", "--iou-thresholds", "0.5"])
+    assert code == 2 and "needs --nms-score-thresholds" in capsys.readouterr().err

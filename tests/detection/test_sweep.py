@@ -1,0 +1,331 @@
+"""The sweep's table equals the slow reference (NMS from scratch + pycocotools) everywhere."""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import detsearch.detection.sweep as sweep_module
+from detsearch.detection import cocoeval
+from detsearch.params import ParamSpec
+
+pytestmark = pytest.mark.tf  # the two-stage first stage runs the TensorFlow op
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
+
+
+# ------------------------------------------------------------------------------------------
+# a tiny in-test cache builder (the attributes the sweep reads, as the cache module defines)
+
+
+@dataclass(frozen=True)
+class Meta:
+    version: int
+    kind: str
+    image_ids: tuple
+    image_sizes: tuple
+    category_ids: tuple
+    score_floor: float
+    top_k: Any
+    num_proposals: Any
+    box_format: str = "yxyx"
+
+
+@dataclass(frozen=True)
+class Cache:
+    meta: Meta
+    row_offsets: np.ndarray
+    row_boxes: np.ndarray
+    row_objectness: Any
+    row_level: Any
+    entry_offsets: np.ndarray
+    entry_row: np.ndarray
+    entry_class: np.ndarray
+    entry_score: np.ndarray
+    entry_boxes: Any
+
+    def num_images(self):
+        return len(self.meta.image_ids)
+
+
+def random_case(seed, kind="one_stage", num_images=5, num_classes=3, max_rows=30, floor=0.05, levels=True, ties=False, num_proposals=12):
+    """Ground truth (dict) and a cache whose rows crowd around the ground truth, with crowd
+    regions, a category without ground truth, images without rows, optional score ties."""
+    rng = np.random.default_rng(seed)
+    image_ids = tuple(int(i) for i in rng.choice(1000, num_images, replace=False))
+    category_ids = tuple(int(c) for c in np.sort(rng.choice(90, num_classes, replace=False)))
+    annotations, objects = [], {}
+    for image_id in image_ids:
+        objects[image_id] = []
+        for _ in range(int(rng.integers(0, 5))):
+            xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[c],
+                    "bbox": [float(xy[0]), float(xy[1]), float(wh[0]), float(wh[1])],
+                    "area": float(wh[0] * wh[1] * rng.uniform(0.6, 1.0)),
+                    "iscrowd": int(rng.random() < 0.1),
+                }
+            )
+            objects[image_id].append((xy, wh, c))
+    dataset = {
+        "images": [{"id": i, "height": 200, "width": 200} for i in image_ids],
+        "categories": [{"id": c, "name": str(c)} for c in category_ids] + [{"id": 99, "name": "no ground truth"}],
+        "annotations": annotations,
+    }
+    row_boxes, objectness, row_level, row_offsets = [], [], [], [0]
+    entry_row, entry_class, entry_score, entry_boxes, entry_offsets = [], [], [], [], [0]
+    for image_id in image_ids:
+        first_row = len(row_boxes)
+        for _ in range(int(rng.integers(0, max_rows))):
+            if objects[image_id] and rng.random() < 0.7:
+                xy, wh, c = objects[image_id][int(rng.integers(len(objects[image_id])))]
+                xy, wh = xy + rng.normal(0, 4, 2), np.abs(wh + rng.normal(0, 4, 2)) + 1
+            else:
+                xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
+            box = np.array([xy[1], xy[0], xy[1] + wh[1], xy[0] + wh[0]], np.float32)
+            row = len(row_boxes)
+            row_boxes.append(box)
+            objectness.append(rng.random())
+            row_level.append(int(rng.integers(0, 3)))
+            for cls in sorted({c} | {int(x) for x in rng.integers(0, num_classes, int(rng.integers(0, 3)))}):
+                score = rng.uniform(floor, 1.0)
+                if ties:
+                    score = max(floor, round(score, 1))
+                entry_row.append(row)
+                entry_class.append(cls)
+                entry_score.append(score)
+                jitter = rng.normal(0, 2, 4) if kind == "two_stage" else np.zeros(4)
+                entry_boxes.append(np.r_[np.minimum(box[:2] + jitter[:2], box[2:] + jitter[2:]), np.maximum(box[:2] + jitter[:2], box[2:] + jitter[2:])])
+        del first_row
+        row_offsets.append(len(row_boxes))
+        entry_offsets.append(len(entry_row))
+    objectness = np.asarray(objectness, np.float32)
+    if ties:
+        objectness = np.round(objectness, 1).astype(np.float32)
+    two = kind == "two_stage"
+    meta = Meta(1, kind, image_ids, tuple((200, 200) for _ in image_ids), category_ids, floor, None, num_proposals if two else None)
+    cache = Cache(
+        meta=meta,
+        row_offsets=np.asarray(row_offsets, np.int64),
+        row_boxes=np.asarray(row_boxes, np.float32).reshape(-1, 4),
+        row_objectness=objectness if two else None,
+        row_level=np.asarray(row_level, np.int32) if (two and levels) else None,
+        entry_offsets=np.asarray(entry_offsets, np.int64),
+        entry_row=np.asarray(entry_row, np.int32),
+        entry_class=np.asarray(entry_class, np.int32),
+        entry_score=np.asarray(entry_score, np.float32),
+        entry_boxes=np.asarray(entry_boxes, np.float32).reshape(-1, 4) if two else None,
+    )
+    return cache, dataset
+
+
+def table_dicts(result):
+    return [row.to_dict() for row in result.table]
+
+
+thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]), min_size=1, max_size=3, unique=True)
+ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
+
+
+# ------------------------------------------------------------------------------------------
+# equality with the reference
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(), caps=st.sampled_from([(100, 100), (3, 7), (1, 2)]))
+def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps):
+    cache, dataset = random_case(seed, "one_stage", ties=ties)
+    spec = ParamSpec(score_threshold=scores, iou_threshold=iou)
+    kwargs = dict(max_detections_per_class=caps[0], max_total_detections=caps[1])
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert len(fast.table) == len(scores) * len(iou)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    nms_scores=st.lists(st.sampled_from([0.0, 0.2, 0.5]), min_size=1, max_size=2, unique=True),
+    nms_ious=st.lists(st.sampled_from([0.3, 0.5, 0.7, 1.0]), min_size=1, max_size=2, unique=True),
+    scores=thresholds,
+    iou=ious,
+    levels=st.booleans(),
+    ties=st.booleans(),
+    num_proposals=st.sampled_from([4, 12, 1000]),
+)
+def test_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, iou, levels, ties, num_proposals):
+    cache, dataset = random_case(seed, "two_stage", levels=levels, ties=ties, num_proposals=num_proposals)
+    spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=nms_ious, score_threshold=scores, iou_threshold=iou)
+    kwargs = dict(max_detections_per_class=5, max_total_detections=8)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
+def test_reference_nms_backend_agrees():
+    cache, dataset = random_case(3, "two_stage", ties=True)
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5], score_threshold=[0.05, 0.4], iou_threshold=[0.5, 0.7])
+    fast = sweep_module.sweep(cache, dataset, spec)
+    slow = sweep_module.sweep(cache, dataset, spec, nms_backend="reference")
+    assert table_dicts(fast) == table_dicts(slow)
+
+
+@pytest.mark.parametrize("kind", ["one_stage", "two_stage"])
+def test_worker_processes_give_the_same_table(kind):
+    cache, dataset = random_case(29, kind, num_images=6)
+    if kind == "one_stage":
+        spec = ParamSpec(score_threshold=[0.05, 0.4], iou_threshold=[0.3, 0.5, 0.7])
+    else:
+        spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4], iou_threshold=[0.4, 0.6])
+    calls = []
+    parallel = sweep_module.sweep(cache, dataset, spec, workers=2, progress=lambda done, total: calls.append((done, total)))
+    assert table_dicts(parallel) == table_dicts(sweep_module.sweep(cache, dataset, spec))
+    assert calls[-1][0] == calls[-1][1]
+
+
+def test_first_stage_settings_without_levels():
+    cache, dataset = random_case(5, "two_stage", levels=True, num_proposals=6)
+    spec = ParamSpec(nms_score_threshold=[0.0], nms_iou_threshold=[0.5], score_threshold=[0.05], iou_threshold=[0.5])
+    fast = sweep_module.sweep(cache, dataset, spec, per_level=False)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, per_level=False))
+
+
+# ------------------------------------------------------------------------------------------
+# properties of the results
+
+
+def test_score_axis_is_a_prefix_and_map_never_rises_with_the_score_threshold():
+    cache, dataset = random_case(7, "one_stage", num_images=8, max_rows=60)
+    scores = [0.05, 0.2, 0.4, 0.6, 0.8]
+    result = sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=scores, iou_threshold=[0.5]))
+    rows = sorted(result.table, key=lambda r: r.params["score_threshold"])
+    maps = [r.stats[0] for r in rows]
+    dets = [r.dets_per_image for r in rows]
+    assert all(a >= b for a, b in zip(maps, maps[1:]))
+    assert all(a >= b for a, b in zip(dets, dets[1:]))
+    # each row equals an evaluation of NMS run at that threshold from scratch
+    reference = sweep_module.sweep_reference(cache, dataset, ParamSpec(score_threshold=scores, iou_threshold=[0.5]))
+    assert table_dicts(result) == table_dicts(reference)
+
+
+def test_objectives():
+    cache, dataset = random_case(11, "one_stage", num_images=8, max_rows=60)
+    spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.5, 0.7])
+    by_map = sweep_module.sweep(cache, dataset, spec)
+    table = by_map.table
+    assert by_map.best_row.stats[0] == max(r.stats[0] for r in table)
+    ties = [r for r in table if r.stats[0] == by_map.best_row.stats[0]]
+    assert by_map.best_row.dets_per_image == min(r.dets_per_image for r in ties)
+    by_ap50 = sweep_module.sweep(cache, dataset, spec, objective="ap50")
+    assert by_ap50.best_row.stats[1] == max(r.stats[1] for r in table) and by_ap50.objective == "ap50"
+    by_f1 = sweep_module.sweep(cache, dataset, spec, objective="f1")
+    assert by_f1.best_row.f1 == max(r.f1 for r in table)
+    for row in table:
+        assert 0.0 <= row.f1 <= row.f1_max <= 1.0
+        assert row.f1_max_score is None or row.f1_max_score > row.params["score_threshold"]
+        assert row.recall == row.stats[8] and row.ap50 == row.stats[1]
+    budget = sorted(r.dets_per_image for r in table)[3]
+    by_budget = sweep_module.sweep(cache, dataset, spec, objective="map_at_budget", budget=budget)
+    feasible = [r for r in table if r.dets_per_image <= budget]
+    assert by_budget.best_row.dets_per_image <= budget
+    assert by_budget.best_row.stats[0] == max(r.stats[0] for r in feasible)
+    with pytest.raises(ValueError, match="no configuration has <= 0.1 detections per image"):
+        sweep_module.sweep(cache, dataset, spec, objective="map_at_budget", budget=0.1)
+
+
+def test_coordinate_search_reuses_grid_rows():
+    cache, dataset = random_case(13, "two_stage", num_images=6)
+    spec = ParamSpec(
+        nms_score_threshold=[0.0, 0.3, 0.6],
+        nms_iou_threshold=[0.3, 0.5, 0.7],
+        score_threshold=[0.05, 0.3],
+        iou_threshold=[0.3, 0.5, 0.7],
+    )
+    grid = sweep_module.sweep(cache, dataset, spec)
+    calls = []
+    coordinate = sweep_module.sweep(cache, dataset, spec, strategy="coordinate", progress=lambda done, total: calls.append((done, total)))
+    grid_rows = {tuple(r.params.values()): r.to_dict() for r in grid.table}
+    assert 0 < len(coordinate.table) < len(grid.table)
+    for row in coordinate.table:
+        assert grid_rows[tuple(row.params.values())] == row.to_dict()
+    assert coordinate.best_row.stats[0] == max(r.stats[0] for r in coordinate.table)
+    assert coordinate.strategy == "coordinate" and calls and all(total == 27 for _, total in calls)
+
+
+def test_progress_and_json():
+    cache, dataset = random_case(17, "one_stage")
+    calls = []
+    result = sweep_module.sweep(
+        cache, dataset, ParamSpec(score_threshold=[0.05, 0.5], iou_threshold=[0.4, 0.6]), progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(1, 2), (2, 2)]
+    payload = json.loads(result.to_json())
+    assert payload["best"] == result.best_params == result.best.to_dict()
+    assert payload["objective"] == "map"
+    assert len(payload["table"]) == 4 and len(payload["table"][0]["stats"]) == 12
+    assert set(payload["table"][0]) == {"params", "stats", "recall", "ap50", "dets_per_image", "f1", "f1_max", "f1_max_score"}
+    assert payload["stat_names"] == list(cocoeval.STAT_NAMES)
+
+
+def test_fixture_cache_against_pycocotools():
+    """The COCO demo detections as one-stage candidates: with no suppression (IoU threshold 1)
+    and a zero score threshold every box survives, and the row equals pycocotools on the
+    boxes as stored (float32)."""
+    cache_module = pytest.importorskip("detsearch.detection.cache")
+    annotations = DATA / "instances_val2014_100.json"
+    cache = cache_module.import_coco_detections(DATA / "instances_val2014_fakebbox100_results.json", annotations)
+    spec = ParamSpec(score_threshold=[0.0, 0.5], iou_threshold=[0.5, 1.0])
+    fast = sweep_module.sweep(cache, annotations, spec)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, annotations, spec))
+    everything = next(r for r in fast.table if r.params == {"score_threshold": 0.0, "iou_threshold": 1.0})
+    assert everything.dets_per_image == 7.34
+    assert abs(everything.stats[0] - 0.505) < 0.002  # float32 boxes move AP slightly from 0.50458
+
+
+# ------------------------------------------------------------------------------------------
+# bad arguments
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs, error, message",
+    [
+        (ParamSpec(score_threshold=[0.01], iou_threshold=[0.5]), {}, ValueError, "below the cache's score floor"),
+        (ParamSpec(score_threshold=[0.1]), {}, ValueError, "needs candidates for iou_threshold"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5], nms_iou_threshold=[0.5]), {}, ValueError, "takes score_threshold, iou_threshold"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5], learning_rate=0.1), {}, ValueError, "learning_rate"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"objective": "recall"}, ValueError, "unknown objective"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"objective": "map_at_budget"}, ValueError, "needs a finite budget"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"strategy": "random"}, ValueError, "unknown strategy"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"max_total_detections": 0}, ValueError, "max_total_detections"),
+        ({"score_threshold": [0.1]}, {}, TypeError, "ParamSpec"),
+    ],
+)
+def test_bad_arguments(spec, kwargs, error, message):
+    cache, dataset = random_case(19, "one_stage")
+    with pytest.raises(error, match=message):
+        sweep_module.sweep(cache, dataset, spec, **kwargs)
+
+
+def test_unknown_images_and_categories():
+    cache, dataset = random_case(23, "one_stage")
+    dataset_without_image = dict(dataset, images=dataset["images"][1:], annotations=[a for a in dataset["annotations"] if a["image_id"] != dataset["images"][0]["id"]])
+    spec = ParamSpec(score_threshold=[0.1], iou_threshold=[0.5])
+    with pytest.raises(ValueError, match=f"image id {dataset['images'][0]['id']} is not in the ground truth"):
+        sweep_module.sweep(cache, dataset_without_image, spec)
+    first_category = dataset["categories"][0]["id"]
+    dataset_without_category = dict(
+        dataset,
+        categories=dataset["categories"][1:],
+        annotations=[a for a in dataset["annotations"] if a["category_id"] != first_category],
+    )
+    with pytest.raises(ValueError, match=f"category_id {first_category} is not in the ground truth"):
+        sweep_module.sweep(cache, dataset_without_category, spec)
+    assert math.isfinite(sweep_module.sweep(cache, dataset, spec).best_row.stats[0])
