@@ -22,15 +22,14 @@ This module imports NumPy only; TensorFlow and OpenCV are imported by
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detsearch import atomic
 from detsearch.detection.boxes import xywh_to_yxyx, yxyx_to_xywh
 
 __all__ = [
@@ -317,22 +316,8 @@ class DetectionDataset:
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
-    """Writes ``payload`` as json to ``path`` via a temp file in the same directory and
-    ``os.replace``, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o644)  # mkstemp makes 0600.
-            json.dump(payload, stream, separators=(",", ":"))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``payload`` as compact json to ``path`` atomically (see `detsearch.atomic`)."""
+    return atomic.write_json_atomic(path, payload, indent=None, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from detsearch.atomic import write_bytes_atomic
+
 logger = logging.getLogger(__name__)
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
@@ -583,35 +585,11 @@ def _idx_payload(array: np.ndarray, magic: int) -> bytes:
 
 
 def _write_gz_atomic(path: Path, payload: bytes) -> None:
-    """Writes ``payload`` gzip-compressed to ``path`` via a temp file and ``os.replace``.
+    """Writes ``payload`` gzip-compressed to ``path`` atomically.
 
     The gzip header carries no name and mtime 0, so the bytes are reproducible.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            os.fchmod(raw.fileno(), 0o644)  # mkstemp makes 0600.
-            with gzip.GzipFile(
-                filename="", fileobj=raw, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0
-            ) as stream:
-                stream.write(payload)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    write_bytes_atomic(path, gzip.compress(payload, compresslevel=_GZIP_LEVEL, mtime=0))
 
 
 def _check_split(

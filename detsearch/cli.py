@@ -13,9 +13,10 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
+
+from detsearch.atomic import atomic_path, write_bytes_atomic
 
 EXIT_BAD_INPUT = 2
 
@@ -238,9 +239,9 @@ def _sweep(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_heatmap(result, out / "heatmap.png")
-    _write_atomic(out / "report.md", render_report(result).encode("utf-8"))
+    write_bytes_atomic(out / "report.md", render_report(result).encode("utf-8"))
     # result.json last: its presence means the run finished.
-    _write_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))
+    write_bytes_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))
     best = ", ".join(f"{k}={v:g}" for k, v in result.best_params.items())
     print(f"best ({result.objective}): {best}; AP {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
           f"{result.best_row.dets_per_image:.1f} detections/image -> {out / 'result.json'}")
@@ -260,28 +261,6 @@ def _progress_bar(disabled: bool):
         bar.refresh()
 
     return progress, bar.close
-
-
-def _file_mode() -> int:
-    """0o666 less the umask (mkstemp creates 0o600 files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,13 +369,8 @@ def _write_heatmap(result, path: Path) -> None:
                         axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         figure.colorbar(image, ax=axis)
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=110)
-        os.chmod(temporary, _file_mode())
-        os.replace(temporary, path)
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, dpi=110)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)

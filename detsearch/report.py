@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -123,20 +121,3 @@ def write_tensorboard(result: SearchResult, logdir: str | os.PathLike) -> None:
                 for metric, values in curve.metrics.items():
                     tf.summary.scalar(metric, values[i], step=int(step))
         writer.close()
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Writes JSON to a temporary file beside ``path``, then renames it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

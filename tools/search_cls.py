@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     from datasets import mnist as mnist_data
     import detsearch.moxing as mox
     from detsearch import report
+    from detsearch.atomic import write_json_atomic
     from detsearch.moxing import auto
 
     logging.getLogger("detsearch").setLevel(logging.WARNING)  # the bar and the table report progress
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
             for stage in result.stages for c, s, curve in zip(stage.candidates, stage.scores, stage.curves)],
         "search": result.to_dict(),
     }
-    report.write_json_atomic(out / "result.json", payload)
+    write_json_atomic(out / "result.json", payload)
     print(f"test accuracy after {args.max_number_of_steps} steps with the chosen parameters: {accuracy:.4f}")
     print(f"wrote {out / 'result.json'}, {out / 'lr_range.png'}, {out / 'candidates.png'}, {saved_model}")
     return 0
