@@ -1,0 +1,100 @@
+"""Record a detection cache: a trained detector's raw pre-NMS predictions on a dataset.
+
+    python tools/cache_det.py --run runs/ssd_tiny --dataset demo --split val --out runs/ssd_tiny/cache_val
+    python tools/cache_det.py --run runs/frcnn_tiny --checkpoint runs/frcnn_tiny/checkpoints/ckpt-1000 \\
+        --dataset demo --split val --out runs/frcnn_tiny/cache_val --score_floor 0.01
+
+The detector is rebuilt from ``RUN/detector.json`` (written by ``tools/train_det.py``) and restored
+from the latest checkpoint (or ``--checkpoint``). The cache (docs/cache_format.md; what rows and
+entries hold for each model: docs/models.md) is written shard by shard (``--images_per_shard``):
+an interrupted run, started again with the same arguments, keeps the committed shards and goes
+on; the shards are merged at the end. Then ``python -m detsearch sweep`` (or
+``detsearch.detection.sweep.sweep``) chooses the thresholds from it without running the model
+again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from train_det import add_dataset_arguments, dataset_from_args  # noqa: E402  (same directory)
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of the merged cache's files (shards excluded)."""
+    return sum(entry.stat().st_size for entry in path.iterdir() if entry.is_file())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="tools/train_det.py output directory")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the run's latest)")
+    parser.add_argument("--out", required=True, help="cache directory")
+    add_dataset_arguments(parser, "val")
+    parser.add_argument("--score_floor", type=float, default=0.01,
+                        help="record (candidate, class) scores >= this; the sweep's lowest score_threshold must be "
+                             ">= it (default 0.01)")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--images_per_shard", type=int, default=500, help="default 500")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from models import common
+
+    try:
+        dataset = dataset_from_args(args)
+        detector, checkpoint = common.load_detector(args.run, args.checkpoint)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{detector.name}/{detector.preset.name} from {checkpoint}: {len(dataset)} images -> {args.out}")
+    bar = tqdm(total=len(dataset), unit="img", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        cache = common.write_cache(
+            detector, dataset, args.out, score_floor=args.score_floor, batch_size=args.batch_size,
+            images_per_shard=args.images_per_shard,
+            source={"checkpoint": str(Path(checkpoint).resolve()),
+                    "dataset": {"name": args.dataset, "split": args.split, "images": len(dataset)}},
+            progress=bar.update,
+        )
+    except ValueError as error:
+        bar.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    bar.close()
+    num_images = len(cache.meta.image_ids)
+    size = directory_bytes(Path(args.out))
+    extra = {}
+    if hasattr(detector, "max_padding_score"):
+        # Model Garden's all-zero padding ROIs (docs/models.md): the sweep equals a re-run of the
+        # model for every score_threshold at or above this (over the images recorded now).
+        extra["padding_roi_max_score"] = detector.max_padding_score
+    print(json.dumps({
+        "cache": str(args.out),
+        "kind": str(cache.meta.kind),
+        "images": num_images,
+        "rows": int(cache.row_boxes.shape[0]),
+        "entries": int(cache.entry_score.shape[0]),
+        "bytes": size,
+        "bytes_per_image": round(size / num_images),
+        "score_floor": cache.meta.score_floor,
+        "num_proposals": cache.meta.num_proposals,
+        "seconds": round(time.perf_counter() - started, 1),
+        **extra,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

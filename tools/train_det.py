@@ -1,0 +1,119 @@
+"""Train a TF Model Garden detector (SSD = RetinaNet, or Faster R-CNN) with given hyperparameters.
+
+    python tools/train_det.py --model ssd --preset tiny --dataset demo --out runs/ssd_tiny
+    python tools/train_det.py --model faster_rcnn --preset tiny --dataset demo --out runs/frcnn_tiny \\
+        --steps 1500 --learning_rate 0.02 --momentum 0.9 --weight_decay 1e-4
+    python tools/train_det.py --model ssd --preset standard --dataset coco \\
+        --annotations coco/annotations/instances_train2017.json --images coco/train2017 --out runs/ssd_coco
+
+Momentum SGD (``slot = momentum * slot + gradient; w -= learning_rate * slot``) with weight decay
+``weight_decay * sum(l2_loss(kernel))`` over kernels, a linear warm-up over ``--warmup_steps``,
+then a constant learning rate. Checkpoints go to ``OUT/checkpoints/`` every
+``--checkpoint_every`` steps and at the end; running the same command again resumes from the
+latest one (weights, momentum, step, data order) up to ``--steps``. ``OUT/detector.json`` records
+the model, preset, categories, hyperparameters and last metrics; ``tools/cache_det.py`` rebuilds
+the detector from it. The demo set is built first when its directory is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:
+    parser.add_argument("--dataset", choices=("demo", "coco", "voc"), default="demo", help="dataset kind (default demo)")
+    parser.add_argument("--split", default=default_split, help=f"demo split: train or val (default {default_split})")
+    parser.add_argument("--data_dir", default=None,
+                        help="demo: set directory (default data/demo); voc: VOCdevkit year directory or XML directory")
+    parser.add_argument("--annotations", default=None, help="coco: instances json")
+    parser.add_argument("--images", default=None, help="coco: image directory; voc: image directory (optional)")
+    parser.add_argument("--voc_classes", default=None, help="voc: comma-separated class names in id order")
+    parser.add_argument("--max_images", type=int, default=None, help="use only the first N images")
+
+
+def dataset_from_args(args):
+    from models import common
+
+    classes = None if args.voc_classes is None else [c.strip() for c in args.voc_classes.split(",") if c.strip()]
+    return common.load_dataset(args.dataset, args.split, data_dir=args.data_dir, annotations=args.annotations,
+                               images=args.images, class_names=classes, max_images=args.max_images)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("ssd", "faster_rcnn"), required=True)
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU, 128 px) or standard (default tiny)")
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, detector.json); resumed if present")
+    add_dataset_arguments(parser, "train")
+    parser.add_argument("--steps", type=int, default=1500, help="total training steps (default 1500)")
+    parser.add_argument("--batch_size", type=int, default=None, help="images per step (default: the preset's)")
+    parser.add_argument("--learning_rate", type=float, default=0.02, help="default 0.02")
+    parser.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="default 1e-4")
+    parser.add_argument("--warmup_steps", type=int, default=100, help="linear warm-up steps (default 100)")
+    parser.add_argument("--checkpoint_every", type=int, default=500, help="default 500")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
+    parser.add_argument("--log_every", type=int, default=50, help="print metrics every N steps (default 50)")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from models import common
+
+    try:
+        dataset = dataset_from_args(args)
+        ids, names = common.dataset_categories(dataset)
+        detector = common.build_detector(args.model, args.preset, ids, names, seed=args.seed)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    batch_size = args.batch_size or detector.preset.batch_size
+    print(f"{args.model}/{args.preset}: {detector.num_parameters():,} parameters, {detector.image_size} px input, "
+          f"{len(dataset)} images, {len(ids)} categories, batch {batch_size}")
+    start = 0
+    latest = common.latest_checkpoint(args.out)
+    if latest:
+        start = int(latest.rsplit("-", 1)[-1])
+    bar = tqdm(total=args.steps, initial=min(start, args.steps), unit="step", dynamic_ncols=True)
+
+    def on_step(step: int, metrics: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if args.log_every and step % args.log_every == 0:
+            bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    started = time.perf_counter()
+    try:
+        result = common.train(
+            detector, dataset, args.out, steps=args.steps, batch_size=batch_size, learning_rate=args.learning_rate,
+            momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, on_step=on_step,
+            extra_meta={"dataset": {"name": args.dataset, "split": args.split, "images": len(dataset)}},
+        )
+    except (ValueError, FloatingPointError) as error:
+        bar.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    bar.close()
+    summary = {
+        "step": result["step"],
+        "checkpoint": result["checkpoint"],
+        "resumed_from": result["resumed_from"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "seconds_per_step": None if result["seconds_per_step"] is None else round(result["seconds_per_step"], 4),
+        "metrics": {k: round(v, 5) for k, v in result["metrics"].items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
