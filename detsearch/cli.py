@@ -237,15 +237,20 @@ def _sweep(args) -> int:
     finally:
         close()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_heatmap(result, out / "heatmap.png")
-    write_bytes_atomic(out / "report.md", render_report(result).encode("utf-8"))
-    # result.json last: its presence means the run finished.
-    write_bytes_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))
+    write_outputs(result, out)
     best = ", ".join(f"{k}={v:g}" for k, v in result.best_params.items())
     print(f"best ({result.objective}): {best}; AP {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
           f"{result.best_row.dets_per_image:.1f} detections/image -> {out / 'result.json'}")
     return 0
+
+
+def write_outputs(result, out: Path) -> None:
+    """Writes ``out/heatmap.png``, ``out/report.md`` and, last, ``out/result.json`` (its presence
+    means the sweep finished), each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_heatmap(result, out / "heatmap.png")
+    write_bytes_atomic(out / "report.md", render_report(result).encode("utf-8"))
+    write_bytes_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))
 
 
 def _progress_bar(disabled: bool):

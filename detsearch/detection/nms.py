@@ -487,6 +487,8 @@ def walk_data(boxes) -> np.ndarray:
 
 def _compact_groups(image_of: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
     """Dense ids for the (image, group) pairs that occur, and their number."""
+    if len(groups) == 0:
+        return np.zeros(0, np.int32), 0
     low = int(groups.min())
     span = int(groups.max()) - low + 1
     key = image_of * span + (groups - low)

@@ -329,3 +329,16 @@ def test_unknown_images_and_categories():
     with pytest.raises(ValueError, match=f"category_id {first_category} is not in the ground truth"):
         sweep_module.sweep(cache, dataset_without_category, spec)
     assert math.isfinite(sweep_module.sweep(cache, dataset, spec).best_row.stats[0])
+
+
+@pytest.mark.parametrize("kind", ["one_stage", "two_stage"])
+def test_cache_without_entries_sweeps_to_zero_detections(kind):
+    # a barely trained detector can record no score above the floor
+    cache, dataset = random_case(3, kind, max_rows=1)
+    assert len(cache.entry_score) == 0
+    spec = ParamSpec(score_threshold=[0.05, 0.5], iou_threshold=[0.5])
+    if kind == "two_stage":
+        spec = spec.replace(nms_score_threshold=[0.0], nms_iou_threshold=[0.7])
+    result = sweep_module.sweep(cache, dataset, spec)
+    assert table_dicts(result) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec))
+    assert all(row.dets_per_image == 0 for row in result.table)

@@ -1,0 +1,186 @@
+"""Detection threshold search end to end: data, detector, cache, sweep, report.
+
+    python tools/search_det.py                                  # built-in demo, tiny SSD
+    python tools/search_det.py --model faster_rcnn              # the four Faster R-CNN thresholds
+    python tools/search_det.py --model ssd --preset standard --checkpoint runs/ssd/checkpoints/ckpt-90000 \\
+        --dataset coco --annotations instances_val2017.json --images val2017 --train_run runs/ssd
+
+With no arguments it builds the MNIST-detection demo set (real digits on 128 px canvases),
+trains the tiny detector on its train split (``--steps``; a rerun resumes or reuses the run),
+records the raw predictions of the val split once (``OUT/cache``), sweeps the thresholds on the
+cache (no second pass through the network) and prints the chosen thresholds with their mAP next
+to Model Garden's default thresholds. Writes ``OUT/sweep/result.json``, ``report.md`` and
+``heatmap.png``, and ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tools.train_det import add_dataset_arguments, dataset_from_args  # noqa: E402
+
+DEFAULT_GRIDS = {
+    "ssd": {
+        "score_threshold": [0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
+        "iou_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+    },
+    "faster_rcnn": {
+        "nms_score_threshold": [0.0, 0.1, 0.3],
+        "nms_iou_threshold": [0.5, 0.6, 0.7, 0.8],
+        "score_threshold": [0.01, 0.05, 0.1, 0.3],
+        "iou_threshold": [0.4, 0.5, 0.6],
+    },
+}
+"""Candidates per model when no flag gives them; Model Garden's defaults are always added."""
+
+
+def floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{flag}: not a comma-separated list of numbers: {text!r}") from exc
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("ssd", "faster_rcnn"), default="ssd", help="detector (default ssd)")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU, 128 px) or standard (default tiny)")
+    parser.add_argument("--out", default=None, help="output directory (default out/search_det_MODEL)")
+    add_dataset_arguments(parser, "val")
+    parser.add_argument("--train_split", default="train", help="demo split to train on (default train)")
+    parser.add_argument("--train_run", default=None,
+                        help="tools/train_det.py run directory to use or create (default OUT/train)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint prefix in the run (default: its latest)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps when training (default 1500)")
+    parser.add_argument("--learning_rate", type=float, default=0.02)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight_decay", type=float, default=1e-4)
+    parser.add_argument("--score_floor", type=float, default=0.01, help="cache score floor (default 0.01)")
+    parser.add_argument("--score-thresholds", dest="score_thresholds", default=None, help="comma-separated")
+    parser.add_argument("--iou-thresholds", dest="iou_thresholds", default=None, help="comma-separated")
+    parser.add_argument("--nms-score-thresholds", dest="nms_score_thresholds", default=None,
+                        help="faster_rcnn first stage, comma-separated")
+    parser.add_argument("--nms-iou-thresholds", dest="nms_iou_thresholds", default=None,
+                        help="faster_rcnn first stage, comma-separated")
+    parser.add_argument("--objective", default="map", choices=("map", "ap50", "f1", "map_at_budget"))
+    parser.add_argument("--budget", type=float, default=None, help="detections per image for map_at_budget")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def threshold_flags(args) -> dict[str, list[float] | None]:
+    """The candidate lists given on the command line (None where a flag is absent).
+
+    Raises:
+      ValueError: a list that is not numbers, a value outside [0, 1], or a first-stage flag for SSD.
+    """
+    flags = {
+        "score_threshold": floats(args.score_thresholds, "--score-thresholds"),
+        "iou_threshold": floats(args.iou_thresholds, "--iou-thresholds"),
+        "nms_score_threshold": floats(args.nms_score_thresholds, "--nms-score-thresholds"),
+        "nms_iou_threshold": floats(args.nms_iou_thresholds, "--nms-iou-thresholds"),
+    }
+    from detsearch.params import ParamSpec
+
+    ParamSpec(**{name: values for name, values in flags.items() if values is not None})  # range and type checks
+    extra = [name for name, values in flags.items() if values is not None and name not in DEFAULT_GRIDS[args.model]]
+    if extra:
+        raise ValueError(f"{', '.join(extra)} do not apply to {args.model}")
+    return flags
+
+
+def threshold_grid(args, flags: dict[str, list[float] | None], defaults: dict[str, float]) -> dict[str, list[float]]:
+    """The candidate lists: flags or `DEFAULT_GRIDS`, plus Model Garden's default of each."""
+    grid = {}
+    for name, default_values in DEFAULT_GRIDS[args.model].items():
+        values = flags[name] if flags[name] is not None else default_values
+        grid[name] = sorted(set(values) | {defaults[name]})
+    return grid
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from detsearch.cli import write_outputs
+    from detsearch.detection.sweep import sweep
+    from detsearch.params import ParamSpec
+    from models import common
+
+    out = Path(args.out or f"out/search_det_{args.model}")
+    run_dir = Path(args.train_run) if args.train_run else out / "train"
+    started = time.perf_counter()
+    try:
+        flags = threshold_flags(args)
+        val = dataset_from_args(args)
+        # A run of our own is trained (or resumed) to --steps; a given run is trained only when empty.
+        if args.checkpoint is None and (args.train_run is None or common.latest_checkpoint(run_dir) is None):
+            train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
+            train_set = dataset_from_args(train_args)
+            ids, names = common.dataset_categories(train_set)
+            detector = common.build_detector(args.model, args.preset, ids, names, seed=args.seed)
+            bar = tqdm(total=args.steps, desc="train", unit="step", dynamic_ncols=True)
+            latest = common.latest_checkpoint(run_dir)
+            bar.update(min(args.steps, int(latest.rsplit("-", 1)[-1])) if latest else 0)
+            common.train(detector, train_set, run_dir, steps=args.steps, batch_size=detector.preset.batch_size,
+                         learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                         warmup_steps=min(100, args.steps // 10), seed=args.seed,
+                         on_step=lambda step, metrics: bar.update(1))
+            bar.close()
+        detector, checkpoint = common.load_detector(run_dir, args.checkpoint)
+        defaults = dict(detector.thresholds)
+        grid = threshold_grid(args, flags, defaults)
+        if min(grid["score_threshold"]) < args.score_floor:
+            raise ValueError(f"score threshold {min(grid['score_threshold'])} is below the cache's score floor "
+                             f"{args.score_floor}")
+        bar = tqdm(total=len(val), desc="cache", unit="img", dynamic_ncols=True)
+        cache = common.write_cache(detector, val, out / "cache", score_floor=args.score_floor,
+                                   source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update)
+        bar.close()
+        ground_truth = val.to_coco_json()
+        result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget)
+        default_row = next(row for row in result.table
+                           if all(row.params[k] == defaults[k] for k in row.params))
+    except (ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_outputs(result, out / "sweep")
+    best = result.best_row
+    summary = {
+        "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
+        "images": len(val), "objective": result.objective,
+        "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
+                   "dets_per_image": best.dets_per_image},
+        "model_garden_default": {"params": default_row.params, "map": default_row.stats[0],
+                                 "ap50": default_row.stats[1], "dets_per_image": default_row.dets_per_image},
+        "configurations": len(result.table),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def describe(params):
+        return ", ".join(f"{k}={v:g}" for k, v in params.items())
+
+    print(f"\n{args.model}/{args.preset} on {len(val)} images, {len(result.table)} threshold configurations "
+          f"from one cached pass ({result.objective}):")
+    print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
+          f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
+    print(f"  Model Garden default: {describe(default_row.params)}  mAP {default_row.stats[0]:.4f}  AP50 "
+          f"{default_row.stats[1]:.4f}  {default_row.dets_per_image:.1f} dets/image")
+    print(f"wrote {out / 'sweep' / 'result.json'}, {out / 'sweep' / 'report.md'}, {out / 'sweep' / 'heatmap.png'}, "
+          f"{out / 'summary.json'} ({summary['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
