@@ -1,0 +1,41 @@
+"""mAP regression: the shipped demo checkpoint on the demo val split, through cache and sweep.
+(That the sweep equals Model Garden's own post-processing is tests/models/test_ssd.py's job.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("official")
+
+from detsearch.detection.sweep import sweep
+from detsearch.params import ParamSpec
+from models import common
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "models" / "checkpoints" / "ssd_tiny_demo"
+
+# Measured with the shipped checkpoint on the full demo val split (500 images, seed 0).
+# A real regression (model, post-processing, cache, sweep or evaluation) moves them by far more
+# than TOLERANCE; CPU kernel differences move them by far less.
+PINNED = {
+    (0.05, 0.5): (0.31952790243426116, 0.6424660558554187, 72.646),  # Model Garden's default thresholds
+    (0.3, 0.5): (0.3032017741622408, 0.6051169299116905, 6.978),
+}
+TOLERANCE = 0.003
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_map_is_pinned(tmp_path):
+    detector, _ = common.load_detector(SHIPPED)
+    assert detector.thresholds["score_threshold"] == 0.05 and detector.thresholds["iou_threshold"] == 0.5
+    val = common.load_dataset("demo", "val")
+    assert len(val) == 500
+    cache = common.write_cache(detector, val, tmp_path / "cache", score_floor=0.01)
+    result = sweep(cache, val.to_coco_json(), ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5]))
+    for row in result.table:
+        ap, ap50, dets = PINNED[(row.params["score_threshold"], row.params["iou_threshold"])]
+        assert row.stats[0] == pytest.approx(ap, abs=TOLERANCE)
+        assert row.stats[1] == pytest.approx(ap50, abs=TOLERANCE)
+        assert row.dets_per_image == pytest.approx(dets, rel=0.02)
