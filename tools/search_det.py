@@ -82,7 +82,8 @@ def threshold_flags(args) -> dict[str, list[float] | None]:
     """The candidate lists given on the command line (None where a flag is absent).
 
     Raises:
-      ValueError: a list that is not numbers, a value outside [0, 1], or a first-stage flag for SSD.
+      ValueError: a list that is not numbers, a value outside [0, 1], a first-stage flag for SSD,
+        or a score threshold below the cache's score floor (checked before any training).
     """
     flags = {
         "score_threshold": floats(args.score_thresholds, "--score-thresholds"),
@@ -96,6 +97,10 @@ def threshold_flags(args) -> dict[str, list[float] | None]:
     extra = [name for name, values in flags.items() if values is not None and name not in DEFAULT_GRIDS[args.model]]
     if extra:
         raise ValueError(f"{', '.join(extra)} do not apply to {args.model}")
+    lowest = min(flags["score_threshold"] or DEFAULT_GRIDS[args.model]["score_threshold"])
+    if lowest < args.score_floor:
+        raise ValueError(f"score threshold {lowest} is below the cache's score floor {args.score_floor} "
+                         "(lower --score_floor or raise the thresholds)")
     return flags
 
 
