@@ -942,6 +942,22 @@ def _coco_from_ground_truth(gt: GroundTruth, COCO):
     return coco
 
 
+def pycocotools_stats(ground_truth: dict, results: list[dict], image_ids) -> tuple[float, ...]:
+    """pycocotools' 12 bbox stats of COCO ``results`` on ``image_ids``, printing nothing.
+
+    The oracle the tests compare against. ``ground_truth`` is a COCO instances dict (not
+    modified); ``results`` may be empty.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco_gt = COCO()
+    coco_gt.dataset = json.loads(json.dumps(ground_truth))  # pycocotools writes into what it is given
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    return tuple(float(v) for v in _pycocotools_eval(coco_gt, results, image_ids, COCO, COCOeval).stats)
+
+
 def _pycocotools_eval(coco_gt, results, image_ids, COCO, COCOeval):
     with contextlib.redirect_stdout(io.StringIO()):
         if results:

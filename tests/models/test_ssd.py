@@ -10,8 +10,6 @@ original pixels: they must be equal, bit for bit.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -21,7 +19,7 @@ from datasets import demo
 from datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import read_cache
-from detsearch.detection.sweep import sweep
+from detsearch.detection.sweep import pycocotools_stats, sweep
 from detsearch.params import ParamSpec
 from models import common, ssd
 
@@ -51,22 +49,6 @@ def trained(demo_set, tmp_path_factory):
     result = common.train(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.05,
                           momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
     return run, result
-
-
-def coco_stats(ground_truth: dict, results: list[dict], image_ids: list[int]) -> tuple[float, ...]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = json.loads(json.dumps(ground_truth))
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
-        evaluator.params.imgIds = sorted(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return tuple(float(v) for v in evaluator.stats)
 
 
 def model_garden_results(detector: common.Detector, dataset: DetectionDataset) -> list[dict]:
@@ -217,7 +199,7 @@ def test_sweep_equals_running_model_garden_with_each_setting(trained, recorded, 
         detector, _ = common.load_detector(run, thresholds={"score_threshold": score_threshold,
                                                             "iou_threshold": iou_threshold})
         results = model_garden_results(detector, val)
-        expected = coco_stats(ground_truth, results, image_ids)
+        expected = pycocotools_stats(ground_truth, results, image_ids)
         row = table[(score_threshold, iou_threshold)]
         assert row.dets_per_image * len(image_ids) == len(results)
         assert tuple(row.stats) == expected, (score_threshold, iou_threshold)
