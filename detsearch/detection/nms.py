@@ -199,6 +199,27 @@ def per_class_nms_reference(
     return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, total)
 
 
+def _class_agnostic(single_class_nms, boxes, scores, iou_threshold, score_threshold, max_output_size,
+                    levels) -> np.ndarray:
+    """Class-agnostic NMS with ``single_class_nms`` (the reference or the TF op), per level when
+    ``levels`` is given, then the merge by descending score."""
+    boxes, scores = _check_inputs(boxes, scores)
+    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
+    if levels is None:
+        return single_class_nms(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold,
+                                max_output_size=limit)
+    levels = np.asarray(levels).reshape(-1)
+    if len(levels) != len(boxes):
+        raise ValueError(f"levels has {len(levels)} entries for {len(boxes)} boxes")
+    kept = []
+    for value in np.unique(levels):
+        members = np.flatnonzero(levels == value)
+        selected = single_class_nms(boxes[members], scores[members], iou_threshold=iou_threshold,
+                                    score_threshold=score_threshold, max_output_size=limit)
+        kept.append(members[selected])
+    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
+
+
 def class_agnostic_nms_reference(
     boxes,
     scores,
@@ -223,21 +244,7 @@ def class_agnostic_nms_reference(
     Returns:
       int64 indices by descending objectness; equal scores by ascending index.
     """
-    boxes, scores = _check_inputs(boxes, scores)
-    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
-    if levels is None:
-        return nms_reference(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
-    levels = np.asarray(levels).reshape(-1)
-    if len(levels) != len(boxes):
-        raise ValueError(f"levels has {len(levels)} entries for {len(boxes)} boxes")
-    kept = []
-    for value in np.unique(levels):
-        members = np.flatnonzero(levels == value)
-        selected = nms_reference(
-            boxes[members], scores[members], iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit
-        )
-        kept.append(members[selected])
-    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
+    return _class_agnostic(nms_reference, boxes, scores, iou_threshold, score_threshold, max_output_size, levels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,21 +309,7 @@ def class_agnostic_nms_tf(
     levels=None,
 ) -> np.ndarray:
     """`class_agnostic_nms_reference` with the greedy passes run by the TensorFlow op."""
-    boxes, scores = _check_inputs(boxes, scores)
-    limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
-    if levels is None:
-        return nms_tf(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
-    levels = np.asarray(levels).reshape(-1)
-    if len(levels) != len(boxes):
-        raise ValueError(f"levels has {len(levels)} entries for {len(boxes)} boxes")
-    kept = []
-    for value in np.unique(levels):
-        members = np.flatnonzero(levels == value)
-        selected = nms_tf(
-            boxes[members], scores[members], iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit
-        )
-        kept.append(members[selected])
-    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
+    return _class_agnostic(nms_tf, boxes, scores, iou_threshold, score_threshold, max_output_size, levels)
 
 
 # --------------------------------------------------------------------------------------------
