@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from detsearch.atomic import atomic_path, write_bytes_atomic
+from detsearch.executor import add_executor_arguments, executor_from_args
 
 EXIT_BAD_INPUT = 2
 
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes for the grid strategy (default 1); the results do not depend on it",
     )
+    add_executor_arguments(sweep)
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.add_argument("-v", "--verbose", action="store_true", help="log timings to stderr")
     return parser
@@ -170,6 +172,8 @@ def _read_json(path: str, what: str):
 
 
 def _sweep(args) -> int:
+    import numpy as np
+
     from detsearch.detection import cache as cache_module
     from detsearch.detection.cocoeval import load_ground_truth
     from detsearch.params import ParamSpec
@@ -186,8 +190,17 @@ def _sweep(args) -> int:
         raise BadInput("--objective map_at_budget needs --budget (mean detections per image)")
     if args.budget is not None and (not math.isfinite(args.budget) or args.budget < 0):
         raise BadInput(f"--budget must be a number >= 0, got {args.budget}")
+    for flag in ("--workers", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None and value < 1:
+            raise BadInput(f"{flag} must be >= 1, got {value}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: exists and is not a directory")
 
     dataset = _read_json(args.annotations, "annotations")
+    if not isinstance(dataset, dict):
+        raise BadInput(f"{args.annotations}: COCO annotations must be a JSON object, got a JSON {type(dataset).__name__}")
     ground_truth = load_ground_truth(dataset, name=args.annotations)
     if args.detections is not None:
         if ("nms_score_threshold" in thresholds) or ("nms_iou_threshold" in thresholds):
@@ -197,7 +210,8 @@ def _sweep(args) -> int:
         except cache_module.CacheError as error:
             raise BadInput(str(error).replace("<annotations>", args.annotations)) from None
         if cache.num_entries() == 0:
-            raise BadInput(f"{args.detections}: no detections")
+            floor = f" with score >= --score-floor {args.score_floor:g}" if args.score_floor > 0 else ""
+            raise BadInput(f"{args.detections}: no detections{floor}")
     else:
         try:
             cache = cache_module.read_cache(args.cache)
@@ -210,6 +224,8 @@ def _sweep(args) -> int:
         raise BadInput(f"{args.cache}: a two-stage cache needs --nms-score-thresholds and --nms-iou-thresholds too")
     if kind == "one_stage" and len(thresholds) != 2:
         raise BadInput(f"{args.cache}: a one-stage cache takes no --nms-score-thresholds/--nms-iou-thresholds")
+    if kind == "one_stage" and args.num_proposals is not None:
+        raise BadInput(f"{args.cache or args.detections}: --num-proposals applies to a two-stage cache only")
     unknown_images = sorted(set(cache.meta.image_ids) - set(int(i) for i in ground_truth.image_ids))
     if unknown_images:
         raise BadInput(f"{args.cache or args.detections}: image id {unknown_images[0]} is not in {args.annotations}")
@@ -217,8 +233,20 @@ def _sweep(args) -> int:
     if unknown_categories:
         raise BadInput(f"{args.cache or args.detections}: category id {unknown_categories[0]} is not in {args.annotations}")
 
+    floor = cache.meta.score_floor
+    lowest = min(thresholds["score_threshold"])
+    if np.float32(lowest) < np.float32(floor):  # the sweep's own rule, told with the flag and the file
+        if args.detections is not None:
+            raise BadInput(f"--score-thresholds {lowest:g} is below --score-floor {floor:g}: detections under it were dropped")
+        raise BadInput(f"{args.cache}: --score-thresholds {lowest:g} is below the cache's score floor {floor:g}: "
+                       "entries under the floor were not recorded")
+
     import detsearch.detection.sweep as sweep_module
 
+    try:
+        executor = executor_from_args(args)
+    except ImportError as error:
+        raise BadInput(str(error)) from None
     progress, close = _progress_bar(disabled=args.no_progress)
     try:
         result = sweep_module.sweep(
@@ -232,11 +260,12 @@ def _sweep(args) -> int:
             max_total_detections=args.max_total_detections,
             num_proposals=args.num_proposals,
             workers=args.workers,
+            executor=executor,
             progress=progress,
         )
     finally:
         close()
-    out = Path(args.out)
+        executor.close()
     write_outputs(result, out)
     best = ", ".join(f"{k}={v:g}" for k, v in result.best_params.items())
     print(f"best ({result.objective}): {best}; AP {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
@@ -246,8 +275,17 @@ def _sweep(args) -> int:
 
 def write_outputs(result, out: Path) -> None:
     """Writes ``out/heatmap.png``, ``out/report.md`` and, last, ``out/result.json`` (its presence
-    means the sweep finished), each atomically."""
+    means the sweep finished), each atomically.
+
+    A ``result.json`` of an earlier sweep is removed first: a sweep killed while writing must not
+    leave the new report beside the old result, which would then pass for this sweep's. Temporary
+    files that a killed sweep left behind are removed too.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").unlink(missing_ok=True)
+    for name, suffix in (("heatmap.png", ".png"), ("report.md", ".tmp"), ("result.json", ".tmp")):
+        for temporary in out.glob(f".{name}.*{suffix}"):  # left by a killed sweep (`atomic_path` names)
+            temporary.unlink(missing_ok=True)
     _write_heatmap(result, out / "heatmap.png")
     write_bytes_atomic(out / "report.md", render_report(result).encode("utf-8"))
     write_bytes_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))

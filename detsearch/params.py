@@ -148,3 +148,8 @@ class ParamSpec:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
         return f"ParamSpec({inner})"
+    def __reduce__(self):
+        # Pickled through the constructor: the default would set `_values` through the
+        # immutable __setattr__ (trainers travel to Ray workers with their ParamSpec).
+        return (self.__class__.from_dict, (self.to_dict(),))
+

@@ -74,6 +74,7 @@ __all__ = [
     "train",
     "training_batches",
     "write_cache",
+    "write_cache_sharded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -857,6 +858,118 @@ def write_cache(
                 if progress is not None:
                     progress(len(batch["image_id"]))
     return cache_lib.merge_shards(path)
+
+
+def write_cache_sharded(
+    run_dir: str | os.PathLike,
+    dataset: DetectionDataset,
+    path: str | os.PathLike,
+    *,
+    score_floor: float,
+    executor: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    images_per_shard: int = 500,
+    source: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_shard: Callable[[int, dict[str, Any]], None] | None = None,
+) -> cache_lib.DetectionCache:
+    """`write_cache` with one task per shard on ``executor`` (`detsearch.executor`).
+
+    Each task's process rebuilds the detector from ``run_dir`` with `load_detector` (once per
+    process) and records its shard as `write_cache` does; committed shards with the same
+    settings are kept (resume), and the shards are merged here at the end. The cache is the one
+    ``write_cache(load_detector(run_dir, checkpoint)[0], dataset, path, ...)`` writes: same
+    arrays, same bytes.
+
+    Args:
+      run_dir: `train`'s output directory.
+      executor: None or ``"local"`` (this process), ``"ray"`` or a ``detsearch.executor.Executor``.
+        On a cluster every worker must reach ``run_dir``, ``path`` and the images (a shared
+        file system).
+      checkpoint: a checkpoint prefix; None means the latest in ``run_dir`` (chosen here, once).
+      dataset, path, score_floor, batch_size, images_per_shard, source: as in `write_cache`.
+      progress: ``progress(images)`` after each shard (committed shards count).
+      on_shard: ``on_shard(index, info)`` after each shard; ``info`` holds ``images``,
+        ``recorded`` (False for a committed shard that was kept) and, for detectors that track
+        it (Faster R-CNN), ``max_padding_score`` of the shard's padding ROIs (None otherwise).
+
+    Raises:
+      FileNotFoundError: no checkpoint. ValueError: as `write_cache`.
+    """
+    from detsearch.executor import LocalExecutor, as_executor
+
+    executor = as_executor(executor)
+    floor = float(score_floor)
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"score_floor must be in [0, 1], got {score_floor!r}")
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
+    plan = cache_lib.plan_shards(len(dataset), images_per_shard)
+    shared = dict(run_dir=str(run_dir), checkpoint=str(checkpoint), dataset=dataset, path=str(path), floor=floor,
+                  batch_size=batch_size, images_per_shard=images_per_shard, source=dict(source or {}))
+
+    def shard_done(position: int, info: dict[str, Any]) -> None:
+        if progress is not None:
+            progress(info["images"])
+        if on_shard is not None:
+            on_shard(plan[position].index, info)
+
+    try:
+        executor.map(_record_shard, [spec.index for spec in plan], shared=shared, on_result=shard_done)
+    finally:
+        if isinstance(executor, LocalExecutor):
+            _SHARD_DETECTOR.clear()  # the in-process copy is not needed any more
+    return cache_lib.merge_shards(path)
+
+
+_SHARD_DETECTOR: dict[tuple[str, str], Detector] = {}
+"""The detector this process rebuilt for `write_cache_sharded`, by (run_dir, checkpoint)."""
+
+
+def _record_shard(shared: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """One `write_cache_sharded` task: records shard ``index`` unless committed (then checks
+    its settings, as `write_cache`); returns the ``info`` of ``on_shard``."""
+    key = (shared["run_dir"], shared["checkpoint"])
+    if key not in _SHARD_DETECTOR:
+        _SHARD_DETECTOR.clear()
+        _SHARD_DETECTOR[key] = load_detector(*key)[0]
+    detector = _SHARD_DETECTOR[key]
+    dataset, path, floor = shared["dataset"], shared["path"], shared["floor"]
+    ids, _ = dataset_categories(dataset)
+    if tuple(sorted(ids)) != detector.category_ids:
+        raise ValueError(f"dataset categories {sorted(ids)} differ from the detector's {list(detector.category_ids)}")
+    info = detector.describe()
+    info.pop("num_parameters", None)
+    meta_source = {**info, **shared["source"]}
+    spec = cache_lib.plan_shards(len(dataset), shared["images_per_shard"])[index]
+    shard_dir = Path(path) / "shards" / f"{spec.index:05d}"
+    if spec.index in set(cache_lib.completed_shards(path)):
+        meta = cache_lib.read_cache(shard_dir, verify=False).meta
+        expected_ids = tuple(e.image_id for e in dataset.examples[spec.image_start:spec.image_stop])
+        if (dict(meta.source) != json.loads(json.dumps(meta_source)) or float(meta.score_floor) != floor
+                or meta.kind != detector.kind or tuple(meta.category_ids) != detector.category_ids
+                or tuple(meta.image_ids) != expected_ids):
+            raise ValueError(f"{shard_dir} was recorded with other settings or images (source {dict(meta.source)}, "
+                             f"floor {meta.score_floor}); remove {path} or choose another path")
+        return {"images": spec.image_stop - spec.image_start, "recorded": False, "max_padding_score": None}
+    tracks_padding = hasattr(detector, "max_padding_score")
+    if tracks_padding:
+        detector.max_padding_score = 0.0  # this shard's
+    part = DetectionDataset(dataset.examples[spec.image_start:spec.image_stop], dataset.categories, dataset.image_dir)
+    data = make_tf_dataset(part, detector.image_size, shared["batch_size"], training=False, shuffle=False,
+                           max_boxes=_dataset_max_boxes(dataset))
+    with cache_lib.CacheWriter(path, shard=spec, kind=detector.kind, category_ids=list(detector.category_ids),
+                               score_floor=floor, source=meta_source,
+                               category_names=None if detector.category_names is None else list(detector.category_names),
+                               **detector.cache_meta()) as writer:
+        for batch in data.as_numpy_iterator():
+            for record in detector.cache_records(batch, floor):
+                writer.add_image(**record)
+    return {"images": spec.image_stop - spec.image_start, "recorded": True,
+            "max_padding_score": float(detector.max_padding_score) if tracks_padding else None}
 
 
 def padded_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray], int]:

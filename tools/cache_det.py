@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train_det import add_dataset_arguments, dataset_from_args  # noqa: E402  (same directory)
 
+from detsearch.executor import add_executor_arguments, executor_from_args  # noqa: E402
+
 
 def directory_bytes(path: Path) -> int:
     """Bytes of the merged cache's files (shards excluded)."""
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
                              ">= it (default 0.01)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--images_per_shard", type=int, default=500, help="default 500")
+    add_executor_arguments(parser, gpus=True)  # ray: one task per shard, each rebuilding the detector from --run
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -53,21 +56,37 @@ def main(argv=None) -> int:
 
     try:
         dataset = dataset_from_args(args)
-        detector, checkpoint = common.load_detector(args.run, args.checkpoint)
-    except (ValueError, OSError) as error:
+        executor = executor_from_args(args)
+        if executor.name == "local":
+            detector, checkpoint = common.load_detector(args.run, args.checkpoint)
+            name = f"{detector.name}/{detector.preset.name}"
+        else:  # the workers build the detector; this process only plans and merges
+            detector, checkpoint = None, args.checkpoint or common.latest_checkpoint(args.run)
+            if checkpoint is None:
+                raise FileNotFoundError(f"no checkpoint in {Path(args.run) / common.CHECKPOINT_DIR}")
+            info = json.loads((Path(args.run) / common.DETECTOR_FILE).read_text())
+            name = f"{info['model']}/{info['preset']} on {executor!r}"
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{detector.name}/{detector.preset.name} from {checkpoint}: {len(dataset)} images -> {args.out}")
+    print(f"{name} from {checkpoint}: {len(dataset)} images -> {args.out}")
     bar = tqdm(total=len(dataset), unit="img", dynamic_ncols=True)
     started = time.perf_counter()
+    source = {"checkpoint": str(Path(checkpoint).resolve()),
+              "dataset": {"name": args.dataset, "split": args.split, "images": len(dataset)}}
+    padding_scores = []
     try:
-        cache = common.write_cache(
-            detector, dataset, args.out, score_floor=args.score_floor, batch_size=args.batch_size,
-            images_per_shard=args.images_per_shard,
-            source={"checkpoint": str(Path(checkpoint).resolve()),
-                    "dataset": {"name": args.dataset, "split": args.split, "images": len(dataset)}},
-            progress=bar.update,
-        )
+        if detector is not None:
+            cache = common.write_cache(
+                detector, dataset, args.out, score_floor=args.score_floor, batch_size=args.batch_size,
+                images_per_shard=args.images_per_shard, source=source, progress=bar.update,
+            )
+        else:
+            cache = common.write_cache_sharded(
+                args.run, dataset, args.out, score_floor=args.score_floor, executor=executor, checkpoint=checkpoint,
+                batch_size=args.batch_size, images_per_shard=args.images_per_shard, source=source,
+                progress=bar.update, on_shard=lambda index, info: padding_scores.append(info["max_padding_score"]),
+            )
     except ValueError as error:
         bar.close()
         print(f"error: {error}", file=sys.stderr)
@@ -80,6 +99,8 @@ def main(argv=None) -> int:
         # Model Garden's all-zero padding ROIs (docs/models.md): the sweep equals a re-run of the
         # model for every score_threshold at or above this (over the images recorded now).
         extra["padding_roi_max_score"] = detector.max_padding_score
+    elif any(score is not None for score in padding_scores):  # the same, from the workers' shards
+        extra["padding_roi_max_score"] = max(score for score in padding_scores if score is not None)
     print(json.dumps({
         "cache": str(args.out),
         "kind": str(cache.meta.kind),

@@ -45,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--max_thres", type=int, default=10)
     parser.add_argument("--lr_rule", default=None, help="LR choice rule (default: the documented one)")
     parser.add_argument("--seed", type=int, default=0)
+    from detsearch.executor import add_executor_arguments
+
+    add_executor_arguments(parser, gpus=True)  # ray: a stage's candidates run as parallel tasks (docs/scale.md)
     return parser.parse_args(argv)
 
 
@@ -80,7 +83,10 @@ def main(argv=None) -> int:
                                         weight_decay=args.weight_decay)
         param_list_spec = mox.auto.ParamSpec(weight_decay=floats(args.weight_decays), momentum=floats(args.momentums))
         data_dir = mnist_data.ensure(args.data_url)
-    except (TypeError, ValueError) as exc:
+        from detsearch.executor import executor_from_args
+
+        executor = executor_from_args(args)
+    except (TypeError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from models.mnist import make_program
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
             select_by_eval=args.select_by_eval, by_acc=not args.by_loss, window=args.window,
             max_thres=args.max_thres, log_every_n_steps=0, param_spec=param_spec, param_list_spec=param_list_spec,
             output_dir=str(out / "search"), seed=args.seed, lr_rule=args.lr_rule, on_trial=on_trial,
-            on_step=lambda step: bar.update(1))
+            on_step=lambda step: bar.update(1), executor=executor)
     except (TypeError, ValueError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

@@ -60,6 +60,7 @@ import logging
 import math
 import multiprocessing
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -68,6 +69,7 @@ import numpy as np
 from detsearch.detection import nms as nms_ops
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cocoeval import STAT_NAMES, CocoMatcher, GroundTruth, IouPairs, _ragged_arange, load_ground_truth
+from detsearch.executor import Executor, LocalExecutor, as_executor
 from detsearch.params import ONE_STAGE_THRESHOLDS, PARAM_NAMES, TWO_STAGE_THRESHOLDS, ParamSpec
 
 __all__ = [
@@ -647,6 +649,7 @@ def sweep(
     per_level: bool | None = None,
     nms_backend: str = "fast",
     workers: int = 1,
+    executor: Executor | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
     """Chooses post-processing thresholds on a cache of raw predictions.
@@ -671,6 +674,11 @@ def sweep(
         spread over forked worker processes (POSIX ``fork`` only; elsewhere one process is
         used); any TensorFlow work (the first stage) runs in this process before the fork.
         The table is identical for any number of workers.
+      executor: where the grid's NMS settings run: None or ``"local"`` (this process, or
+        ``workers`` forked processes), ``"ray"`` or an `detsearch.executor.Executor`. Other than
+        local, one task per NMS setting (two-stage: per first-stage setting) goes to the
+        executor with the cache and the ground truth; any TensorFlow work (the first stage)
+        runs here first. The table is identical to the local one.
       progress: optional ``progress(done, total)`` callback.
 
     Returns:
@@ -691,24 +699,28 @@ def sweep(
         raise ValueError(f"nms_backend must be 'fast' or 'reference', got {nms_backend!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    executor = as_executor(executor)
+    distributed = not isinstance(executor, LocalExecutor)
+    if distributed and (workers > 1 or strategy != "grid"):
+        raise ValueError(f"executor {executor.name!r} runs the grid strategy with workers=1 (it spreads the work "
+                         f"itself); got strategy {strategy!r}, workers {workers}")
     num_proposals, per_level = _check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
     _check_floor(cache, axes)
     _check_cache_arrays(cache, kind)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
-    engine = _Engine(
-        cache,
-        gt,
-        axes,
-        kind,
+    options = dict(
         max_detections_per_class=int(max_detections_per_class),
         max_total_detections=int(max_total_detections),
         num_proposals=num_proposals,
         per_level=per_level,
         nms_backend=nms_backend,
     )
+    engine = _Engine(cache, gt, axes, kind, **options)
     keys = _keys(kind, axes)
     started = time.perf_counter()
-    if strategy == "grid" and workers > 1 and len(keys) > 1 and "fork" in multiprocessing.get_all_start_methods():
+    if distributed:
+        _rows_on_executor(engine, (cache, gt, axes, kind, options), keys, executor, progress)
+    elif strategy == "grid" and workers > 1 and len(keys) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _rows_in_workers(engine, kind, keys, int(workers), progress)
     elif strategy == "grid":
         for done, key in enumerate(keys, 1):
@@ -769,6 +781,45 @@ def _rows_in_workers(engine: _Engine, kind: str, keys: list[tuple], workers: int
                     progress(done, len(keys))
     finally:
         _WORKER_ENGINE = None
+
+
+_EXECUTOR_ENGINE: dict[str, _Engine] = {}
+"""The engine a worker process last built, by sweep token (built once per process and sweep)."""
+
+
+def _executor_rows(shared: tuple, keys: list[tuple]) -> dict[tuple, list[SweepRow]]:
+    """One executor task: rows of ``keys``; ``shared`` is (token, engine arguments, first-stage
+    results)."""
+    token, (cache, gt, axes, kind, options), first_stage = shared
+    engine = _EXECUTOR_ENGINE.get(token)
+    if engine is None:
+        _EXECUTOR_ENGINE.clear()
+        engine = _EXECUTOR_ENGINE[token] = _Engine(cache, gt, axes, kind, **options)
+        engine._first_stage_memo.update(first_stage)
+    return {key: engine.rows(key) for key in keys}
+
+
+def _rows_on_executor(engine: _Engine, arguments: tuple, keys: list[tuple], executor: Executor, progress) -> None:
+    """Evaluates ``keys`` as executor tasks, each on an engine rebuilt from ``arguments``."""
+    kind = arguments[3]
+    if kind == "two_stage":
+        # TensorFlow runs here; the tasks get its results and only use NumPy.
+        for nms_iou in sorted({key[1] for key in keys}):
+            engine._first_stage(nms_iou)
+        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key[:-1])]
+    else:
+        tasks = [[key] for key in keys]
+    done = 0
+
+    def arrived(index: int, rows: dict) -> None:
+        nonlocal done
+        done += len(rows)
+        if progress is not None:
+            progress(done, len(keys))
+
+    shared = (uuid.uuid4().hex, arguments, dict(engine._first_stage_memo))
+    for rows in executor.map(_executor_rows, tasks, shared=shared, on_result=arrived):
+        engine._rows.update(rows)
 
 
 def _coordinate_search(engine: _Engine, kind, axes, keys, objective, budget, progress) -> None:

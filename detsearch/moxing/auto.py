@@ -40,7 +40,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
            search_learning_rate: bool = True, param_spec: ParamSpec | None = None,
            param_list_spec: ParamSpec | None = None, *, output_dir: str | None = None, seed: int = 0,
            lr_rule: str | None = None, on_trial: Callable | None = None,
-           on_step: Callable | None = None) -> ParamSpec:
+           on_step: Callable | None = None, executor=None) -> ParamSpec:
     """Chooses learning_rate, weight_decay and momentum from short pre-training runs.
 
     Every argument of MoXing's ``mox.auto.search`` has the effect documented in
@@ -87,6 +87,10 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
 
     Raises:
       TypeError, ValueError: a bad argument, before any training.
+      executor: (detsearch) where trials run: None or ``"local"`` (this process), ``"ray"`` or a
+        `detsearch.executor.Executor` (docs/scale.md). Other than local, the trainer travels with
+        its recorded batches and initial weights, and ``model_fn`` / ``optimizer_fn`` are
+        pickled (cloudpickle) and traced again in each worker; ``on_step`` is not called.
     """
     global last_result
     from detsearch.training.graph import GraphTrainer, show_info_logs
@@ -124,7 +128,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         output_dir = os.environ.get(SEARCH_DIR_ENV)
     journal = Journal(output_dir)
     show_info_logs()
-    selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step)
+    selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step, executor=executor)
     result = selector.select(param_spec, param_list_spec)
     last_result = result
     logger.info("search chose %s in %.1f s (%d trials run, %d reused, %d steps)", result.param_spec,

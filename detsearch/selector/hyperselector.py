@@ -18,7 +18,10 @@ The algorithm (documented in docs/hyperselector.md):
 
 Every trial starts from the same initial weights and sees the same batches in the same order
 (the trainer guarantees this); only the hyperparameters differ. Finished trials go to a
-`Journal`, so a restarted search reuses them. This module imports no TensorFlow.
+`Journal`, so a restarted search reuses them. An `Executor` (`detsearch.executor`) decides where
+trials run: in this process one after the other (default), or, with Ray, a stage's unfinished
+candidates at once; the journal and the result are the same either way. This module imports no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import enum
 import logging
 import math
 import time
+import uuid
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from detsearch.executor import Executor, LocalExecutor, as_executor
 from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
 from detsearch.selector import rules
 from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
@@ -249,42 +254,91 @@ class HyperSelector:
       trainer: produces curves (`CurveTrainer`).
       config: `SelectorConfig`.
       journal: where finished trials are kept; None keeps them in memory only.
-      on_trial: optional callback ``(name, trial_index, reused, curve)`` after each trial.
-      on_step: optional callback ``(step)`` forwarded to the trainer.
+      on_trial: optional callback ``(name, trial_index, reused, curve)`` after each trial, in
+        trial order whatever the executor.
+      on_step: optional callback ``(step)`` forwarded to the trainer (in-process trials only).
+      executor: where trials run: None or ``"local"`` (this process, one after the other),
+        ``"ray"`` or an `Executor`. Other than local, each stage submits its unfinished trials
+        together and every trial runs on a copy of the trainer made in the worker: ``trainer``
+        must then pickle, or ``trainer_factory`` must build it there.
+      trainer_factory: optional picklable ``() -> trainer`` called once per worker process
+        instead of shipping ``trainer`` (e.g. a trainer holding a ``tf.data`` pipeline). The
+        trainer here still supplies the fingerprint and the parameter count.
     """
 
     def __init__(self, trainer: CurveTrainer, config: SelectorConfig, journal: Journal | None = None,
                  on_trial: Callable[[str, int, bool, Curve], None] | None = None,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, executor: Executor | str | None = None,
+                 trainer_factory: Callable[[], CurveTrainer] | None = None):
         self.trainer = trainer
         self.config = config
         self.journal = Journal() if journal is None else journal
         self.on_trial = on_trial
         self.on_step = on_step
+        self.executor = as_executor(executor)
+        self.trainer_factory = trainer_factory
+        self._token = uuid.uuid4().hex  # names this selector's trainer in worker processes
         self._fingerprint = None
         self._trials_run = 0
         self._trials_reused = 0
         self._steps_spent = 0
 
     # -- trials ---------------------------------------------------------------------------
-    def _run(self, trial: TrialSpec) -> Curve:
+    def _key(self, trial: TrialSpec) -> str:
         if self._fingerprint is None:
             self._fingerprint = self.trainer.fingerprint()
-        key = trial.key(self._fingerprint)
+        return trial.key(self._fingerprint)
+
+    def _run(self, trial: TrialSpec) -> Curve:
+        key = self._key(trial)
         curve = self.journal.get(key)
         reused = curve is not None
+        if not reused:
+            logger.info("trial %s: %d steps", trial.name, trial.schedule.total_steps)
+            curve = self.trainer.run(trial, on_step=self.on_step)
+        return self._record(trial, key, curve, reused)
+
+    def _record(self, trial: TrialSpec, key: str, curve: Curve, reused: bool) -> Curve:
         if reused:
             self._trials_reused += 1
             logger.info("trial %s reused from the journal", trial.name)
         else:
-            logger.info("trial %s: %d steps", trial.name, trial.schedule.total_steps)
-            curve = self.trainer.run(trial, on_step=self.on_step)
             self.journal.put(key, trial.name, trial.key_fields(), curve)
             self._trials_run += 1
         self._steps_spent += curve.steps_run
         if self.on_trial is not None:
             self.on_trial(trial.name, self._trials_run + self._trials_reused, reused, curve)
         return curve
+
+    def _run_all(self, trials: Sequence[TrialSpec]) -> list[Curve]:
+        """Curves of ``trials``. In-process they run one after the other (`_run`); otherwise the
+        unfinished ones go to the executor together, and each finished trial is journaled and
+        reported once every trial before it is, so the journal is written in trial order."""
+        if isinstance(self.executor, LocalExecutor):
+            return [self._run(trial) for trial in trials]
+        keys = [self._key(trial) for trial in trials]
+        found = [self.journal.get(key) for key in keys]
+        curves = list(found)
+        pending = [i for i, curve in enumerate(found) if curve is None]
+        settled = 0
+
+        def settle():
+            nonlocal settled
+            while settled < len(trials) and curves[settled] is not None:
+                self._record(trials[settled], keys[settled], curves[settled], found[settled] is not None)
+                settled += 1
+
+        def arrived(index: int, curve: Curve) -> None:
+            curves[pending[index]] = curve
+            settle()
+
+        settle()
+        if pending:
+            logger.info("trials %s on %r", ", ".join(trials[i].name for i in pending), self.executor)
+            source = (self._token, self.trainer if self.trainer_factory is None else self.trainer_factory,
+                      self.trainer_factory is not None)
+            self.executor.map(_run_trial, [trials[i] for i in pending], shared=source, on_result=arrived)
+        return curves
 
     def _values(self, curve: Curve) -> np.ndarray:
         return rules.badness(curve.metric(self.config.metric_name), self.config.by_acc)
@@ -302,7 +356,8 @@ class HyperSelector:
         init, end = c.lr_range(model_size)
         schedule = LrSchedule(start=init, end=end, steps=c.total_steps, warmup_steps=c.warmup_steps,
                               warmup_lr=c.warmup_lr)
-        curve = self._run(TrialSpec(schedule, momentum, weight_decay, c.evaluate_every_n_steps, name="lr_range_test"))
+        curve, = self._run_all([TrialSpec(schedule, momentum, weight_decay, c.evaluate_every_n_steps,
+                                          name="lr_range_test")])
         # The range test reads the loss whatever by_acc says (by_acc judges the candidates): the
         # loss moves with the learning rate where accuracy saturates, and every rule read off the
         # accuracy curve picked worse learning rates on MNIST (docs/hyperselector.md).
@@ -323,7 +378,7 @@ class HyperSelector:
         ``base_lr * (1 - m) / (1 - base_momentum)``.
         """
         c = self.config
-        curves, scores, learning_rates = [], [], []
+        trials, learning_rates = [], []
         for value in candidates:
             params = {**base, name: value}
             if name == "momentum":
@@ -385,6 +440,19 @@ class HyperSelector:
         return SearchResult(result_spec, c.metric_name, c.by_acc, model_size, lr_test, tuple(stages),
                             self._trials_run, self._trials_reused, self._steps_spent,
                             time.perf_counter() - started)
+
+
+_WORKER_TRAINER: dict[str, CurveTrainer] = {}
+"""The trainer a worker process last used, by selector token (built once per process)."""
+
+
+def _run_trial(source: tuple[str, Any, bool], trial: TrialSpec) -> Curve:
+    """One trial in a worker: ``source`` is (token, trainer or factory, is_factory)."""
+    token, trainer, is_factory = source
+    if token not in _WORKER_TRAINER:
+        _WORKER_TRAINER.clear()
+        _WORKER_TRAINER[token] = trainer() if is_factory else trainer
+    return _WORKER_TRAINER[token].run(trial)
 
 
 def coupled_learning_rate(learning_rate: float, momentum: float | None, new_momentum: float) -> float:

@@ -288,24 +288,37 @@ class GraphTrainer:
     def _setup(self) -> _Model:
         if self._model is not None:
             return self._model
-        stream = BatchStream(self.input_fn, ModeKeys.TRAIN, self.batch_size, self.auto_batch)
-        self.batches = stream.take(self.num_batches)
-        structure = stream.structure
-        stream.close()
-        self.eval_batches = eval_structure = None
-        if self.select_by_eval:
-            stream = BatchStream(self.input_fn, ModeKeys.EVAL, self.batch_size, self.auto_batch)
-            self.eval_batches = stream.take(self.evaluation_total_steps)
-            eval_structure = stream.structure
+        if not hasattr(self, "batches"):  # else recorded by the process this copy came from
+            stream = BatchStream(self.input_fn, ModeKeys.TRAIN, self.batch_size, self.auto_batch)
+            self.batches = stream.take(self.num_batches)
+            self._structure = stream.structure
             stream.close()
-        model = _Model(self.model_fn, self.optimizer_fn, self.param_spec, self.batches[0], structure,
+            self.eval_batches = self._eval_structure = None
+            if self.select_by_eval:
+                stream = BatchStream(self.input_fn, ModeKeys.EVAL, self.batch_size, self.auto_batch)
+                self.eval_batches = stream.take(self.evaluation_total_steps)
+                self._eval_structure = stream.structure
+                stream.close()
+        model = _Model(self.model_fn, self.optimizer_fn, self.param_spec, self.batches[0], self._structure,
                        self.required, self.loss_name, self.seed,
-                       None if self.eval_batches is None else self.eval_batches[0], eval_structure,
+                       None if self.eval_batches is None else self.eval_batches[0], self._eval_structure,
                        self.checkpoint_path)
         model.initialize()
-        self.initial_values = model.snapshot()
+        if not hasattr(self, "initial_values"):
+            self.initial_values = model.snapshot()
         self._model = model
         return model
+
+    def __getstate__(self) -> dict:
+        """A copy for another process (e.g. a Ray worker, `detsearch.executor`): the recorded
+        batches and initial weights travel, so the copy trains on exactly the same data from
+        exactly the same weights; its graph and session are rebuilt there from ``model_fn`` and
+        ``optimizer_fn``. ``input_fn`` (often holding a whole dataset) stays here."""
+        self._setup()
+        state = dict(self.__dict__)
+        state["_model"] = None
+        state["input_fn"] = None
+        return state
 
     def fingerprint(self) -> str:
         self._setup()
