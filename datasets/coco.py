@@ -18,6 +18,7 @@ is what pycocotools' ``COCO``/``COCOeval`` consume.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,23 @@ from detsearch.detection.boxes import xywh_to_yxyx
 __all__ = ["load_coco"]
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An int (not a bool) that fits the dataset's int64 arrays."""
+    return isinstance(value, int) and not isinstance(value, bool) and _INT64.min <= value <= _INT64.max
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or float that converts to float64 (NaN and inf pass; a 400-digit int does not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -62,7 +74,7 @@ def _parse_images(path: Path, records: list[Any]) -> dict[int, dict[str, Any]]:
             raise DatasetError(f"{where}: not an object")
         image_id = record.get("id")
         if not _is_int(image_id):
-            raise DatasetError(f"{where}: 'id' {image_id!r} is not an int")
+            raise DatasetError(f"{where}: 'id' {image_id!r} is not a 64-bit int")
         where = f"{path}: image id {image_id}"
         if image_id in images:
             raise DatasetError(f"{where}: duplicate image id")
@@ -121,7 +133,7 @@ def load_coco(
     categories = []
     for index, category in enumerate(payload["categories"]):
         if not isinstance(category, dict) or not _is_int(category.get("id")):
-            raise DatasetError(f"{path}: categories[{index}] has no int 'id': {category!r}")
+            raise DatasetError(f"{path}: categories[{index}] has no 64-bit int 'id': {category!r}")
         if not isinstance(category.get("name"), str):
             raise DatasetError(f"{path}: category id {category['id']} has no string 'name'")
         categories.append(category)
@@ -138,7 +150,7 @@ def load_coco(
         annotation_id = record.get("id")
         if not _is_int(annotation_id):
             raise DatasetError(
-                f"{path}: annotations[{index}]: 'id' {annotation_id!r} is not an int"
+                f"{path}: annotations[{index}]: 'id' {annotation_id!r} is not a 64-bit int"
             )
         where = f"{path}: annotation id {annotation_id}"
         if annotation_id in annotation_ids:
@@ -164,7 +176,7 @@ def load_coco(
         box = xywh_to_yxyx(np.array([bbox], dtype=np.float64))[0]
         check_box(box, image["height"], image["width"], where)
         area = record.get("area", float(bbox[2]) * float(bbox[3]))
-        if not _is_number(area) or not np.isfinite(area) or area < 0:
+        if not _is_number(area) or not math.isfinite(area) or area < 0:
             raise DatasetError(f"{where}: 'area' {area!r} is not a number >= 0")
         is_crowd = record.get("iscrowd", 0)
         if is_crowd not in (0, 1) or isinstance(is_crowd, float):
@@ -182,5 +194,11 @@ def load_coco(
         if check_images and not (image_dir / image["file_name"]).is_file():
             missing = image_dir / image["file_name"]
             raise DatasetError(f"{path}: image id {image_id}: image file {missing} not found")
-        examples.append(DetectionExample(image_id=image_id, **image))
-    return DetectionDataset(tuple(examples), tuple(categories), image_dir)
+        try:
+            examples.append(DetectionExample(image_id=image_id, **image))
+        except DatasetError as exc:  # e.g. an area beyond float32; the message names the image
+            raise DatasetError(f"{path}: {exc}") from None
+    try:
+        return DetectionDataset(tuple(examples), tuple(categories), image_dir)
+    except DatasetError as exc:  # checks over the float32 boxes; the message names the image
+        raise DatasetError(f"{path}: {exc}") from None

@@ -223,9 +223,15 @@ def load_voc(
             classes.append(category_ids[name])
         if check_images and not (image_dir / record["file_name"]).is_file():
             raise DatasetError(f"{path}: image file {image_dir / record['file_name']} not found")
-        examples.append(DetectionExample(image_id=image_id, classes=classes, **record))
+        try:
+            examples.append(DetectionExample(image_id=image_id, classes=classes, **record))
+        except DatasetError as exc:  # e.g. a size so large that float32 boxes overflow
+            raise DatasetError(f"{path}: {exc}") from None
     categories = tuple({"id": category_ids[name], "name": name} for name in names)
-    return DetectionDataset(tuple(examples), categories, image_dir)
+    try:
+        return DetectionDataset(tuple(examples), categories, image_dir)
+    except DatasetError as exc:  # checks over the float32 boxes; the message names the image
+        raise DatasetError(f"{paths[0] if len(paths) == 1 else image_dir}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
 
 TRAINING_PARAMS = ("learning_rate", "momentum", "weight_decay")
 """Parameters chosen from pre-training curves."""
@@ -64,12 +66,21 @@ def check_value(name: str, value: Any) -> float:
     return value
 
 
+def _check_candidate(name: str, index: int, value: Any) -> float:
+    """`check_value` for item ``index`` of a candidate list; the message names the item."""
+    try:
+        return check_value(name, value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}[{index}]: {error}") from None
+
+
 class ParamSpec:
     """Hyperparameter values (or candidate lists) by name.
 
     Args:
       **params: any of `PARAM_NAMES`. Each value is a number, or a non-empty list/tuple of
-        numbers (a candidate list). Unknown names raise `ValueError`.
+        numbers (a candidate list); a 0-d or 1-d NumPy array counts as the number or list it
+        holds. Unknown names raise `ValueError`; a bad item of a list is named by its index.
 
     Attributes are read by name (``spec.learning_rate``); a parameter that was not given reads
     as None. A `ParamSpec` is immutable: `replace` returns a changed copy.
@@ -84,10 +95,15 @@ class ParamSpec:
                 raise ValueError(f"unknown parameter {name!r}; known parameters: {', '.join(PARAM_NAMES)}")
             if value is None:
                 continue
+            if isinstance(value, np.ndarray):
+                # Checked like the list or number it holds (it also has a dtype, but it is no tensor).
+                if value.ndim > 1:
+                    raise TypeError(f"{name} must be a number or a list of numbers, got an array of shape {value.shape}")
+                value = value.tolist()
             if isinstance(value, (list, tuple)):
                 if not value:
                     raise ValueError(f"candidate list for {name} is empty")
-                values[name] = tuple(check_value(name, v) for v in value)
+                values[name] = tuple(_check_candidate(name, index, v) for index, v in enumerate(value))
             elif _is_symbolic(value):
                 values[name] = value
             else:
@@ -122,6 +138,15 @@ class ParamSpec:
             raise TypeError(f"ParamSpec.from_dict needs a mapping, got {type(values).__name__}")
         return cls(**dict(values))
 
+    def subset(self, names: Iterable[str]) -> "ParamSpec":
+        """The parameters among ``names`` that are set (for example ``spec.subset(TRAINING_PARAMS)``:
+        what the selector searches; ``spec.subset(THRESHOLD_PARAMS)``: what the sweep searches)."""
+        wanted = set(names)
+        unknown = wanted - set(PARAM_NAMES)
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; known parameters: {', '.join(PARAM_NAMES)}")
+        return ParamSpec(**{name: value for name, value in self._values.items() if name in wanted})
+
     def names(self) -> tuple[str, ...]:
         """Names of the parameters that are set, in `PARAM_NAMES` order."""
         return tuple(name for name in PARAM_NAMES if name in self._values)
@@ -142,14 +167,14 @@ class ParamSpec:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ParamSpec) and self._values == other._values
 
+    def __reduce__(self):
+        # Pickled through the constructor: the default would set `_values` through the
+        # immutable __setattr__ (trainers travel to Ray workers with their ParamSpec).
+        return (self.__class__.from_dict, (self.to_dict(),))
+
     def __hash__(self) -> int:
         return hash(tuple(sorted((k, v) for k, v in self._values.items() if not _is_symbolic(v))))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
         return f"ParamSpec({inner})"
-    def __reduce__(self):
-        # Pickled through the constructor: the default would set `_values` through the
-        # immutable __setattr__ (trainers travel to Ray workers with their ParamSpec).
-        return (self.__class__.from_dict, (self.to_dict(),))
-

@@ -1407,7 +1407,11 @@ def _parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str,
     if missing or unknown:
         raise CacheError(f"{where}: missing fields {missing}, unknown fields {unknown}")
     recorded = document.pop("meta_sha256")
-    if recorded != hashlib.sha256(_canonical_json(document)).hexdigest():
+    try:
+        content_sha256 = hashlib.sha256(_canonical_json(document)).hexdigest()
+    except (ValueError, RecursionError):  # NaN or Infinity, which the writer never writes
+        content_sha256 = None
+    if recorded != content_sha256:
         raise CacheError(f"{where}: meta_sha256 does not match the content (meta.json was altered or is corrupt)")
     try:
         meta = CacheMeta(
@@ -1904,6 +1908,15 @@ class _Annotations:
     category_names: tuple[str, ...]
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened when long (a 400-digit JSON integer, say)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _strict_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -1991,7 +2004,8 @@ def import_coco_detections(
     Raises:
       CacheError: naming the file, the record index and the problem: malformed JSON, not a
         list, a missing key, a wrong type, an unknown image_id or category_id, a non-finite or
-        out-of-range score, a non-finite bbox or one with negative width or height.
+        out-of-range score, a non-finite bbox, one with negative width or height, or one
+        beyond the float32 range of the cache's boxes.
     """
     floor = _score_floor(score_floor)
     floor32 = np.float32(floor)
@@ -2020,15 +2034,21 @@ def import_coco_detections(
             raise CacheError(f"{where}: record {i}: image_id {image_id} is not in the annotations ({info.where})")
         if category_id not in class_of:
             raise CacheError(f"{where}: record {i}: category_id {category_id} is not in the annotations ({info.where})")
-        if not math.isfinite(score):
+        if isinstance(score, float) and not math.isfinite(score):
             raise CacheError(f"{where}: record {i}: score {score!r} is not finite")
-        if not 0.0 <= score <= 1.0:
-            raise CacheError(f"{where}: record {i}: score {score!r} is outside [0, 1]")
-        x, y, w, h = (float(v) for v in bbox)
+        if not 0.0 <= score <= 1.0:  # exact for ints of any size: no float conversion
+            raise CacheError(f"{where}: record {i}: score {_brief(score)} is outside [0, 1]")
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except OverflowError:  # an int beyond float64
+            raise CacheError(f"{where}: record {i}: bbox {_brief(bbox)} is not finite") from None
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             raise CacheError(f"{where}: record {i}: bbox {bbox!r} is not finite")
         if w < 0 or h < 0:
             raise CacheError(f"{where}: record {i}: bbox {bbox!r} has negative width or height")
+        if max(abs(x), abs(y), abs(x + w), abs(y + h)) > _FLOAT32_MAX:
+            # Boxes are stored as float32: such a box would become inf there.
+            raise CacheError(f"{where}: record {i}: bbox {bbox!r} lies beyond the float32 range")
         if np.float32(score) < floor32:
             continue
         images[image_id].add((x, y, w, h), class_of[category_id], score)

@@ -135,7 +135,28 @@ class GroundTruth:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _id(value: Any) -> bool:
+    """An id the arrays can hold: an int (not a bool) within int64."""
+    return isinstance(value, int) and not isinstance(value, bool) and _INT64.min <= value <= _INT64.max
+
+
+def _image_size(image: Mapping, key: str, where: str) -> int:
+    """``height``/``width`` of an image record: absent (0) or a whole number >= 0 within int64."""
+    value = image.get(key, 0) or 0
+    if not _number(value) or value < 0 or value != int(value) or int(value) > _INT64.max:
+        raise ValueError(f"{where}: {key!r} {value!r} is not a whole number of pixels")
+    return int(value)
 
 
 def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
@@ -173,11 +194,11 @@ def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
 
     image_ids, heights, widths = [], [], []
     for position, image in enumerate(dataset["images"]):
-        if not isinstance(image, Mapping) or not isinstance(image.get("id"), int) or isinstance(image.get("id"), bool):
-            raise ValueError(f"{name}: images[{position}] has no integer 'id'")
+        if not isinstance(image, Mapping) or not _id(image.get("id")):
+            raise ValueError(f"{name}: images[{position}] has no integer 'id' (64-bit)")
         image_ids.append(image["id"])
-        heights.append(int(image.get("height", 0) or 0))
-        widths.append(int(image.get("width", 0) or 0))
+        heights.append(_image_size(image, "height", f"{name}: images[{position}] (id {image['id']})"))
+        widths.append(_image_size(image, "width", f"{name}: images[{position}] (id {image['id']})"))
     image_array = np.asarray(image_ids, np.int64)
     unique_images, first = np.unique(image_array, return_index=True)
     if len(unique_images) != len(image_array):
@@ -187,8 +208,8 @@ def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
 
     category_ids, category_names = [], {}
     for position, category in enumerate(dataset["categories"]):
-        if not isinstance(category, Mapping) or not isinstance(category.get("id"), int) or isinstance(category.get("id"), bool):
-            raise ValueError(f"{name}: categories[{position}] has no integer 'id'")
+        if not isinstance(category, Mapping) or not _id(category.get("id")):
+            raise ValueError(f"{name}: categories[{position}] has no integer 'id' (64-bit)")
         if category["id"] in category_names:
             raise ValueError(f"{name}: category id {category['id']} appears twice in 'categories'")
         category_ids.append(category["id"])
@@ -210,12 +231,12 @@ def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
         if not isinstance(ann, Mapping):
             raise ValueError(f"{where} is not an object")
         if "id" in ann:
-            where += f" (id {ann['id']})"
-        if not isinstance(ann.get("id"), int) or isinstance(ann.get("id"), bool):
-            raise ValueError(f"{where}: missing integer 'id'")
-        if ann.get("image_id") not in image_position:
+            where += f" (id {ann['id']!r})"
+        if not _id(ann.get("id")):
+            raise ValueError(f"{where}: missing integer 'id' (64-bit)")
+        if not _id(ann.get("image_id")) or ann["image_id"] not in image_position:
             raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if ann.get("category_id") not in category_position:
+        if not _id(ann.get("category_id")) or ann["category_id"] not in category_position:
             raise ValueError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_number(v) for v in bbox):

@@ -384,11 +384,11 @@ class HyperSelector:
             if name == "momentum":
                 params["learning_rate"] = coupled_learning_rate(base["learning_rate"], base["momentum"], value)
             learning_rates.append(params["learning_rate"])
-            trial = TrialSpec(self._constant(params["learning_rate"]), params["momentum"], params["weight_decay"],
-                              c.evaluate_every_n_steps, name=f"{name}={value:g}")
-            curve = self._run(trial)
-            curves.append(curve)
-            scores.append(rules.tail_score(self._values(curve), c.window, loss=self._loss(curve)))
+            trials.append(TrialSpec(self._constant(params["learning_rate"]), params["momentum"],
+                                    params["weight_decay"], c.evaluate_every_n_steps, name=f"{name}={value:g}"))
+        curves = self._run_all(trials)
+        scores = [math.inf if curve.diverged else rules.tail_score(self._values(curve), c.window, loss=self._loss(curve))
+                  for curve in curves]
         if name == "weight_decay":
             chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres, default)
             tied = rules.ties(scores, c.weight_decay_diff_thres)

@@ -33,12 +33,24 @@ class Trainer(Protocol):
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve: ...
 
 
+EXPLODED_FACTOR = 100.0
+"""A loss above this many times a trial's first loss has exploded: the trial ends as diverged.
+Training that works never climbs that far above where it started; one that diverges passes it
+within a few steps (a tiny SSD at learning rate 1e4 goes from 1.7 to 1e19 in 4 steps, and stays
+finite), so stopping there saves the rest of its steps."""
+
+
 class CurveRecorder:
     """Turns per-step training metrics into a `Curve`.
 
     A point is recorded after every ``trial.evaluate_every_n_steps`` steps past warm-up. Its
-    value is ``evaluate()`` when given (a pass over evaluation batches), else the mean of the last
-    ``evaluation_total_steps`` training batches' metrics (free: measured by the training steps).
+    values are the means of the last ``evaluation_total_steps`` training batches' metrics (free:
+    measured by the training steps), overridden by ``evaluate()`` where given (a pass over
+    evaluation batches; a metric only the evaluation measures, such as a detector's mAP, is
+    added to the training means).
+
+    A trial diverges, and ends at that step, when its loss is NaN or infinite, or explodes: more
+    than `EXPLODED_FACTOR` times the loss of its first step. Its last point holds that loss.
 
     Args:
       trial: the trial being run.
@@ -59,6 +71,7 @@ class CurveRecorder:
         self._points: dict[str, list[float]] = collections.defaultdict(list)
         self.diverged = False
         self.steps_run = 0
+        self._first_loss: float | None = None
 
     def after_step(self, index: int, metrics: Mapping[str, float]) -> bool:
         """Records step ``index`` (0-based, warm-up included). Returns False to stop the trial."""
@@ -68,20 +81,22 @@ class CurveRecorder:
         if index >= warmup:
             self._recent.append({k: float(v) for k, v in metrics.items()})
         step = index - warmup + 1
-        finite = math.isfinite(loss)
-        if step >= 1 and (step % self.trial.evaluate_every_n_steps == 0 or not finite):
-            if self.evaluate is not None and finite:
-                point = dict(self.evaluate())
-            else:
-                names = self._recent[-1].keys()
-                point = {k: float(np.mean([m[k] for m in self._recent])) for k in names}
-            if not finite:
+        if self._first_loss is None and math.isfinite(loss):
+            self._first_loss = loss
+        first = self._first_loss
+        healthy = math.isfinite(loss) and not (first is not None and first > 0 and loss > EXPLODED_FACTOR * first)
+        if step >= 1 and (step % self.trial.evaluate_every_n_steps == 0 or not healthy):
+            names = self._recent[-1].keys()
+            point = {k: float(np.mean([m[k] for m in self._recent])) for k in names}
+            if self.evaluate is not None and healthy:
+                point.update(self.evaluate())
+            if not healthy:
                 point[self.loss_name] = loss
             self._steps.append(step)
             self._lrs.append(float(self.learning_rates[index]))
             for k, v in point.items():
                 self._points[k].append(v)
-        if not finite:
+        if not healthy:
             self.diverged = True
             return False
         return True
