@@ -671,6 +671,7 @@ def train(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     warmup_steps: int = 0,
+    warmup_lr: float | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
     keep_checkpoints: int = 3,
@@ -679,7 +680,8 @@ def train(
 ) -> dict[str, Any]:
     """Trains ``detector`` to ``steps`` steps, checkpointing into ``out_dir``; resumes there.
 
-    The learning rate is ``learning_rate`` after a linear warm-up from 0 over ``warmup_steps``.
+    The learning rate is ``learning_rate`` after ``warmup_steps`` of warm-up: linear from 0, or
+    constant at ``warmup_lr`` when given (the selector's trials warm up that way).
     A directory holding a run of the same model, preset and categories resumes from its latest
     checkpoint (weights, momentum slots, step; the data order continues exactly, see
     `training_batches`; random ROI/anchor sampling restarts its sequence). ``out_dir`` gets
@@ -698,6 +700,8 @@ def train(
             raise ValueError(f"{name} must be finite and >= {low}, got {value!r}")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if warmup_lr is not None and not (math.isfinite(warmup_lr) and warmup_lr > 0):
+        raise ValueError(f"warmup_lr must be finite and > 0, got {warmup_lr!r}")
     if steps < 0 or batch_size < 1 or checkpoint_every < 1:
         raise ValueError(f"steps >= 0, batch_size >= 1 and checkpoint_every >= 1 needed; got "
                          f"{steps}, {batch_size}, {checkpoint_every}")
@@ -740,7 +744,8 @@ def train(
         payload = dict(description)
         payload.update({
             "hyperparameters": {"learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay,
-                                "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed},
+                                "warmup_steps": warmup_steps, "warmup_lr": warmup_lr, "batch_size": batch_size,
+                                "seed": seed},
             "step": int(loop.step_count),
             "checkpoint": None if path is None else Path(path).name,
             "metrics": dict(metrics),
@@ -757,7 +762,10 @@ def train(
     started = time.perf_counter()
     timed_from, timed_steps = None, 0
     for step in range(start, steps):
-        lr = learning_rate * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else learning_rate
+        if step < warmup_steps:
+            lr = warmup_lr if warmup_lr is not None else learning_rate * (step + 1) / warmup_steps
+        else:
+            lr = learning_rate
         metrics = loop.step(next(batches), lr)
         if step == start:
             timed_from = time.perf_counter()  # the first step includes tracing
@@ -970,6 +978,75 @@ def _record_shard(shared: Mapping[str, Any], index: int) -> dict[str, Any]:
                 writer.add_image(**record)
     return {"images": spec.image_stop - spec.image_start, "recorded": True,
             "max_padding_score": float(detector.max_padding_score) if tracks_padding else None}
+
+
+SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_category_ids", "num_detections")
+
+
+def export_saved_model(detector: Detector, path: str | os.PathLike) -> Path:
+    """Exports ``detector`` as a SavedModel whose post-processing runs at its `thresholds`.
+
+    Signature ``serving_default``: inputs ``images`` float32 ``[B, S, S, 3]`` (RGB 0..255,
+    letterboxed as `datasets.detection.make_tf_dataset` does: scaled by ``min(S / H, S / W)``,
+    placed at the top-left) and ``original_size`` int32 ``[B, 2]`` (H, W); outputs
+    ``detection_boxes`` float32 ``[B, 100, 4]`` yxyx in original pixels, ``detection_scores``,
+    ``detection_category_ids`` int64 (dataset category ids) and ``num_detections``: the same
+    numbers as `Detector.predict`. Written next to ``path`` and renamed into place, so ``path``
+    is either absent or complete.
+    """
+    import shutil
+
+    size = detector.image_size
+    category_ids = tf.constant([0, *detector.category_ids], tf.int64)
+    module = tf.Module()
+    module.model = detector.model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images"),
+                                  tf.TensorSpec([None, 2], tf.int32, name="original_size")], autograph=False)
+    def serve(images, original_size):
+        sides = tf.cast(original_size, tf.float64)
+        scale = tf.reduce_min(tf.cast(size, tf.float64) / sides, axis=1)
+        shape = tf.clip_by_value(tf.round(sides * scale[:, None]), 1.0, float(size))
+        outputs = detector._predict(images, tf.cast(shape, tf.float32))  # pylint: disable=protected-access
+        boxes = tf.cast(tf.cast(outputs["detection_boxes"], tf.float64) / scale[:, None, None], tf.float32)
+        return {
+            "detection_boxes": boxes,
+            "detection_scores": tf.cast(outputs["detection_scores"], tf.float32),
+            "detection_category_ids": tf.gather(category_ids, tf.cast(outputs["detection_classes"], tf.int64)),
+            "num_detections": tf.cast(outputs["num_detections"], tf.int32),
+        }
+
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    level = tf.get_logger().level
+    tf.get_logger().setLevel(logging.ERROR)  # Keras notes layers it does not serialise; serving does not need them
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
+    finally:
+        tf.get_logger().setLevel(level)
+    write_json_atomic(tmp / "detector.json", {**detector.describe(), "thresholds": detector.thresholds})
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def predict_results(detector: Detector, dataset: DetectionDataset, batch_size: int = 8) -> list[dict[str, Any]]:
+    """COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) of
+    `Detector.predict` (Model Garden's own post-processing at the detector's thresholds) on
+    ``dataset``, image by image in dataset order."""
+    from detsearch.detection.boxes import yxyx_to_xywh
+
+    results = []
+    data = make_tf_dataset(dataset, detector.image_size, batch_size, training=False, shuffle=False)
+    for batch in data.as_numpy_iterator():
+        batch, count = padded_batch(batch, batch_size)
+        for image_id, found in zip(batch["image_id"][:count].tolist(), detector.predict(batch)[:count]):
+            for box, score, category in zip(yxyx_to_xywh(found["boxes"]), found["scores"], found["category_ids"]):
+                results.append({"image_id": int(image_id), "category_id": int(category),
+                                "bbox": [float(v) for v in box], "score": float(score)})
+    return results
 
 
 def padded_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray], int]:

@@ -11,6 +11,18 @@ records the raw predictions of the val split once (``OUT/cache``), sweeps the th
 cache (no second pass through the network) and prints the chosen thresholds with their mAP next
 to Model Garden's default thresholds. Writes ``OUT/sweep/result.json``, ``report.md`` and
 ``heatmap.png``, and ``OUT/summary.json``.
+
+With ``--search-training`` the learning rate, momentum and weight decay are chosen first by the
+HyperSelector (an LR range test and candidate trials of ``--trial_steps`` steps, from the same
+initial weights and batches; ``OUT/selector/journal.jsonl`` keeps finished trials), the final model
+is trained with the choice, then cached and swept as above, and exported with the chosen
+thresholds (``OUT/export``, a SavedModel). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show
+the curves. A killed run started again with the same arguments reuses every finished trial,
+resumes the final training from its last checkpoint and the cache from its last shard.
+
+    python tools/search_det.py --search-training                      # demo, tiny SSD
+    python tools/search_det.py --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
+        --score-thresholds 0.05,0.3 --by_acc
 """
 
 from __future__ import annotations
@@ -75,6 +87,27 @@ def parse_args(argv=None):
     parser.add_argument("--objective", default="map", choices=("map", "ap50", "f1", "map_at_budget"))
     parser.add_argument("--budget", type=float, default=None, help="detections per image for map_at_budget")
     parser.add_argument("--seed", type=int, default=0)
+    group = parser.add_argument_group("--search-training (HyperSelector before the final training)")
+    group.add_argument("--search-training", dest="search_training", action="store_true",
+                       help="choose learning_rate, momentum and weight_decay first (--steps: final training)")
+    group.add_argument("--trial_steps", type=int, default=200, help="steps of every selector trial (default 200)")
+    group.add_argument("--weight-decays", dest="weight_decays", default="1e-4,1e-3",
+                       help="weight_decay candidates (default 1e-4,1e-3)")
+    group.add_argument("--momentums", default="0.9,0.95", help="momentum candidates (default 0.9,0.95)")
+    group.add_argument("--learning-rates", dest="learning_rates", default=None,
+                       help="learning_rate candidates instead of the LR range test")
+    group.add_argument("--by_acc", action="store_true", help="judge candidates by validation AP (default: loss)")
+    group.add_argument("--eval_images", type=int, default=100, help="validation images per AP point (default 100)")
+    group.add_argument("--evaluate_every_n_steps", type=int, default=10, help="steps per curve point (default 10)")
+    group.add_argument("--window", type=int, default=5, help="curve points smoothed / scored (default 5)")
+    group.add_argument("--max_thres", type=int, default=3, help="rising points before the LR curve is cut")
+    group.add_argument("--warmup_steps", type=int, default=20, help="warm-up steps of every run (default 20)")
+    group.add_argument("--warmup_lr", type=float, default=1e-3, help="warm-up learning rate (default 1e-3)")
+    group.add_argument("--init_learning_rate", type=float, default=None, help="LR range start (default per size)")
+    group.add_argument("--end_learning_rate", type=float, default=None, help="LR range end (default per size)")
+    group.add_argument("--lr_rule", default=None, help="LR choice rule (default: the documented one)")
+    group.add_argument("--checkpoint_path", default=None,
+                       help="initial weights of every trial and of the final training (fine-tuning)")
     return parser.parse_args(argv)
 
 
@@ -113,21 +146,136 @@ def threshold_grid(args, flags: dict[str, list[float] | None], defaults: dict[st
     return grid
 
 
+def describe(params) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in params.items())
+
+
+def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
+    """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
+    from detsearch.atomic import write_json_atomic
+    from detsearch.cli import write_outputs
+
+    default_row = next(row for row in result.table if all(row.params[k] == defaults[k] for k in row.params))
+    write_outputs(result, out / "sweep")
+    best = result.best_row
+    summary = {
+        "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
+        "images": len(val), "objective": result.objective,
+        "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
+                   "dets_per_image": best.dets_per_image},
+        "model_garden_default": {"params": default_row.params, "map": default_row.stats[0],
+                                 "ap50": default_row.stats[1], "dets_per_image": default_row.dets_per_image},
+        "configurations": len(result.table),
+        **(extra or {}),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    print(f"\n{args.model}/{args.preset} on {len(val)} images, {len(result.table)} threshold configurations "
+          f"from one cached pass ({result.objective}):")
+    print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
+          f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
+    print(f"  Model Garden default: {describe(default_row.params)}  mAP {default_row.stats[0]:.4f}  AP50 "
+          f"{default_row.stats[1]:.4f}  {default_row.dets_per_image:.1f} dets/image")
+    written = [out / "sweep" / "result.json", out / "sweep" / "report.md", out / "sweep" / "heatmap.png",
+               out / "summary.json"]
+    print(f"wrote {', '.join(map(str, written))} ({summary['seconds']:.0f} s)")
+
+
+def search_training(args, out: Path, flags, val, started) -> int:
+    """``--search-training``: selector, final training, cache, sweep, export (`models.search`)."""
+    from tqdm import tqdm
+
+    from detsearch import report
+    from detsearch.params import ParamSpec
+    from detsearch.selector import SelectorConfig
+    from models import common
+    from models.search import ACC_NAME, LOSS_NAME, search_detector
+
+    train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
+    train_set = dataset_from_args(train_args)
+    lists = {"weight_decay": floats(args.weight_decays, "--weight-decays"),
+             "momentum": floats(args.momentums, "--momentums"),
+             "learning_rate": floats(args.learning_rates, "--learning-rates")}
+    lists.update({name: flags[name] if flags[name] is not None else values
+                  for name, values in DEFAULT_GRIDS[args.model].items()})
+    param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
+    param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    config = SelectorConfig(
+        total_steps=args.trial_steps, by_acc=args.by_acc, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=args.window,
+        max_thres=args.max_thres, warmup_steps=args.warmup_steps, warmup_lr=args.warmup_lr,
+        evaluate_every_n_steps=args.evaluate_every_n_steps, init_learning_rate=args.init_learning_rate,
+        end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
+        **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
+    trials = 1 + sum(len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
+    per_trial = args.trial_steps + args.warmup_steps
+    bar = tqdm(total=trials * per_trial, desc="selector", unit="step", dynamic_ncols=True)
+    state = {"train": None, "cache": None}
+
+    def on_trial(name, index, reused, curve):
+        bar.update(max(0, index * per_trial - bar.n))  # reused and diverged trials count in full
+        bar.set_postfix_str(name)
+
+    def on_train_step(step, metrics):
+        if state["train"] is None:
+            bar.close()
+            state["train"] = tqdm(total=args.steps + args.warmup_steps, initial=step - 1, desc="train", unit="step",
+                                  dynamic_ncols=True)
+        state["train"].update(1)
+
+    def on_cache(count):
+        if state["cache"] is None:
+            for progress in (bar, state["train"]):
+                if progress is not None:
+                    progress.close()
+            state["cache"] = tqdm(total=len(val), desc="cache", unit="img", dynamic_ncols=True)
+        state["cache"].update(count)
+
+    found = search_detector(
+        args.model, args.preset, train_set, val, out, param_spec=param_spec, param_list_spec=param_list_spec,
+        config=config, final_steps=args.steps, checkpoint_path=args.checkpoint_path, seed=args.seed,
+        eval_images=args.eval_images, score_floor=args.score_floor, objective=args.objective, budget=args.budget,
+        on_trial=on_trial, on_step=lambda step: bar.update(1), on_train_step=on_train_step, on_cache_progress=on_cache)
+    for progress in (bar, state["train"], state["cache"]):
+        if progress is not None:
+            progress.close()
+    selection = found.selection
+    if selection is not None:
+        print(report.summary_table(selection))
+        report.plot_lr_test(selection, out / "lr_range.png", args.window)
+        report.plot_stages(selection, out / "candidates.png", args.window)
+    thresholds = {k: v for k, v in found.param_spec.to_dict().items() if k in found.default_thresholds}
+    detector, _ = common.load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
+    export = common.export_saved_model(detector, out / "export")
+    extra = {
+        "selected": found.param_spec.to_dict(),
+        "steps": found.steps,
+        "selection": None if selection is None else selection.to_dict(),
+        "export": str(export),
+    }
+    finish(args, out, val, found.sweep, found.default_thresholds, found.checkpoint, started, extra)
+    training = {k: v for k, v in found.param_spec.to_dict().items() if k not in thresholds}
+    print(f"  training parameters:  {describe(training)} ({found.steps['selector']} selector steps, "
+          f"{found.steps['final']} final steps)")
+    print(f"exported {export} (post-processing at the chosen thresholds)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from detsearch.cli import write_outputs
     from detsearch.detection.sweep import sweep
     from detsearch.params import ParamSpec
     from models import common
 
-    out = Path(args.out or f"out/search_det_{args.model}")
+    out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
     run_dir = Path(args.train_run) if args.train_run else out / "train"
     started = time.perf_counter()
     try:
         flags = threshold_flags(args)
         val = dataset_from_args(args)
+        if args.search_training:
+            return search_training(args, out, flags, val, started)
         # A run of our own is trained (or resumed) to --steps; a given run is trained only when empty.
         if args.checkpoint is None and (args.train_run is None or common.latest_checkpoint(run_dir) is None):
             train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
@@ -152,38 +300,11 @@ def main(argv=None) -> int:
         cache = common.write_cache(detector, val, out / "cache", score_floor=args.score_floor,
                                    source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update)
         bar.close()
-        ground_truth = val.to_coco_json()
-        result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget)
-        default_row = next(row for row in result.table
-                           if all(row.params[k] == defaults[k] for k in row.params))
-    except (ValueError, TypeError, OSError) as error:
+        result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
+    except (ValueError, TypeError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    write_outputs(result, out / "sweep")
-    best = result.best_row
-    summary = {
-        "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
-        "images": len(val), "objective": result.objective,
-        "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
-                   "dets_per_image": best.dets_per_image},
-        "model_garden_default": {"params": default_row.params, "map": default_row.stats[0],
-                                 "ap50": default_row.stats[1], "dets_per_image": default_row.dets_per_image},
-        "configurations": len(result.table),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-
-    def describe(params):
-        return ", ".join(f"{k}={v:g}" for k, v in params.items())
-
-    print(f"\n{args.model}/{args.preset} on {len(val)} images, {len(result.table)} threshold configurations "
-          f"from one cached pass ({result.objective}):")
-    print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
-          f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
-    print(f"  Model Garden default: {describe(default_row.params)}  mAP {default_row.stats[0]:.4f}  AP50 "
-          f"{default_row.stats[1]:.4f}  {default_row.dets_per_image:.1f} dets/image")
-    print(f"wrote {out / 'sweep' / 'result.json'}, {out / 'sweep' / 'report.md'}, {out / 'sweep' / 'heatmap.png'}, "
-          f"{out / 'summary.json'} ({summary['seconds']:.0f} s)")
+    finish(args, out, val, result, defaults, checkpoint, started)
     return 0
 
 

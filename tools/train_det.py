@@ -13,6 +13,14 @@ then a constant learning rate. Checkpoints go to ``OUT/checkpoints/`` every
 latest one (weights, momentum, step, data order) up to ``--steps``. ``OUT/detector.json`` records
 the model, preset, categories, hyperparameters and last metrics; ``tools/cache_det.py`` rebuilds
 the detector from it. The demo set is built first when its directory is empty.
+
+``--params FILE`` takes the hyperparameters (and thresholds) from a JSON ParamSpec, such as the
+``selected`` entry of ``tools/search_det.py --search-training``'s ``summary.json`` (that file
+itself is accepted); ``--export DIR`` then writes a SavedModel whose post-processing runs at
+those thresholds (Model Garden's defaults where none is given):
+
+    python tools/train_det.py --model ssd --out runs/ssd --params out/search_det_ssd_training/summary.json \\
+        --export runs/ssd/export
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint_every", type=int, default=500, help="default 500")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
     parser.add_argument("--log_every", type=int, default=50, help="print metrics every N steps (default 50)")
+    parser.add_argument("--params", default=None,
+                        help="JSON ParamSpec file (or a search_det summary.json): overrides the flags above")
+    parser.add_argument("--export", default=None, help="write a SavedModel here after training")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -69,10 +80,14 @@ def main(argv=None) -> int:
     from models import common
 
     try:
+        thresholds = read_params(args)
         dataset = dataset_from_args(args)
         ids, names = common.dataset_categories(dataset)
         detector = common.build_detector(args.model, args.preset, ids, names, seed=args.seed)
-    except (ValueError, OSError) as error:
+        unknown = sorted(set(thresholds) - set(detector.thresholds))
+        if unknown:
+            raise ValueError(f"--params: {', '.join(unknown)} do not apply to {args.model}")
+    except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     batch_size = args.batch_size or detector.preset.batch_size
@@ -111,8 +126,41 @@ def main(argv=None) -> int:
         "seconds_per_step": None if result["seconds_per_step"] is None else round(result["seconds_per_step"], 4),
         "metrics": {k: round(v, 5) for k, v in result["metrics"].items()},
     }
+    if args.export:
+        exported, _ = common.load_detector(args.out, result["checkpoint"], thresholds=thresholds)
+        summary["export"] = str(common.export_saved_model(exported, args.export))
+        summary["thresholds"] = exported.thresholds
     print(json.dumps(summary))
     return 0
+
+
+def read_params(args) -> dict[str, float]:
+    """Applies ``--params`` to ``args``; returns its thresholds (single values).
+
+    Raises:
+      ValueError: unreadable JSON, unknown names, values out of range, or a list.
+    """
+    from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec
+
+    if args.params is None:
+        return {}
+    try:
+        payload = json.loads(Path(args.params).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--params {args.params}: {error}") from None
+    if isinstance(payload, dict) and isinstance(payload.get("selected"), dict):
+        payload = payload["selected"]
+    try:
+        spec = ParamSpec.from_dict(payload)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--params {args.params}: {error}") from None
+    for name in spec.names():
+        if isinstance(getattr(spec, name), tuple):
+            raise ValueError(f"--params {args.params}: {name} must be one value, got a list")
+    for name in TRAINING_PARAMS:
+        if name in spec:
+            setattr(args, name, getattr(spec, name))
+    return {name: getattr(spec, name) for name in THRESHOLD_PARAMS if name in spec}
 
 
 if __name__ == "__main__":

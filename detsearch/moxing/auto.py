@@ -18,6 +18,10 @@ SEARCH_DIR_ENV = "DETSEARCH_SEARCH_DIR"
 last_result: SearchResult | None = None
 """The full `SearchResult` of the most recent `search` in this process (curves, scores, trials)."""
 
+last_run: dict[str, Any] | None = None
+"""What the most recent `run` of a detection model chose: ``param_spec`` (thresholds included),
+``checkpoint``, ``metrics``, ``sweep`` (the threshold sweep, or None) and ``export``."""
+
 
 def _check_function(name: str, value: Any) -> None:
     if not callable(value):
@@ -49,7 +53,9 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     Args:
       input_fn: ``input_fn(run_mode)`` returning a tensor structure (an iterator's ``get_next()``)
         or a ``tf.data.Dataset``.
-      model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`.
+      model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`; or a detection model
+        (``models.search.DetectionModel``: Faster R-CNN or SSD from TF Model Garden, with
+        ``input_fn(run_mode)`` returning a ``datasets.detection.DetectionDataset``).
       optimizer_fn: ``optimizer_fn(param_spec=...)`` returning a ``tf.compat.v1`` optimizer; it
         receives ``learning_rate`` (the per-step schedule) and ``momentum`` as scalar tensors.
       batch_size: rows per batch; with ``auto_batch`` the framework stacks this many examples.
@@ -74,12 +80,17 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
       search_learning_rate: run the LR range test (else use param_spec / a learning_rate list).
       param_spec: default values (``learning_rate``, ``momentum``, ``weight_decay``).
       param_list_spec: candidate lists (``weight_decay``, ``momentum``; ``learning_rate`` when
-        ``search_learning_rate=False``).
+        ``search_learning_rate=False``; for a detection model also thresholds, which the result
+        keeps as lists for `run` to choose on the final model).
       output_dir: (detsearch) directory of the trial journal; a restarted search with the same
         arguments reuses its finished trials. Default: ``$DETSEARCH_SEARCH_DIR`` or none.
       seed: (detsearch) graph-level seed of every trial's initialisation.
       lr_rule: (detsearch) LR choice rule name (default: the documented one).
       on_trial, on_step: (detsearch) progress callbacks, see `detsearch.selector.HyperSelector`.
+      executor: (detsearch) where trials run: None or ``"local"`` (this process), ``"ray"`` or a
+        `detsearch.executor.Executor` (docs/scale.md). Other than local, the trainer travels with
+        its recorded batches and initial weights, and ``model_fn`` / ``optimizer_fn`` are
+        pickled (cloudpickle) and traced again in each worker; ``on_step`` is not called.
 
     Returns:
       ``param_spec`` with the chosen values. The full `SearchResult` is kept in
@@ -87,10 +98,6 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
 
     Raises:
       TypeError, ValueError: a bad argument, before any training.
-      executor: (detsearch) where trials run: None or ``"local"`` (this process), ``"ray"`` or a
-        `detsearch.executor.Executor` (docs/scale.md). Other than local, the trainer travels with
-        its recorded batches and initial weights, and ``model_fn`` / ``optimizer_fn`` are
-        pickled (cloudpickle) and traced again in each worker; ``on_step`` is not called.
     """
     global last_result
     from detsearch.training.graph import GraphTrainer, show_info_logs
@@ -115,6 +122,25 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     from detsearch.selector.hyperselector import check_search_specs
 
     check_search_specs(param_spec, param_list_spec, config.search_learning_rate)
+    if output_dir is None:
+        output_dir = os.environ.get(SEARCH_DIR_ENV)
+    if hasattr(model_fn, "moxing_search"):
+        # A detection model (models.search.DetectionModel): its own trainer; thresholds listed in
+        # param_list_spec stay lists in the result, for mox.auto.run to choose on the final model.
+        from detsearch.executor import LocalExecutor, as_executor
+
+        if not isinstance(as_executor(executor), LocalExecutor):
+            raise ValueError("a detection model's trials run in this process: executor must be None or 'local' "
+                             "(its cache and sweep scale out with tools/cache_det.py and the sweep's --executor)")
+        result = model_fn.moxing_search(
+            input_fn=input_fn, optimizer_fn=optimizer_fn, config=config, batch_size=batch_size,
+            evaluation_total_steps=evaluation_total_steps, checkpoint_path=checkpoint_path,
+            log_every_n_steps=log_every_n_steps, param_spec=param_spec, param_list_spec=param_list_spec,
+            output_dir=output_dir, seed=seed, on_trial=on_trial, on_step=on_step)
+        last_result = result
+        thresholds = {n: list(param_list_spec.candidates(n)) for n in param_list_spec.names()
+                      if n not in TRAINING_PARAMS}
+        return result.param_spec.replace(**thresholds)
     ignored = [n for n in param_list_spec.names() if n not in TRAINING_PARAMS]
     if ignored:
         raise ValueError(f"param_list_spec names {', '.join(ignored)}: thresholds are chosen by the detection sweep "
@@ -124,8 +150,6 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
                            loss_name=loss_name, select_by_eval=bool(select_by_eval),
                            evaluation_total_steps=evaluation_total_steps, checkpoint_path=checkpoint_path,
                            log_every_n_steps=log_every_n_steps, seed=seed)
-    if output_dir is None:
-        output_dir = os.environ.get(SEARCH_DIR_ENV)
     journal = Journal(output_dir)
     show_info_logs()
     selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step, executor=executor)
@@ -165,6 +189,14 @@ def run(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, run_mode
         raise ValueError(f"export_model must be None or mox.ExportKeys.TF_SERVING, got {export_model!r}")
     if param_spec is None or param_spec.learning_rate is None:
         raise ValueError("param_spec with a learning_rate is required (the result of mox.auto.search)")
+    if hasattr(model_fn, "moxing_run"):
+        # A detection model: threshold lists in param_spec are chosen on the trained model.
+        global last_run
+        last_run = model_fn.moxing_run(input_fn=input_fn, optimizer_fn=optimizer_fn, batch_size=batch_size,
+                                       log_dir=log_dir, max_number_of_steps=max_number_of_steps,
+                                       export_model=export_model, param_spec=param_spec,
+                                       checkpoint_path=checkpoint_path, seed=seed)
+        return last_run["metrics"]
     for name in param_spec.names():
         if isinstance(getattr(param_spec, name), tuple):
             raise ValueError(f"param_spec.{name} must be one value, got a list")

@@ -54,7 +54,7 @@ class CurveRecorder:
 
     Args:
       trial: the trial being run.
-      loss_name: metric whose non-finite value ends the trial as diverged.
+      loss_name: metric whose non-finite or exploded value ends the trial as diverged.
       evaluation_total_steps: batches averaged into a point when there is no ``evaluate``.
       evaluate: optional ``() -> {metric: value}``.
     """

@@ -41,3 +41,31 @@ def test_bad_threshold_flag_is_one_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "--score-thresholds" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "tools/search_det.py", "--search-training", "--by_acc", "--max_images", "24",
+         "--trial_steps", "10", "--evaluate_every_n_steps", "5", "--window", "2", "--warmup_steps", "2",
+         "--eval_images", "8", "--steps", "10", "--weight-decays", "1e-4,1e-3", "--momentums", "0.9",
+         "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    selected = summary["selected"]
+    assert list(selected) == ["learning_rate", "momentum", "weight_decay", "score_threshold", "iou_threshold"]
+    assert {k: selected[k] for k in ("score_threshold", "iou_threshold")} == summary["chosen"]["params"]
+    selection = summary["selection"]
+    assert selection["metric"] == "AP" and selection["by_acc"] is True
+    assert [stage["name"] for stage in selection["stages"]] == ["weight_decay", "momentum"]
+    assert summary["steps"] == {"selector": 4 * 12, "final": 10}  # range test, 2 decays, 1 momentum
+    assert (out / "lr_range.png").exists() and (out / "candidates.png").exists()
+    export = json.loads((out / "export" / "detector.json").read_text())
+    assert export["thresholds"] == summary["chosen"]["params"]
+    assert (out / "export" / "saved_model.pb").exists()
+    run = json.loads((out / "train" / "detector.json").read_text())
+    assert run["hyperparameters"]["learning_rate"] == selected["learning_rate"]
+    assert "training parameters:" in proc.stdout

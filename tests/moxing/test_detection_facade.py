@@ -1,0 +1,70 @@
+"""mox.auto.search / mox.auto.run with a detection model: one ParamSpec carries the training
+parameters and the thresholds; run trains, chooses the listed thresholds and exports them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import detsearch.moxing as mox
+from datasets import demo
+from detsearch.moxing import auto
+from models.search import DetectionModel
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def input_fn(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "set"
+    demo.build_demo(root, num_train=32, num_val=8, image_size=128, seed=7)
+    sets = {mox.ModeKeys.TRAIN: demo.load_demo(root, "train"), mox.ModeKeys.EVAL: demo.load_demo(root, "val")}
+    return lambda run_mode: sets[run_mode]
+
+
+def optimizer_fn(**kwargs):
+    param_spec = kwargs["param_spec"]
+    return mox.get_optimizer_fn("momentum", learning_rate=param_spec.learning_rate, momentum=param_spec.momentum)()
+
+
+def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn, tmp_path):
+    chosen = mox.auto.search(
+        input_fn, DetectionModel("ssd", eval_images=8), optimizer_fn, batch_size=4, auto_batch=False, total_steps=8,
+        evaluation_total_steps=2, acc_name="AP", window=2, warmup_steps=2, evaluate_every_n_steps=4,
+        param_spec=mox.auto.ParamSpec(momentum=0.9, weight_decay=1e-4),
+        param_list_spec=mox.auto.ParamSpec(weight_decay=[1e-4, 1e-3], score_threshold=[0.05, 0.3]),
+        output_dir=str(tmp_path / "search"))
+    assert auto.last_result.metric == "AP" and auto.last_result.trials_run == 3
+    assert chosen.momentum == 0.9 and chosen.weight_decay in (1e-4, 1e-3)
+    assert chosen.learning_rate == auto.last_result.param_spec.learning_rate
+    assert chosen.score_threshold == (0.05, 0.3)  # chosen on the final model by run
+
+    metrics = mox.auto.run(input_fn, DetectionModel("ssd"), optimizer_fn, batch_size=4, log_dir=str(tmp_path / "run"),
+                           max_number_of_steps=6, param_spec=chosen, export_model=mox.ExportKeys.TF_SERVING)
+    assert "loss" in metrics
+    final = auto.last_run["param_spec"]
+    assert final.score_threshold in (0.05, 0.3) and final.iou_threshold == 0.5
+    assert final.learning_rate == chosen.learning_rate
+    assert final.score_threshold == auto.last_run["sweep"].best_params["score_threshold"]
+    exported = json.loads((tmp_path / "run" / "model" / "detector.json").read_text())
+    assert exported["thresholds"] == {"score_threshold": final.score_threshold, "iou_threshold": 0.5}
+    assert (tmp_path / "run" / "model" / "saved_model.pb").exists()
+    run = json.loads((tmp_path / "run" / "train" / "detector.json").read_text())
+    assert run["step"] == 6 and run["hyperparameters"]["weight_decay"] == chosen.weight_decay
+
+
+def test_a_detection_model_refuses_other_optimizers(input_fn, tmp_path):
+    def adam(**kwargs):
+        return mox.get_optimizer_fn("adam", learning_rate=kwargs["param_spec"].learning_rate)()
+
+    with pytest.raises(ValueError, match="momentum SGD"):
+        mox.auto.search(input_fn, DetectionModel("ssd"), adam, batch_size=4, auto_batch=False, total_steps=8,
+                        evaluation_total_steps=2, acc_name="AP", param_spec=mox.auto.ParamSpec(momentum=0.9))
+
+
+def test_input_fn_must_give_detection_images(tmp_path):
+    with pytest.raises(TypeError, match="DetectionDataset"):
+        mox.auto.search(lambda mode: [1, 2, 3], DetectionModel("ssd"), optimizer_fn, batch_size=4, auto_batch=False,
+                        total_steps=8, evaluation_total_steps=2, acc_name="AP",
+                        param_spec=mox.auto.ParamSpec(momentum=0.9))
