@@ -61,13 +61,16 @@ __all__ = [
     "TrainLoop",
     "apply_thresholds",
     "build_detector",
+    "checkpoint_layout",
     "dataset_categories",
+    "export_saved_model",
     "image_shapes",
     "latest_checkpoint",
     "load_dataset",
     "load_detector",
     "padded_batch",
     "pin_box_arithmetic",
+    "predict_results",
     "read_thresholds",
     "restore_checkpoint",
     "to_original",
@@ -490,20 +493,50 @@ def _describe_checkpoint(path: str) -> str:
     return "of unknown origin"
 
 
-def restore_checkpoint(detector: Detector, path: str | os.PathLike, **extra: Any) -> None:
-    """Restores a `train` checkpoint into ``detector`` (and into ``extra`` trackables).
+def checkpoint_layout(path: str | os.PathLike) -> tuple[str, ...]:
+    """The top-level object names of a TF2 checkpoint: ``("model", ...)`` for `train`'s (and
+    Model Garden's trainer) checkpoints, module names such as ``("backbone", "decoder", "head")``
+    for Model Garden's published ``init_checkpoint`` files (``tf.train.Checkpoint(
+    **model.checkpoint_items)``, or ``backbone`` alone for an ImageNet backbone)."""
+    names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(str(path))}
+    return tuple(sorted(names - {"_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"}))
+
+
+def restore_checkpoint(detector: Detector, path: str | os.PathLike, **extra: Any) -> tuple[str, ...]:
+    """Restores a checkpoint into ``detector`` (and into ``extra`` trackables); returns the
+    modules restored (``("model",)`` for a whole-model checkpoint).
+
+    Two layouts are read: `train`'s (and Model Garden's trainer's) ``model/...`` checkpoints,
+    which must fit the whole model; and Model Garden's published module checkpoints
+    (``backbone/...``, ``decoder/...``, ``head/...``: what its tasks' ``initialize`` reads with
+    ``init_checkpoint_modules``), of which every module present must fit, while the others keep
+    their weights (fine-tuning from an ImageNet backbone restores the backbone only).
 
     Raises:
-      CheckpointMismatchError: the checkpoint lacks some of the model's variables, holds
-        variables of other shapes, or is unreadable; the message names the checkpoint, what
-        wrote it (from its run's ``detector.json``) and the model.
+      CheckpointMismatchError: the checkpoint lacks some of the model's variables (of the
+        modules it holds), holds variables of other shapes, names no module of the model, or is
+        unreadable; the message names the checkpoint, what wrote it (from its run's
+        ``detector.json``) and the model.
       FileNotFoundError: no checkpoint at ``path``.
     """
     path = str(path)
     if not tf.io.gfile.exists(path + ".index"):
         raise FileNotFoundError(f"no checkpoint at {path} (expected {path}.index)")
     wanted = f"{detector.name}/{detector.preset.name} with {len(detector.category_ids)} categories"
-    checkpoint = tf.train.Checkpoint(model=detector.model, **extra)
+    try:
+        layout = checkpoint_layout(path)
+    except (ValueError, tf.errors.OpError) as error:
+        raise CheckpointMismatchError(f"checkpoint {path} is unreadable: {str(error).strip()[:300]}") from None
+    items = dict(detector.model.checkpoint_items)
+    if "model" in layout:
+        modules, checkpoint = ("model",), tf.train.Checkpoint(model=detector.model, **extra)
+    else:
+        modules = tuple(name for name in layout if name in items)
+        if not modules:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} holds {list(layout)}: neither a whole model ('model') nor a module of the model "
+                f"{wanted} ({', '.join(sorted(items))})")
+        checkpoint = tf.train.Checkpoint(**{name: items[name] for name in modules}, **extra)
     try:
         status = checkpoint.read(path)
         status.assert_existing_objects_matched()
@@ -514,6 +547,9 @@ def restore_checkpoint(detector: Detector, path: str | os.PathLike, **extra: Any
             f"checkpoint {path} ({_describe_checkpoint(path)}) does not fit the model {wanted}: {detail[:500]}"
         ) from None
     status.expect_partial()
+    if modules != ("model",):
+        logger.info("restored %s from %s (Model Garden module checkpoint)", ", ".join(modules), path)
+    return modules
 
 
 def load_detector(
@@ -801,6 +837,7 @@ def write_cache(
     images_per_shard: int = 500,
     source: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    first_stage: tuple[Sequence[float], float] | None = None,
 ) -> cache_lib.DetectionCache:
     """Records ``detector``'s raw predictions on ``dataset`` as a cache at ``path``.
 
@@ -817,55 +854,88 @@ def write_cache(
       images_per_shard: images per shard.
       source: provenance stored in the cache meta (besides the model's description).
       progress: ``progress(images_done)`` after each batch (images of skipped shards count).
+      first_stage: two-stage detectors: ``(nms_iou_thresholds, min_nms_score_threshold)`` of
+        the sweep to come; the second stage then runs only on the proposals those settings can
+        keep (`models.faster_rcnn.FasterRcnnDetector.set_first_stage`), and the sweep accepts
+        only such settings. None: the second stage of every proposal.
 
     Raises:
       ValueError: a committed shard was written with other settings (another checkpoint,
-        floor, model): remove ``path`` or write elsewhere.
+        floor, model, first stage): remove ``path`` or write elsewhere.
     """
     floor = float(score_floor)
     if not 0.0 <= floor <= 1.0:
         raise ValueError(f"score_floor must be in [0, 1], got {score_floor!r}")
+    _set_first_stage(detector, first_stage)
+    infos = [_write_shard(detector, dataset, path, spec, floor, batch_size, source, progress)
+             for spec in cache_lib.plan_shards(len(dataset), images_per_shard)]
+    if hasattr(detector, "max_padding_score"):  # over the shards recorded now
+        detector.max_padding_score = max((i["max_padding_score"] for i in infos if i["recorded"]), default=0.0)
+    return cache_lib.merge_shards(path)
+
+
+def _set_first_stage(detector: Detector, first_stage) -> None:
+    if first_stage is None:
+        if hasattr(detector, "set_first_stage"):
+            detector.set_first_stage(None)
+        return
+    if not hasattr(detector, "set_first_stage"):
+        raise ValueError(f"first_stage applies to two-stage detectors; {detector.name} has no first stage")
+    iou_thresholds, min_score = first_stage
+    detector.set_first_stage(iou_thresholds, min_score)
+
+
+def _write_shard(detector: Detector, dataset: DetectionDataset, path, spec, floor: float, batch_size: int,
+                 source: Mapping[str, Any] | None, progress: Callable[[int], None] | None) -> dict[str, Any]:
+    """Records shard ``spec`` of ``dataset`` unless it is committed with the same settings (then
+    kept); returns ``{"images", "recorded", "max_padding_score"}`` (the last for detectors that
+    track it, Faster R-CNN: the shard's largest padding-ROI score; None otherwise).
+
+    Raises:
+      ValueError: other categories, or a committed shard recorded with other settings.
+    """
     ids, _ = dataset_categories(dataset)
     if tuple(sorted(ids)) != detector.category_ids:
         raise ValueError(f"dataset categories {sorted(ids)} differ from the detector's {list(detector.category_ids)}")
     info = detector.describe()
     info.pop("num_parameters", None)
-    meta_source = {**info, **dict(source or {})}
-    expected_source = json.loads(json.dumps(meta_source))
     writer_args = dict(
         kind=detector.kind,
         category_ids=list(detector.category_ids),
         score_floor=floor,
         category_names=None if detector.category_names is None else list(detector.category_names),
-        source=meta_source,
+        source={**info, **dict(source or {})},
         **detector.cache_meta(),
     )
-    plan = cache_lib.plan_shards(len(dataset), images_per_shard)
-    done = set(cache_lib.completed_shards(path))
-    max_boxes = _dataset_max_boxes(dataset)
-    for spec in plan:
-        shard_dir = Path(path) / "shards" / f"{spec.index:05d}"
-        if spec.index in done:
-            meta = cache_lib.read_cache(shard_dir, verify=False).meta
-            expected_ids = tuple(e.image_id for e in dataset.examples[spec.image_start:spec.image_stop])
-            if (dict(meta.source) != expected_source or float(meta.score_floor) != floor or meta.kind != detector.kind
-                    or tuple(meta.category_ids) != detector.category_ids or tuple(meta.image_ids) != expected_ids):
-                raise ValueError(f"{shard_dir} was recorded with other settings or images (source {dict(meta.source)}, "
-                                 f"floor {meta.score_floor}); remove {path} or choose another path")
+    images = spec.image_stop - spec.image_start
+    shard_dir = Path(path) / "shards" / f"{spec.index:05d}"
+    if spec.index in set(cache_lib.completed_shards(path)):
+        meta = cache_lib.read_cache(shard_dir, verify=False).meta
+        expected = cache_lib.CacheMeta(
+            version=cache_lib.CACHE_VERSION, image_ids=tuple(e.image_id for e in dataset.examples[spec.image_start:spec.image_stop]),
+            image_sizes=meta.image_sizes, **writer_args)
+        fields = ("kind", "category_ids", "score_floor", "top_k", "num_proposals", "first_stage_iou_thresholds",
+                  "first_stage_min_score", "image_ids")
+        if dict(meta.source) != dict(expected.source) or any(getattr(meta, f) != getattr(expected, f) for f in fields):
+            raise ValueError(f"{shard_dir} was recorded with other settings or images (source {dict(meta.source)}, "
+                             f"floor {meta.score_floor}); remove {path} or choose another path")
+        if progress is not None:
+            progress(images)
+        return {"images": images, "recorded": False, "max_padding_score": None}
+    tracks_padding = hasattr(detector, "max_padding_score")
+    if tracks_padding:
+        detector.max_padding_score = 0.0  # this shard's
+    part = DetectionDataset(dataset.examples[spec.image_start:spec.image_stop], dataset.categories, dataset.image_dir)
+    data = make_tf_dataset(part, detector.image_size, batch_size, training=False, shuffle=False,
+                           max_boxes=_dataset_max_boxes(dataset))
+    with cache_lib.CacheWriter(path, shard=spec, **writer_args) as writer:
+        for batch in data.as_numpy_iterator():
+            for record in detector.cache_records(batch, floor):
+                writer.add_image(**record)
             if progress is not None:
-                progress(spec.image_stop - spec.image_start)
-            continue
-        part = DetectionDataset(dataset.examples[spec.image_start:spec.image_stop], dataset.categories,
-                                dataset.image_dir)
-        data = make_tf_dataset(part, detector.image_size, batch_size, training=False, shuffle=False,
-                               max_boxes=max_boxes)
-        with cache_lib.CacheWriter(path, shard=spec, **writer_args) as writer:
-            for batch in data.as_numpy_iterator():
-                for record in detector.cache_records(batch, floor):
-                    writer.add_image(**record)
-                if progress is not None:
-                    progress(len(batch["image_id"]))
-    return cache_lib.merge_shards(path)
+                progress(len(batch["image_id"]))
+    return {"images": images, "recorded": True,
+            "max_padding_score": float(detector.max_padding_score) if tracks_padding else None}
 
 
 def write_cache_sharded(
@@ -881,6 +951,7 @@ def write_cache_sharded(
     source: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     on_shard: Callable[[int, dict[str, Any]], None] | None = None,
+    first_stage: tuple[Sequence[float], float] | None = None,
 ) -> cache_lib.DetectionCache:
     """`write_cache` with one task per shard on ``executor`` (`detsearch.executor`).
 
@@ -896,7 +967,8 @@ def write_cache_sharded(
         On a cluster every worker must reach ``run_dir``, ``path`` and the images (a shared
         file system).
       checkpoint: a checkpoint prefix; None means the latest in ``run_dir`` (chosen here, once).
-      dataset, path, score_floor, batch_size, images_per_shard, source: as in `write_cache`.
+      dataset, path, score_floor, batch_size, images_per_shard, source, first_stage: as in
+        `write_cache`.
       progress: ``progress(images)`` after each shard (committed shards count).
       on_shard: ``on_shard(index, info)`` after each shard; ``info`` holds ``images``,
         ``recorded`` (False for a committed shard that was kept) and, for detectors that track
@@ -917,7 +989,8 @@ def write_cache_sharded(
             raise FileNotFoundError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
     plan = cache_lib.plan_shards(len(dataset), images_per_shard)
     shared = dict(run_dir=str(run_dir), checkpoint=str(checkpoint), dataset=dataset, path=str(path), floor=floor,
-                  batch_size=batch_size, images_per_shard=images_per_shard, source=dict(source or {}))
+                  batch_size=batch_size, images_per_shard=images_per_shard, source=dict(source or {}),
+                  first_stage=first_stage)
 
     def shard_done(position: int, info: dict[str, Any]) -> None:
         if progress is not None:
@@ -945,42 +1018,10 @@ def _record_shard(shared: Mapping[str, Any], index: int) -> dict[str, Any]:
         _SHARD_DETECTOR.clear()
         _SHARD_DETECTOR[key] = load_detector(*key)[0]
     detector = _SHARD_DETECTOR[key]
-    dataset, path, floor = shared["dataset"], shared["path"], shared["floor"]
-    ids, _ = dataset_categories(dataset)
-    if tuple(sorted(ids)) != detector.category_ids:
-        raise ValueError(f"dataset categories {sorted(ids)} differ from the detector's {list(detector.category_ids)}")
-    info = detector.describe()
-    info.pop("num_parameters", None)
-    meta_source = {**info, **shared["source"]}
-    spec = cache_lib.plan_shards(len(dataset), shared["images_per_shard"])[index]
-    shard_dir = Path(path) / "shards" / f"{spec.index:05d}"
-    if spec.index in set(cache_lib.completed_shards(path)):
-        meta = cache_lib.read_cache(shard_dir, verify=False).meta
-        expected_ids = tuple(e.image_id for e in dataset.examples[spec.image_start:spec.image_stop])
-        if (dict(meta.source) != json.loads(json.dumps(meta_source)) or float(meta.score_floor) != floor
-                or meta.kind != detector.kind or tuple(meta.category_ids) != detector.category_ids
-                or tuple(meta.image_ids) != expected_ids):
-            raise ValueError(f"{shard_dir} was recorded with other settings or images (source {dict(meta.source)}, "
-                             f"floor {meta.score_floor}); remove {path} or choose another path")
-        return {"images": spec.image_stop - spec.image_start, "recorded": False, "max_padding_score": None}
-    tracks_padding = hasattr(detector, "max_padding_score")
-    if tracks_padding:
-        detector.max_padding_score = 0.0  # this shard's
-    part = DetectionDataset(dataset.examples[spec.image_start:spec.image_stop], dataset.categories, dataset.image_dir)
-    data = make_tf_dataset(part, detector.image_size, shared["batch_size"], training=False, shuffle=False,
-                           max_boxes=_dataset_max_boxes(dataset))
-    with cache_lib.CacheWriter(path, shard=spec, kind=detector.kind, category_ids=list(detector.category_ids),
-                               score_floor=floor, source=meta_source,
-                               category_names=None if detector.category_names is None else list(detector.category_names),
-                               **detector.cache_meta()) as writer:
-        for batch in data.as_numpy_iterator():
-            for record in detector.cache_records(batch, floor):
-                writer.add_image(**record)
-    return {"images": spec.image_stop - spec.image_start, "recorded": True,
-            "max_padding_score": float(detector.max_padding_score) if tracks_padding else None}
-
-
-SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_category_ids", "num_detections")
+    _set_first_stage(detector, shared["first_stage"])
+    spec = cache_lib.plan_shards(len(shared["dataset"]), shared["images_per_shard"])[index]
+    return _write_shard(detector, shared["dataset"], shared["path"], spec, shared["floor"], shared["batch_size"],
+                        shared["source"], None)
 
 
 def export_saved_model(detector: Detector, path: str | os.PathLike) -> Path:

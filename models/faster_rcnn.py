@@ -29,7 +29,9 @@ Cache (kind ``two_stage``, `FasterRcnnDetector.cache_records`):
   class-specific boxes), one entry per (proposal, class) with ``score >= float32(score_floor)``.
   The box head treats each ROI on its own, so any first-stage setting selects a subset of rows
   whose second-stage outputs are already recorded. The second stage runs on chunks of
-  ``test_num_proposals`` ROIs, the shape it has at inference.
+  ``test_num_proposals`` ROIs, the shape it has at inference. With `set_first_stage`
+  (``write_cache(first_stage=...)``) it runs only on the proposals the declared first-stage
+  settings can keep, and the sweep is exact for exactly those settings (docs/models.md).
 
 Where a re-run of the model can still differ from the sweep on its cache (Model Garden's all-zero
 padding ROIs, tied scores, ``nms_iou_threshold = 0``, capped proposals): docs/models.md.
@@ -269,7 +271,34 @@ class FasterRcnnDetector(common.Detector):
             counts[level] = num_boxes if cap is None else min(num_boxes, int(cap))
         return counts
 
-    def _cache_outputs(self, images, image_shape):
+    first_stage: tuple[tuple[float, ...], float] | None = None
+    """``(nms_iou_thresholds, min_nms_score)`` set by `set_first_stage`: the cache then runs the
+    second stage only on the proposals those first-stage settings can keep; None: on all."""
+
+    def set_first_stage(self, iou_thresholds, min_score: float = 0.0) -> None:
+        """Record the second stage only for the first-stage settings a sweep will try.
+
+        With ``iou_thresholds`` (every ``nms_iou_threshold`` to sweep) and ``min_score`` (the
+        lowest ``nms_score_threshold``), a cache runs the second stage only on the union, over
+        those IoU thresholds, of the proposals first-stage NMS keeps at ``min_score`` (per level,
+        then merged, at most ``test_num_proposals``: what Model Garden's first stage passes on),
+        computed with the sweep's own first-stage NMS on the recorded rows. Any higher
+        ``nms_score_threshold`` keeps a subset of those, so the sweep stays exact for every
+        such setting; it refuses others (`CacheMeta.first_stage_iou_thresholds`). None
+        records the second stage of every proposal again.
+        """
+        if iou_thresholds is None:
+            self.first_stage = None
+            return
+        ious = tuple(sorted({float(v) for v in iou_thresholds}))
+        if not ious or not all(0.0 < v <= 1.0 for v in ious) or not 0.0 <= float(min_score) <= 1.0:
+            raise ValueError(f"first-stage IoU thresholds must be in (0, 1] and the minimum score in [0, 1]; got "
+                             f"{list(iou_thresholds)}, {min_score}")
+        self.first_stage = (ious, float(min_score))
+
+    def _proposals(self, images, image_shape):
+        """Backbone, FPN, RPN and the proposals before first-stage NMS (Model Garden's own
+        ``_multilevel_propose_rois`` with NMS skipped)."""
         from official.vision.modeling.layers import roi_generator
 
         model = self.model
@@ -289,53 +318,90 @@ class FasterRcnnDetector(common.Detector):
             rois.append(level_rois)
             objectness.append(level_scores)
             levels.append(tf.fill([batch_size, count], int(level)))
-        rois = tf.concat(rois, axis=1)
-        objectness = tf.concat(objectness, axis=1)
-        levels = tf.concat(levels, axis=1)
-        # The second stage on chunks of test_num_proposals ROIs (its shape at inference), with
-        # at least one all-zero ROI after the proposals: Model Garden's padding ROI.
-        chunk = self.preset.test_num_proposals
-        total = int(rois.shape[1])
-        padded = -(-(total + 1) // chunk) * chunk
-        padded_rois = tf.pad(rois, [[0, 0], [0, padded - total], [0, 0]])
-        boxes, scores = [], []
-        for start in range(0, padded, chunk):
-            chunk_rois = padded_rois[:, start:start + chunk]
-            roi_features = model.roi_aligner(features, chunk_rois)
-            class_outputs, box_outputs = model.detection_head[0](roi_features, training=False)
-            decoded = self._decoder(box_outputs, class_outputs, chunk_rois, image_shape,
-                                    list(REGRESSION_WEIGHTS), bbox_per_class=True)
-            boxes.append(decoded["decoded_boxes"])
-            scores.append(decoded["decoded_box_scores"])
-        return {
-            "rois": rois,
-            "objectness": objectness,
-            "levels": levels,
-            "boxes": tf.concat(boxes, axis=1)[:, :total],
-            "scores": tf.concat(scores, axis=1)[:, :total],
-            "padding_scores": tf.concat(scores, axis=1)[:, total],
-        }
+        return features, tf.concat(rois, axis=1), tf.concat(objectness, axis=1), tf.concat(levels, axis=1)
 
-    def raw_outputs(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Proposals before first-stage NMS and the second stage on each of them.
+    def _second_stage(self, features, rois, image_shape):
+        """ROI align, box head and per-class decoding of ``rois`` [B, test_num_proposals, 4]
+        (the shape the second stage has at inference)."""
+        roi_features = self.model.roi_aligner(features, rois)
+        class_outputs, box_outputs = self.model.detection_head[0](roi_features, training=False)
+        decoded = self._decoder(box_outputs, class_outputs, rois, image_shape, list(REGRESSION_WEIGHTS),
+                                bbox_per_class=True)
+        return decoded["decoded_boxes"], decoded["decoded_box_scores"]
 
-        Returns (resized pixels): ``rois`` [B, R, 4], ``objectness`` [B, R], ``levels`` [B, R],
-        ``boxes`` [B, R, K, 4], ``scores`` [B, R, K], and ``padding_scores`` [B, K]: the class
-        scores of an all-zero ROI, which Model Garden's first stage emits to fill
-        ``test_num_proposals`` when fewer proposals survive its NMS (docs/models.md).
+    def _traced(self, name: str, function, batch_size: int):
+        key = (name, int(batch_size))
+        if key not in self._cache_fns:
+            self._cache_fns[key] = tf.function(function)
+        return self._cache_fns[key]
+
+    def _evaluated_rows(self, sizes: np.ndarray, rois: np.ndarray, objectness: np.ndarray,
+                        levels: np.ndarray) -> list[np.ndarray]:
+        """Per image, the rows (sorted) whose second stage the cache records."""
+        num_images, total = objectness.shape
+        if self.first_stage is None:
+            return [np.arange(total) for _ in range(num_images)]
+        from detsearch.detection import nms as nms_ops
+
+        # Exactly what the sweep will see: boxes in original pixels, float32.
+        boxes = np.concatenate([common.to_original(rois[i], sizes[i], self.image_size) for i in range(num_images)])
+        offsets = np.arange(num_images + 1, dtype=np.int64) * total
+        ious, min_score = self.first_stage
+        kept = np.zeros(num_images * total, bool)
+        for iou in ious:
+            rows, _ = nms_ops.class_agnostic_nms_batched(
+                boxes, objectness.reshape(-1).astype(np.float32), offsets, iou_threshold=iou,
+                score_threshold=min_score, max_output_size=self.preset.test_num_proposals,
+                levels=levels.reshape(-1))
+            kept[rows] = True
+        return [np.flatnonzero(kept[i * total:(i + 1) * total]) for i in range(num_images)]
+
+    def raw_outputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Proposals before first-stage NMS and the second stage on the evaluated ones.
+
+        Returns (resized pixels): ``rois`` [B, R, 4], ``objectness`` [B, R], ``levels`` [B, R];
+        ``evaluated``: per image, the row indices the second stage ran on (every row unless
+        `set_first_stage` narrowed them); ``boxes`` [B, R, K, 4] and ``scores`` [B, R, K] (zero
+        for rows not evaluated); and ``padding_scores`` [B, K]: the class scores of an all-zero
+        ROI, which Model Garden's first stage emits to fill ``test_num_proposals`` when fewer
+        proposals survive its NMS (docs/models.md).
         """
         images = tf.convert_to_tensor(batch["image"], tf.float32)
-        shapes = tf.constant(common.image_shapes(np.asarray(batch["original_size"]), self.image_size))
-        function = self._cache_fns.get(int(images.shape[0]))
-        if function is None:
-            function = tf.function(self._cache_outputs)
-            self._cache_fns[int(images.shape[0])] = function
-        return {k: v.numpy() for k, v in function(images, shapes).items()}
+        batch_size = int(images.shape[0])
+        sizes = np.asarray(batch["original_size"])
+        shapes = tf.constant(common.image_shapes(sizes, self.image_size))
+        features, rois, objectness, levels = self._traced("proposals", self._proposals, batch_size)(images, shapes)
+        rois, objectness, levels = rois.numpy(), objectness.numpy(), levels.numpy()
+        evaluated = self._evaluated_rows(sizes, rois, objectness, levels)
+        # The second stage on chunks of test_num_proposals ROIs, with at least one all-zero ROI
+        # after each image's evaluated rows: Model Garden's padding ROI.
+        chunk = self.preset.test_num_proposals
+        padded = -(-(max(len(rows) for rows in evaluated) + 1) // chunk) * chunk
+        selected = np.zeros((batch_size, padded, 4), np.float32)
+        for i, rows in enumerate(evaluated):
+            selected[i, :len(rows)] = rois[i, rows]
+        second_stage = self._traced("second_stage", self._second_stage, batch_size)
+        parts = [second_stage(features, tf.constant(selected[:, start:start + chunk]), shapes)
+                 for start in range(0, padded, chunk)]
+        chunk_boxes = np.concatenate([p[0].numpy() for p in parts], axis=1)
+        chunk_scores = np.concatenate([p[1].numpy() for p in parts], axis=1)
+        num_classes = chunk_scores.shape[-1]
+        boxes = np.zeros(rois.shape[:2] + (num_classes, 4), np.float32)
+        scores = np.zeros(rois.shape[:2] + (num_classes,), np.float32)
+        for i, rows in enumerate(evaluated):
+            boxes[i, rows] = chunk_boxes[i, :len(rows)]
+            scores[i, rows] = chunk_scores[i, :len(rows)]
+        padding = np.stack([chunk_scores[i, len(rows)] for i, rows in enumerate(evaluated)])
+        return {"rois": rois, "objectness": objectness, "levels": levels, "evaluated": evaluated, "boxes": boxes,
+                "scores": scores, "padding_scores": padding}
 
     def cache_meta(self) -> dict[str, Any]:
         counts = self.proposals_per_level()
         capped = self.preset.cache_proposals_per_level is not None
-        return {"top_k": sum(counts.values()) if capped else None, "num_proposals": self.preset.test_num_proposals}
+        meta = {"top_k": sum(counts.values()) if capped else None, "num_proposals": self.preset.test_num_proposals}
+        if self.first_stage is not None:
+            meta.update(first_stage_iou_thresholds=list(self.first_stage[0]), first_stage_min_score=self.first_stage[1])
+        return meta
 
     def cache_records(self, batch, score_floor):
         outputs = self.raw_outputs(batch)
@@ -344,8 +410,10 @@ class FasterRcnnDetector(common.Detector):
         records = []
         for i, image_id in enumerate(np.asarray(batch["image_id"]).tolist()):
             size = tuple(int(v) for v in np.asarray(batch["original_size"])[i])
-            scores = outputs["scores"][i]
-            rows, classes = np.nonzero(scores >= floor)
+            evaluated = outputs["evaluated"][i]
+            scores = outputs["scores"][i][evaluated]
+            positions, classes = np.nonzero(scores >= floor)
+            rows = evaluated[positions]
             records.append({
                 "image_id": int(image_id),
                 "size": size,
@@ -354,7 +422,7 @@ class FasterRcnnDetector(common.Detector):
                 "row_level": outputs["levels"][i].astype(np.int64),
                 "entry_row": rows.astype(np.int64),
                 "entry_class": classes.astype(np.int64),
-                "entry_score": scores[rows, classes],
+                "entry_score": scores[positions, classes],
                 "entry_boxes": common.to_original(outputs["boxes"][i][rows, classes], size, self.image_size),
             })
         return records

@@ -324,11 +324,13 @@ def train_final(
     result = None
     chosen = {n: getattr(param_spec, n) for n in defaults if n in param_spec and n not in swept}
     if swept:
-        cache = common.write_cache(detector, val_set, out_dir / "cache", score_floor=score_floor,
-                                   source={"checkpoint": str(Path(checkpoint).resolve())},
-                                   progress=on_cache_progress)
         grid = {n: sorted(set(param_spec.candidates(n) or ()) | {defaults[n]}) for n in defaults if n not in chosen}
         grid.update({n: [v] for n, v in chosen.items()})
+        first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
+                       if "nms_iou_threshold" in grid else None)
+        cache = common.write_cache(detector, val_set, out_dir / "cache", score_floor=score_floor,
+                                   source={"checkpoint": str(Path(checkpoint).resolve())},
+                                   progress=on_cache_progress, first_stage=first_stage)
         result = sweep(cache, val_set.to_coco_json(), ParamSpec(**grid), objective=objective, budget=budget)
         chosen = dict(result.best_params)
     final = param_spec.replace(**chosen)

@@ -45,6 +45,13 @@ def main(argv=None) -> int:
     parser.add_argument("--score_floor", type=float, default=0.01,
                         help="record (candidate, class) scores >= this; the sweep's lowest score_threshold must be "
                              ">= it (default 0.01)")
+    parser.add_argument("--nms-iou-thresholds", dest="nms_iou_thresholds", default=None,
+                        help="faster_rcnn: the nms_iou_threshold values the sweep will try (comma-separated); the "
+                             "second stage then runs only on the proposals they can keep (much faster); default: "
+                             "on every proposal, for any first-stage setting")
+    parser.add_argument("--min-nms-score-threshold", dest="min_nms_score", type=float, default=0.0,
+                        help="faster_rcnn, with --nms-iou-thresholds: the lowest nms_score_threshold to sweep "
+                             "(default 0)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--images_per_shard", type=int, default=500, help="default 500")
     add_executor_arguments(parser, gpus=True)  # ray: one task per shard, each rebuilding the detector from --run
@@ -55,6 +62,13 @@ def main(argv=None) -> int:
     from models import common
 
     try:
+        first_stage = None
+        if args.nms_iou_thresholds is not None:
+            try:
+                first_stage = ([float(v) for v in args.nms_iou_thresholds.split(",") if v.strip()], args.min_nms_score)
+            except ValueError:
+                raise ValueError(f"--nms-iou-thresholds: not a comma-separated list of numbers: "
+                                 f"{args.nms_iou_thresholds!r}") from None
         dataset = dataset_from_args(args)
         executor = executor_from_args(args)
         if executor.name == "local":
@@ -79,13 +93,14 @@ def main(argv=None) -> int:
         if detector is not None:
             cache = common.write_cache(
                 detector, dataset, args.out, score_floor=args.score_floor, batch_size=args.batch_size,
-                images_per_shard=args.images_per_shard, source=source, progress=bar.update,
+                images_per_shard=args.images_per_shard, source=source, progress=bar.update, first_stage=first_stage,
             )
         else:
             cache = common.write_cache_sharded(
                 args.run, dataset, args.out, score_floor=args.score_floor, executor=executor, checkpoint=checkpoint,
                 batch_size=args.batch_size, images_per_shard=args.images_per_shard, source=source,
                 progress=bar.update, on_shard=lambda index, info: padding_scores.append(info["max_padding_score"]),
+                first_stage=first_stage,
             )
     except ValueError as error:
         bar.close()

@@ -74,6 +74,8 @@ def parse_args(argv=None):
                         help="tools/train_det.py run directory to use or create (default OUT/train)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint prefix in the run (default: its latest)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps when training (default 1500)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="training images per step (default: the preset's; at most the training images)")
     parser.add_argument("--learning_rate", type=float, default=0.02)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight_decay", type=float, default=1e-4)
@@ -233,6 +235,7 @@ def search_training(args, out: Path, flags, val, started) -> int:
     found = search_detector(
         args.model, args.preset, train_set, val, out, param_spec=param_spec, param_list_spec=param_list_spec,
         config=config, final_steps=args.steps, checkpoint_path=args.checkpoint_path, seed=args.seed,
+        batch_size=args.batch_size,
         eval_images=args.eval_images, score_floor=args.score_floor, objective=args.objective, budget=args.budget,
         on_trial=on_trial, on_step=lambda step: bar.update(1), on_train_step=on_train_step, on_cache_progress=on_cache)
     for progress in (bar, state["train"], state["cache"]):
@@ -285,7 +288,8 @@ def main(argv=None) -> int:
             bar = tqdm(total=args.steps, desc="train", unit="step", dynamic_ncols=True)
             latest = common.latest_checkpoint(run_dir)
             bar.update(min(args.steps, int(latest.rsplit("-", 1)[-1])) if latest else 0)
-            common.train(detector, train_set, run_dir, steps=args.steps, batch_size=detector.preset.batch_size,
+            common.train(detector, train_set, run_dir, steps=args.steps,
+                         batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
                          learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
                          warmup_steps=min(100, args.steps // 10), seed=args.seed,
                          on_step=lambda step, metrics: bar.update(1))
@@ -297,8 +301,12 @@ def main(argv=None) -> int:
             raise ValueError(f"score threshold {min(grid['score_threshold'])} is below the cache's score floor "
                              f"{args.score_floor}")
         bar = tqdm(total=len(val), desc="cache", unit="img", dynamic_ncols=True)
+        # Faster R-CNN: the second stage only for the proposals the swept first-stage settings keep.
+        first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
+                       if "nms_iou_threshold" in grid else None)
         cache = common.write_cache(detector, val, out / "cache", score_floor=args.score_floor,
-                                   source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update)
+                                   source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
+                                   first_stage=first_stage)
         bar.close()
         result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:

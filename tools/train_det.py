@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint_every", type=int, default=500, help="default 500")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
     parser.add_argument("--log_every", type=int, default=50, help="print metrics every N steps (default 50)")
+    parser.add_argument("--init_checkpoint", default=None,
+                        help="initial weights when the run starts: a checkpoint of this model, or one of Model "
+                             "Garden's published module checkpoints (backbone only, or the whole detector)")
     parser.add_argument("--params", default=None,
                         help="JSON ParamSpec file (or a search_det summary.json): overrides the flags above")
     parser.add_argument("--export", default=None, help="write a SavedModel here after training")
@@ -87,6 +90,9 @@ def main(argv=None) -> int:
         unknown = sorted(set(thresholds) - set(detector.thresholds))
         if unknown:
             raise ValueError(f"--params: {', '.join(unknown)} do not apply to {args.model}")
+        if args.init_checkpoint and common.latest_checkpoint(args.out) is None:  # a resumed run has its own
+            restored = common.restore_checkpoint(detector, args.init_checkpoint)
+            print(f"initial weights: {', '.join(restored)} from {args.init_checkpoint}")
     except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

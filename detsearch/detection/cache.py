@@ -234,6 +234,12 @@ class CacheMeta:
         image, the top-k by objectness), or None when no cap was applied. Checked on validation.
       num_proposals: two-stage only: proposals kept after first-stage NMS by the model at
         inference (TF Model Garden default 1000); None for one-stage caches.
+      first_stage_iou_thresholds, first_stage_min_score: two-stage only. None (the default):
+        entries were recorded for every row. Otherwise the second stage was run only on the rows
+        that first-stage NMS keeps (per level, then merged, at most ``num_proposals``) for some
+        ``nms_iou_threshold`` in this sorted tuple and ``nms_score_threshold >=
+        first_stage_min_score``; rows outside that union have no entries, and a sweep accepts
+        only first-stage settings inside it. Both are set, or neither.
       box_format: always ``"yxyx"`` (ymin, xmin, ymax, xmax), absolute pixels.
       category_names: names aligned with ``category_ids``, or None.
       source: free-form JSON-serialisable provenance (model, preset, checkpoint, ...). Stored as
@@ -248,6 +254,8 @@ class CacheMeta:
     score_floor: float
     top_k: int | None = None
     num_proposals: int | None = None
+    first_stage_iou_thresholds: tuple[float, ...] | None = None
+    first_stage_min_score: float | None = None
     box_format: str = BOX_FORMAT
     category_names: tuple[str, ...] | None = None
     source: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -283,6 +291,18 @@ class CacheMeta:
         if kind == CacheKind.ONE_STAGE and num_proposals is not None:
             raise CacheError(f"meta.num_proposals must be None for a one_stage cache, got {num_proposals}")
         put("num_proposals", num_proposals)
+        ious, min_score = self.first_stage_iou_thresholds, self.first_stage_min_score
+        if (ious is None) != (min_score is None):
+            raise CacheError("meta.first_stage_iou_thresholds and meta.first_stage_min_score are set together or not at all")
+        if ious is not None:
+            if kind != CacheKind.TWO_STAGE:
+                raise CacheError("meta.first_stage_iou_thresholds applies to a two_stage cache only")
+            items = _as_items(ious, "meta.first_stage_iou_thresholds")
+            if not items:
+                raise CacheError("meta.first_stage_iou_thresholds must not be empty")
+            values = tuple(_score_floor(v, f"meta.first_stage_iou_thresholds[{i}]") for i, v in enumerate(items))
+            put("first_stage_iou_thresholds", tuple(sorted(set(values))))
+            put("first_stage_min_score", _score_floor(min_score, "meta.first_stage_min_score"))
         if self.box_format != BOX_FORMAT:
             raise CacheError(f"meta.box_format must be {BOX_FORMAT!r}, got {self.box_format!r}")
         if self.category_names is not None:
@@ -668,6 +688,8 @@ class _ImageStream:
         num_proposals: int | None,
         category_names: Any,
         source: Mapping[str, Any] | None,
+        first_stage_iou_thresholds: Any = None,
+        first_stage_min_score: float | None = None,
     ) -> None:
         self.template = CacheMeta(
             version=CACHE_VERSION,
@@ -678,6 +700,8 @@ class _ImageStream:
             score_floor=score_floor,
             top_k=top_k,
             num_proposals=num_proposals,
+            first_stage_iou_thresholds=first_stage_iou_thresholds,
+            first_stage_min_score=first_stage_min_score,
             category_names=category_names,
             source=source,
         )
@@ -847,7 +871,8 @@ class CacheBuilder:
 
     Args:
       kind: ``"one_stage"`` or ``"two_stage"``.
-      category_ids, score_floor, top_k, num_proposals, category_names, source: as in `CacheMeta`.
+      category_ids, score_floor, top_k, num_proposals, category_names, source,
+      first_stage_iou_thresholds, first_stage_min_score: as in `CacheMeta`.
     """
 
     def __init__(
@@ -860,6 +885,8 @@ class CacheBuilder:
         num_proposals: int | None = None,
         category_names: Any = None,
         source: Mapping[str, Any] | None = None,
+        first_stage_iou_thresholds: Any = None,
+        first_stage_min_score: float | None = None,
     ) -> None:
         self._stream = _ImageStream(
             kind=kind,
@@ -869,6 +896,8 @@ class CacheBuilder:
             num_proposals=num_proposals,
             category_names=category_names,
             source=source,
+            first_stage_iou_thresholds=first_stage_iou_thresholds,
+            first_stage_min_score=first_stage_min_score,
         )
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in ARRAY_NAMES}
 
@@ -1159,8 +1188,9 @@ class CacheWriter:
     Args:
       path: the cache directory. With ``shard``, the shard root: the shard goes to
         ``path/shards/NNNNN/``.
-      kind, category_ids, score_floor, top_k, num_proposals, category_names, source: as in
-        `CacheMeta`; the image ids and sizes come from `add_image`.
+      kind, category_ids, score_floor, top_k, num_proposals, category_names, source,
+        first_stage_iou_thresholds, first_stage_min_score: as in `CacheMeta`; the image ids
+        and sizes come from `add_image`.
       shard: write one shard of a sharded cache (see `ShardSpec`, `merge_shards`): exactly
         ``image_stop - image_start`` images must be added. Writing a shard again replaces it.
 
@@ -1181,6 +1211,8 @@ class CacheWriter:
         category_names: Any = None,
         source: Mapping[str, Any] | None = None,
         shard: ShardSpec | None = None,
+        first_stage_iou_thresholds: Any = None,
+        first_stage_min_score: float | None = None,
     ) -> None:
         self._stream = _ImageStream(
             kind=kind,
@@ -1190,6 +1222,8 @@ class CacheWriter:
             num_proposals=num_proposals,
             category_names=category_names,
             source=source,
+            first_stage_iou_thresholds=first_stage_iou_thresholds,
+            first_stage_min_score=first_stage_min_score,
         )
         if shard is not None and not isinstance(shard, ShardSpec):
             raise TypeError(f"shard must be a ShardSpec or None, got {type(shard).__name__}")
@@ -1335,6 +1369,8 @@ _META_FIELDS = (
     "score_floor",
     "top_k",
     "num_proposals",
+    "first_stage_iou_thresholds",
+    "first_stage_min_score",
     "category_ids",
     "category_names",
     "source",
@@ -1344,6 +1380,10 @@ _META_FIELDS = (
     "image_sizes",
     "meta_sha256",
 )
+
+
+_OPTIONAL_META_FIELDS = ("first_stage_iou_thresholds", "first_stage_min_score")
+"""Fields a cache written before they existed lacks (read as None: every row evaluated)."""
 
 
 def _canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -1359,6 +1399,9 @@ def _meta_document(meta: CacheMeta, infos: Mapping[str, Any], shard: ShardSpec |
         "score_floor": meta.score_floor,
         "top_k": meta.top_k,
         "num_proposals": meta.num_proposals,
+        "first_stage_iou_thresholds": (None if meta.first_stage_iou_thresholds is None
+                                       else list(meta.first_stage_iou_thresholds)),
+        "first_stage_min_score": meta.first_stage_min_score,
         "category_ids": list(meta.category_ids),
         "category_names": None if meta.category_names is None else list(meta.category_names),
         "source": meta.source,
@@ -1402,7 +1445,7 @@ def _parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str,
             f"{where}: cache format version {version!r} is not supported (this detsearch supports version "
             f"{CACHE_VERSION}); rewrite the cache with a matching detsearch"
         )
-    missing = [key for key in _META_FIELDS if key not in document]
+    missing = [key for key in _META_FIELDS if key not in document and key not in _OPTIONAL_META_FIELDS]
     unknown = sorted(set(document) - set(_META_FIELDS))
     if missing or unknown:
         raise CacheError(f"{where}: missing fields {missing}, unknown fields {unknown}")
@@ -1423,6 +1466,8 @@ def _parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str,
             score_floor=document["score_floor"],
             top_k=document["top_k"],
             num_proposals=document["num_proposals"],
+            first_stage_iou_thresholds=document.get("first_stage_iou_thresholds"),
+            first_stage_min_score=document.get("first_stage_min_score"),
             box_format=document["box_format"],
             category_names=document["category_names"],
             source=document["source"],
@@ -1720,7 +1765,8 @@ def completed_shards(path: str | os.PathLike) -> tuple[int, ...]:
     )
 
 
-_SHARED_META_FIELDS = ("kind", "category_ids", "category_names", "score_floor", "top_k", "num_proposals", "source")
+_SHARED_META_FIELDS = ("kind", "category_ids", "category_names", "score_floor", "top_k", "num_proposals",
+                       "first_stage_iou_thresholds", "first_stage_min_score", "source")
 
 
 def merge_shards(path: str | os.PathLike, *, verify: bool = True) -> DetectionCache:

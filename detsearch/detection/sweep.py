@@ -619,6 +619,31 @@ def _check_floor(cache, axes) -> None:
         )
 
 
+def _check_first_stage(cache, kind, axes, num_proposals: int, per_level: bool) -> None:
+    """First-stage settings the cache can answer exactly (two-stage caches)."""
+    if kind != "two_stage":
+        return
+    if 0.0 in axes["nms_iou_threshold"]:
+        raise ValueError("nms_iou_threshold 0 is not swept: TF Model Garden skips first-stage NMS altogether at 0 "
+                         "(every proposal up to num_proposals, whatever nms_score_threshold); use a value > 0")
+    meta = cache.meta
+    ious = getattr(meta, "first_stage_iou_thresholds", None)
+    if ious is None:
+        return
+    min_score = meta.first_stage_min_score
+    outside = [v for v in axes["nms_iou_threshold"] if v not in ious]
+    lowest = min(axes["nms_score_threshold"])
+    recorded = (f"the cache's second stage was recorded for the proposals that nms_iou_threshold in "
+                f"{list(ious)} with nms_score_threshold >= {min_score:g} keep")
+    if outside:
+        raise ValueError(f"nms_iou_threshold {outside[0]:g}: {recorded}; record it again with that value")
+    if lowest < min_score:
+        raise ValueError(f"nms_score_threshold {lowest:g}: {recorded}; record it again with a lower minimum")
+    if not per_level or num_proposals > (meta.num_proposals or num_proposals):
+        raise ValueError(f"num_proposals {num_proposals} (per_level {per_level}): {recorded}, per FPN level and at "
+                         f"most {meta.num_proposals} each")
+
+
 def _keys(kind: str, axes: Mapping[str, tuple[float, ...]]) -> list[tuple]:
     if kind == "one_stage":
         return [(iou,) for iou in axes["iou_threshold"]]
@@ -706,6 +731,7 @@ def sweep(
                          f"itself); got strategy {strategy!r}, workers {workers}")
     num_proposals, per_level = _check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
     _check_floor(cache, axes)
+    _check_first_stage(cache, kind, axes, num_proposals, per_level)
     _check_cache_arrays(cache, kind)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     options = dict(

@@ -184,6 +184,36 @@ def test_cache_holds_every_proposal_and_its_second_stage(recorded, demo_set):
     assert cache.entry_score.size > 0
 
 
+def test_a_cache_for_declared_first_stage_settings_sweeps_the_same_numbers(trained, recorded, demo_set, tmp_path):
+    """The second stage only on the proposals the declared first-stage settings can keep: every
+    such setting gives the full cache's numbers bit for bit; others are refused."""
+    run, _ = trained
+    _, full = recorded
+    detector, _ = common.load_detector(run)
+    ious = sorted({setting[1] for setting in SETTINGS})
+    narrowed = common.write_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR,
+                                  batch_size=BATCH, images_per_shard=4, first_stage=(ious, 0.0))
+    assert narrowed.meta.first_stage_iou_thresholds == tuple(ious) and narrowed.meta.first_stage_min_score == 0.0
+    np.testing.assert_array_equal(narrowed.row_boxes, full.row_boxes)
+    np.testing.assert_array_equal(narrowed.row_objectness, full.row_objectness)
+    # at most num_proposals rows per image and declared setting reach the second stage
+    rows_with_entries = [len(np.unique(narrowed.entry_row[narrowed.entry_offsets[i]:narrowed.entry_offsets[i + 1]]))
+                         for i in range(NUM_VAL)]
+    assert max(rows_with_entries) <= 300 * len(ious) and narrowed.entry_score.size < full.entry_score.size / 3
+    ground_truth = demo_set["val"].to_coco_json()
+    grid = ParamSpec(nms_score_threshold=[0.0, 0.5], nms_iou_threshold=ious, score_threshold=[0.05, 0.3],
+                     iou_threshold=[0.3, 0.5])
+    assert sweep(narrowed, ground_truth, grid).table == sweep(full, ground_truth, grid).table
+    with pytest.raises(ValueError, match="nms_iou_threshold 0.6: the cache's second stage was recorded"):
+        sweep(narrowed, ground_truth, grid.replace(nms_iou_threshold=[0.6]))
+    with pytest.raises(ValueError, match="nms_iou_threshold 0 is not swept"):
+        sweep(full, ground_truth, grid.replace(nms_iou_threshold=[0.0, 0.5]))
+    # a committed shard of other first-stage settings is not mixed in
+    with pytest.raises(ValueError, match="recorded with other settings"):
+        common.write_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR, batch_size=BATCH,
+                           images_per_shard=4, first_stage=([0.5], 0.0))
+
+
 # --------------------------------------------------------------------------------------------
 # the sweep on the cache against a re-run of the model
 

@@ -182,3 +182,33 @@ def test_train_det_takes_the_chosen_params_and_exports_them(demo_set, tmp_path, 
     error = capsys.readouterr().err.strip()
     assert "score_threshold must be one value" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "other").exists()
+
+
+def test_model_garden_module_checkpoints_restore_what_they_hold(searched, demo_set, tmp_path):
+    """Model Garden's published checkpoints hold modules at the top (``backbone/...``: an
+    ImageNet backbone; ``backbone``, ``decoder``, ``head``: a whole detector), not ``model/...``."""
+    import tensorflow as tf
+
+    out, _ = searched
+    trained, _ = common.load_detector(out / "train")
+    items = trained.model.checkpoint_items
+    backbone = tf.train.Checkpoint(backbone=items["backbone"]).write(str(tmp_path / "backbone"))
+    whole = tf.train.Checkpoint(**items).write(str(tmp_path / "whole"))
+    assert common.checkpoint_layout(backbone) == ("backbone",)
+    assert common.checkpoint_layout(whole) == ("backbone", "decoder", "head")
+
+    fresh = common.build_detector("ssd", "tiny", trained.category_ids, seed=3)
+    head_before = [v.numpy() for v in fresh.model.head.variables]
+    assert common.restore_checkpoint(fresh, backbone) == ("backbone",)
+    for mine, theirs in zip(fresh.model.backbone.variables, trained.model.backbone.variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for mine, before in zip(fresh.model.head.variables, head_before):
+        np.testing.assert_array_equal(mine.numpy(), before)  # not in the checkpoint: kept
+    # fine-tuning from the whole-detector checkpoint: every trial starts from its weights
+    tuned = DetectionTrainer("ssd", "tiny", demo_set["train"], batch_size=BATCH, checkpoint_path=whole)
+    for mine, theirs in zip(tuned.detector.model.trainable_variables, trained.model.trainable_variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # a module checkpoint of another architecture is refused, naming the checkpoint
+    other = common.build_detector("ssd", "tiny", (1, 2, 3), seed=0)
+    with pytest.raises(common.CheckpointMismatchError, match="does not fit the model ssd/tiny with 3 categories"):
+        common.restore_checkpoint(other, whole)

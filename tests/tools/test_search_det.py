@@ -69,3 +69,21 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
     run = json.loads((out / "train" / "detector.json").read_text())
     assert run["hyperparameters"]["learning_rate"] == selected["learning_rate"]
     assert "training parameters:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_search_det_runs_on_real_voc_annotations(tmp_path):
+    """The deepforest sample (4 real aerial images, 951 trees, VOC XML): train, cache, sweep."""
+    from datasets.voc import fetch_deepforest_sample
+
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "tools/search_det.py", "--dataset", "voc", "--data_dir", str(fetch_deepforest_sample()),
+         "--steps", "2", "--out", str(out), "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 4 and summary["configurations"] == 2
+    train = json.loads((out / "train" / "detector.json").read_text())
+    assert train["category_names"] == ["Tree"] and train["hyperparameters"]["batch_size"] == 4
