@@ -27,7 +27,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,13 @@ ACC_NAME = "AP"
 """The accuracy metric of detection curves: COCO AP@[.5:.95] on the validation images."""
 LOSS_NAME = "loss"
 """The loss metric of detection curves: Model Garden's ``model_loss`` (weight decay not included)."""
+
+LR_REFINE_FACTORS = (10 ** -0.5, 10 ** 0.5)
+"""`SelectorConfig.lr_refine_factors` for detectors: the range test's pick and its half-decade
+neighbours are trained like candidates. On the tiny SSD (tools/bench_selector.py --task
+detection) fastai's rules picked 0.003 (steep, valley, minimum/10) or 0.03 (minimum) where the
+grid's best final mAP came at 0.0095, and 200-step trials at 0.001 / 0.003 / 0.0095 / 0.03 / 0.095
+ranked 0.0095 first by both tail loss and tail AP."""
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:
@@ -445,13 +452,15 @@ class DetectionModel:
     thresholds (`common.export_saved_model`). The curves' metrics are ``"loss"`` and ``"AP"``
     (with ``by_acc``, measured on the first ``eval_images`` images of ``input_fn(EVAL)``);
     ``auto_batch`` and ``select_by_eval`` have no effect (images are batched by the framework;
-    AP is always measured on evaluation images).
+    AP is always measured on evaluation images). The range test's pick is refined over
+    ``lr_refine_factors`` (`LR_REFINE_FACTORS`; ``()`` takes the pick as is).
     """
 
     model: str
     preset: str = "tiny"
     eval_images: int = 100
     score_floor: float = 0.01
+    lr_refine_factors: tuple[float, ...] = LR_REFINE_FACTORS
 
     def __post_init__(self) -> None:
         if self.model not in common.MODELS:
@@ -476,6 +485,8 @@ class DetectionModel:
 
         _check_optimizer_fn(optimizer_fn)
         from detsearch.selector.hyperselector import check_search_specs
+
+        config = replace(config, lr_refine_factors=tuple(self.lr_refine_factors))
 
         check_search_specs(param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS),
                            config.search_learning_rate)

@@ -14,8 +14,9 @@ minimum) would have picked on the same range test. Prints accuracies and steps.
     python tools/bench_selector.py --task detection
 
 Detection: the tiny SSD on the MNIST detection demo (2000 train / 500 val images). The selector
-(LR range test and weight_decay [1e-4, 1e-3] x momentum [0.9, 0.95] trials of 200 steps, judged
-by the training loss and, separately, by validation AP) against a grid of ``--grid-lrs``
+(LR range test, the rule's pick refined over x10^-0.5, x1, x10^0.5, then weight_decay [1e-4,
+1e-3] and momentum [0.9, 0.95] trials, all of 200 steps, judged by the training loss and,
+separately, by validation AP) against a grid of ``--grid-lrs``
 log-spaced learning rates x the same lists; every final run trains ``--det-final-steps`` steps
 (after the same warm-up) from the same initial weights on the same batches, and is scored by COCO
 mAP on all 500 val images through Model Garden's own post-processing at its default thresholds.
@@ -133,7 +134,8 @@ def report(r: dict) -> None:
 DET_WEIGHT_DECAYS = (1e-4, 1e-3)
 DET_MOMENTUMS = (0.9, 0.95)
 DET_DEFAULTS = {"momentum": 0.9, "weight_decay": 1e-4}
-DET_WARMUP = (20, 1e-3)  # steps, learning rate: every trial and final run starts this way
+DET_WARMUP = (20, 1e-3)
+DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # models.search.LR_REFINE_FACTORS  # steps, learning rate: every trial and final run starts this way
 
 
 def bench_detection(args) -> dict:
@@ -176,14 +178,14 @@ def bench_detection(args) -> dict:
     for judge in ("loss", "AP"):
         config = SelectorConfig(total_steps=args.det_trial_steps, by_acc=judge == "AP", acc_name=ACC_NAME,
                                 loss_name=LOSS_NAME, window=5, max_thres=3, warmup_steps=warmup_steps,
-                                warmup_lr=warmup_lr, evaluate_every_n_steps=5)
+                                warmup_lr=warmup_lr, evaluate_every_n_steps=5, lr_refine_factors=DET_LR_REFINE)
         started = time.perf_counter()
         result = HyperSelector(trainer, config, Journal(out / "journal")).select(
             ParamSpec(**DET_DEFAULTS), ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS)))
         seconds = time.perf_counter() - started
         chosen = result.param_spec
         value = final_map(chosen.learning_rate, chosen.momentum, chosen.weight_decay)
-        # steps_spent counts every trial of the search at full price, also one taken from the journal
+        # steps_spent: every distinct trial of this search (also those the other judge ran first)
         steps = result.steps_spent + warmup_steps + final_steps
         selections[judge] = {"chosen": chosen, "map": value, "steps": steps, "seconds": seconds, "result": result}
         print(f"  [detection] selector by {judge}: lr {chosen.learning_rate:.4g} wd {chosen.weight_decay:g} "

@@ -108,6 +108,8 @@ def parse_args(argv=None):
     group.add_argument("--init_learning_rate", type=float, default=None, help="LR range start (default per size)")
     group.add_argument("--end_learning_rate", type=float, default=None, help="LR range end (default per size)")
     group.add_argument("--lr_rule", default=None, help="LR choice rule (default: the documented one)")
+    group.add_argument("--lr-refine-factors", dest="lr_refine_factors", default="0.31623,3.1623",
+                       help="also train the rule's pick times these (default 10^-0.5, 10^0.5; '' takes the pick)")
     group.add_argument("--checkpoint_path", default=None,
                        help="initial weights of every trial and of the final training (fine-tuning)")
     return parser.parse_args(argv)
@@ -207,8 +209,11 @@ def search_training(args, out: Path, flags, val, started) -> int:
         max_thres=args.max_thres, warmup_steps=args.warmup_steps, warmup_lr=args.warmup_lr,
         evaluate_every_n_steps=args.evaluate_every_n_steps, init_learning_rate=args.init_learning_rate,
         end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
+        lr_refine_factors=tuple(floats(args.lr_refine_factors, "--lr-refine-factors") or ()),
         **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
-    trials = 1 + sum(len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
+    refined = len(config.lr_refine_factors) + 1 if config.lr_refine_factors and config.search_learning_rate else 0
+    trials = 1 + refined + sum(
+        len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
     per_trial = args.trial_steps + args.warmup_steps
     bar = tqdm(total=trials * per_trial, desc="selector", unit="step", dynamic_ncols=True)
     state = {"train": None, "cache": None}

@@ -99,6 +99,9 @@ class SelectorConfig:
       search_learning_rate: run the LR range test; False takes the learning rate from
         param_spec / param_list_spec.
       lr_rule: name in `rules.LR_RULES`.
+      lr_refine_factors: after the range test, a ``learning_rate`` candidate stage over the
+        rule's pick times 1 and each factor (e.g. ``(10 ** -0.5, 10 ** 0.5)``), trained and
+        judged like the other candidates; empty (the default): the rule's pick is taken as is.
     """
 
     total_steps: int
@@ -116,6 +119,7 @@ class SelectorConfig:
     model_size: ModelSize | None = None
     search_learning_rate: bool = True
     lr_rule: str = rules.DEFAULT_LR_RULE
+    lr_refine_factors: tuple[float, ...] = ()
 
     def __post_init__(self):
         def integer(name, minimum):
@@ -147,6 +151,10 @@ class SelectorConfig:
                              f"end_learning_rate ({self.end_learning_rate})")
         if self.model_size is not None and not isinstance(self.model_size, ModelSize):
             raise TypeError(f"model_size must be ModelSize.SMALL, ModelSize.LARGE or None, got {self.model_size!r}")
+        factors = self.lr_refine_factors
+        if not isinstance(factors, tuple) or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(f"lr_refine_factors must be a tuple of positive numbers, got {factors!r}")
         if self.lr_rule not in rules.LR_RULES:
             raise ValueError(f"unknown lr rule {self.lr_rule!r}; known rules: {', '.join(rules.LR_RULES)}")
         if not self.acc_name or not self.loss_name:
@@ -219,7 +227,12 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    """What a search chose and everything it saw on the way."""
+    """What a search chose and everything it saw on the way.
+
+    ``steps_spent`` counts the training steps of every distinct trial the search used once (a
+    trial two stages share counts once; trials taken from an earlier run's journal count too:
+    it is what the search costs on its own).
+    """
 
     param_spec: ParamSpec
     metric: str
@@ -282,6 +295,7 @@ class HyperSelector:
         self._trials_run = 0
         self._trials_reused = 0
         self._steps_spent = 0
+        self._counted: set[str] = set()
 
     # -- trials ---------------------------------------------------------------------------
     def _key(self, trial: TrialSpec) -> str:
@@ -305,7 +319,9 @@ class HyperSelector:
         else:
             self.journal.put(key, trial.name, trial.key_fields(), curve)
             self._trials_run += 1
-        self._steps_spent += curve.steps_run
+        if key not in self._counted:  # a trial asked for twice (stages share one) costs once
+            self._counted.add(key)
+            self._steps_spent += curve.steps_run
         if self.on_trial is not None:
             self.on_trial(trial.name, self._trials_run + self._trials_reused, reused, curve)
         return curve
@@ -426,6 +442,13 @@ class HyperSelector:
         if c.search_learning_rate:
             lr_test = self.lr_range_test(model_size, chosen["momentum"], chosen["weight_decay"])
             chosen["learning_rate"] = lr_test.learning_rate
+            if c.lr_refine_factors:
+                # The rule's pick and its neighbours, trained like the candidates (the trial at
+                # the pick itself is the weight_decay stage's default trial: journaled once).
+                factors = sorted({1.0, *c.lr_refine_factors})
+                stage = self.candidate_stage("learning_rate", [lr_test.learning_rate * f for f in factors], chosen)
+                chosen["learning_rate"] = stage.value
+                stages.append(stage)
         elif "learning_rate" in param_list_spec:
             stage = self.candidate_stage("learning_rate", param_list_spec.candidates("learning_rate"), chosen)
             chosen["learning_rate"] = stage.value

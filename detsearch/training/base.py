@@ -92,6 +92,8 @@ class CurveRecorder:
                 point.update(self.evaluate())
             if not healthy:
                 point[self.loss_name] = loss
+                for name in self._points:  # what only evaluate() measures is not measured here
+                    point.setdefault(name, math.nan)
             self._steps.append(step)
             self._lrs.append(float(self.learning_rates[index]))
             for k, v in point.items():

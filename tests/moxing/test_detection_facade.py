@@ -35,7 +35,9 @@ def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn,
         param_spec=mox.auto.ParamSpec(momentum=0.9, weight_decay=1e-4),
         param_list_spec=mox.auto.ParamSpec(weight_decay=[1e-4, 1e-3], score_threshold=[0.05, 0.3]),
         output_dir=str(tmp_path / "search"))
-    assert auto.last_result.metric == "AP" and auto.last_result.trials_run == 3
+    # range test, its pick and two neighbours, one more weight decay
+    assert auto.last_result.metric == "AP" and auto.last_result.trials_run == 5
+    assert [stage.name for stage in auto.last_result.stages] == ["learning_rate", "weight_decay"]
     assert chosen.momentum == 0.9 and chosen.weight_decay in (1e-4, 1e-3)
     assert chosen.learning_rate == auto.last_result.param_spec.learning_rate
     assert chosen.score_threshold == (0.05, 0.3)  # chosen on the final model by run

@@ -185,3 +185,14 @@ def test_range_test_divergence_is_cut_before_it():
     assert 0 < result.lr_test.cut <= first_bad
     assert result.lr_test.learning_rate < curve.learning_rates[first_bad]
     assert [s.name for s in result.stages] == ["weight_decay", "momentum"]
+
+
+def test_a_diverged_point_keeps_every_metric_of_the_curve():
+    """A metric only evaluate() measures (a detector's AP) is NaN at the point where the trial
+    diverged, so that every metric has one value per point."""
+    trial = TrialSpec(LrSchedule(start=0.1, steps=30), momentum=0.9, weight_decay=0.0)
+    recorder = CurveRecorder(trial, "loss", 2, evaluate=lambda: {"AP": 0.25})
+    curve = run_trial_steps(trial, recorder, lambda index, lr: {"loss": nan_loss(index)}, num_batches=30)
+    assert curve.diverged and list(curve.steps) == [1, 2, 3, 4, 5, 6, 7]
+    np.testing.assert_array_equal(curve.metric("AP"), [0.25] * 6 + [math.nan])
+    assert math.isnan(curve.metric("loss")[-1])

@@ -50,6 +50,26 @@ def test_full_search_is_deterministic_and_sane():
 DEFAULT_RANGE = (1e-4, 10.0)
 
 
+def test_learning_rate_refinement_trains_the_pick_and_its_neighbours():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    lists = ParamSpec(weight_decay=[1e-3, 1e-4], momentum=[0.95, 0.9])
+    plain = HyperSelector(NumpyTrainer(), config()).select(param_spec, lists)
+    trainer = NumpyTrainer()
+    refined = HyperSelector(trainer, config(lr_refine_factors=(10 ** -0.5, 10 ** 0.5))).select(param_spec, lists)
+    pick = refined.lr_test.learning_rate
+    assert pick == plain.lr_test.learning_rate
+    stage = refined.stages[0]
+    assert [s.name for s in refined.stages] == ["learning_rate", "weight_decay", "momentum"]
+    assert stage.candidates == (pick * 10 ** -0.5, pick, pick * 10 ** 0.5)
+    assert stage.chosen == int(np.argmin(stage.scores))
+    assert refined.stages[1].learning_rates[0] == stage.value  # the next stages train at the choice
+    # range test + 3 learning rates + 1 new weight decay + 1 new momentum; the trial at the
+    # chosen learning rate and default weight decay and momentum is shared by three stages
+    assert trainer.runs == refined.trials_run == 6 and refined.trials_reused == 2
+    assert refined.steps_spent == 6 * 100
+    assert plain.steps_spent == 4 * 100 and plain.trials_run + plain.trials_reused == 5
+
+
 def test_diverging_candidate_is_never_chosen():
     # lr 100 overflows the softmax to NaN in the numpy trainer
     result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False)).select(
@@ -104,6 +124,8 @@ def test_bad_specs_fail_before_training():
     (dict(init_learning_rate=1.0, end_learning_rate=0.1), "init_learning_rate"),
     (dict(lr_rule="magic"), "unknown lr rule"),
     (dict(weight_decay_diff_thres=-0.1), "weight_decay_diff_thres"),
+    (dict(lr_refine_factors=(0.3, -3.0)), "lr_refine_factors"),
+    (dict(lr_refine_factors=[0.3, 3.0]), "lr_refine_factors"),
 ])
 def test_config_validation(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):

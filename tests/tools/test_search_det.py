@@ -60,8 +60,10 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
     assert {k: selected[k] for k in ("score_threshold", "iou_threshold")} == summary["chosen"]["params"]
     selection = summary["selection"]
     assert selection["metric"] == "AP" and selection["by_acc"] is True
-    assert [stage["name"] for stage in selection["stages"]] == ["weight_decay", "momentum"]
-    assert summary["steps"] == {"selector": 4 * 12, "final": 10}  # range test, 2 decays, 1 momentum
+    assert [stage["name"] for stage in selection["stages"]] == ["learning_rate", "weight_decay", "momentum"]
+    # distinct trials: the range test, 3 learning rates, 1 more weight decay (the default one and
+    # the only momentum are the chosen learning rate's trial again)
+    assert summary["steps"] == {"selector": 5 * 12, "final": 10}
     assert (out / "lr_range.png").exists() and (out / "candidates.png").exists()
     export = json.loads((out / "export" / "detector.json").read_text())
     assert export["thresholds"] == summary["chosen"]["params"]
