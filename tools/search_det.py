@@ -22,7 +22,7 @@ resumes the final training from its last checkpoint and the cache from its last 
 
     python tools/search_det.py --search-training                      # demo, tiny SSD
     python tools/search_det.py --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
-        --score-thresholds 0.05,0.3 --by_acc
+        --score-thresholds 0.05,0.3 --by_loss
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def parse_args(argv=None):
     group.add_argument("--momentums", default="0.9,0.95", help="momentum candidates (default 0.9,0.95)")
     group.add_argument("--learning-rates", dest="learning_rates", default=None,
                        help="learning_rate candidates instead of the LR range test")
-    group.add_argument("--by_acc", action="store_true", help="judge candidates by validation AP (default: loss)")
+    group.add_argument("--by_loss", action="store_true",
+                       help="judge candidates by the training loss (default: validation AP, as by_acc=True)")
     group.add_argument("--eval_images", type=int, default=100, help="validation images per AP point (default 100)")
     group.add_argument("--evaluate_every_n_steps", type=int, default=10, help="steps per curve point (default 10)")
     group.add_argument("--window", type=int, default=5, help="curve points smoothed / scored (default 5)")
@@ -205,7 +206,7 @@ def search_training(args, out: Path, flags, val, started) -> int:
     param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
     param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
     config = SelectorConfig(
-        total_steps=args.trial_steps, by_acc=args.by_acc, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=args.window,
+        total_steps=args.trial_steps, by_acc=not args.by_loss, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=args.window,
         max_thres=args.max_thres, warmup_steps=args.warmup_steps, warmup_lr=args.warmup_lr,
         evaluate_every_n_steps=args.evaluate_every_n_steps, init_learning_rate=args.init_learning_rate,
         end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],

@@ -48,7 +48,7 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "tools/search_det.py", "--search-training", "--by_acc", "--max_images", "24",
+        [sys.executable, "tools/search_det.py", "--search-training", "--max_images", "24",
          "--trial_steps", "10", "--evaluate_every_n_steps", "5", "--window", "2", "--warmup_steps", "2",
          "--eval_images", "8", "--steps", "10", "--weight-decays", "1e-4,1e-3", "--momentums", "0.9",
          "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5", "--out", str(out)],
