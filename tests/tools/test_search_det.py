@@ -75,7 +75,8 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
 
 @pytest.mark.slow
 def test_search_det_runs_on_real_voc_annotations(tmp_path):
-    """The deepforest sample (4 real aerial images, 951 trees, VOC XML): train, cache, sweep."""
+    """The deepforest sample (4 real aerial images, 951 boxes of Tree / Dead / Alive, VOC XML):
+    train, cache, sweep."""
     from datasets.voc import fetch_deepforest_sample
 
     out = tmp_path / "out"
@@ -88,4 +89,4 @@ def test_search_det_runs_on_real_voc_annotations(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 4 and summary["configurations"] == 2
     train = json.loads((out / "train" / "detector.json").read_text())
-    assert train["category_names"] == ["Tree"] and train["hyperparameters"]["batch_size"] == 4
+    assert train["category_names"] == ["Alive", "Dead", "Tree"] and train["hyperparameters"]["batch_size"] == 4
