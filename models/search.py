@@ -119,7 +119,7 @@ class DetectionTrainer:
         self.seed = int(seed)
         self.evaluation_total_steps = int(evaluation_total_steps)
         self.log_every_n_steps = int(log_every_n_steps)
-        self.max_boxes = max(1, max(int((~e.is_crowd).sum()) for e in train_set.examples))
+        self.max_boxes = common._dataset_max_boxes(train_set)  # pylint: disable=protected-access
         self.loop = common.TrainLoop(self.detector, self.batch_size, self.max_boxes)
         self._variables = list(self.detector.model.variables)
         self._initial = [v.numpy() for v in self._variables]
@@ -239,13 +239,16 @@ def select_training(
     seed: int = 0,
     eval_images: int = 100,
     evaluation_total_steps: int = 10,
+    log_every_n_steps: int = 0,
     on_trial: Callable | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> SearchResult | None:
-    """The selector part of `search_detector`: learning_rate, momentum and weight_decay.
+    """The selector part of `search_detector` and of ``mox.auto.search`` with a `DetectionModel`:
+    learning_rate, momentum and weight_decay.
 
-    Thresholds in the specs are ignored here. Finished trials go to ``out_dir/journal.jsonl``.
-    Returns None when nothing is searched (no LR range test and no training candidate list).
+    Thresholds in the specs are ignored here. Finished trials go to ``out_dir/journal.jsonl``
+    (``out_dir`` None: kept in memory). Returns None when nothing is searched (no LR range test
+    and no training candidate list).
 
     Raises:
       ValueError: bad specs or config, before any training.
@@ -264,7 +267,8 @@ def select_training(
         raise ValueError(f"by_acc judges by validation {ACC_NAME}: validation images are needed")
     trainer = DetectionTrainer(model, preset, train_set, val_set=val_set if config.by_acc else None,
                                batch_size=batch_size, checkpoint_path=checkpoint_path, seed=seed,
-                               eval_images=eval_images, evaluation_total_steps=evaluation_total_steps)
+                               eval_images=eval_images, evaluation_total_steps=evaluation_total_steps,
+                               log_every_n_steps=log_every_n_steps)
     selector = HyperSelector(trainer, config, Journal(out_dir), on_trial=on_trial, on_step=on_step)
     return selector.select(training_spec, training_list)
 
@@ -479,24 +483,21 @@ class DetectionModel:
 
     def moxing_search(self, *, input_fn: Callable, optimizer_fn: Callable, config: SelectorConfig, batch_size: int,
                       evaluation_total_steps: int, checkpoint_path, log_every_n_steps: int, param_spec: ParamSpec,
-                      param_list_spec: ParamSpec, output_dir, seed: int, on_trial=None, on_step=None) -> SearchResult:
-        """`mox.auto.search` for this detector (called by the facade after its argument checks)."""
+                      param_list_spec: ParamSpec, output_dir, seed: int, on_trial=None,
+                      on_step=None) -> SearchResult | None:
+        """`mox.auto.search` for this detector (called by the facade after its argument checks):
+        `select_training`; None when nothing is searched."""
         from detsearch.moxing.specs import ModeKeys
 
         _check_optimizer_fn(optimizer_fn)
-        from detsearch.selector.hyperselector import check_search_specs
-
         config = replace(config, lr_refine_factors=tuple(self.lr_refine_factors))
-
-        check_search_specs(param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS),
-                           config.search_learning_rate)
         train_set = self._dataset(input_fn, ModeKeys.TRAIN)
         val_set = self._dataset(input_fn, ModeKeys.EVAL) if config.by_acc else None
-        trainer = DetectionTrainer(self.model, self.preset, train_set, val_set=val_set, batch_size=batch_size,
-                                   checkpoint_path=checkpoint_path, seed=seed, eval_images=self.eval_images,
-                                   evaluation_total_steps=evaluation_total_steps, log_every_n_steps=log_every_n_steps)
-        selector = HyperSelector(trainer, config, Journal(output_dir), on_trial=on_trial, on_step=on_step)
-        return selector.select(param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS))
+        return select_training(self.model, self.preset, train_set, val_set, output_dir, param_spec=param_spec,
+                               param_list_spec=param_list_spec, config=config, batch_size=batch_size,
+                               checkpoint_path=checkpoint_path, seed=seed, eval_images=self.eval_images,
+                               evaluation_total_steps=evaluation_total_steps, log_every_n_steps=log_every_n_steps,
+                               on_trial=on_trial, on_step=on_step)
 
     def moxing_run(self, *, input_fn: Callable, optimizer_fn: Callable, batch_size: int, log_dir, max_number_of_steps: int,
                    export_model: str | None, param_spec: ParamSpec, checkpoint_path, seed: int) -> dict[str, Any]:

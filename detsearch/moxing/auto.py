@@ -140,7 +140,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         last_result = result
         thresholds = {n: list(param_list_spec.candidates(n)) for n in param_list_spec.names()
                       if n not in TRAINING_PARAMS}
-        return result.param_spec.replace(**thresholds)
+        chosen = param_spec.subset(TRAINING_PARAMS) if result is None else result.param_spec
+        return chosen.replace(**thresholds)
     ignored = [n for n in param_list_spec.names() if n not in TRAINING_PARAMS]
     if ignored:
         raise ValueError(f"param_list_spec names {', '.join(ignored)}: thresholds are chosen by the detection sweep "
