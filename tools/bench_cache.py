@@ -40,7 +40,7 @@ def directory_bytes(path: Path) -> int:
 
 
 def batches(detector, dataset, count: int):
-    from datasets.detection import make_tf_dataset
+    from detsearch.datasets.detection import make_tf_dataset
 
     data = make_tf_dataset(dataset, detector.image_size, BATCH_SIZE, training=False, shuffle=False)
     out = []
@@ -50,7 +50,7 @@ def batches(detector, dataset, count: int):
 
 
 def detector_for(model: str, run: Path | None, train_steps: int, work: Path):
-    from models import common
+    from detsearch.models import common
 
     if run is not None and common.latest_checkpoint(run) is not None:
         return common.load_detector(run)[0], str(run)
@@ -64,7 +64,7 @@ def detector_for(model: str, run: Path | None, train_steps: int, work: Path):
 
 def bench(model: str, args, work: Path) -> list[dict]:
     from detsearch.detection.cache import CacheWriter
-    from models import common
+    from detsearch.models import common
 
     run = getattr(args, f"{model}_run") or f"out/search_det_{model}/train"
     detector, origin = detector_for(model, Path(run), args.train_steps, work)

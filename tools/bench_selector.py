@@ -58,11 +58,11 @@ def final_accuracy(trainer, final_steps, learning_rate, momentum, weight_decay) 
 
 def bench(model: str, args) -> dict:
     import detsearch.moxing as mox
-    from datasets import mnist as mnist_data
+    from detsearch.datasets import mnist as mnist_data
     from detsearch.moxing import auto
     from detsearch.selector.hyperselector import coupled_learning_rate
     from detsearch.training.graph import GraphTrainer
-    from models.mnist import make_program
+    from detsearch.models.mnist import make_program
 
     mnist = mnist_data.input_data.read_data_sets(str(mnist_data.ensure(None)), one_hot=True, seed=args.seed)
     input_fn, model_fn, optimizer_fn = make_program(mnist, model, BATCH_SIZE)
@@ -135,7 +135,7 @@ DET_WEIGHT_DECAYS = (1e-4, 1e-3)
 DET_MOMENTUMS = (0.9, 0.95)
 DET_DEFAULTS = {"momentum": 0.9, "weight_decay": 1e-4}
 DET_WARMUP = (20, 1e-3)
-DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # models.search.LR_REFINE_FACTORS  # steps, learning rate: every trial and final run starts this way
+DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # detsearch.models.search.LR_REFINE_FACTORS  # steps, learning rate: every trial and final run starts this way
 
 
 def bench_detection(args) -> dict:
@@ -146,8 +146,8 @@ def bench_detection(args) -> dict:
     from detsearch.params import ParamSpec
     from detsearch.selector import HyperSelector, Journal, SelectorConfig
     from detsearch.selector.curves import LrSchedule, TrialSpec
-    from models import common
-    from models.search import ACC_NAME, LOSS_NAME, DetectionTrainer
+    from detsearch.models import common
+    from detsearch.models.search import ACC_NAME, LOSS_NAME, DetectionTrainer
 
     out = Path(args.out)
     train_set = common.load_dataset("demo", "train")

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from models import common
+    from detsearch.models import common
 
     try:
         first_stage = None

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from datasets import mnist as mnist_data
+    from detsearch.datasets import mnist as mnist_data
     import detsearch.moxing as mox
     from detsearch import report
     from detsearch.atomic import write_json_atomic
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     except (TypeError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from models.mnist import make_program
+    from detsearch.models.mnist import make_program
 
     mnist = mnist_data.input_data.read_data_sets(str(data_dir), one_hot=True, seed=args.seed)
     input_fn, model_fn, optimizer_fn = make_program(mnist, args.model, args.batch_size)

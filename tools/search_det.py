@@ -187,14 +187,14 @@ def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=No
 
 
 def search_training(args, out: Path, flags, val, started) -> int:
-    """``--search-training``: selector, final training, cache, sweep, export (`models.search`)."""
+    """``--search-training``: selector, final training, cache, sweep, export (`detsearch.models.search`)."""
     from tqdm import tqdm
 
     from detsearch import report
     from detsearch.params import ParamSpec
     from detsearch.selector import SelectorConfig
-    from models import common
-    from models.search import ACC_NAME, LOSS_NAME, search_detector
+    from detsearch.models import common
+    from detsearch.models.search import ACC_NAME, LOSS_NAME, search_detector
 
     train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
     train_set = dataset_from_args(train_args)
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
 
     from detsearch.detection.sweep import sweep
     from detsearch.params import ParamSpec
-    from models import common
+    from detsearch.models import common
 
     out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
     run_dir = Path(args.train_run) if args.train_run else out / "train"

@@ -48,7 +48,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_split: str) -
 
 
 def dataset_from_args(args):
-    from models import common
+    from detsearch.models import common
 
     classes = None if args.voc_classes is None else [c.strip() for c in args.voc_classes.split(",") if c.strip()]
     return common.load_dataset(args.dataset, args.split, data_dir=args.data_dir, annotations=args.annotations,
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from models import common
+    from detsearch.models import common
 
     try:
         thresholds = read_params(args)

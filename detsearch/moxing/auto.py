@@ -54,8 +54,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
       input_fn: ``input_fn(run_mode)`` returning a tensor structure (an iterator's ``get_next()``)
         or a ``tf.data.Dataset``.
       model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`; or a detection model
-        (``models.search.DetectionModel``: Faster R-CNN or SSD from TF Model Garden, with
-        ``input_fn(run_mode)`` returning a ``datasets.detection.DetectionDataset``).
+        (``detsearch.models.search.DetectionModel``: Faster R-CNN or SSD from TF Model Garden, with
+        ``input_fn(run_mode)`` returning a ``detsearch.datasets.detection.DetectionDataset``).
       optimizer_fn: ``optimizer_fn(param_spec=...)`` returning a ``tf.compat.v1`` optimizer; it
         receives ``learning_rate`` (the per-step schedule) and ``momentum`` as scalar tensors.
       batch_size: rows per batch; with ``auto_batch`` the framework stacks this many examples.
@@ -125,7 +125,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     if output_dir is None:
         output_dir = os.environ.get(SEARCH_DIR_ENV)
     if hasattr(model_fn, "moxing_search"):
-        # A detection model (models.search.DetectionModel): its own trainer; thresholds listed in
+        # A detection model (detsearch.models.search.DetectionModel): its own trainer; thresholds listed in
         # param_list_spec stay lists in the result, for mox.auto.run to choose on the final model.
         from detsearch.executor import LocalExecutor, as_executor
 

@@ -1,4 +1,4 @@
-"""Tests for datasets.coco: real COCO val2014 annotations, round trip, errors, tf.data."""
+"""Tests for detsearch.datasets.coco: real COCO val2014 annotations, round trip, errors, tf.data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.coco import load_coco
-from datasets.detection import DatasetError, make_tf_dataset
+from detsearch.datasets.coco import load_coco
+from detsearch.datasets.detection import DatasetError, make_tf_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
 GT_JSON = DATA / "instances_val2014_100.json"

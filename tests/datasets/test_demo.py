@@ -1,4 +1,4 @@
-"""Tests for datasets.demo: determinism, tight boxes, categories, reuse and atomic writes."""
+"""Tests for detsearch.datasets.demo: determinism, tight boxes, categories, reuse and atomic writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets import demo
-from datasets.detection import DatasetError
+from detsearch.datasets import demo
+from detsearch.datasets.detection import DatasetError
 from detsearch.detection.boxes import iou_yxyx
 
 SMALL = {"num_train": 24, "num_val": 8, "image_size": 64}

@@ -1,4 +1,4 @@
-"""Tests for datasets.detection: the in-memory form, its validation, COCO export, tf.data."""
+"""Tests for detsearch.datasets.detection: the in-memory form, its validation, COCO export, tf.data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.detection import (
+from detsearch.datasets.detection import (
     BOX_TOLERANCE,
     DatasetError,
     DetectionDataset,

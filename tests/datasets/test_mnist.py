@@ -1,4 +1,4 @@
-"""Tests for datasets.mnist: IDX reading, the old input_data API, errors, real data."""
+"""Tests for detsearch.datasets.mnist: IDX reading, the old input_data API, errors, real data."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import mnist
-from datasets.mnist import MnistError, input_data
+from detsearch.datasets import mnist
+from detsearch.datasets.mnist import MnistError, input_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +138,7 @@ def test_tf_like_dtype_and_bad_dtype(mnist_dir: Path) -> None:
 
 
 def test_module_does_not_import_tensorflow() -> None:
-    code = "import sys, datasets.mnist; assert 'tensorflow' not in sys.modules"
+    code = "import sys, detsearch.datasets.mnist; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
 
 

@@ -1,4 +1,4 @@
-"""Tests for datasets.voc: the real deepforest VOC sample, the box convention, difficult
+"""Tests for detsearch.datasets.voc: the real deepforest VOC sample, the box convention, difficult
 objects as COCO ignore regions, and every validation error."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.detection import DatasetError, make_tf_dataset
-from datasets.voc import DEEPFOREST_FILES, fetch_deepforest_sample, load_voc
+from detsearch.datasets.detection import DatasetError, make_tf_dataset
+from detsearch.datasets.voc import DEEPFOREST_FILES, fetch_deepforest_sample, load_voc
 
-# Counted independently of datasets.voc: one <object> element per box in each xml file.
+# Counted independently of detsearch.datasets.voc: one <object> element per box in each xml file.
 DEEPFOREST_BOXES = {
     "2019_YELL_2_528000_4978000_image_crop2.xml": 574,
     "2019_YELL_2_541000_4977000_image_crop.xml": 279,

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import mnist
+from detsearch.datasets import mnist
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_seed_program_differs_only_in_imports():
     program = (ROOT / "examples" / "train_mnist.py").read_text().splitlines()
-    assert "from datasets.mnist import input_data" in program
+    assert "from detsearch.datasets.mnist import input_data" in program
     assert "import tensorflow.compat.v1 as tf; tf.disable_v2_behavior()" in program
     assert "import detsearch.moxing as mox" in program
     assert not any("tensorflow.examples" in line or "moxing.tensorflow" in line for line in program)

@@ -18,12 +18,12 @@ import json
 import numpy as np
 import pytest
 
-from datasets import demo
-from datasets.detection import DetectionDataset, make_tf_dataset
+from detsearch.datasets import demo
+from detsearch.datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.sweep import pycocotools_stats, sweep
 from detsearch.params import ParamSpec
-from models import common, faster_rcnn
+from detsearch.models import common, faster_rcnn
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

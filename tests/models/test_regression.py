@@ -11,7 +11,7 @@ pytest.importorskip("official")
 
 from detsearch.detection.sweep import sweep
 from detsearch.params import ParamSpec
-from models import common
+from detsearch.models import common
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "checkpoints" / "ssd_tiny_demo"

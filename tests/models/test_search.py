@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from datasets import demo
-from datasets.detection import make_tf_dataset
+from detsearch.datasets import demo
+from detsearch.datasets.detection import make_tf_dataset
 from detsearch.params import ParamSpec
 from detsearch.selector import SelectorConfig
 from detsearch.selector.curves import LrSchedule, TrialSpec
-from models import common
-from models.search import ACC_NAME, DetectionTrainer, search_detector
+from detsearch.models import common
+from detsearch.models.search import ACC_NAME, DetectionTrainer, search_detector
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

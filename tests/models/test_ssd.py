@@ -15,13 +15,13 @@ import json
 import numpy as np
 import pytest
 
-from datasets import demo
-from datasets.detection import DetectionDataset, make_tf_dataset
+from detsearch.datasets import demo
+from detsearch.datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import read_cache
 from detsearch.detection.sweep import pycocotools_stats, sweep
 from detsearch.params import ParamSpec
-from models import common, ssd
+from detsearch.models import common, ssd
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -133,7 +133,7 @@ def test_resume_continues_the_same_run(demo_set, tmp_path):
 
 
 def test_a_checkpoint_of_another_model_is_refused_clearly(trained, demo_set):
-    from models import faster_rcnn
+    from detsearch.models import faster_rcnn
 
     run, _ = trained
     checkpoint = common.latest_checkpoint(run)

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import detsearch.moxing as mox
-from datasets import demo
+from detsearch.datasets import demo
 from detsearch.moxing import auto
-from models.search import DetectionModel
+from detsearch.models.search import DetectionModel
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

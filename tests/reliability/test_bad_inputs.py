@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.coco import load_coco
-from datasets.detection import DatasetError
-from datasets.voc import load_voc
+from detsearch.datasets.coco import load_coco
+from detsearch.datasets.detection import DatasetError
+from detsearch.datasets.voc import load_voc
 from detsearch import cli
 from detsearch.params import ParamSpec
 
@@ -314,7 +314,7 @@ def test_as_a_process_exit_2_one_line_and_no_tensorflow(tmp_path):
     check = f"""
 import sys
 from detsearch import cli
-import datasets.coco, datasets.voc
+import detsearch.datasets.coco, detsearch.datasets.voc
 code = cli.main(["sweep", "--no-progress", "--detections", {str(GOOD_DETECTIONS)!r}, "--annotations", {str(GOOD_ANNOTATIONS)!r},
                  "--score-thresholds", "0.1", "--iou-thresholds", "0.5", "--out", {str(tmp_path / "good")!r}])
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "tf_keras", "keras"))

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets.coco import load_coco
-from datasets.detection import DatasetError
-from datasets.voc import load_voc
+from detsearch.datasets.coco import load_coco
+from detsearch.datasets.detection import DatasetError
+from detsearch.datasets.voc import load_voc
 from detsearch.detection import cache as cache_module
 from detsearch.detection.cache import CacheError, import_coco_detections, read_cache
 from detsearch.detection.cocoeval import load_ground_truth

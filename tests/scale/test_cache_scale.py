@@ -15,7 +15,7 @@ FLOOR = 0.05
 
 @pytest.fixture(scope="module")
 def val_set(tmp_path_factory):
-    from datasets import demo
+    from detsearch.datasets import demo
 
     root = tmp_path_factory.mktemp("demo") / "set"
     demo.build_demo(root, num_train=1, num_val=5, image_size=128, seed=4)
@@ -28,7 +28,7 @@ def files(directory: Path) -> dict[str, bytes]:
 
 def test_ray_cache_equals_in_process_cache(ray_executor, val_set, tmp_path):
     from detsearch.detection.cache import read_cache
-    from models import common
+    from detsearch.models import common
 
     detector, checkpoint = common.load_detector(RUN)
     source = {"dataset": "demo val"}

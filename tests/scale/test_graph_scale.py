@@ -39,7 +39,7 @@ class TinyMnist:
 def search(directory, executor):
     import detsearch.moxing as mox
     from detsearch.moxing import auto
-    from models.mnist import make_program
+    from detsearch.models.mnist import make_program
 
     input_fn, model_fn, optimizer_fn = make_program(TinyMnist(), "softmax", batch_size=20)
     chosen = mox.auto.search(
@@ -56,7 +56,7 @@ def search(directory, executor):
 def test_a_pickled_graph_trainer_trains_like_the_original():
     from detsearch.selector.curves import LrSchedule, TrialSpec
     from detsearch.training.graph import GraphTrainer
-    from models.mnist import make_program
+    from detsearch.models.mnist import make_program
     import detsearch.moxing as mox
 
     input_fn, model_fn, optimizer_fn = make_program(TinyMnist(), "softmax", batch_size=20)

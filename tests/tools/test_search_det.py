@@ -77,7 +77,7 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
 def test_search_det_runs_on_real_voc_annotations(tmp_path):
     """The deepforest sample (4 real aerial images, 951 boxes of Tree / Dead / Alive, VOC XML):
     train, cache, sweep."""
-    from datasets.voc import fetch_deepforest_sample
+    from detsearch.datasets.voc import fetch_deepforest_sample
 
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

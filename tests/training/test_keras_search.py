@@ -7,7 +7,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import detsearch
-from datasets import mnist
+from detsearch.datasets import mnist
 from detsearch.params import ParamSpec
 from detsearch.selector.curves import LrSchedule, TrialSpec
 from detsearch.training.keras import KerasTrainer

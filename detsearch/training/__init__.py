@@ -1,0 +1,1 @@
+"""Trainers that produce curves for the selector: graph mode (MoXing), Keras."""
