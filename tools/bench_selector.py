@@ -74,9 +74,10 @@ def bench(model: str, args) -> dict:
                              param_spec=mox.auto.ParamSpec(weight_decay=1e-4, momentum=DEFAULT_MOMENTUM,
                                                            learning_rate=0.1),
                              param_list_spec=mox.auto.ParamSpec(weight_decay=list(WEIGHT_DECAYS),
-                                                                momentum=list(MOMENTUMS)))
+                                                                momentum=list(MOMENTUMS)),
+                             return_result=True)
     search_seconds = time.perf_counter() - started
-    result = auto.last_result
+    result, chosen = chosen, chosen.param_spec
 
     # One trainer for every final run: same recorded batches, same initial weights, test-split scoring.
     trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9),

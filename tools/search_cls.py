@@ -112,13 +112,13 @@ def main(argv=None) -> int:
             select_by_eval=args.select_by_eval, by_acc=not args.by_loss, window=args.window,
             max_thres=args.max_thres, log_every_n_steps=0, param_spec=param_spec, param_list_spec=param_list_spec,
             output_dir=str(out / "search"), seed=args.seed, lr_rule=args.lr_rule, on_trial=on_trial,
-            on_step=lambda step: bar.update(1), executor=executor)
+            on_step=lambda step: bar.update(1), executor=executor, return_result=True)
     except (TypeError, ValueError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bar.close()
-    result = auto.last_result
+    result, chosen = chosen, chosen.param_spec
     search_seconds = time.perf_counter() - started
     print(report.summary_table(result))
 

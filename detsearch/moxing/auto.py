@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from detsearch.moxing.specs import ExportKeys, ModeKeys
 from detsearch.params import TRAINING_PARAMS, ParamSpec
@@ -15,12 +16,15 @@ logger = logging.getLogger(__name__)
 SEARCH_DIR_ENV = "DETSEARCH_SEARCH_DIR"
 """When `search` gets no ``output_dir``, this environment variable names one."""
 
-last_result: SearchResult | None = None
-"""The full `SearchResult` of the most recent `search` in this process (curves, scores, trials)."""
 
-last_run: dict[str, Any] | None = None
-"""What the most recent `run` of a detection model chose: ``param_spec`` (thresholds included),
-``checkpoint``, ``metrics``, ``sweep`` (the threshold sweep, or None) and ``export``."""
+@runtime_checkable
+class SearchableModel(Protocol):
+    """A model that brings its own trainer to `search` and `run` instead of a ``model_fn``:
+    `detsearch.models.search.DetectionModel` (Faster R-CNN or SSD from TF Model Garden)."""
+
+    def moxing_search(self, **kwargs: Any) -> SearchResult | None: ...
+
+    def moxing_run(self, **kwargs: Any) -> dict[str, Any]: ...
 
 
 def _check_function(name: str, value: Any) -> None:
@@ -44,7 +48,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
            search_learning_rate: bool = True, param_spec: ParamSpec | None = None,
            param_list_spec: ParamSpec | None = None, *, output_dir: str | None = None, seed: int = 0,
            lr_rule: str | None = None, on_trial: Callable | None = None,
-           on_step: Callable | None = None, executor=None) -> ParamSpec:
+           on_step: Callable | None = None, executor=None, return_result: bool = False) -> ParamSpec | SearchResult:
     """Chooses learning_rate, weight_decay and momentum from short pre-training runs.
 
     Every argument of MoXing's ``mox.auto.search`` has the effect documented in
@@ -53,7 +57,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     Args:
       input_fn: ``input_fn(run_mode)`` returning a tensor structure (an iterator's ``get_next()``)
         or a ``tf.data.Dataset``.
-      model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`; or a detection model
+      model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`; or a `SearchableModel`
         (``detsearch.models.search.DetectionModel``: Faster R-CNN or SSD from TF Model Garden, with
         ``input_fn(run_mode)`` returning a ``detsearch.datasets.detection.DetectionDataset``).
       optimizer_fn: ``optimizer_fn(param_spec=...)`` returning a ``tf.compat.v1`` optimizer; it
@@ -91,16 +95,18 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         `detsearch.executor.Executor` (docs/scale.md). Other than local, the trainer travels with
         its recorded batches and initial weights, and ``model_fn`` / ``optimizer_fn`` are
         pickled (cloudpickle) and traced again in each worker; ``on_step`` is not called.
+      return_result: (detsearch) return the full `SearchResult` (curves, scores, trials) instead
+        of its ``param_spec``. For a detection model its ``param_spec`` keeps the threshold lists
+        of ``param_list_spec`` (what `run` takes).
 
     Returns:
-      ``param_spec`` with the chosen values. The full `SearchResult` is kept in
-      ``detsearch.moxing.auto.last_result``.
+      ``param_spec`` with the chosen values (MoXing's contract), or with ``return_result`` the
+      `SearchResult`.
 
     Raises:
       TypeError, ValueError: a bad argument, before any training.
     """
-    global last_result
-    from detsearch.training.graph import GraphTrainer, show_info_logs
+    from detsearch.training.graph import GraphTrainer, info_logs
 
     for name, fn in (("input_fn", input_fn), ("model_fn", model_fn), ("optimizer_fn", optimizer_fn)):
         _check_function(name, fn)
@@ -124,7 +130,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     check_search_specs(param_spec, param_list_spec, config.search_learning_rate)
     if output_dir is None:
         output_dir = os.environ.get(SEARCH_DIR_ENV)
-    if hasattr(model_fn, "moxing_search"):
+    if isinstance(model_fn, SearchableModel):
         # A detection model (detsearch.models.search.DetectionModel): its own trainer; thresholds listed in
         # param_list_spec stay lists in the result, for mox.auto.run to choose on the final model.
         from detsearch.executor import LocalExecutor, as_executor
@@ -137,11 +143,12 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
             evaluation_total_steps=evaluation_total_steps, checkpoint_path=checkpoint_path,
             log_every_n_steps=log_every_n_steps, param_spec=param_spec, param_list_spec=param_list_spec,
             output_dir=output_dir, seed=seed, on_trial=on_trial, on_step=on_step)
-        last_result = result
         thresholds = {n: list(param_list_spec.candidates(n)) for n in param_list_spec.names()
                       if n not in TRAINING_PARAMS}
-        chosen = param_spec.subset(TRAINING_PARAMS) if result is None else result.param_spec
-        return chosen.replace(**thresholds)
+        chosen = (param_spec.subset(TRAINING_PARAMS) if result is None else result.param_spec).replace(**thresholds)
+        if return_result and result is not None:
+            return dataclasses.replace(result, param_spec=chosen)
+        return chosen
     ignored = [n for n in param_list_spec.names() if n not in TRAINING_PARAMS]
     if ignored:
         raise ValueError(f"param_list_spec names {', '.join(ignored)}: thresholds are chosen by the detection sweep "
@@ -152,19 +159,19 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
                            evaluation_total_steps=evaluation_total_steps, checkpoint_path=checkpoint_path,
                            log_every_n_steps=log_every_n_steps, seed=seed)
     journal = Journal(output_dir)
-    show_info_logs()
-    selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step, executor=executor)
-    result = selector.select(param_spec, param_list_spec)
-    last_result = result
-    logger.info("search chose %s in %.1f s (%d trials run, %d reused, %d steps)", result.param_spec,
-                result.seconds, result.trials_run, result.trials_reused, result.steps_spent)
-    return result.param_spec
+    with info_logs():
+        selector = HyperSelector(trainer, config, journal, on_trial=on_trial, on_step=on_step, executor=executor)
+        result = selector.select(param_spec, param_list_spec)
+        logger.info("search chose %s in %.1f s (%d trials run, %d reused, %d steps)", result.param_spec,
+                    result.seconds, result.trials_run, result.trials_reused, result.steps_spent)
+    return result if return_result else result.param_spec
 
 
 def run(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, run_mode: str = ModeKeys.TRAIN,
         batch_size: int = 1, auto_batch: bool = False, log_dir: str | None = None, max_number_of_steps: int = 1000,
         log_every_n_steps: int = 10, export_model: str | None = None, param_spec: ParamSpec | None = None,
-        checkpoint_path: str | None = None, save_checkpoint_steps: int = 500, seed: int = 0) -> dict[str, float]:
+        checkpoint_path: str | None = None, save_checkpoint_steps: int = 500, seed: int = 0,
+        return_details: bool = False) -> dict[str, Any]:
     """Trains with ``param_spec`` (the result of `search`), then optionally exports.
 
     Writes TensorBoard scalars (every log_info metric and the learning rate) and checkpoints to
@@ -172,10 +179,14 @@ def run(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, run_mode
     ``export_model=mox.ExportKeys.TF_SERVING`` it writes a SavedModel (signature
     ``serving_default`` from model_fn's ExportSpec) to ``log_dir/<export_spec.version>``.
 
+    ``return_details`` (detsearch) returns, instead of the metrics, a dict with ``metrics`` and,
+    for a detection model, what it chose: ``param_spec`` (thresholds included), ``checkpoint``,
+    ``sweep`` (the threshold sweep, or None) and ``export``.
+
     Returns:
-      The last training step's metrics.
+      The last training step's metrics (or the details above).
     """
-    from detsearch.training.graph import export_saved_model, show_info_logs, train
+    from detsearch.training.graph import export_saved_model, info_logs, train
 
     for name, fn in (("input_fn", input_fn), ("model_fn", model_fn), ("optimizer_fn", optimizer_fn)):
         _check_function(name, fn)
@@ -190,24 +201,24 @@ def run(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, run_mode
         raise ValueError(f"export_model must be None or mox.ExportKeys.TF_SERVING, got {export_model!r}")
     if param_spec is None or param_spec.learning_rate is None:
         raise ValueError("param_spec with a learning_rate is required (the result of mox.auto.search)")
-    if hasattr(model_fn, "moxing_run"):
+    if isinstance(model_fn, SearchableModel):
         # A detection model: threshold lists in param_spec are chosen on the trained model.
-        global last_run
-        last_run = model_fn.moxing_run(input_fn=input_fn, optimizer_fn=optimizer_fn, batch_size=batch_size,
-                                       log_dir=log_dir, max_number_of_steps=max_number_of_steps,
-                                       export_model=export_model, param_spec=param_spec,
-                                       checkpoint_path=checkpoint_path, seed=seed)
-        return last_run["metrics"]
+        details = model_fn.moxing_run(input_fn=input_fn, optimizer_fn=optimizer_fn, batch_size=batch_size,
+                                      log_dir=log_dir, max_number_of_steps=max_number_of_steps,
+                                      export_model=export_model, param_spec=param_spec,
+                                      checkpoint_path=checkpoint_path, seed=seed)
+        return details if return_details else details["metrics"]
     for name in param_spec.names():
         if isinstance(getattr(param_spec, name), tuple):
             raise ValueError(f"param_spec.{name} must be one value, got a list")
-    show_info_logs()
-    metrics = train(input_fn, model_fn, optimizer_fn, param_spec, batch_size=batch_size, auto_batch=auto_batch,
-                    log_dir=log_dir, max_number_of_steps=max_number_of_steps, log_every_n_steps=log_every_n_steps,
-                    save_checkpoint_steps=save_checkpoint_steps, checkpoint_path=checkpoint_path, seed=seed)
-    if export_model == ExportKeys.TF_SERVING:
-        export_saved_model(input_fn, model_fn, batch_size=batch_size, auto_batch=auto_batch, log_dir=log_dir)
-    return metrics
+    with info_logs():
+        metrics = train(input_fn, model_fn, optimizer_fn, param_spec, batch_size=batch_size, auto_batch=auto_batch,
+                        log_dir=log_dir, max_number_of_steps=max_number_of_steps, log_every_n_steps=log_every_n_steps,
+                        save_checkpoint_steps=save_checkpoint_steps, checkpoint_path=checkpoint_path, seed=seed)
+        export = None
+        if export_model == ExportKeys.TF_SERVING:
+            export = export_saved_model(input_fn, model_fn, batch_size=batch_size, auto_batch=auto_batch, log_dir=log_dir)
+    return {"metrics": metrics, "export": export} if return_details else metrics
 
 
 ParamSpec = ParamSpec

@@ -8,11 +8,12 @@ the same ones) and what lets an exported SavedModel take plain tensors as inputs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -86,17 +87,30 @@ class BatchStream:
         self.session.close()
 
 
-def show_info_logs() -> None:
-    """Shows INFO logs of TensorFlow's logger and of detsearch, as MoXing programs expect
-    (their ``tf.logging.info`` lines report the search); a verbosity the user set is kept."""
+@contextlib.contextmanager
+def info_logs() -> Iterator[None]:
+    """Within the block, shows INFO logs of TensorFlow's logger and of detsearch, as MoXing
+    programs expect (their ``tf.logging.info`` lines report the search); a more verbose setting
+    the user made is kept, and every setting is restored on exit."""
     tf = _tf()
-    if tf.compat.v1.logging.get_verbosity() > tf.compat.v1.logging.INFO:
-        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    verbosity = tf.compat.v1.logging.get_verbosity()
     package_logger = logging.getLogger("detsearch")
-    if package_logger.level == logging.NOTSET:
+    level = package_logger.level
+    handler = None
+    if verbosity > tf.compat.v1.logging.INFO:
+        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+    if level == logging.NOTSET:
         package_logger.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not package_logger.handlers:
-        package_logger.addHandler(logging.StreamHandler())
+        handler = logging.StreamHandler()
+        package_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        tf.compat.v1.logging.set_verbosity(verbosity)
+        package_logger.setLevel(level)
+        if handler is not None:
+            package_logger.removeHandler(handler)
 
 
 def _placeholders(batch: Sequence[np.ndarray], prefix: str) -> list:

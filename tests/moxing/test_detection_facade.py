@@ -34,21 +34,22 @@ def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn,
         evaluation_total_steps=2, acc_name="AP", window=2, warmup_steps=2, evaluate_every_n_steps=4,
         param_spec=mox.auto.ParamSpec(momentum=0.9, weight_decay=1e-4),
         param_list_spec=mox.auto.ParamSpec(weight_decay=[1e-4, 1e-3], score_threshold=[0.05, 0.3]),
-        output_dir=str(tmp_path / "search"))
+        output_dir=str(tmp_path / "search"), return_result=True)
+    result, chosen = chosen, chosen.param_spec
     # range test, its pick and two neighbours, one more weight decay
-    assert auto.last_result.metric == "AP" and auto.last_result.trials_run == 5
-    assert [stage.name for stage in auto.last_result.stages] == ["learning_rate", "weight_decay"]
+    assert result.metric == "AP" and result.trials_run == 5
+    assert [stage.name for stage in result.stages] == ["learning_rate", "weight_decay"]
     assert chosen.momentum == 0.9 and chosen.weight_decay in (1e-4, 1e-3)
-    assert chosen.learning_rate == auto.last_result.param_spec.learning_rate
     assert chosen.score_threshold == (0.05, 0.3)  # chosen on the final model by run
 
     metrics = mox.auto.run(input_fn, DetectionModel("ssd"), optimizer_fn, batch_size=4, log_dir=str(tmp_path / "run"),
-                           max_number_of_steps=6, param_spec=chosen, export_model=mox.ExportKeys.TF_SERVING)
-    assert "loss" in metrics
-    final = auto.last_run["param_spec"]
+                           max_number_of_steps=6, param_spec=chosen, export_model=mox.ExportKeys.TF_SERVING,
+                           return_details=True)
+    assert "loss" in metrics["metrics"]
+    final = metrics["param_spec"]
     assert final.score_threshold in (0.05, 0.3) and final.iou_threshold == 0.5
     assert final.learning_rate == chosen.learning_rate
-    assert final.score_threshold == auto.last_run["sweep"].best_params["score_threshold"]
+    assert final.score_threshold == metrics["sweep"].best_params["score_threshold"]
     exported = json.loads((tmp_path / "run" / "model" / "detector.json").read_text())
     assert exported["thresholds"] == {"score_threshold": final.score_threshold, "iou_threshold": 0.5}
     assert (tmp_path / "run" / "model" / "saved_model.pb").exists()

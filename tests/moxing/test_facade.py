@@ -134,13 +134,14 @@ def test_missing_acc_name_is_a_clear_error():
 
 
 def test_search_by_loss_picks_a_converging_lr_and_weight_decay():
-    chosen = search(by_acc=False, init_learning_rate=1e-3, end_learning_rate=3.0)
+    result = search(by_acc=False, init_learning_rate=1e-3, end_learning_rate=3.0, return_result=True)
+    chosen = result.param_spec
     # (w - 1)^2 diverges for lr > 1; the range test must stay below that
     assert 1e-3 < chosen.learning_rate < 1.0
     # with no decay the loss reaches 0; decay 0.1 keeps w away from 1 (a real difference > 5%)
     assert chosen.weight_decay == 0.0
-    result = mox.auto.last_result
-    assert result.param_spec == chosen and result.trials_run == 3
+    assert result.trials_run == 3
+    assert search(by_acc=False, init_learning_rate=1e-3, end_learning_rate=3.0) == chosen  # MoXing's return value
 
 
 def test_run_resumes_and_refuses_a_foreign_checkpoint(tmp_path):
@@ -177,3 +178,17 @@ def test_export_serves(tmp_path):
     serving = tf2.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
     out = serving(x=tf2.constant([[1.0, 2.0, 3.0]]))["y"].numpy()
     np.testing.assert_allclose(out, [[12.0]], rtol=1e-4)
+
+
+def test_search_leaves_the_logging_settings_as_they_were():
+    import logging
+
+    import tensorflow as tf
+
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)
+    before = (tf.compat.v1.logging.get_verbosity(), logging.getLogger("detsearch").level,
+              list(logging.getLogger("detsearch").handlers))
+    search(by_acc=False)
+    after = (tf.compat.v1.logging.get_verbosity(), logging.getLogger("detsearch").level,
+             list(logging.getLogger("detsearch").handlers))
+    assert after == before
