@@ -32,7 +32,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
 from detsearch.selector import rules
 from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
 from detsearch.selector.journal import Journal
+from detsearch.training.base import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +67,6 @@ momentum. Large networks diverge at learning rates about ten times smaller."""
 
 def model_size_from_parameters(num_parameters: int) -> ModelSize:
     return ModelSize.LARGE if num_parameters >= LARGE_MODEL_PARAMETERS else ModelSize.SMALL
-
-
-class CurveTrainer(Protocol):
-    """What the selector needs from a trainer (see `detsearch.training.base.Trainer`)."""
-
-    def fingerprint(self) -> str: ...
-
-    def num_parameters(self) -> int: ...
-
-    def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +255,7 @@ class HyperSelector:
     """Runs the three stages against a trainer.
 
     Args:
-      trainer: produces curves (`CurveTrainer`).
+      trainer: produces curves (`Trainer`).
       config: `SelectorConfig`.
       journal: where finished trials are kept; None keeps them in memory only.
       on_trial: optional callback ``(name, trial_index, reused, curve)`` after each trial, in
@@ -279,10 +270,10 @@ class HyperSelector:
         trainer here still supplies the fingerprint and the parameter count.
     """
 
-    def __init__(self, trainer: CurveTrainer, config: SelectorConfig, journal: Journal | None = None,
+    def __init__(self, trainer: Trainer, config: SelectorConfig, journal: Journal | None = None,
                  on_trial: Callable[[str, int, bool, Curve], None] | None = None,
                  on_step: Callable[[int], None] | None = None, executor: Executor | str | None = None,
-                 trainer_factory: Callable[[], CurveTrainer] | None = None):
+                 trainer_factory: Callable[[], Trainer] | None = None):
         self.trainer = trainer
         self.config = config
         self.journal = Journal() if journal is None else journal
@@ -465,7 +456,7 @@ class HyperSelector:
                             time.perf_counter() - started)
 
 
-_WORKER_TRAINER: dict[str, CurveTrainer] = {}
+_WORKER_TRAINER: dict[str, Trainer] = {}
 """The trainer a worker process last used, by selector token (built once per process)."""
 
 

@@ -6,13 +6,14 @@ import collections
 import hashlib
 import inspect
 import math
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from detsearch.selector.curves import Curve, TrialSpec
 
 
+@runtime_checkable
 class Trainer(Protocol):
     """Trains for a trial's steps and returns its curve.
 
