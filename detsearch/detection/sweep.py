@@ -68,7 +68,7 @@ import numpy as np
 
 from detsearch.detection import nms as nms_ops
 from detsearch.detection.boxes import yxyx_to_xywh
-from detsearch.detection.cocoeval import STAT_NAMES, CocoMatcher, GroundTruth, IouPairs, _ragged_arange, load_ground_truth
+from detsearch.detection.cocoeval import STAT_NAMES, CocoMatcher, GroundTruth, IouPairs, ragged_arange, load_ground_truth
 from detsearch.executor import Executor, LocalExecutor, as_executor
 from detsearch.params import ONE_STAGE_THRESHOLDS, PARAM_NAMES, TWO_STAGE_THRESHOLDS, ParamSpec
 
@@ -315,7 +315,7 @@ class _PairStore:
         counts = self.count[entries]
         offsets = np.zeros(len(entries) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        rows = _ragged_arange(self.start[entries], counts)
+        rows = ragged_arange(self.start[entries], counts)
         return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
 
 
@@ -376,7 +376,7 @@ class _Engine:
         self.cand_offsets = np.searchsorted(self.cand_image, np.arange(self.num_images + 1))
         # Shared by every walk: the boxes' walk data and dense (image, class) group ids.
         self.cand_data = nms_ops.walk_data(self.cand_boxes)
-        self.cand_group, self.num_groups = nms_ops._compact_groups(self.cand_image, self.cand_class)
+        self.cand_group, self.num_groups = nms_ops.compact_groups(self.cand_image, self.cand_class)
         self.entry_image = entry_image
         self.entry_class = entry_class
         self.entry_score = entry_score
@@ -433,7 +433,7 @@ class _Engine:
             image_of = np.repeat(np.arange(self.num_images), np.diff(row_offsets))
             counts = np.minimum(np.bincount(image_of[above], minlength=self.num_images), self.num_proposals)
             # `above` is a prefix of each image's list (descending objectness): take `counts`.
-            positions = _ragged_arange(row_offsets[:-1], counts)
+            positions = ragged_arange(row_offsets[:-1], counts)
             rank_of_row = np.full(len(self.cache.row_boxes), -1, np.int64)
             rank_of_row[rows[positions]] = positions - row_offsets[:-1][image_of[positions]]
             rank = rank_of_row[self.cand_row]
