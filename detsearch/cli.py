@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from detsearch.detection.report import write_outputs  # also imported from here by tools/search_det.py
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 EXIT_BAD_INPUT = 2
@@ -240,7 +241,6 @@ def _sweep(args) -> int:
                        "entries under the floor were not recorded")
 
     import detsearch.detection.sweep as sweep_module
-    from detsearch.detection.report import write_outputs
 
     if args.workers > 1 and args.executor != "local":
         raise BadInput(f"--workers {args.workers} runs forked local processes; --executor {args.executor} spreads the work itself")
