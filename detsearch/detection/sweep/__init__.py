@@ -15,7 +15,6 @@
 
 from detsearch.detection.pycoco import pycocotools_stats
 from detsearch.detection.sweep._reference import sweep_reference
-from detsearch.detection.sweep.engine import SweepEngine
 from detsearch.detection.sweep.result import (
     OBJECTIVES,
     STRATEGIES,
@@ -31,7 +30,6 @@ __all__ = [
     "OBJECTIVES",
     "STRATEGIES",
     "ProgressCallback",
-    "SweepEngine",
     "SweepResult",
     "SweepRow",
     "objective_value",
