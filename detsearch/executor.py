@@ -1,4 +1,4 @@
-"""Where independent tasks run: in this process (the default) or on a Ray cluster.
+"""Where independent tasks run: in this process (the default), in forked processes, or on Ray.
 
 An `Executor` maps a function over items and returns the results in input order. The
 selector's candidate trials, the sweep's NMS settings and the cache writer's shards are such
@@ -6,6 +6,8 @@ items; each caller merges the results in input order, so a result never depends 
 executor. See docs/scale.md.
 
 - `LocalExecutor`: one item after the other, in this process.
+- `ProcessExecutor`: ``processes`` forked processes of this machine, which inherit this
+  process's memory (POSIX ``fork``; elsewhere it runs in this process).
 - `RayExecutor`: one Ray task per item (one CPU, and ``num_gpus_per_task`` GPUs, per task), on
   a local Ray instance or a cluster (``address``). Ray is an optional dependency
   (``pip install 'detsearch[ray]'``), imported only when a `RayExecutor` is used.
@@ -13,6 +15,10 @@ executor. See docs/scale.md.
 ``fn`` and the items travel to Ray workers by pickle (cloudpickle), so ``fn`` should be a
 module-level function of an importable module. ``shared`` is put into Ray's object store once
 and handed to every task (``fn(shared, item)``), instead of being pickled once per task.
+
+`worker_cache` is the one place where a task keeps per-process state across tasks (a sweep's
+engine, a selector's trainer, a detector rebuilt from a checkpoint): built on the first task a
+process runs, reused by the next tasks of the same job.
 
 This module imports the standard library only.
 """
@@ -22,17 +28,21 @@ from __future__ import annotations
 import abc
 import argparse
 import logging
-from typing import Any, Callable, Iterable
+import multiprocessing
+from typing import Any, Callable, Hashable, Iterable, TypeVar
 
 __all__ = [
     "EXECUTORS",
     "Executor",
     "LocalExecutor",
+    "ProcessExecutor",
     "RayExecutor",
     "add_executor_arguments",
     "as_executor",
     "executor_from_args",
     "make_executor",
+    "release_worker_cache",
+    "worker_cache",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +53,40 @@ EXECUTORS = ("local", "ray")
 RAY_INSTALL = "pip install 'detsearch[ray]'"
 
 _NOTHING = object()
+
+T = TypeVar("T")
+
+_WORKER_STATE: dict[str, tuple[Hashable, Any]] = {}
+"""`worker_cache`'s values: slot -> (key, value)."""
+
+
+def worker_cache(slot: str, key: Hashable, build: Callable[[], T]) -> T:
+    """The value this process holds for ``slot``, built by ``build()`` unless held for ``key``.
+
+    Tasks use it for state that is expensive to rebuild and the same for every task of one job
+    (e.g. ``key`` a token naming the job): a worker process builds it on its first task and
+    reuses it for the next ones. A slot holds one value: a new ``key`` drops the old value
+    before building the new one, so a long-lived worker (a Ray worker) keeps at most one value
+    per slot. A process may seed a slot with what it already built (``build=lambda: value``)
+    before a `ProcessExecutor` forks: the workers then inherit it.
+
+    Args:
+      slot: who owns the value, by convention the owning module's name.
+      key: what the value was built for; compared with ``==``.
+      build: makes the value; called only when the slot holds none for ``key``.
+    """
+    held = _WORKER_STATE.get(slot)
+    if held is not None and held[0] == key:
+        return held[1]
+    _WORKER_STATE.pop(slot, None)  # free the old value before building a new one
+    value = build()
+    _WORKER_STATE[slot] = (key, value)
+    return value
+
+
+def release_worker_cache(slot: str) -> None:
+    """Drops what `worker_cache` holds for ``slot`` in this process (nothing if it holds none)."""
+    _WORKER_STATE.pop(slot, None)
 
 
 class Executor(abc.ABC):
@@ -95,6 +139,68 @@ class LocalExecutor(Executor):
 
     def __repr__(self) -> str:
         return "LocalExecutor()"
+
+
+_FORKED_TASK: tuple[Callable, bool, Any] | None = None
+"""In a `ProcessExecutor` worker only: (fn, has_shared, shared) of its pool."""
+
+
+def _install_forked_task(fn: Callable, has_shared: bool, shared: Any) -> None:
+    global _FORKED_TASK
+    _FORKED_TASK = (fn, has_shared, shared)
+
+
+def _run_forked_task(indexed: tuple[int, Any]) -> tuple[int, Any]:
+    index, item = indexed
+    fn, has_shared, shared = _FORKED_TASK
+    return index, _call(fn, has_shared, shared, item)
+
+
+class ProcessExecutor(Executor):
+    """Runs tasks in ``processes`` forked processes of this machine.
+
+    Each `map` forks a pool of ``min(processes, len(items))`` workers, which inherit this
+    process's memory: ``fn``, ``shared`` and what this process holds in `worker_cache` reach them
+    without being pickled (items and results are pickled). With one process or one item, or
+    where the ``fork`` start method is missing (Windows), the tasks run in this process, one
+    after the other.
+
+    A forked process must not use TensorFlow when this process already has (its thread pools do
+    not survive a fork): give such tasks NumPy work only, and run the TensorFlow part here
+    first, as the sweep does with its first stage. Use `RayExecutor` for tasks that train.
+
+    Args:
+      processes: worker processes, >= 1.
+    """
+
+    name = "process"
+
+    def __init__(self, processes: int):
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
+        self.processes = processes
+
+    def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
+        items = list(items)
+        forkable = "fork" in multiprocessing.get_all_start_methods()
+        if self.processes == 1 or len(items) <= 1 or not forkable:
+            if not forkable and self.processes > 1:
+                logger.info("process executor: no fork start method here; running %d tasks in this process", len(items))
+            return LocalExecutor().map(fn, items, shared=shared, on_result=on_result)
+        has_shared = shared is not _NOTHING
+        results: list[Any] = [None] * len(items)
+        context = multiprocessing.get_context("fork")
+        # Under fork, the initializer's arguments are inherited, not pickled.
+        with context.Pool(min(self.processes, len(items)), initializer=_install_forked_task,
+                          initargs=(fn, has_shared, shared if has_shared else None)) as pool:
+            for index, result in pool.imap_unordered(_run_forked_task, enumerate(items)):
+                results[index] = result
+                if on_result is not None:
+                    on_result(index, result)
+        return results
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(processes={self.processes})"
 
 
 def _import_ray():

@@ -42,25 +42,27 @@ def summary_table(result: SearchResult) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A matplotlib ``Figure`` on the Agg canvas (no pyplot: no backend is chosen for the
+    process)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def plot_lr_test(result: SearchResult, path: str | os.PathLike, window: int) -> None:
     """Smoothed loss against learning rate (log axis), the cut, the chosen LR and other rules' picks."""
     if result.lr_test is None:
         return
-    plt = _pyplot()
     test = result.lr_test
     lrs = test.curve.learning_rates
     raw = test.curve.metric(test.metric)
     smoothed = test.smoothed
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
     ax.plot(lrs, raw, color="0.8", linewidth=0.8, label=f"{test.metric} (points)")
     ax.plot(lrs, smoothed, color="C0", label=f"{test.metric} (smoothed, window {window})")
     if test.cut < len(lrs):
@@ -81,15 +83,14 @@ def plot_lr_test(result: SearchResult, path: str | os.PathLike, window: int) -> 
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_stages(result: SearchResult, path: str | os.PathLike, window: int) -> None:
     """One panel per candidate stage: every candidate's smoothed curve against steps."""
     if not result.stages:
         return
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(result.stages), figsize=(6 * len(result.stages), 4), squeeze=False)
+    fig = _figure((6 * len(result.stages), 4))
+    axes = fig.subplots(1, len(result.stages), squeeze=False)
     for ax, stage in zip(axes[0], result.stages):
         for i, (candidate, curve) in enumerate(zip(stage.candidates, stage.curves)):
             values = rules.smooth(curve.metric(result.metric), window)
@@ -101,7 +102,6 @@ def plot_stages(result: SearchResult, path: str | os.PathLike, window: int) -> N
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_tensorboard(result: SearchResult, logdir: str | os.PathLike) -> None:

@@ -3,9 +3,9 @@
 In one run, the same work with each executor:
 
 1. sweep: a one-stage threshold sweep on a seeded synthetic COCO-scale cache
-   (`tools/bench_sweep.py`'s generator; default 1000 images x 1000 candidates, 5 score x 6 IoU
+   (`detsearch.detection.synthetic`; default 1000 images x 1000 candidates, 5 score x 6 IoU
    thresholds, so 6 NMS settings = 6 tasks): in this process, in ``--num-cpus`` forked workers
-   (``sweep(workers=N)``, the existing path), and on Ray;
+   (``sweep(executor=ProcessExecutor(N))``), and on Ray;
 2. trials: HyperSelector candidate stages (4 learning rates, then 4 weight decays, then 4
    momentums: 12 trials, 11 run, one reused) with a NumPy two-layer perceptron trainer whose
    batches are made on the fly from a seed: in this process and on Ray.
@@ -42,7 +42,6 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from detsearch.params import ParamSpec  # noqa: E402
 from detsearch.selector.curves import Curve, TrialSpec  # noqa: E402
@@ -148,10 +147,10 @@ def main(argv=None) -> int:
 
     import ray
 
-    import bench_sweep
     from detsearch.detection import cocoeval
     from detsearch.detection.sweep import sweep
-    from detsearch.executor import LocalExecutor, RayExecutor
+    from detsearch.detection import synthetic
+    from detsearch.executor import LocalExecutor, ProcessExecutor, RayExecutor
 
     try:
         from threadpoolctl import threadpool_info
@@ -163,8 +162,8 @@ def main(argv=None) -> int:
           f"ray {ray.__version__}", flush=True)
 
     rng = np.random.default_rng(args.seed)
-    (gt, cache), seconds = timed(lambda: (lambda g: (g, bench_sweep.make_one_stage_cache(rng, g)))(
-        bench_sweep.make_ground_truth(rng, args.images)))
+    (gt, cache), seconds = timed(lambda: (lambda g: (g, synthetic.make_one_stage_cache(rng, g)))(
+        synthetic.make_ground_truth(rng, args.images)))
     ground_truth = cocoeval.load_ground_truth(gt)
     nms_settings = len(SWEEP_GRID.candidates("iou_threshold"))
     print(f"sweep data: {args.images} images, {cache.num_rows()} candidates, {cache.num_entries()} class scores; "
@@ -176,7 +175,7 @@ def main(argv=None) -> int:
     local = LocalExecutor()
     sweep_local, figures["sweep_local"] = timed(lambda: sweep(cache, ground_truth, SWEEP_GRID, executor=local))
     print(f"sweep, in-process:            {figures['sweep_local']:7.2f}s", flush=True)
-    sweep_fork, figures["sweep_fork"] = timed(lambda: sweep(cache, ground_truth, SWEEP_GRID, workers=args.num_cpus))
+    sweep_fork, figures["sweep_fork"] = timed(lambda: sweep(cache, ground_truth, SWEEP_GRID, executor=ProcessExecutor(args.num_cpus)))
     print(f"sweep, {args.num_cpus} forked workers:       {figures['sweep_fork']:7.2f}s", flush=True)
     (search_local, search_local_json), figures["trials_local"] = timed(lambda: search_result(trainer, args.steps, local))
     trials = search_local.trials_run

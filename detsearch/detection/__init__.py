@@ -1,7 +1,9 @@
 """Detection post-processing search: box formats, NMS, COCO evaluation and the threshold sweep.
 
-Importing this package does not import TensorFlow (the TF-op functions import it when called)
-nor pycocotools (the test oracle, used by `sweep_reference` only).
+The main path: `sweep_thresholds` (= `detsearch.detection.sweep.sweep`) on a
+`detsearch.detection.cache.DetectionCache`. Importing this package does not import TensorFlow
+(the TF-op functions import it when called) nor pycocotools (the test oracle,
+`detsearch.detection.pycoco`, imports it when called).
 """
 
 from detsearch.detection.boxes import area_yxyx, check_yxyx, iou_xywh, iou_yxyx, xywh_to_yxyx, yxyx_to_xywh
@@ -24,6 +26,7 @@ from detsearch.detection.nms import (
     per_class_nms_reference,
     per_class_nms_tf,
 )
-# The function `sweep.sweep` is not re-exported: the name would hide the module
-# `detsearch.detection.sweep` (``import detsearch.detection.sweep as m`` would bind the function).
-from detsearch.detection.sweep import OBJECTIVES, STRATEGIES, SweepResult, SweepRow, sweep_reference
+# The sweep's entry point is exported as `sweep_thresholds`: a function named `sweep` here would
+# hide the package `detsearch.detection.sweep`. Its oracle, `sweep.sweep_reference`, is for tests.
+from detsearch.detection.sweep import OBJECTIVES, STRATEGIES, SweepResult, SweepRow, objective_value, select_best
+from detsearch.detection.sweep import sweep as sweep_thresholds

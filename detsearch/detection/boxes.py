@@ -22,6 +22,7 @@ __all__ = [
     "area_yxyx",
     "check_yxyx",
     "iou_xywh",
+    "iou_xywh_pairs",
     "iou_yxyx",
     "xywh_to_yxyx",
     "yxyx_to_xywh",
@@ -168,11 +169,21 @@ def iou_xywh(detections, ground_truth, crowd=None) -> np.ndarray:
     d = _as_boxes(detections, np.float64)
     g = _as_boxes(ground_truth, np.float64)
     crowd_g = np.zeros(len(g), bool) if crowd is None else np.asarray(crowd, bool).reshape(len(g))
-    return _iou_xywh_pairs(d[:, None, :], g[None, :, :], crowd_g[None, :])
+    return iou_xywh_pairs(d[:, None, :], g[None, :, :], crowd_g[None, :])
 
 
-def _iou_xywh_pairs(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """bbIou on broadcastable float64 ``[..., 4]`` xywh arrays (see `iou_xywh`)."""
+def iou_xywh_pairs(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """pycocotools' bbIou, elementwise on broadcastable arrays (see `iou_xywh`).
+
+    Args:
+      d: detections, float64 ``[..., 4]`` COCO ``[x, y, w, h]``.
+      g: ground truth, float64 ``[..., 4]``, broadcastable against ``d``.
+      crowd: bool, broadcastable against ``d[..., 0]``; a crowd pair's union is the
+        detection's own area.
+
+    Returns:
+      float64 IoUs of the broadcast shape; 0 where the boxes do not overlap.
+    """
     area_d = d[..., 2] * d[..., 3]
     area_g = g[..., 2] * g[..., 3]
     width = np.minimum(d[..., 2] + d[..., 0], g[..., 2] + g[..., 0]) - np.maximum(d[..., 0], g[..., 0])

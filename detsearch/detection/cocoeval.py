@@ -50,7 +50,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from detsearch.detection.boxes import _iou_xywh_pairs
+from detsearch.detection.boxes import iou_xywh_pairs
 
 __all__ = [
     "AREA_NAMES",
@@ -67,6 +67,7 @@ __all__ = [
     "evaluate_bbox",
     "evaluate_results",
     "load_ground_truth",
+    "ragged_arange",
     "summarize",
 ]
 
@@ -374,11 +375,11 @@ class IouPairs:
         counts = self.offsets[detections + 1] - self.offsets[detections]
         offsets = np.zeros(len(detections) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        rows = _ragged_arange(self.offsets[detections], counts)
+        rows = ragged_arange(self.offsets[detections], counts)
         return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
 
 
-def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + c)`` for each (s, c)."""
     counts = np.asarray(counts, np.int64)
     total = int(counts.sum())
@@ -476,8 +477,8 @@ class CocoMatcher:
             first = np.searchsorted(self._gt_group, group, side="left")
             n_gt = np.searchsorted(self._gt_group, group, side="right") - first
             det = np.repeat(np.arange(stop - start), n_gt)
-            gt = _ragged_arange(first, n_gt)
-            iou = _iou_xywh_pairs(boxes[start:stop][det], self._gt_boxes[gt], self._gt_crowd[gt])
+            gt = ragged_arange(first, n_gt)
+            iou = iou_xywh_pairs(boxes[start:stop][det], self._gt_boxes[gt], self._gt_crowd[gt])
             keep = iou >= _MIN_MATCH_IOU
             counts[start:stop] = np.bincount(det[keep], minlength=stop - start)
             gt_parts.append(gt[keep])
@@ -569,7 +570,7 @@ class CocoMatcher:
             if dets.size == 0:
                 continue
             counts = pair_count[dets]
-            rows = _ragged_arange(pairs.offsets[dets], counts)
+            rows = ragged_arange(pairs.offsets[dets], counts)
             seg_starts = np.zeros(len(dets), np.int64)
             np.cumsum(counts[:-1], out=seg_starts[1:])
             seg_of_pair = np.repeat(np.arange(len(dets)), counts)

@@ -55,6 +55,7 @@ __all__ = [
     "class_agnostic_nms_batched",
     "class_agnostic_nms_reference",
     "class_agnostic_nms_tf",
+    "compact_groups",
     "GreedyWalk",
     "WalkWorkspace",
     "greedy_walk",
@@ -362,7 +363,7 @@ class GreedyWalk:
             self._set(np.zeros((5, 0), np.float32), np.zeros(0, np.int64), 0, offsets)
             return
         image_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        group_index, num_groups = _compact_groups(image_of, np.asarray(groups, np.int64))
+        group_index, num_groups = compact_groups(image_of, np.asarray(groups, np.int64))
         self._set(walk_data(boxes), group_index, num_groups, offsets)
 
     @classmethod
@@ -478,7 +479,7 @@ def walk_data(boxes) -> np.ndarray:
     return data
 
 
-def _compact_groups(image_of: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
+def compact_groups(image_of: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
     """Dense ids for the (image, group) pairs that occur, and their number."""
     if len(groups) == 0:
         return np.zeros(0, np.int32), 0

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from detsearch.executor import Executor, LocalExecutor, as_executor
+from detsearch.executor import Executor, LocalExecutor, as_executor, worker_cache
 from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
 from detsearch.selector import rules
 from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
@@ -456,17 +456,12 @@ class HyperSelector:
                             time.perf_counter() - started)
 
 
-_WORKER_TRAINER: dict[str, Trainer] = {}
-"""The trainer a worker process last used, by selector token (built once per process)."""
-
-
 def _run_trial(source: tuple[str, Any, bool], trial: TrialSpec) -> Curve:
-    """One trial in a worker: ``source`` is (token, trainer or factory, is_factory)."""
+    """One trial in a worker: ``source`` is (token, trainer or factory, is_factory); the
+    trainer is built once per worker process and selector (`worker_cache`)."""
     token, trainer, is_factory = source
-    if token not in _WORKER_TRAINER:
-        _WORKER_TRAINER.clear()
-        _WORKER_TRAINER[token] = trainer() if is_factory else trainer
-    return _WORKER_TRAINER[token].run(trial)
+    held = worker_cache(__name__, token, lambda: trainer() if is_factory else trainer)
+    return held.run(trial)
 
 
 def coupled_learning_rate(learning_rate: float, momentum: float | None, new_momentum: float) -> float:

@@ -165,3 +165,12 @@ def test_two_stage_cache_directory(tmp_path, capsys):
     code = cli.main(["sweep", "--cache", str(cache_dir), "--annotations", annotations, "--out", str(tmp_path / "other"),
                      "--score-thresholds", "0.05", "--iou-thresholds", "0.5"])
     assert code == 2 and "needs --nms-score-thresholds" in capsys.readouterr().err
+
+
+def test_workers_give_the_same_outputs(tmp_path):
+    arguments = ["sweep", "--no-progress", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
+                 "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.4,0.5,0.6"]
+    assert cli.main(arguments + ["--out", str(tmp_path / "one")]) == 0
+    assert cli.main(arguments + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    for name in ("result.json", "report.md"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

@@ -1,17 +1,11 @@
 """COCO evaluation equals pycocotools bit for bit (stats, precision, recall, per-category AP)."""
 
-import contextlib
-import copy
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
-from detsearch.detection import cocoeval
+from detsearch.detection import cocoeval, pycoco
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
 ANNOTATIONS = DATA / "instances_val2014_100.json"
@@ -19,24 +13,9 @@ RESULTS = DATA / "instances_val2014_fakebbox100_results.json"
 
 
 def pycocotools_eval(dataset, results, image_ids=None):
-    """COCOeval on deep copies (pycocotools writes into its inputs)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = copy.deepcopy(dataset)
-        gt.createIndex()
-        if results:
-            dt = gt.loadRes(copy.deepcopy(results))
-        else:
-            dt = COCO()
-            dt.dataset = {"images": dataset["images"], "categories": dataset["categories"], "annotations": []}
-            dt.createIndex()
-        evaluator = COCOeval(gt, dt, "bbox")
-        if image_ids is not None:
-            evaluator.params.imgIds = sorted(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+    """COCOeval (evaluated, summarized) of ``results`` on ``dataset``; neither is modified."""
+    coco_gt = pycoco.coco_ground_truth(dataset)
+    return pycoco.pycocotools_eval(coco_gt, pycoco.load_results(coco_gt, results), image_ids)
 
 
 def assert_same(evaluator, ours):

@@ -2,134 +2,22 @@
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import detsearch.detection.sweep as sweep_module
 from detsearch.detection import cocoeval
+from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
+from tests.detection.sweep_cases import random_case, table_dicts
 
 pytestmark = pytest.mark.tf  # the two-stage first stage runs the TensorFlow op
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
-
-
-# ------------------------------------------------------------------------------------------
-# a tiny in-test cache builder (the attributes the sweep reads, as the cache module defines)
-
-
-@dataclass(frozen=True)
-class Meta:
-    version: int
-    kind: str
-    image_ids: tuple
-    image_sizes: tuple
-    category_ids: tuple
-    score_floor: float
-    top_k: Any
-    num_proposals: Any
-    box_format: str = "yxyx"
-
-
-@dataclass(frozen=True)
-class Cache:
-    meta: Meta
-    row_offsets: np.ndarray
-    row_boxes: np.ndarray
-    row_objectness: Any
-    row_level: Any
-    entry_offsets: np.ndarray
-    entry_row: np.ndarray
-    entry_class: np.ndarray
-    entry_score: np.ndarray
-    entry_boxes: Any
-
-    def num_images(self):
-        return len(self.meta.image_ids)
-
-
-def random_case(seed, kind="one_stage", num_images=5, num_classes=3, max_rows=30, floor=0.05, levels=True, ties=False, num_proposals=12):
-    """Ground truth (dict) and a cache whose rows crowd around the ground truth, with crowd
-    regions, a category without ground truth, images without rows, optional score ties."""
-    rng = np.random.default_rng(seed)
-    image_ids = tuple(int(i) for i in rng.choice(1000, num_images, replace=False))
-    category_ids = tuple(int(c) for c in np.sort(rng.choice(90, num_classes, replace=False)))
-    annotations, objects = [], {}
-    for image_id in image_ids:
-        objects[image_id] = []
-        for _ in range(int(rng.integers(0, 5))):
-            xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category_ids[c],
-                    "bbox": [float(xy[0]), float(xy[1]), float(wh[0]), float(wh[1])],
-                    "area": float(wh[0] * wh[1] * rng.uniform(0.6, 1.0)),
-                    "iscrowd": int(rng.random() < 0.1),
-                }
-            )
-            objects[image_id].append((xy, wh, c))
-    dataset = {
-        "images": [{"id": i, "height": 200, "width": 200} for i in image_ids],
-        "categories": [{"id": c, "name": str(c)} for c in category_ids] + [{"id": 99, "name": "no ground truth"}],
-        "annotations": annotations,
-    }
-    row_boxes, objectness, row_level, row_offsets = [], [], [], [0]
-    entry_row, entry_class, entry_score, entry_boxes, entry_offsets = [], [], [], [], [0]
-    for image_id in image_ids:
-        first_row = len(row_boxes)
-        for _ in range(int(rng.integers(0, max_rows))):
-            if objects[image_id] and rng.random() < 0.7:
-                xy, wh, c = objects[image_id][int(rng.integers(len(objects[image_id])))]
-                xy, wh = xy + rng.normal(0, 4, 2), np.abs(wh + rng.normal(0, 4, 2)) + 1
-            else:
-                xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
-            box = np.array([xy[1], xy[0], xy[1] + wh[1], xy[0] + wh[0]], np.float32)
-            row = len(row_boxes)
-            row_boxes.append(box)
-            objectness.append(rng.random())
-            row_level.append(int(rng.integers(0, 3)))
-            for cls in sorted({c} | {int(x) for x in rng.integers(0, num_classes, int(rng.integers(0, 3)))}):
-                score = rng.uniform(floor, 1.0)
-                if ties:
-                    score = max(floor, round(score, 1))
-                entry_row.append(row)
-                entry_class.append(cls)
-                entry_score.append(score)
-                jitter = rng.normal(0, 2, 4) if kind == "two_stage" else np.zeros(4)
-                entry_boxes.append(np.r_[np.minimum(box[:2] + jitter[:2], box[2:] + jitter[2:]), np.maximum(box[:2] + jitter[:2], box[2:] + jitter[2:])])
-        del first_row
-        row_offsets.append(len(row_boxes))
-        entry_offsets.append(len(entry_row))
-    objectness = np.asarray(objectness, np.float32)
-    if ties:
-        objectness = np.round(objectness, 1).astype(np.float32)
-    two = kind == "two_stage"
-    meta = Meta(1, kind, image_ids, tuple((200, 200) for _ in image_ids), category_ids, floor, None, num_proposals if two else None)
-    cache = Cache(
-        meta=meta,
-        row_offsets=np.asarray(row_offsets, np.int64),
-        row_boxes=np.asarray(row_boxes, np.float32).reshape(-1, 4),
-        row_objectness=objectness if two else None,
-        row_level=np.asarray(row_level, np.int32) if (two and levels) else None,
-        entry_offsets=np.asarray(entry_offsets, np.int64),
-        entry_row=np.asarray(entry_row, np.int32),
-        entry_class=np.asarray(entry_class, np.int32),
-        entry_score=np.asarray(entry_score, np.float32),
-        entry_boxes=np.asarray(entry_boxes, np.float32).reshape(-1, 4) if two else None,
-    )
-    return cache, dataset
-
-
-def table_dicts(result):
-    return [row.to_dict() for row in result.table]
 
 
 thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]), min_size=1, max_size=3, unique=True)
@@ -186,9 +74,12 @@ def test_worker_processes_give_the_same_table(kind):
     else:
         spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4], iou_threshold=[0.4, 0.6])
     calls = []
-    parallel = sweep_module.sweep(cache, dataset, spec, workers=2, progress=lambda done, total: calls.append((done, total)))
+    parallel = sweep_module.sweep(cache, dataset, spec, executor=ProcessExecutor(2),
+                                  progress=lambda done, total: calls.append((done, total)))
     assert table_dicts(parallel) == table_dicts(sweep_module.sweep(cache, dataset, spec))
     assert calls[-1][0] == calls[-1][1]
+    with pytest.raises(ValueError, match="coordinate strategy runs in this process"):
+        sweep_module.sweep(cache, dataset, spec, executor=ProcessExecutor(2), strategy="coordinate")
 
 
 def test_first_stage_settings_without_levels():
@@ -312,6 +203,17 @@ def test_bad_arguments(spec, kwargs, error, message):
     cache, dataset = random_case(19, "one_stage")
     with pytest.raises(error, match=message):
         sweep_module.sweep(cache, dataset, spec, **kwargs)
+
+
+def test_only_a_detection_cache_is_swept():
+    cache, dataset = random_case(19, "one_stage")
+    spec = ParamSpec(score_threshold=[0.1], iou_threshold=[0.5])
+    names = ("meta", "row_offsets", "row_boxes", "row_objectness", "row_level", "entry_offsets", "entry_row",
+             "entry_class", "entry_score", "entry_boxes")
+    look_alike = SimpleNamespace(**{name: getattr(cache, name) for name in names})
+    for sweep in (sweep_module.sweep, sweep_module.sweep_reference):
+        with pytest.raises(TypeError, match="cache must be a detsearch.detection.cache.DetectionCache, got SimpleNamespace"):
+            sweep(look_alike, dataset, spec)
 
 
 def test_unknown_images_and_categories():

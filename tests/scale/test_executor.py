@@ -5,7 +5,16 @@ import sys
 
 import pytest
 
-from detsearch.executor import LocalExecutor, RayExecutor, as_executor, executor_from_args, make_executor
+from detsearch.executor import (
+    LocalExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    as_executor,
+    executor_from_args,
+    make_executor,
+    release_worker_cache,
+    worker_cache,
+)
 
 
 def square(x):
@@ -22,10 +31,12 @@ def fail_on_three(x):
     return x
 
 
-@pytest.fixture(params=["local", "ray"])
+@pytest.fixture(params=["local", "process", "ray"])
 def executor(request):
     if request.param == "local":
         return LocalExecutor()
+    if request.param == "process":
+        return ProcessExecutor(2)
     return request.getfixturevalue("ray_executor")
 
 
@@ -72,6 +83,49 @@ def test_command_line_flags():
         executor_from_args(parser.parse_args(["--ray-address", "auto"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--executor", "spark"])
+
+
+def cached_pid_and_builds(token, x):
+    import os
+
+    builds = []
+    pid = worker_cache("tests.scale.test_executor", token, lambda: (builds.append(1), os.getpid())[1])
+    return pid, len(builds)
+
+
+def test_worker_cache_builds_once_per_process_and_key():
+    built = []
+    assert worker_cache("tests.slot", "a", lambda: built.append("a") or "A") == "A"
+    assert worker_cache("tests.slot", "a", lambda: built.append("again") or "A2") == "A"
+    assert worker_cache("tests.slot", "b", lambda: built.append("b") or "B") == "B"
+    assert worker_cache("tests.other", "a", lambda: built.append("other") or "O") == "O"
+    assert worker_cache("tests.slot", "b", lambda: "B2") == "B"
+    release_worker_cache("tests.slot")
+    release_worker_cache("tests.slot")  # releasing an empty slot is fine
+    assert worker_cache("tests.slot", "b", lambda: "B3") == "B3"
+    assert built == ["a", "b", "other"]
+    release_worker_cache("tests.slot")
+    release_worker_cache("tests.other")
+
+
+def test_forked_workers_inherit_a_seeded_worker_cache():
+    import os
+
+    worker_cache("tests.scale.test_executor", "job", lambda: os.getpid())
+    try:
+        results = ProcessExecutor(2).map(cached_pid_and_builds, range(6), shared="job")
+    finally:
+        release_worker_cache("tests.scale.test_executor")
+    # Every worker found this process's value (its pid) and built nothing.
+    assert results == [(os.getpid(), 0)] * 6
+
+
+def test_process_executor_checks_its_argument():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="processes must be an integer >= 1"):
+            ProcessExecutor(bad)
+    assert ProcessExecutor(1).map(square, [2, 3]) == [4, 9]
+    assert repr(ProcessExecutor(3)) == "ProcessExecutor(processes=3)"
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

@@ -6,8 +6,9 @@ import pytest
 
 from detsearch.detection import cache as cache_module
 from detsearch.detection.sweep import sweep
+from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
-from tests.detection.test_sweep import random_case, table_dicts
+from tests.detection.sweep_cases import random_case, table_dicts
 
 pytestmark = pytest.mark.tf  # the two-stage first stage runs the TensorFlow op (in the driver)
 
@@ -33,7 +34,7 @@ def test_two_stage_random_cache(ray_executor):
                      iou_threshold=[0.4, 0.6])
     on_ray = sweep(cache, dataset, spec, executor=ray_executor)
     assert on_ray.to_json() == sweep(cache, dataset, spec).to_json()
-    assert on_ray.to_json() == sweep(cache, dataset, spec, workers=2).to_json()
+    assert on_ray.to_json() == sweep(cache, dataset, spec, executor=ProcessExecutor(2)).to_json()
 
 
 def test_executor_by_name_and_bad_combinations(ray_executor):
@@ -41,8 +42,6 @@ def test_executor_by_name_and_bad_combinations(ray_executor):
     spec = ParamSpec(score_threshold=[0.05, 0.4], iou_threshold=[0.3, 0.6])
     # "ray" joins the cluster this process already started.
     assert sweep(cache, dataset, spec, executor="ray").to_json() == sweep(cache, dataset, spec, executor="local").to_json()
-    with pytest.raises(ValueError, match="workers"):
-        sweep(cache, dataset, spec, executor=ray_executor, workers=2)
     with pytest.raises(ValueError, match="coordinate"):
         sweep(cache, dataset, spec, executor=ray_executor, strategy="coordinate")
     with pytest.raises(ValueError, match="unknown executor 'dask'"):

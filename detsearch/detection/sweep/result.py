@@ -1,0 +1,189 @@
+"""What a sweep returns: one `SweepRow` per configuration, the `SweepResult`, and the objectives
+that choose among rows (pure functions of the rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from detsearch.detection.cache import CacheKind
+from detsearch.detection.cocoeval import STAT_NAMES
+from detsearch.params import PARAM_NAMES, ParamSpec
+
+__all__ = [
+    "OBJECTIVES",
+    "STRATEGIES",
+    "SweepResult",
+    "SweepRow",
+    "check_objective",
+    "make_row",
+    "objective_value",
+    "row_sort_key",
+    "select_best",
+]
+
+OBJECTIVES = ("map", "ap50", "f1", "map_at_budget")
+"""``map``: AP@[.5:.95] (default); ``ap50``: AP@.5; ``f1``: pooled F1 at IoU 0.5 of the
+configuration's own detections; ``map_at_budget``: AP@[.5:.95] among configurations with
+mean detections per image <= budget."""
+STRATEGIES = ("grid", "coordinate")
+"""``grid``: every combination; ``coordinate``: one parameter at a time, the others held,
+until a full round changes nothing (for large grids)."""
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One configuration's outcome.
+
+    Attributes:
+      params: thresholds by MoXing name (`PARAM_NAMES` order).
+      stats: the 12 COCO stats in pycocotools order (`cocoeval.STAT_NAMES`).
+      recall: AR@100 (``stats[8]``).
+      ap50: AP@.5 (``stats[1]``).
+      dets_per_image: mean detections per image after NMS.
+      f1: F1 at IoU 0.5 (area all, 100 detections, categories pooled, crowd and ignored boxes
+        excluded) of this configuration's detections.
+      f1_max: the best F1 over score cuts at or above this configuration's threshold.
+      f1_max_score: the lowest score kept at that cut (keep ``score >= f1_max_score``), None
+        without detections.
+    """
+
+    params: Mapping[str, float]
+    stats: tuple[float, ...]
+    recall: float
+    ap50: float
+    dets_per_image: float
+    f1: float
+    f1_max: float
+    f1_max_score: float | None
+
+    @property
+    def map(self) -> float:
+        return self.stats[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": dict(self.params),
+            "stats": list(self.stats),
+            "recall": self.recall,
+            "ap50": self.ap50,
+            "dets_per_image": self.dets_per_image,
+            "f1": self.f1,
+            "f1_max": self.f1_max,
+            "f1_max_score": self.f1_max_score,
+        }
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep.
+
+    Attributes:
+      kind: the cache's `CacheKind` (a ``str``: ``"one_stage"`` or ``"two_stage"``).
+      objective: the objective name; ``budget`` its detections-per-image budget (or None).
+      strategy: ``"grid"`` or ``"coordinate"``.
+      best: the chosen thresholds as a `ParamSpec` (``best_params`` as a dict).
+      best_row: the chosen configuration's `SweepRow`.
+      table: every evaluated configuration, ordered by parameters.
+      num_images: images evaluated.
+    """
+
+    kind: CacheKind
+    objective: str
+    budget: float | None
+    strategy: str
+    best: ParamSpec
+    best_row: SweepRow
+    table: tuple[SweepRow, ...]
+    num_images: int
+
+    @property
+    def best_params(self) -> dict[str, float]:
+        return self.best.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "objective": self.objective,
+            "budget": self.budget,
+            "strategy": self.strategy,
+            "best": self.best_params,
+            "best_row": self.best_row.to_dict(),
+            "stat_names": list(STAT_NAMES),
+            "num_images": self.num_images,
+            "table": [row.to_dict() for row in self.table],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def objective_value(row: SweepRow, objective: str, budget: float | None = None) -> float:
+    """The value a configuration scores under ``objective``; -inf when it breaks the budget."""
+    if objective == "map":
+        return row.stats[0]
+    if objective == "ap50":
+        return row.stats[1]
+    if objective == "f1":
+        return row.f1
+    if objective == "map_at_budget":
+        return row.stats[0] if row.dets_per_image <= budget else -math.inf
+    raise ValueError(f"unknown objective {objective!r}; known objectives: {', '.join(OBJECTIVES)}")
+
+
+def select_best(rows: Sequence[SweepRow], objective: str, budget: float | None = None) -> SweepRow:
+    """The best row: highest objective value; ties go to fewer detections per image, then to
+    the earlier row.
+
+    Raises:
+      ValueError: no row (or, for ``map_at_budget``, no row within the budget).
+    """
+    check_objective(objective, budget)
+    best, best_key = None, None
+    for row in rows:
+        value = objective_value(row, objective, budget)
+        if value == -math.inf:
+            continue
+        key = (value, -row.dets_per_image)
+        if best is None or key > best_key:
+            best, best_key = row, key
+    if best is None:
+        if objective == "map_at_budget" and rows:
+            fewest = min(rows, key=lambda r: r.dets_per_image)
+            raise ValueError(
+                f"no configuration has <= {budget:g} detections per image; the fewest is "
+                f"{fewest.dets_per_image:.2f} at {dict(fewest.params)}"
+            )
+        raise ValueError("no configurations to choose from")
+    return best
+
+
+def check_objective(objective: str, budget: float | None) -> None:
+    """Raises ValueError unless ``objective`` is one of `OBJECTIVES` with the budget it needs."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known objectives: {', '.join(OBJECTIVES)}")
+    if objective == "map_at_budget":
+        if budget is None or isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
+            raise ValueError(f"objective map_at_budget needs a finite budget >= 0 (detections per image), got {budget!r}")
+
+
+def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1_max_score) -> SweepRow:
+    """A `SweepRow` from one configuration's evaluation (``stats``: the 12 COCO stats)."""
+    stats = tuple(float(s) for s in stats)
+    return SweepRow(
+        params=params,
+        stats=stats,
+        recall=stats[8],
+        ap50=stats[1],
+        dets_per_image=float(num_detections) / float(num_images) if num_images else 0.0,
+        f1=float(f1),
+        f1_max=float(f1_max),
+        f1_max_score=f1_max_score,
+    )
+
+
+def row_sort_key(row: SweepRow) -> tuple:
+    """Orders a table by its thresholds in `PARAM_NAMES` order."""
+    return tuple(row.params[name] for name in PARAM_NAMES if name in row.params)

@@ -1,0 +1,262 @@
+"""The sweep's public entry point, `sweep`, and its two strategies: the whole grid (spread over
+an `detsearch.executor.Executor`) or a coordinate search (in this process).
+
+Library code logs through `logging` and reports progress through an optional callback; it
+never prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from detsearch.detection import nms as nms_ops
+from detsearch.detection.cache import CacheKind, DetectionCache
+from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
+from detsearch.detection.sweep.engine import SweepEngine
+from detsearch.detection.sweep.grid import (
+    check_cache,
+    check_first_stage,
+    check_floor,
+    check_options,
+    grid_axes,
+    nms_keys,
+    threshold_names,
+)
+from detsearch.detection.sweep.result import (
+    STRATEGIES,
+    SweepResult,
+    SweepRow,
+    check_objective,
+    objective_value,
+    row_sort_key,
+    select_best,
+)
+from detsearch.executor import Executor, LocalExecutor, ProcessExecutor, as_executor, release_worker_cache, worker_cache
+from detsearch.params import ParamSpec
+
+__all__ = ["NMS_BACKENDS", "ProgressCallback", "sweep"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(done, total)`` after each NMS setting; ``total`` is an upper bound for the
+coordinate strategy."""
+
+NMS_BACKENDS = ("fast", "reference")
+
+_ENGINE_SLOT = __name__
+"""The `worker_cache` slot of the engine a worker process evaluates with."""
+
+
+def sweep(
+    cache: DetectionCache,
+    ground_truth,
+    param_list_spec: ParamSpec,
+    *,
+    objective: str = "map",
+    budget: float | None = None,
+    strategy: str = "grid",
+    max_detections_per_class: int = nms_ops.DEFAULT_MAX_DETECTIONS_PER_CLASS,
+    max_total_detections: int = nms_ops.DEFAULT_MAX_TOTAL_DETECTIONS,
+    num_proposals: int | None = None,
+    per_level: bool | None = None,
+    nms_backend: str = "fast",
+    executor: Executor | str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SweepResult:
+    """Chooses post-processing thresholds on a cache of raw predictions.
+
+    A configuration is, by MoXing names:
+
+    - one-stage (SSD, RetinaNet): ``(score_threshold, iou_threshold)``;
+    - two-stage (Faster R-CNN): ``(nms_score_threshold, nms_iou_threshold, score_threshold,
+      iou_threshold)``: the first two drive the first stage (class-agnostic NMS of the RPN
+      proposals: objectness ``> nms_score_threshold``, IoU ``> nms_iou_threshold`` suppressed,
+      the best ``num_proposals`` kept, per FPN level when levels were recorded, then merged),
+      the last two the second stage (per-class NMS of the cached second-stage boxes and
+      scores of the surviving proposals).
+
+    NMS semantics are those of `detsearch.detection.nms` (TensorFlow's kernels); evaluation is
+    `detsearch.detection.cocoeval` (pycocotools' numbers, bit for bit). How one NMS pass
+    answers a whole score axis: `detsearch.detection.sweep.engine`.
+
+    Args:
+      cache: a `detsearch.detection.cache.DetectionCache` (validated when it was built).
+      ground_truth: COCO instances: path, dict, pycocotools ``COCO`` or `GroundTruth`.
+        Evaluation covers the cache's images (each must be in the ground truth) and all
+        ground-truth categories (the cache's categories must be among them).
+      param_list_spec: candidate lists by MoXing name, e.g.
+        ``ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5, 0.6])`` for one-stage;
+        two-stage also needs ``nms_score_threshold`` and ``nms_iou_threshold``.
+      objective: one of `OBJECTIVES` (default ``"map"``).
+      budget: mean detections per image allowed by ``map_at_budget``.
+      strategy: ``"grid"`` (default) or ``"coordinate"`` (see `STRATEGIES`).
+      max_detections_per_class, max_total_detections: NMS caps (default 100 and 100).
+      num_proposals: first-stage top-N (default: the cache's ``meta.num_proposals``, else 1000).
+      per_level: first-stage NMS per FPN level (default: when the cache records levels).
+      nms_backend: ``"fast"`` (vectorized greedy walk; the first stage through the TensorFlow
+        op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
+      executor: where the grid's NMS settings run: None or ``"local"`` (this process),
+        ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
+        forked processes that inherit the prepared engine). One task per NMS setting
+        (two-stage: per first-stage setting); any TensorFlow work (the first stage) runs in
+        this process first, so the tasks only use NumPy. The table does not depend on the
+        executor. The coordinate strategy runs in this process only.
+      progress: optional ``progress(done, total)`` callback.
+
+    Returns:
+      `SweepResult`. Ties of the objective go to fewer detections per image, then to lower
+      thresholds (`select_best`).
+
+    Raises:
+      ValueError / TypeError: bad arguments, a cache that is not a `DetectionCache`, a score
+        threshold below the cache's score floor, cache images or categories unknown to the
+        ground truth, no configuration within the budget.
+    """
+    kind = check_cache(cache)
+    axes = grid_axes(param_list_spec, kind)
+    check_objective(objective, budget)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known strategies: {', '.join(STRATEGIES)}")
+    if nms_backend not in NMS_BACKENDS:
+        raise ValueError(f"nms_backend must be 'fast' or 'reference', got {nms_backend!r}")
+    executor = as_executor(executor)
+    if strategy == "coordinate" and not isinstance(executor, LocalExecutor):
+        raise ValueError(f"the coordinate strategy runs in this process (each step depends on the last); "
+                         f"got executor {executor!r}: use the grid strategy or the local executor")
+    num_proposals, per_level = check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
+    check_floor(cache, axes)
+    check_first_stage(cache, kind, axes, num_proposals, per_level)
+    gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
+    options = dict(
+        max_detections_per_class=int(max_detections_per_class),
+        max_total_detections=int(max_total_detections),
+        num_proposals=num_proposals,
+        per_level=per_level,
+        nms_backend=nms_backend,
+    )
+    engine = SweepEngine(cache, gt, axes, kind, **options)
+    keys = nms_keys(kind, axes)
+    started = time.perf_counter()
+    if strategy == "grid":
+        _grid_on_executor(engine, _EngineSource(uuid.uuid4().hex, cache, gt, axes, kind, options), keys, executor, progress)
+    else:
+        _coordinate_search(engine, kind, axes, keys, objective, budget, progress)
+    table = tuple(sorted((row for rows in engine.evaluated.values() for row in rows), key=row_sort_key))
+    best_row = select_best(table, objective, budget)
+    logger.info(
+        "sweep: %d configurations (%d NMS settings) in %.2fs; best %s",
+        len(table),
+        len(engine.evaluated),
+        time.perf_counter() - started,
+        dict(best_row.params),
+    )
+    return SweepResult(
+        kind=kind,
+        objective=objective,
+        budget=budget,
+        strategy=strategy,
+        best=ParamSpec(**best_row.params),
+        best_row=best_row,
+        table=table,
+        num_images=engine.num_images,
+    )
+
+
+@dataclass(frozen=True)
+class _EngineSource:
+    """What a worker process needs to build the sweep's engine (sent once per executor call)."""
+
+    token: str  # names this sweep in `worker_cache`
+    cache: DetectionCache
+    ground_truth: GroundTruth
+    axes: Mapping[str, tuple[float, ...]]
+    kind: CacheKind
+    options: Mapping[str, Any]
+    first_stage: Mapping[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def build(self) -> SweepEngine:
+        return SweepEngine(self.cache, self.ground_truth, self.axes, self.kind, **self.options, first_stage=self.first_stage)
+
+
+def _engine_rows(source: _EngineSource, keys: list[tuple]) -> dict[tuple, list[SweepRow]]:
+    """One executor task: the rows of NMS settings ``keys``, on the engine this process holds for
+    the sweep (built from ``source`` on the process's first task of the sweep)."""
+    engine = worker_cache(_ENGINE_SLOT, source.token, source.build)
+    return {key: engine.rows(key) for key in keys}
+
+
+def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[tuple], executor: Executor, progress) -> None:
+    """Evaluates every NMS setting of ``keys`` as executor tasks; the rows land in ``engine``."""
+    if engine.kind == CacheKind.TWO_STAGE:
+        # TensorFlow runs here; the tasks get its results and only use NumPy.
+        for nms_iou in sorted({key[1] for key in keys}):
+            engine.first_stage(nms_iou)
+        # Keys of one first-stage setting share their candidates: keep them in one task.
+        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key[:-1])]
+        source = replace(source, first_stage=engine.first_stage_results())
+    else:
+        if isinstance(executor, ProcessExecutor):
+            engine.walk_input(keys[0])  # shared by every key: prepared once, before the fork
+        tasks = [[key] for key in keys]
+    done = 0
+
+    def arrived(index: int, rows: dict) -> None:
+        nonlocal done
+        engine.add_rows(rows)
+        done += len(rows)
+        if progress is not None:
+            progress(done, len(keys))
+
+    # This process, and the processes a `ProcessExecutor` forks, find the prepared engine.
+    worker_cache(_ENGINE_SLOT, source.token, lambda: engine)
+    try:
+        executor.map(_engine_rows, tasks, shared=source, on_result=arrived)
+    finally:
+        release_worker_cache(_ENGINE_SLOT)
+
+
+def _coordinate_search(engine: SweepEngine, kind: CacheKind, axes, keys, objective, budget, progress) -> None:
+    names = threshold_names(kind)
+    # Start in the middle of every candidate list (lower middle for even lengths).
+    current = {name: axes[name][(len(axes[name]) - 1) // 2] for name in names}
+
+    def row_at(point: Mapping[str, float]) -> SweepRow:
+        if kind == CacheKind.ONE_STAGE:
+            key = (point["iou_threshold"],)
+        else:
+            key = (point["nms_score_threshold"], point["nms_iou_threshold"], point["iou_threshold"])
+        before = len(engine.evaluated)
+        rows = engine.rows(key)
+        if progress is not None and len(engine.evaluated) > before:
+            progress(len(engine.evaluated), len(keys))
+        return rows[axes["score_threshold"].index(point["score_threshold"])]
+
+    def rank(point: Mapping[str, float]) -> tuple[float, float]:
+        row = row_at(point)
+        return (objective_value(row, objective, budget), -row.dets_per_image)
+
+    rounds = 0
+    while True:
+        rounds += 1
+        changed = False
+        for name in names:
+            # Move only on a strict improvement (so the search ends); ties keep the current point.
+            best_point, best_rank = current, rank(current)
+            for value in axes[name]:
+                point = dict(current, **{name: value})
+                point_rank = rank(point)
+                if point_rank > best_rank:
+                    best_point, best_rank = point, point_rank
+            if best_point != current:
+                current, changed = best_point, True
+        if not changed:
+            break
+    logger.info("sweep: coordinate search settled after %d rounds at %s", rounds, current)

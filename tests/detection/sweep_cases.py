@@ -1,0 +1,93 @@
+"""Seeded random detection caches with their ground truth, for the sweep's tests."""
+
+import numpy as np
+
+from detsearch.detection.cache import CACHE_VERSION, CacheMeta, DetectionCache
+
+
+def random_case(seed, kind="one_stage", num_images=5, num_classes=3, max_rows=30, floor=0.05, levels=True, ties=False,
+                num_proposals=12) -> tuple[DetectionCache, dict]:
+    """A COCO ground-truth dict and a real (validated) `DetectionCache` whose rows crowd around
+    the ground truth, with crowd regions, a category without ground truth, images without rows
+    and optional score ties; the same for the same arguments (``np.random.default_rng(seed)``)."""
+    rng = np.random.default_rng(seed)
+    image_ids = tuple(int(i) for i in rng.choice(1000, num_images, replace=False))
+    category_ids = tuple(int(c) for c in np.sort(rng.choice(90, num_classes, replace=False)))
+    annotations, objects = [], {}
+    for image_id in image_ids:
+        objects[image_id] = []
+        for _ in range(int(rng.integers(0, 5))):
+            xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_ids[c],
+                    "bbox": [float(xy[0]), float(xy[1]), float(wh[0]), float(wh[1])],
+                    "area": float(wh[0] * wh[1] * rng.uniform(0.6, 1.0)),
+                    "iscrowd": int(rng.random() < 0.1),
+                }
+            )
+            objects[image_id].append((xy, wh, c))
+    dataset = {
+        "images": [{"id": i, "height": 200, "width": 200} for i in image_ids],
+        "categories": [{"id": c, "name": str(c)} for c in category_ids] + [{"id": 99, "name": "no ground truth"}],
+        "annotations": annotations,
+    }
+    row_boxes, objectness, row_level, row_offsets = [], [], [], [0]
+    entry_row, entry_class, entry_score, entry_boxes, entry_offsets = [], [], [], [], [0]
+    for image_id in image_ids:
+        first_row = len(row_boxes)
+        for _ in range(int(rng.integers(0, max_rows))):
+            if objects[image_id] and rng.random() < 0.7:
+                xy, wh, c = objects[image_id][int(rng.integers(len(objects[image_id])))]
+                xy, wh = xy + rng.normal(0, 4, 2), np.abs(wh + rng.normal(0, 4, 2)) + 1
+            else:
+                xy, wh, c = rng.uniform(0, 150, 2), rng.uniform(3, 80, 2), int(rng.integers(num_classes))
+            box = np.array([xy[1], xy[0], xy[1] + wh[1], xy[0] + wh[0]], np.float32)
+            row = len(row_boxes)
+            row_boxes.append(box)
+            objectness.append(rng.random())
+            row_level.append(int(rng.integers(0, 3)))
+            for cls in sorted({c} | {int(x) for x in rng.integers(0, num_classes, int(rng.integers(0, 3)))}):
+                score = rng.uniform(floor, 1.0)
+                if ties:
+                    score = max(floor, round(score, 1))
+                entry_row.append(row)
+                entry_class.append(cls)
+                entry_score.append(score)
+                jitter = rng.normal(0, 2, 4) if kind == "two_stage" else np.zeros(4)
+                entry_boxes.append(np.r_[np.minimum(box[:2] + jitter[:2], box[2:] + jitter[2:]), np.maximum(box[:2] + jitter[:2], box[2:] + jitter[2:])])
+        del first_row
+        row_offsets.append(len(row_boxes))
+        entry_offsets.append(len(entry_row))
+    objectness = np.asarray(objectness, np.float32)
+    if ties:
+        objectness = np.round(objectness, 1).astype(np.float32)
+    two = kind == "two_stage"
+    meta = CacheMeta(
+        version=CACHE_VERSION,
+        kind=kind,
+        image_ids=image_ids,
+        image_sizes=tuple((200, 200) for _ in image_ids),
+        category_ids=category_ids,
+        score_floor=floor,
+        num_proposals=num_proposals if two else None,
+    )
+    cache = DetectionCache.from_arrays(
+        meta,
+        row_offsets=np.asarray(row_offsets, np.int64),
+        row_boxes=np.asarray(row_boxes, np.float32).reshape(-1, 4),
+        row_objectness=objectness if two else None,
+        row_level=np.asarray(row_level, np.int32) if (two and levels) else None,
+        entry_offsets=np.asarray(entry_offsets, np.int64),
+        entry_row=np.asarray(entry_row, np.int32),
+        entry_class=np.asarray(entry_class, np.int32),
+        entry_score=np.asarray(entry_score, np.float32),
+        entry_boxes=np.asarray(entry_boxes, np.float32).reshape(-1, 4) if two else None,
+    )
+    return cache, dataset
+
+
+def table_dicts(result):
+    return [row.to_dict() for row in result.table]
