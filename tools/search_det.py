@@ -158,7 +158,7 @@ def describe(params) -> str:
 def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
     """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
     from detsearch.atomic import write_json_atomic
-    from detsearch.cli import write_outputs
+    from detsearch.detection.report import write_outputs
 
     default_row = next(row for row in result.table if all(row.params[k] == defaults[k] for k in row.params))
     write_outputs(result, out / "sweep")

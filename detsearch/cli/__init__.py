@@ -1,0 +1,72 @@
+"""The ``detsearch`` command: one program, one subcommand per job.
+
+    detsearch sweep ...          thresholds from cached raw predictions (NumPy only)
+    detsearch eval ...           COCO evaluation of final detections, pycocotools' numbers
+    detsearch search-det ...     detector, cache, sweep, report (the demo by default)
+    detsearch search-cls ...     classification search on MNIST (the seed's program)
+    detsearch train ...          train a Model Garden detector
+    detsearch cache ...          record a detector's raw predictions (resumable, sharded)
+    detsearch prepare-mnist ...  the MNIST IDX files, offline
+    detsearch prepare-demo ...   the MNIST-detection demo set
+
+Bad input ends with one line on stderr, ``detsearch COMMAND: error: ...``, and exit status 2;
+nothing is written to the output directory then. Flags are spelled with dashes; the underscore
+spellings (``--score_floor``) are accepted too. ``tools/*.py`` are thin scripts over these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from detsearch.cli.args import EXIT_BAD_INPUT, BadInput, Parser, dashed
+
+COMMANDS = {
+    "sweep": "detsearch.cli.sweep",
+}
+"""Subcommand -> the module that defines it (``add_arguments(name, parser)``, ``HELP[name]``
+or ``HELP``, ``DESCRIPTION``, and ``run(args) -> int``). Modules are imported only when needed."""
+
+
+def _module(command: str):
+    return importlib.import_module(COMMANDS[command])
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """The top-level parser; with ``command``, only that subcommand's module is imported."""
+    parser = Parser(prog="detsearch", description="detsearch: hyperparameter and detection-threshold search.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in COMMANDS if command is None else [command]:
+        module = _module(name)
+        help_text = module.HELP[name] if isinstance(module.HELP, dict) else module.HELP
+        description = getattr(module, "DESCRIPTION", None)
+        if isinstance(description, dict):
+            description = description[name]
+        sub = commands.add_parser(name, help=help_text, description=description or help_text,
+                                  epilog=getattr(module, "EPILOG", None), formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(name, sub)
+        sub.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, command: str | None = None) -> int:
+    """Runs ``detsearch ARGV``; ``command`` prefixes ARGV with a subcommand (the tools/ scripts)."""
+    argv = dashed(list(sys.argv[1:] if argv is None else argv))
+    if command is not None:
+        argv = [command, *argv]
+    name = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(name)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return _module(args.command).run(args)
+    except (BadInput, ValueError, TypeError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"detsearch {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,120 @@
+"""What every subcommand of ``detsearch`` shares: one-line errors, list and number flags,
+progress bars. NumPy-free and TensorFlow-free, so ``detsearch --help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Callable, Sequence
+
+EXIT_BAD_INPUT = 2
+"""Exit status of every bad-input error (argparse's own)."""
+
+
+class BadInput(Exception):
+    """A user error: reported as one line, ``detsearch COMMAND: error: ...``, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit status 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def dashed(argv: Sequence[str]) -> list[str]:
+    """``--score_floor`` -> ``--score-floor``: every flag is spelled with dashes, and the
+    underscore spelling that older scripts use is accepted for it."""
+    out = []
+    for token in argv:
+        if token == "--":
+            out.extend(argv[len(out):])
+            break
+        if token.startswith("--"):
+            name, sep, value = token.partition("=")
+            token = name.replace("_", "-") + sep + value
+        out.append(token)
+    return out
+
+
+def float_list(text: str | None, flag: str, *, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False, what: str = "values") -> list[float] | None:
+    """A comma-separated list of finite numbers (None stays None), each within ``[low, high]``
+    (``(low, high]`` with ``low_open``). Raises `BadInput` naming the flag and the item."""
+    if text is None:
+        return None
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise BadInput(f"{flag}: {item!r} is not a number") from None
+        inside = (low < value if low_open else low <= value) and value <= high
+        if not (math.isfinite(value) and inside):
+            raise BadInput(f"{flag}: {item} is outside {interval}" if math.isfinite(low) or math.isfinite(high)
+                           else f"{flag}: {item} is not a finite number")
+        values.append(value)
+    if not values:
+        raise BadInput(f"{flag}: no {what} given")
+    return values
+
+
+def thresholds(text: str | None, flag: str) -> list[float] | None:
+    """Threshold candidates: numbers in [0, 1]."""
+    return float_list(text, flag, low=0.0, high=1.0, what="thresholds")
+
+
+def positives(text: str | None, flag: str) -> list[float] | None:
+    """Hyperparameter candidates that must be > 0 (learning rates)."""
+    return float_list(text, flag, low=0.0, low_open=True)
+
+
+def non_negatives(text: str | None, flag: str) -> list[float] | None:
+    """Hyperparameter candidates that must be >= 0 (weight decays, momentums)."""
+    return float_list(text, flag, low=0.0)
+
+
+def at_least(value: float | int | None, flag: str, minimum: float) -> None:
+    """Raises `BadInput` unless ``value`` is None or ``>= minimum``."""
+    if value is not None and not value >= minimum:
+        raise BadInput(f"{flag} must be >= {minimum:g}, got {value}")
+
+
+def objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--objective`` (the sweep's objectives) and ``--budget``."""
+    from detsearch.detection.sweep.result import OBJECTIVES
+
+    parser.add_argument(
+        "--objective", default="map", choices=list(OBJECTIVES),
+        help="what to maximize: map = COCO AP@[.5:.95] (default); ap50 = AP@.5; f1 = F1 at IoU 0.5 of the "
+        "configuration's detections; map_at_budget = AP@[.5:.95] among configurations with at most "
+        "--budget detections per image")
+    parser.add_argument("--budget", type=float, metavar="N", help="mean detections per image allowed by --objective map_at_budget")
+
+
+def check_objective(args: argparse.Namespace) -> None:
+    if args.objective == "map_at_budget" and args.budget is None:
+        raise BadInput("--objective map_at_budget needs --budget (mean detections per image)")
+    if args.budget is not None and (not math.isfinite(args.budget) or args.budget < 0):
+        raise BadInput(f"--budget must be a number >= 0, got {args.budget}")
+
+
+def progress_bar(disabled: bool, unit: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr, and its ``close``."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None, lambda: None
+    bar = tqdm(total=0, unit=unit, disable=disabled or None, file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar.close
