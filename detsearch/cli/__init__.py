@@ -26,6 +26,7 @@ from detsearch.cli.args import EXIT_BAD_INPUT, BadInput, Parser, dashed
 
 COMMANDS = {
     "sweep": "detsearch.cli.sweep",
+    "eval": "detsearch.cli.evaluate",
 }
 """Subcommand -> the module that defines it (``add_arguments(name, parser)``, ``HELP[name]``
 or ``HELP``, ``DESCRIPTION``, and ``run(args) -> int``). Modules are imported only when needed."""

@@ -4,6 +4,7 @@ progress bars. NumPy-free and TensorFlow-free, so ``detsearch --help`` is instan
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from typing import Callable, Sequence
@@ -118,3 +119,16 @@ def progress_bar(disabled: bool, unit: str) -> tuple[Callable[[int, int], None] 
         bar.refresh()
 
     return progress, bar.close
+
+
+def read_json(path: str, what: str):
+    """The JSON document in ``path``; a missing, unreadable or malformed file is one `BadInput` line."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: {what} file not found") from None
+    except json.JSONDecodeError as error:
+        raise BadInput(f"{path}: malformed JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadInput(f"{path}: cannot read {what}: {error}") from None

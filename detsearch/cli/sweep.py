@@ -8,10 +8,9 @@ and exit status 2; nothing is written to the output directory then.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from detsearch.cli.args import BadInput, at_least, check_objective, objective_arguments, progress_bar, thresholds
+from detsearch.cli.args import BadInput, read_json, at_least, check_objective, objective_arguments, progress_bar, thresholds
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
 
-    dataset = _read_json(args.annotations, "annotations")
+    dataset = read_json(args.annotations, "annotations")
     if not isinstance(dataset, dict):
         raise BadInput(f"{args.annotations}: COCO annotations must be a JSON object, got a JSON {type(dataset).__name__}")
     ground_truth = load_ground_truth(dataset, name=args.annotations)
@@ -189,15 +188,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"best ({result.objective}): {best}; AP {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
           f"{result.best_row.dets_per_image:.1f} detections/image -> {out / 'result.json'}")
     return 0
-
-
-def _read_json(path: str, what: str):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: {what} file not found") from None
-    except json.JSONDecodeError as error:
-        raise BadInput(f"{path}: malformed JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise BadInput(f"{path}: cannot read {what}: {error}") from None
