@@ -291,13 +291,12 @@ def test_one_stage_refuses_two_stage_arrays():
         DetectionCache.from_arrays(meta, **arrays)
 
 
-def test_validate_checks_exact_dtypes_of_a_directly_built_cache():
+def test_construction_checks_exact_dtypes_of_a_directly_built_cache():
     meta, arrays = small_arrays("one_stage")
     arrays = arrays_of(DetectionCache.from_arrays(meta, **arrays))
     arrays["entry_score"] = arrays["entry_score"].astype(">f4")
-    cache = DetectionCache(meta=meta, **{name: arrays.get(name) for name in cache_module.ARRAY_NAMES})
     with pytest.raises(CacheError, match="DetectionCache: entry_score has dtype >f4, expected <f4"):
-        cache.validate()
+        DetectionCache(meta=meta, **{name: arrays.get(name) for name in cache_module.ARRAY_NAMES})
 
 
 @pytest.mark.parametrize(
@@ -893,11 +892,11 @@ def test_coco_import_reports_malformed_json_and_bad_annotations(tmp_path):
         import_coco_detections(tmp_path / "missing.json", ANNOTATIONS)
     bad = json.loads(json.dumps(ANNOTATIONS))
     del bad["images"][1]["height"]
-    with pytest.raises(CacheError, match=r"images\[1\] lacks 'height'"):
+    with pytest.raises(CacheError, match=r"images\[1\] \(id 10\) has size 0x60: height and width must be given"):
         import_coco_detections([], bad)
     bad = json.loads(json.dumps(ANNOTATIONS))
     bad["categories"][2]["id"] = 3
-    with pytest.raises(CacheError, match=r"categories\[2\]\.id 3 repeats"):
+    with pytest.raises(CacheError, match=r"category id 3 appears twice in 'categories'"):
         import_coco_detections([], bad)
     with pytest.raises(CacheError, match="score_floor must be in"):
         import_coco_detections([], ANNOTATIONS, score_floor=2)

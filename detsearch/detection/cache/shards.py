@@ -120,7 +120,7 @@ def merge_shards(path: str | os.PathLike, *, verify: bool = True) -> DetectionCa
     )
     names = tuple(caches[0].arrays())
     tmp = fresh_directory(root)
-    files = _DirectoryWriter(tmp, names)
+    files = DirectoryWriter(tmp, names)
     try:
         row_base = entry_base = 0
         files.append("row_offsets", np.zeros(1, dtype="<i8"))
