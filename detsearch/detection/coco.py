@@ -4,8 +4,8 @@
 `parse_categories` and `parse_annotations` check the three lists of an instances document
 (``parse_instances`` all three); `detsearch.detection.cocoeval.load_ground_truth`, the cache
 importers (`detsearch.detection.cache.importers`) and `detsearch.datasets.coco.load_coco`
-build on them. Errors are `CocoError` (a ``ValueError``) naming the source, the record and the
-problem; callers with their own error type wrap it.
+build on them. Errors are plain ``ValueError``s naming the source, the record and the problem;
+callers with their own error type (`CacheError`, `DatasetError`) wrap them.
 
 Image size rule: ``height`` and ``width`` are whole numbers of pixels >= 0; absent, null or 0
 means *unknown* (pycocotools never reads them, and evaluation does not need them), parsed as
@@ -29,7 +29,6 @@ import numpy as np
 __all__ = [
     "CocoAnnotation",
     "CocoCategory",
-    "CocoError",
     "CocoImage",
     "CocoInstances",
     "coco_document",
@@ -46,15 +45,11 @@ __all__ = [
 _INT64 = np.iinfo(np.int64)
 
 
-class CocoError(ValueError):
-    """A COCO file or document is unreadable or malformed; the message names source and record."""
-
-
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """The parsed JSON file at ``path`` (``what`` names it in errors, e.g. "annotations").
 
     Raises:
-      CocoError: ``"<path>: cannot read <what>: <reason>"`` (missing, unreadable, not UTF-8)
+      ValueError: ``"<path>: cannot read <what>: <reason>"`` (missing, unreadable, not UTF-8)
         or ``"<path>: malformed JSON: <reason>"``.
     """
     try:
@@ -62,11 +57,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
             data = handle.read()
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise CocoError(f"{path}: cannot read {what}: {error}") from None
+        raise ValueError(f"{path}: cannot read {what}: {error}") from None
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise CocoError(f"{path}: malformed JSON: {error}") from None
+        raise ValueError(f"{path}: malformed JSON: {error}") from None
 
 
 def coco_document(source: Any, what: str = "annotations", name: str | None = None) -> tuple[Any, str]:
@@ -141,17 +136,17 @@ class CocoInstances:
 
 def _top_level(document: Any, where: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
     if not isinstance(document, Mapping):
-        raise CocoError(f"{where}: COCO annotations must be a JSON object, got {type(document).__name__}")
+        raise ValueError(f"{where}: COCO annotations must be a JSON object, got {type(document).__name__}")
     for key in keys:
         if not isinstance(document.get(key), list):
-            raise CocoError(f"{where}: missing or non-list '{key}'")
+            raise ValueError(f"{where}: missing or non-list '{key}'")
     return document
 
 
 def _image_size(image: Mapping[str, Any], key: str, where: str) -> int:
     value = image.get(key, 0) or 0
     if not is_finite_number(value) or value < 0 or value != int(value) or int(value) > _INT64.max:
-        raise CocoError(f"{where}: {key!r} {value!r} is not a whole number of pixels")
+        raise ValueError(f"{where}: {key!r} {value!r} is not a whole number of pixels")
     return int(value)
 
 
@@ -159,7 +154,7 @@ def parse_images(document: Any, where: str) -> tuple[CocoImage, ...]:
     """The checked ``images`` of an instances document (see the module's size rule).
 
     Raises:
-      CocoError: not an object, no ``images`` list, a record without an int64 ``id``, a bad
+      ValueError: not an object, no ``images`` list, a record without an int64 ``id``, a bad
         ``height``/``width``, a repeated id.
     """
     records = _top_level(document, where, ("images",))["images"]
@@ -167,12 +162,12 @@ def parse_images(document: Any, where: str) -> tuple[CocoImage, ...]:
     seen: set[int] = set()
     for position, image in enumerate(records):
         if not isinstance(image, Mapping) or not is_coco_id(image.get("id")):
-            raise CocoError(f"{where}: images[{position}] has no integer 'id' (64-bit)")
+            raise ValueError(f"{where}: images[{position}] has no integer 'id' (64-bit)")
         at = f"{where}: images[{position}] (id {image['id']})"
         height = _image_size(image, "height", at)
         width = _image_size(image, "width", at)
         if image["id"] in seen:
-            raise CocoError(f"{where}: image id {image['id']} appears twice in 'images'")
+            raise ValueError(f"{where}: image id {image['id']} appears twice in 'images'")
         seen.add(image["id"])
         file_name = image.get("file_name")
         images.append(CocoImage(image["id"], height, width, file_name if isinstance(file_name, str) else None,
@@ -184,7 +179,7 @@ def require_sizes(images: tuple[CocoImage, ...], where: str, needed_by: str) -> 
     """Refuses an image of unknown size (height or width 0 or absent), naming it."""
     for image in images:
         if image.height == 0 or image.width == 0:
-            raise CocoError(
+            raise ValueError(
                 f"{where}: images[{image.position}] (id {image.id}) has size {image.height}x{image.width}: "
                 f"height and width must be given (>= 1) for {needed_by}"
             )
@@ -194,7 +189,7 @@ def parse_categories(document: Any, where: str) -> tuple[CocoCategory, ...]:
     """The checked ``categories``: int64 ids without repeats; ``name`` a string (default: the id).
 
     Raises:
-      CocoError: no ``categories`` list, a record without an int64 ``id``, a repeated id, a
+      ValueError: no ``categories`` list, a record without an int64 ``id``, a repeated id, a
         name that is not a string.
     """
     records = _top_level(document, where, ("categories",))["categories"]
@@ -202,13 +197,13 @@ def parse_categories(document: Any, where: str) -> tuple[CocoCategory, ...]:
     seen: set[int] = set()
     for position, category in enumerate(records):
         if not isinstance(category, Mapping) or not is_coco_id(category.get("id")):
-            raise CocoError(f"{where}: categories[{position}] has no integer 'id' (64-bit)")
+            raise ValueError(f"{where}: categories[{position}] has no integer 'id' (64-bit)")
         if category["id"] in seen:
-            raise CocoError(f"{where}: category id {category['id']} appears twice in 'categories'")
+            raise ValueError(f"{where}: category id {category['id']} appears twice in 'categories'")
         seen.add(category["id"])
         name = category.get("name", str(category["id"]))
         if not isinstance(name, str):
-            raise CocoError(f"{where}: categories[{position}] (id {category['id']}): 'name' {name!r} is not a string")
+            raise ValueError(f"{where}: categories[{position}] (id {category['id']}): 'name' {name!r} is not a string")
         categories.append(CocoCategory(category["id"], name, position))
     return tuple(categories)
 
@@ -219,7 +214,7 @@ def parse_annotations(
     """The checked ``annotations`` (bbox ground truth) of the given images and categories.
 
     Raises:
-      CocoError: no ``annotations`` list, a record that is not an object, lacks an int64
+      ValueError: no ``annotations`` list, a record that is not an object, lacks an int64
         ``id``, names an image or category not listed, has a bbox that is not four finite
         numbers or has negative width or height, lacks a finite ``area``; a repeated id.
     """
@@ -231,24 +226,24 @@ def parse_annotations(
     for position, ann in enumerate(records):
         at = f"{where}: annotations[{position}]"
         if not isinstance(ann, Mapping):
-            raise CocoError(f"{at} is not an object")
+            raise ValueError(f"{at} is not an object")
         if "id" in ann:
             at += f" (id {ann['id']!r})"
         if not is_coco_id(ann.get("id")):
-            raise CocoError(f"{at}: missing integer 'id' (64-bit)")
+            raise ValueError(f"{at}: missing integer 'id' (64-bit)")
         if not is_coco_id(ann.get("image_id")) or ann["image_id"] not in image_ids:
-            raise CocoError(f"{at}: image_id {ann.get('image_id')!r} is not in 'images'")
+            raise ValueError(f"{at}: image_id {ann.get('image_id')!r} is not in 'images'")
         if not is_coco_id(ann.get("category_id")) or ann["category_id"] not in category_ids:
-            raise CocoError(f"{at}: category_id {ann.get('category_id')!r} is not in 'categories'")
+            raise ValueError(f"{at}: category_id {ann.get('category_id')!r} is not in 'categories'")
         bbox = ann.get("bbox")
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
-            raise CocoError(f"{at}: bbox must be four finite numbers [x, y, w, h], got {bbox!r}")
+            raise ValueError(f"{at}: bbox must be four finite numbers [x, y, w, h], got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
-            raise CocoError(f"{at}: bbox has negative width or height {list(bbox)!r}")
+            raise ValueError(f"{at}: bbox has negative width or height {list(bbox)!r}")
         if not is_finite_number(ann.get("area")):
-            raise CocoError(f"{at}: missing or non-finite 'area'")
+            raise ValueError(f"{at}: missing or non-finite 'area'")
         if ann["id"] in seen:
-            raise CocoError(f"{where}: annotation id {ann['id']} appears twice")
+            raise ValueError(f"{where}: annotation id {ann['id']} appears twice")
         seen.add(ann["id"])
         annotations.append(CocoAnnotation(
             ann["id"], ann["image_id"], ann["category_id"], tuple(bbox), ann["area"], bool(ann.get("iscrowd", 0)),

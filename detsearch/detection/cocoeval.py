@@ -146,7 +146,7 @@ def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
     Image sizes absent or 0 are kept as 0 (unknown; evaluation does not use them).
 
     Raises:
-      CocoError (a ValueError): unreadable or malformed content; the message names the record
+      ValueError: unreadable or malformed content; the message names the record
         and the problem (an annotation whose image or category is not listed, a bbox that is
         not four finite numbers or has negative width/height, a missing ``area`` or ``id``,
         duplicate ids).

@@ -31,7 +31,6 @@ from detsearch.detection.cache.values import (
     unique_ints,
 )
 from detsearch.detection.coco import (
-    CocoError,
     coco_document,
     parse_categories,
     parse_images,
@@ -49,7 +48,7 @@ def _load_json(source: Any, what: str) -> tuple[Any, str]:
     if isinstance(source, (str, os.PathLike)):
         try:
             return read_json(source, what), str(source)
-        except CocoError as error:
+        except ValueError as error:
             raise CacheError(str(error)) from None
     return source, f"<{what}>"
 
@@ -70,7 +69,7 @@ def _load_annotations(annotations: Any) -> _Annotations:
         images = parse_images(document, where)
         require_sizes(images, where, "a detection cache")
         categories = parse_categories(document, where)
-    except CocoError as error:
+    except ValueError as error:
         raise CacheError(str(error)) from None
     sizes = {image.id: (image.height, image.width) for image in images}
     names = {category.id: category.name for category in categories}
