@@ -81,7 +81,6 @@ def meta_document(meta: CacheMeta, infos: Mapping[str, Any], shard: ShardSpec | 
     return document
 
 
-
 def render_meta(document: Mapping[str, Any]) -> str:
     """One top-level field per line, values compact: readable without a 100k-line image list."""
     def compact(value: Any) -> str:
@@ -96,7 +95,6 @@ def render_meta(document: Mapping[str, Any]) -> str:
         else:
             lines.append(f"  {compact(key)}: {compact(value)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
-
 
 
 def parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str, Any]], ShardSpec | None]:

@@ -173,5 +173,3 @@ def _check_shard_ranges(shards_dir: Path, specs: list[ShardSpec]) -> None:
             f"{shards_dir}: images [{previous.image_stop}, {total}) are in no shard (missing shard(s) after "
             f"{previous.name})"
         )
-
-
