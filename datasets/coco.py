@@ -13,6 +13,8 @@ is what pycocotools' ``COCO``/``COCOeval`` consume.
   COCO evaluation against it equals evaluation against the file.
 - Crowd annotations (``iscrowd: 1``) are kept with ``is_crowd=True``.
 - Images without annotations are kept (COCO evaluation counts them).
+- Image sizes follow `detsearch.detection.coco`'s rule (0 or absent means unknown); a
+  training dataset needs them, so an image of unknown size is refused.
 """
 
 from __future__ import annotations
@@ -27,16 +29,9 @@ import numpy as np
 
 from detsearch.datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
 from detsearch.detection.boxes import xywh_to_yxyx
+from detsearch.detection.coco import is_coco_id
 
 __all__ = ["load_coco"]
-
-
-_INT64 = np.iinfo(np.int64)
-
-
-def _is_int(value: Any) -> bool:
-    """An int (not a bool) that fits the dataset's int64 arrays."""
-    return isinstance(value, int) and not isinstance(value, bool) and _INT64.min <= value <= _INT64.max
 
 
 def _is_number(value: Any) -> bool:
@@ -73,7 +68,7 @@ def _parse_images(path: Path, records: list[Any]) -> dict[int, dict[str, Any]]:
         if not isinstance(record, dict):
             raise DatasetError(f"{where}: not an object")
         image_id = record.get("id")
-        if not _is_int(image_id):
+        if not is_coco_id(image_id):
             raise DatasetError(f"{where}: 'id' {image_id!r} is not a 64-bit int")
         where = f"{path}: image id {image_id}"
         if image_id in images:
@@ -83,7 +78,7 @@ def _parse_images(path: Path, records: list[Any]) -> dict[int, dict[str, Any]]:
             raise DatasetError(f"{where}: 'file_name' {file_name!r} is not a non-empty string")
         for key in ("height", "width"):
             value = record.get(key)
-            if not _is_int(value) or value <= 0:
+            if not is_coco_id(value) or value <= 0:
                 raise DatasetError(
                     f"{where} ({file_name}): {key!r} {value!r} is not a positive int"
                 )
@@ -132,7 +127,7 @@ def load_coco(
 
     categories = []
     for index, category in enumerate(payload["categories"]):
-        if not isinstance(category, dict) or not _is_int(category.get("id")):
+        if not isinstance(category, dict) or not is_coco_id(category.get("id")):
             raise DatasetError(f"{path}: categories[{index}] has no 64-bit int 'id': {category!r}")
         if not isinstance(category.get("name"), str):
             raise DatasetError(f"{path}: category id {category['id']} has no string 'name'")
@@ -148,7 +143,7 @@ def load_coco(
         if not isinstance(record, dict):
             raise DatasetError(f"{path}: annotations[{index}]: not an object")
         annotation_id = record.get("id")
-        if not _is_int(annotation_id):
+        if not is_coco_id(annotation_id):
             raise DatasetError(
                 f"{path}: annotations[{index}]: 'id' {annotation_id!r} is not a 64-bit int"
             )
@@ -157,12 +152,12 @@ def load_coco(
             raise DatasetError(f"{where}: duplicate annotation id")
         annotation_ids.add(annotation_id)
         image_id = record.get("image_id")
-        if not _is_int(image_id) or image_id not in images:
+        if not is_coco_id(image_id) or image_id not in images:
             raise DatasetError(f"{where}: unknown image id {image_id!r}")
         image = images[image_id]
         where = f"{where} (image id {image_id}, {image['file_name']})"
         category_id = record.get("category_id")
-        if not _is_int(category_id) or category_id not in category_ids:
+        if not is_coco_id(category_id) or category_id not in category_ids:
             raise DatasetError(
                 f"{where}: unknown category id {category_id!r} (known: {sorted(category_ids)})"
             )

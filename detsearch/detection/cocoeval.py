@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from detsearch.detection.boxes import iou_xywh_pairs
+from detsearch.detection.coco import coco_document, parse_instances
 
 __all__ = [
     "AREA_NAMES",
@@ -135,131 +136,52 @@ class GroundTruth:
         return load_ground_truth(source)
 
 
-def _number(value: Any) -> bool:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float64
-        return False
-
-
-_INT64 = np.iinfo(np.int64)
-
-
-def _id(value: Any) -> bool:
-    """An id the arrays can hold: an int (not a bool) within int64."""
-    return isinstance(value, int) and not isinstance(value, bool) and _INT64.min <= value <= _INT64.max
-
-
-def _image_size(image: Mapping, key: str, where: str) -> int:
-    """``height``/``width`` of an image record: absent (0) or a whole number >= 0 within int64."""
-    value = image.get(key, 0) or 0
-    if not _number(value) or value < 0 or value != int(value) or int(value) > _INT64.max:
-        raise ValueError(f"{where}: {key!r} {value!r} is not a whole number of pixels")
-    return int(value)
-
-
 def load_ground_truth(source: Any, *, name: str | None = None) -> GroundTruth:
-    """Reads COCO instances ground truth.
+    """Reads COCO instances ground truth (checked by `detsearch.detection.coco.parse_instances`).
 
     Args:
       source: a path to an instances json, the parsed dict, or a pycocotools ``COCO`` object
         (its ``dataset`` is read; nothing is modified).
       name: how to name the source in error messages (default: the path, or "annotations").
 
+    Image sizes absent or 0 are kept as 0 (unknown; evaluation does not use them).
+
     Raises:
-      ValueError: malformed content; the message names the record and the problem (an
-        annotation whose image or category is not listed, a bbox that is not four finite
-        numbers or has negative width/height, a missing ``area`` or ``id``, duplicate ids).
+      ValueError: unreadable or malformed content; the message names the record
+        and the problem (an annotation whose image or category is not listed, a bbox that is
+        not four finite numbers or has negative width/height, a missing ``area`` or ``id``,
+        duplicate ids).
+      TypeError: ``source`` is none of those.
     """
-    if isinstance(source, (str, os.PathLike)):
-        name = name or os.fspath(source)
-        try:
-            with open(source, encoding="utf-8") as handle:
-                dataset = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{name}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-    elif isinstance(source, Mapping):
-        dataset = source
-    elif hasattr(source, "dataset"):
-        dataset = source.dataset
-    else:
+    if not isinstance(source, (str, os.PathLike, Mapping)) and not hasattr(source, "dataset"):
         raise TypeError(f"ground truth must be a path, a dict or a pycocotools COCO object, got {type(source).__name__}")
-    name = name or "annotations"
-    if not isinstance(dataset, Mapping):
-        raise ValueError(f"{name}: top level must be a JSON object with 'images', 'annotations', 'categories'")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise ValueError(f"{name}: missing or non-list '{key}'")
+    dataset, where = coco_document(source, "annotations", name)
+    if not isinstance(source, (str, os.PathLike)) and name is None:
+        where = "annotations"
+    instances = parse_instances(dataset, where)
 
-    image_ids, heights, widths = [], [], []
-    for position, image in enumerate(dataset["images"]):
-        if not isinstance(image, Mapping) or not _id(image.get("id")):
-            raise ValueError(f"{name}: images[{position}] has no integer 'id' (64-bit)")
-        image_ids.append(image["id"])
-        heights.append(_image_size(image, "height", f"{name}: images[{position}] (id {image['id']})"))
-        widths.append(_image_size(image, "width", f"{name}: images[{position}] (id {image['id']})"))
-    image_array = np.asarray(image_ids, np.int64)
-    unique_images, first = np.unique(image_array, return_index=True)
-    if len(unique_images) != len(image_array):
-        duplicate = int(image_array[np.setdiff1d(np.arange(len(image_array)), first)[0]])
-        raise ValueError(f"{name}: image id {duplicate} appears twice in 'images'")
-    sizes = np.stack([np.asarray(heights, np.int64)[first], np.asarray(widths, np.int64)[first]], axis=1) if len(first) else np.zeros((0, 2), np.int64)
-
-    category_ids, category_names = [], {}
-    for position, category in enumerate(dataset["categories"]):
-        if not isinstance(category, Mapping) or not _id(category.get("id")):
-            raise ValueError(f"{name}: categories[{position}] has no integer 'id' (64-bit)")
-        if category["id"] in category_names:
-            raise ValueError(f"{name}: category id {category['id']} appears twice in 'categories'")
-        category_ids.append(category["id"])
-        category_names[category["id"]] = str(category.get("name", category["id"]))
-    categories = np.unique(np.asarray(category_ids, np.int64))
+    image_ids = np.asarray([image.id for image in instances.images], np.int64)
+    order = np.argsort(image_ids, kind="stable")
+    unique_images = image_ids[order]
+    sizes = np.asarray([(image.height, image.width) for image in instances.images], np.int64).reshape(-1, 2)[order]
+    names = {category.id: category.name for category in instances.categories}
+    categories = np.unique(np.asarray(list(names), np.int64))
     image_position = {int(v): i for i, v in enumerate(unique_images)}
     category_position = {int(v): i for i, v in enumerate(categories)}
 
-    annotations = dataset["annotations"]
+    annotations = instances.annotations
     n = len(annotations)
-    img = np.empty(n, np.int64)
-    cat = np.empty(n, np.int64)
-    boxes = np.empty((n, 4), np.float64)
-    areas = np.empty(n, np.float64)
-    crowd = np.empty(n, bool)
-    ids = np.empty(n, np.int64)
-    for position, ann in enumerate(annotations):
-        where = f"{name}: annotations[{position}]"
-        if not isinstance(ann, Mapping):
-            raise ValueError(f"{where} is not an object")
-        if "id" in ann:
-            where += f" (id {ann['id']!r})"
-        if not _id(ann.get("id")):
-            raise ValueError(f"{where}: missing integer 'id' (64-bit)")
-        if not _id(ann.get("image_id")) or ann["image_id"] not in image_position:
-            raise ValueError(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-        if not _id(ann.get("category_id")) or ann["category_id"] not in category_position:
-            raise ValueError(f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'")
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_number(v) for v in bbox):
-            raise ValueError(f"{where}: bbox must be four finite numbers [x, y, w, h], got {bbox!r}")
-        if bbox[2] < 0 or bbox[3] < 0:
-            raise ValueError(f"{where}: bbox has negative width or height {list(bbox)!r}")
-        if not _number(ann.get("area")):
-            raise ValueError(f"{where}: missing or non-finite 'area'")
-        img[position] = image_position[ann["image_id"]]
-        cat[position] = category_position[ann["category_id"]]
-        boxes[position] = bbox
-        areas[position] = ann["area"]
-        crowd[position] = bool(ann.get("iscrowd", 0))
-        ids[position] = ann["id"]
-    if len(np.unique(ids)) != n:
-        values, counts = np.unique(ids, return_counts=True)
-        raise ValueError(f"{name}: annotation id {int(values[counts > 1][0])} appears twice")
+    img = np.fromiter((image_position[a.image_id] for a in annotations), np.int64, n)
+    cat = np.fromiter((category_position[a.category_id] for a in annotations), np.int64, n)
+    boxes = np.asarray([a.bbox for a in annotations], np.float64).reshape(n, 4)
+    areas = np.fromiter((a.area for a in annotations), np.float64, n)
+    crowd = np.fromiter((a.iscrowd for a in annotations), bool, n)
+    ids = np.fromiter((a.id for a in annotations), np.int64, n)
     order = np.lexsort((np.arange(n), cat, img))
     return GroundTruth(
         image_ids=unique_images,
         category_ids=categories,
-        category_names=tuple(category_names[int(c)] for c in categories),
+        category_names=tuple(names[int(c)] for c in categories),
         image_index=img[order],
         category_index=cat[order],
         boxes=boxes[order],

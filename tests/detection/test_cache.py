@@ -291,13 +291,12 @@ def test_one_stage_refuses_two_stage_arrays():
         DetectionCache.from_arrays(meta, **arrays)
 
 
-def test_validate_checks_exact_dtypes_of_a_directly_built_cache():
+def test_construction_checks_exact_dtypes_of_a_directly_built_cache():
     meta, arrays = small_arrays("one_stage")
     arrays = arrays_of(DetectionCache.from_arrays(meta, **arrays))
     arrays["entry_score"] = arrays["entry_score"].astype(">f4")
-    cache = DetectionCache(meta=meta, **{name: arrays.get(name) for name in cache_module.ARRAY_NAMES})
     with pytest.raises(CacheError, match="DetectionCache: entry_score has dtype >f4, expected <f4"):
-        cache.validate()
+        DetectionCache(meta=meta, **{name: arrays.get(name) for name in cache_module.ARRAY_NAMES})
 
 
 @pytest.mark.parametrize(
@@ -893,11 +892,11 @@ def test_coco_import_reports_malformed_json_and_bad_annotations(tmp_path):
         import_coco_detections(tmp_path / "missing.json", ANNOTATIONS)
     bad = json.loads(json.dumps(ANNOTATIONS))
     del bad["images"][1]["height"]
-    with pytest.raises(CacheError, match=r"images\[1\] lacks 'height'"):
+    with pytest.raises(CacheError, match=r"images\[1\] \(id 10\) has size 0x60: height and width must be given"):
         import_coco_detections([], bad)
     bad = json.loads(json.dumps(ANNOTATIONS))
     bad["categories"][2]["id"] = 3
-    with pytest.raises(CacheError, match=r"categories\[2\]\.id 3 repeats"):
+    with pytest.raises(CacheError, match=r"category id 3 appears twice in 'categories'"):
         import_coco_detections([], bad)
     with pytest.raises(CacheError, match="score_floor must be in"):
         import_coco_detections([], ANNOTATIONS, score_floor=2)
@@ -1059,3 +1058,33 @@ def test_module_does_not_import_tensorflow():
 def test_public_names():
     for name in cache_module.__all__:
         assert hasattr(cache_module, name)
+
+
+def test_settings_object_or_keywords_give_the_same_cache(tmp_path):
+    from detsearch.detection.cache import CacheSettings
+
+    kwargs = meta_kwargs("two_stage")
+    settings = CacheSettings(**kwargs)
+    by_settings, by_keywords = CacheBuilder(settings), CacheBuilder(**kwargs)
+    for target in (by_settings, by_keywords):
+        add_random_images(target, np.random.default_rng(5), "two_stage", 4, level=True)
+    assert_same(by_settings.build(), by_keywords.build())
+    assert by_settings.build().meta.settings == settings
+    with CacheWriter(tmp_path / "c", settings) as writer:
+        add_random_images(writer, np.random.default_rng(5), "two_stage", 4, level=True)
+    assert_same(by_settings.build(), read_cache(tmp_path / "c"))
+    with pytest.raises(TypeError, match="not both"):
+        CacheBuilder(settings, kind="two_stage")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        CacheWriter(tmp_path / "d", kind="one_stage", category_ids=[1], score_floor=0.0, colour="red")
+    with pytest.raises(CacheError, match="meta.score_floor must be in"):
+        CacheSettings(kind="one_stage", category_ids=[1], score_floor=2.0)
+
+
+def test_settings_meta_is_the_meta_of_those_images():
+    from detsearch.detection.cache import CacheSettings
+
+    settings = CacheSettings(kind="one_stage", category_ids=[3, 1], score_floor=0.25, top_k=5)
+    meta = settings.meta([7, 8], [(10, 20), (30, 40)])
+    assert meta == CacheMeta(CACHE_VERSION, "one_stage", (7, 8), ((10, 20), (30, 40)), (3, 1), 0.25, top_k=5)
+    assert meta.kind is cache_module.CacheKind.ONE_STAGE and meta.settings == settings

@@ -211,5 +211,5 @@ def test_bad_detections_are_named(tmp_path):
         cocoeval.evaluate_results(dataset, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": float("nan")}])
     bad = tmp_path / "gt.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="gt.json: not valid JSON"):
+    with pytest.raises(ValueError, match="gt.json: malformed JSON: Expecting property name"):
         cocoeval.load_ground_truth(bad)

@@ -26,6 +26,7 @@ from detsearch.datasets.coco import load_coco
 from detsearch.datasets.detection import DatasetError
 from detsearch.datasets.voc import load_voc
 from detsearch.detection import cache as cache_module
+from detsearch.detection.cache import meta as cache_meta
 from detsearch.detection.cache import CacheError, import_coco_detections, read_cache
 from detsearch.detection.cocoeval import load_ground_truth
 
@@ -111,7 +112,7 @@ def sign(document: dict) -> dict:
     document = dict(document)
     document.pop("meta_sha256", None)
     try:
-        canonical = cache_module._canonical_json(document)
+        canonical = cache_meta.canonical_json(document)
     except (ValueError, TypeError, RecursionError):
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=True, default=repr).encode()
     document["meta_sha256"] = hashlib.sha256(canonical).hexdigest()

@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from detsearch.detection import cache as cache_module  # noqa: E402
+from detsearch.detection.cache import meta as cache_meta  # noqa: E402
 
 GOOD_ANNOTATIONS = {
     "images": [
@@ -203,8 +204,8 @@ def resign(directory: Path, changed_arrays=()) -> None:
         header_length = 10 + int.from_bytes(data[8:10], "little")
         document["arrays"][name]["sha256"] = hashlib.sha256(data[header_length:]).hexdigest()
     document.pop("meta_sha256")
-    document["meta_sha256"] = hashlib.sha256(cache_module._canonical_json(document)).hexdigest()
-    meta_path.write_text(cache_module._render_meta(document))
+    document["meta_sha256"] = hashlib.sha256(cache_meta.canonical_json(document)).hexdigest()
+    meta_path.write_text(cache_meta.render_meta(document))
 
 
 def edit_array(directory: Path, name: str, edit) -> None:
@@ -224,8 +225,8 @@ def edit_meta(directory: Path, edit, sign: bool) -> None:
     edit(document)
     if sign:
         document.pop("meta_sha256")
-        document["meta_sha256"] = hashlib.sha256(cache_module._canonical_json(document)).hexdigest()
-    meta_path.write_text(cache_module._render_meta(document))
+        document["meta_sha256"] = hashlib.sha256(cache_meta.canonical_json(document)).hexdigest()
+    meta_path.write_text(cache_meta.render_meta(document))
 
 
 def flip_byte(path: Path, from_end: int) -> None:
