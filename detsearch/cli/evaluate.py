@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from detsearch.cli.args import BadInput, float_list, read_json
+from detsearch.cli.args import BadInput, float_list, read_annotations, read_json
 
 HELP = "COCO evaluation of final detections (pycocotools' numbers), with an mAP regression check"
 DESCRIPTION = __doc__
@@ -58,7 +58,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detsearch.detection.cocoeval import STAT_NAMES, evaluate_bbox, load_ground_truth
+    from detsearch.detection.cocoeval import STAT_NAMES, evaluate_bbox
     from detsearch.detection.results import ResultsError, read_results
     from detsearch.atomic import write_json_atomic
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
     expected = _read_expected(args.expect) if args.expect else None
-    ground_truth = load_ground_truth(read_json(args.annotations, "annotations"), name=args.annotations)
+    _, ground_truth = read_annotations(args.annotations)
     try:
         columns = read_results(args.detections, image_ids=ground_truth.image_ids.tolist(),
                                category_ids=ground_truth.category_ids.tolist(), annotations_where=args.annotations)

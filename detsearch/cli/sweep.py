@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detsearch.cli.args import BadInput, read_json, at_least, check_objective, objective_arguments, progress_bar, thresholds
+from detsearch.cli.args import BadInput, read_annotations, at_least, check_objective, objective_arguments, progress_bar, thresholds
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
@@ -92,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from detsearch.detection import cache as cache_module
-    from detsearch.detection.cocoeval import load_ground_truth
     from detsearch.params import ParamSpec
 
     grid = {
@@ -110,10 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
 
-    dataset = read_json(args.annotations, "annotations")
-    if not isinstance(dataset, dict):
-        raise BadInput(f"{args.annotations}: COCO annotations must be a JSON object, got a JSON {type(dataset).__name__}")
-    ground_truth = load_ground_truth(dataset, name=args.annotations)
+    dataset, ground_truth = read_annotations(args.annotations)
     if args.detections is not None:
         if ("nms_score_threshold" in grid) or ("nms_iou_threshold" in grid):
             raise BadInput("--nms-score-thresholds/--nms-iou-thresholds need a two-stage --cache; --detections is one-stage")
