@@ -12,7 +12,6 @@ No NMS and no cap beyond COCO's own maxDets (1, 10, 100 per image and category).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path

@@ -148,9 +148,11 @@ def read_results(source: str | os.PathLike | Sequence[Mapping[str, Any]], *, ima
         where, data = "<detections>", None
         records = None if not isinstance(source, list) else _structs(source)
     if records is not None:
-        columns = _columns(records, where)
-        bad = _bad_rows(columns, image_array, category_array)
-        if not len(bad):
+        try:
+            columns = _columns(records, where)
+        except OverflowError:  # an id beyond int64 (msgspec decodes up to uint64): explained below
+            columns = None
+        if columns is not None and not len(_bad_rows(columns, image_array, category_array)):
             return columns
     raise _explain(source if data is None else data, where, set(image_array.tolist()),
                    set(category_array.tolist()), annotations_where)

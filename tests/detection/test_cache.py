@@ -173,7 +173,7 @@ def test_empty_cache_round_trip(tmp_path):
 def test_from_arrays_keeps_callers_arrays_untouched_and_writable():
     cache = make_cache("two_stage")
     arrays = arrays_of(cache)
-    arrays["entry_score"] = arrays["entry_score"].astype(np.float64)
+    arrays["row_boxes"] = arrays["row_boxes"].astype(np.float64)  # converted back to float32
     before = {name: array.copy() for name, array in arrays.items()}
     rebuilt = DetectionCache.from_arrays(cache.meta, **arrays)
     assert_same(cache, rebuilt)
@@ -302,7 +302,7 @@ def test_construction_checks_exact_dtypes_of_a_directly_built_cache():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(version=2), "meta.version 2 is not supported"),
+        (dict(version=3), "meta.version 3 is not supported"),
         (dict(kind="three_stage"), "meta.kind must be"),
         (dict(image_ids=(1, 1)), r"meta.image_ids\[1\] = 1 repeats meta.image_ids\[0\]"),
         (dict(image_sizes=((10, 0), (1, 1))), r"height and width must be >= 1"),
@@ -578,10 +578,25 @@ def test_flipped_byte_fails_the_checksum(written):
 
 def test_wrong_version_says_found_and_supported(written):
     document = json.loads((written / "meta.json").read_text())
-    document["version"] = 2
+    document["version"] = 3
     (written / "meta.json").write_text(json.dumps(document))
-    with pytest.raises(CacheError, match=r"meta\.json: cache format version 2 is not supported .*supports version 1"):
+    with pytest.raises(CacheError, match=r"meta\.json: cache format version 3 is not supported .*reads versions 1, 2"):
         read_cache(written)
+
+
+def test_a_version_1_cache_is_still_read(written):
+    import hashlib
+
+    from detsearch.detection.cache.meta import canonical_json, render_meta
+
+    document = json.loads((written / "meta.json").read_text())
+    assert document["version"] == 2
+    document["version"] = 1
+    del document["meta_sha256"]
+    document["meta_sha256"] = hashlib.sha256(canonical_json(document)).hexdigest()
+    (written / "meta.json").write_text(render_meta(document))
+    old = read_cache(written)
+    assert old.meta.version == 1 and old.row_xywh is None and old.entry_score.dtype == np.float32
 
 
 def test_missing_array_is_reported(written):
@@ -795,14 +810,14 @@ def det(image_id, category_id, bbox, score):
     return {"image_id": image_id, "category_id": category_id, "bbox": bbox, "score": score}
 
 
-def test_coco_import_groups_equal_boxes_and_converts_to_yxyx(tmp_path):
+def test_coco_import_keeps_every_record_in_file_order_at_full_precision(tmp_path):
     records = [
         det(20, 3, [1.5, 2.0, 10.0, 20.0], 0.9),
         det(10, 1, [0, 0, 5, 5], 0.3),
-        det(20, 1, [1.5, 2.0, 10.0, 20.0], 0.4),  # same box as record 0: same row
-        det(20, 3, [1.5, 2.0, 10.0, 20.0], 0.8),  # same box and class again: a new row
+        det(20, 1, [1.5, 2.0, 10.0, 20.0], 0.4),  # same box as record 0: a row of its own
+        det(20, 3, [1.5, 2.0, 10.0, 20.0], 0.8),
         det(20, 2, [4, 4, 0, 0], 0.05),  # below the floor: dropped
-        det(10, 2, [0, 0, 5, 5], 0.7),
+        det(10, 2, [0.1, 0.2, 5.3, 5.7], 0.7000000001),  # beyond float32: kept as given
     ]
     original = json.loads(json.dumps(ANNOTATIONS))
     (tmp_path / "d.json").write_text(json.dumps(records))
@@ -810,18 +825,33 @@ def test_coco_import_groups_equal_boxes_and_converts_to_yxyx(tmp_path):
     cache = import_coco_detections(tmp_path / "d.json", tmp_path / "a.json", score_floor=0.1, source={"model": "m"})
     assert ANNOTATIONS == original
     meta = cache.meta
-    assert meta.kind == "one_stage" and meta.image_ids == (10, 20, 30)
+    assert meta.kind == "one_stage" and meta.image_ids == (10, 20, 30) and meta.version == 2
     assert meta.image_sizes == ((50, 60), (100, 200), (10, 10))
     assert meta.category_ids == (1, 2, 3) and meta.category_names == ("person", "bicycle", "cat")
     assert meta.source == {"importer": "import_coco_detections", "model": "m"}
-    np.testing.assert_array_equal(cache.row_offsets, [0, 1, 3, 3])  # image 30: no rows
-    np.testing.assert_array_equal(cache.row_boxes, np.float32([[0, 0, 5, 5], [2, 1.5, 22, 11.5], [2, 1.5, 22, 11.5]]))
+    np.testing.assert_array_equal(cache.row_offsets, [0, 2, 5, 5])  # image 30: no rows
     np.testing.assert_array_equal(cache.entry_offsets, [0, 2, 5, 5])
-    np.testing.assert_array_equal(cache.entry_row, [0, 0, 1, 1, 2])
-    np.testing.assert_array_equal(cache.entry_class, [0, 1, 0, 2, 2])
-    np.testing.assert_array_equal(cache.entry_score, np.float32([0.3, 0.7, 0.4, 0.9, 0.8]))
+    np.testing.assert_array_equal(cache.entry_row, [0, 1, 2, 3, 4])  # one entry per row
+    np.testing.assert_array_equal(cache.entry_class, [0, 1, 2, 0, 2])  # file order within an image
+    assert cache.entry_score.dtype == np.float64 and cache.row_xywh.dtype == np.float64
+    assert cache.entry_score.tolist() == [0.3, 0.7000000001, 0.9, 0.4, 0.8]
+    assert cache.row_xywh.tolist() == [[0, 0, 5, 5], [0.1, 0.2, 5.3, 5.7], [1.5, 2.0, 10.0, 20.0],
+                                       [1.5, 2.0, 10.0, 20.0], [1.5, 2.0, 10.0, 20.0]]
+    xywh = np.array(cache.row_xywh)
+    expected = np.stack([xywh[:, 1], xywh[:, 0], xywh[:, 1] + xywh[:, 3], xywh[:, 0] + xywh[:, 2]], 1).astype(np.float32)
+    np.testing.assert_array_equal(cache.row_boxes, expected)  # rounded once, for NMS
     same = import_coco_detections(records, ANNOTATIONS, score_floor=0.1, source={"model": "m"})
     assert_same(cache, same)
+    written = read_cache(write_cache(tmp_path / "c", cache))
+    assert_same(cache, written)
+
+
+def test_row_xywh_must_match_the_row_boxes():
+    cache = import_coco_detections([det(10, 1, [1, 2, 3, 4], 0.5)], ANNOTATIONS)
+    arrays = arrays_of(cache)
+    arrays["row_xywh"] = arrays["row_xywh"] + 1.0
+    with pytest.raises(CacheError, match=r"row_xywh\[0\] = \[2.0, 3.0, 4.0, 5.0\] must be finite with w, h >= 0, and row_boxes\[0\] its"):
+        DetectionCache.from_arrays(cache.meta, **arrays)
 
 
 def test_coco_import_accepts_a_pycocotools_object():

@@ -67,7 +67,7 @@ SWEEP_ERRORS = {
     "detections/image_id_float.json": "record 0: image_id must be an integer, got 1.0",
     "detections/unknown_image.json": "record 3: image_id 424242 is not in the annotations",
     "detections/unknown_category.json": "record 3: category_id 3 is not in the annotations",
-    "caches/wrong_version": "meta.json: cache format version 2 is not supported (this detsearch supports version 1)",
+    "caches/wrong_version": "meta.json: cache format version 3 is not supported (this detsearch reads versions 1, 2)",
     "caches/meta_edited": "meta.json: meta_sha256 does not match the content",
     "caches/meta_truncated": "meta.json: not valid JSON",
     "caches/flipped_byte": "entry_score.npy: SHA-256 checksum mismatch",

@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from detsearch.detection.cache.arrays import yxyx_of_xywh
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -168,11 +171,22 @@ def check_signed_array(data) -> str:
         else:
             size = int(np.prod(shape))
             new = np.array(data.draw(st.lists(ARRAY_VALUES[array.dtype.kind], min_size=size, max_size=size)), dtype=array.dtype)
-        np.save(path / f"{name}.npy", new.reshape(shape))
         meta = json.loads((path / "meta.json").read_text())
-        raw = (path / f"{name}.npy").read_bytes()
-        meta["arrays"][name]["shape"] = list(shape)
-        meta["arrays"][name]["sha256"] = hashlib.sha256(raw[10 + int.from_bytes(raw[8:10], "little"):]).hexdigest()
+
+        def save(array_name, value):
+            np.save(path / f"{array_name}.npy", value)
+            raw = (path / f"{array_name}.npy").read_bytes()
+            meta["arrays"][array_name]["shape"] = list(value.shape)
+            meta["arrays"][array_name]["sha256"] = hashlib.sha256(raw[10 + int.from_bytes(raw[8:10], "little"):]).hexdigest()
+
+        save(name, new.reshape(shape))
+        # row_boxes is the float32 yxyx of row_xywh: keep the pair consistent, so that a
+        # change can still give a valid cache.
+        if name == "row_xywh" and new.size % 4 == 0:
+            save("row_boxes", yxyx_of_xywh(new.reshape(shape)))
+        elif name == "row_boxes" and "row_xywh" in meta["arrays"]:
+            del meta["arrays"]["row_xywh"]
+            os.remove(path / "row_xywh.npy")
         (path / "meta.json").write_text(json.dumps(sign(meta)))
         return read_or_cache_error(path, verify=data.draw(st.booleans()))
 

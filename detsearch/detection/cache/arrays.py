@@ -66,9 +66,14 @@ class DetectionCache:
       entry_offsets: int64 ``[num_images + 1]``.
       entry_row: int32 ``[E]``: global row index of the entry, within its image's rows.
       entry_class: int32 ``[E]``: class index into ``meta.category_ids``.
-      entry_score: float32 ``[E]`` in [float32(score_floor), 1].
+      entry_score: float32 or float64 ``[E]``, ``float32(score)`` in [float32(score_floor), 1]:
+        float64 when the scores came so (a COCO results file); NMS compares them in float32,
+        COCO matching orders them as they are.
       entry_boxes: float32 ``[E, 4]`` per-class second-stage box (two-stage); None for
         one-stage, where an entry's box is its row's box.
+      row_xywh: float64 ``[R, 4]`` (one-stage, optional): the COCO ``[x, y, w, h]`` each row
+        came from, which COCO matching uses as given; ``row_boxes`` is then its float32
+        (y, x, y + h, x + w) (`yxyx_of_xywh`). None: matching uses ``row_boxes``.
 
     The constructor takes arrays of the exact dtypes and validates them (`validate_cache`);
     `from_arrays` converts array-likes first. `CacheBuilder`, the importers and `read_cache`
@@ -88,6 +93,7 @@ class DetectionCache:
     entry_class: np.ndarray
     entry_score: np.ndarray
     entry_boxes: np.ndarray | None
+    row_xywh: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         validate_cache(self, "DetectionCache")
@@ -106,13 +112,14 @@ class DetectionCache:
         row_objectness: Any = None,
         row_level: Any = None,
         entry_boxes: Any = None,
+        row_xywh: Any = None,
         where: str = "DetectionCache",
         array_names: Mapping[str, str] | None = None,
     ) -> DetectionCache:
         """Builds and validates a cache from array-likes.
 
         Integer arrays are converted to their dtype only when every value fits; real arrays are
-        rounded to float32. The result holds read-only views; the caller's arrays are not
+        rounded to float32, except float64 ``entry_score`` (kept) and ``row_xywh`` (float64). The result holds read-only views; the caller's arrays are not
         modified.
 
         Args:
@@ -139,6 +146,7 @@ class DetectionCache:
             entry_class=entry_class,
             entry_score=entry_score,
             entry_boxes=entry_boxes,
+            row_xywh=row_xywh,
         )
         arrays = {name: coerce_array(where, label(name), value, spec_of(name)) for name, value in given.items()}
         cache = _assemble(meta, arrays)
@@ -188,14 +196,17 @@ def _assemble(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None]) -> Detec
 
 
 def coerce_array(where: str, name: str, value: Any, spec: ArraySpec) -> np.ndarray | None:
-    """``value`` as a read-only C-contiguous array of ``spec.dtype`` (None stays None).
-
-    Integers are converted only when every value fits; reals are rounded to the float dtype.
+    """``value`` as a read-only C-contiguous array of one of ``spec.dtypes`` (None stays None):
+    kept in its dtype when the spec allows it (float64 scores stay float64), else converted to
+    ``spec.dtype``. Integers are converted only when every value fits; reals are rounded to the
+    float dtype.
     """
     if value is None:
         return None
     array = value if isinstance(value, np.ndarray) else np.asarray(value)  # keeps an np.memmap one
-    if array.dtype != spec.dtype:
+    if array.dtype.newbyteorder("<") in spec.dtypes and array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    if array.dtype not in spec.dtypes:
         kind = array.dtype.kind
         if array.size == 0 and kind in "biuf":
             array = array.astype(spec.dtype)
@@ -247,6 +258,8 @@ def _check_row_values(where: str, arrays: Mapping[str, np.ndarray], label: Label
             if bad_box is not None:
                 i, box, reason = bad_box
                 raise CacheError(f"{where}: {label(name)}[{i}] = {box} (ymin, xmin, ymax, xmax) {reason}")
+    if "row_xywh" in arrays:
+        _check_row_xywh(where, arrays["row_boxes"], arrays["row_xywh"], label)
     if "row_objectness" in arrays:
         bad_value = find_bad_probability(arrays["row_objectness"], np.float32(0), "0")
         if bad_value is not None:
@@ -256,6 +269,27 @@ def _check_row_values(where: str, arrays: Mapping[str, np.ndarray], label: Label
         i = find_out_of_range(arrays["row_level"], 0, None)
         if i is not None:
             raise CacheError(f"{where}: {label('row_level')}[{i}] = {arrays['row_level'][i]} is negative")
+
+
+def yxyx_of_xywh(xywh: np.ndarray) -> np.ndarray:
+    """float32 ``[n, 4]`` (y, x, y + h, x + w) of COCO boxes: summed in float64, rounded once."""
+    xywh = np.asarray(xywh, np.float64)
+    x, y, w, h = xywh.T
+    return np.stack([y, x, y + h, x + w], axis=1).astype(np.float32)
+
+
+def _check_row_xywh(where: str, row_boxes: np.ndarray, row_xywh: np.ndarray, label: Label) -> None:
+    """``row_xywh`` finite with w, h >= 0, and ``row_boxes`` its float32 yxyx (`yxyx_of_xywh`)."""
+    for start, stop in chunks(row_xywh.shape[0]):
+        xywh = np.asarray(row_xywh[start:stop])
+        bad = ~np.isfinite(xywh).all(axis=1) | (xywh[:, 2] < 0) | (xywh[:, 3] < 0)
+        bad |= (yxyx_of_xywh(xywh) != np.asarray(row_boxes[start:stop])).any(axis=1)
+        if bad.any():
+            i = start + int(np.flatnonzero(bad)[0])
+            raise CacheError(
+                f"{where}: {label('row_xywh')}[{i}] = {[float(v) for v in row_xywh[i]]} must be finite with w, h >= 0, "
+                f"and {label('row_boxes')}[{i}] its (y, x, y + h, x + w) in float32"
+            )
 
 
 def _check_entry_values(where: str, arrays: Mapping[str, np.ndarray], meta: CacheMeta | CacheSettings,
@@ -299,8 +333,9 @@ def validate_cache(cache: DetectionCache, where: str, label: Label = _same_name)
         name = label(spec.name)
         if not isinstance(array, np.ndarray):
             raise CacheError(f"{where}: {name} must be a numpy array, got {type(array).__name__}")
-        if array.dtype != spec.dtype:
-            raise CacheError(f"{where}: {name} has dtype {array.dtype.str}, expected {spec.dtype.str}")
+        if array.dtype not in spec.dtypes:
+            expected = " or ".join(dtype.str for dtype in spec.dtypes)
+            raise CacheError(f"{where}: {name} has dtype {array.dtype.str}, expected {expected}")
         _check_shape(where, spec, array, label)
         arrays[spec.name] = array
     num_images = len(meta.image_ids)
@@ -429,7 +464,8 @@ class ImageStream:
             spec, value = spec_of(name), given.get(name)
             if not _check_presence(where, kind, spec, value, _same_name):
                 continue
-            array = coerce_array(where, name, value, spec)
+            # Images streamed one at a time hold a model's outputs: the default dtypes.
+            array = coerce_array(where, name, value, spec).astype(spec.dtype, copy=False)
             _check_shape(where, spec, array, _same_name)
             arrays[name] = array
         has_level = "row_level" in arrays

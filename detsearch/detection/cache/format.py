@@ -32,6 +32,7 @@ __all__ = [
     "ARRAY_SPECS",
     "BOX_FORMAT",
     "CACHE_VERSION",
+    "READABLE_VERSIONS",
     "DEFAULT_NUM_PROPOSALS",
     "FORMAT_NAME",
     "META_FILE",
@@ -50,8 +51,13 @@ __all__ = [
     "spec_of",
 ]
 
-CACHE_VERSION = 1
-"""The format version this package reads and writes; any other version is refused."""
+CACHE_VERSION = 2
+"""The format version this package writes. Version 2 added float64 ``entry_score`` and the
+optional one-stage ``row_xywh`` (the boxes as a COCO results file gave them)."""
+
+READABLE_VERSIONS = (1, 2)
+"""The format versions this package reads; a version-1 cache is a version-2 cache without
+the version-2 options."""
 
 FORMAT_NAME = "detsearch.detection_cache"
 """The ``format`` field of ``meta.json``: tells a cache apart from other JSON files."""
@@ -87,11 +93,16 @@ class ArraySpec:
     counts: ``"images"`` (num_images + 1), ``"rows"`` or ``"entries"``."""
 
     name: str
-    dtype: np.dtype
+    dtypes: tuple[np.dtype, ...]  # allowed, the first is the default
     item_shape: tuple[int, ...]
     axis: str
     one_stage: Presence
     two_stage: Presence
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The default dtype (what other dtypes are converted to)."""
+        return self.dtypes[0]
 
     def presence(self, kind: CacheKind) -> Presence:
         return self.one_stage if kind == CacheKind.ONE_STAGE else self.two_stage
@@ -107,15 +118,16 @@ class ArraySpec:
 
 _R, _O, _A = Presence.REQUIRED, Presence.OPTIONAL, Presence.ABSENT
 ARRAY_SPECS = (
-    ArraySpec("row_offsets", np.dtype("<i8"), (), "images", _R, _R),
-    ArraySpec("row_boxes", np.dtype("<f4"), (4,), "rows", _R, _R),
-    ArraySpec("row_objectness", np.dtype("<f4"), (), "rows", _A, _R),
-    ArraySpec("row_level", np.dtype("<i4"), (), "rows", _A, _O),
-    ArraySpec("entry_offsets", np.dtype("<i8"), (), "images", _R, _R),
-    ArraySpec("entry_row", np.dtype("<i4"), (), "entries", _R, _R),
-    ArraySpec("entry_class", np.dtype("<i4"), (), "entries", _R, _R),
-    ArraySpec("entry_score", np.dtype("<f4"), (), "entries", _R, _R),
-    ArraySpec("entry_boxes", np.dtype("<f4"), (4,), "entries", _A, _R),
+    ArraySpec("row_offsets", (np.dtype("<i8"),), (), "images", _R, _R),
+    ArraySpec("row_boxes", (np.dtype("<f4"),), (4,), "rows", _R, _R),
+    ArraySpec("row_xywh", (np.dtype("<f8"),), (4,), "rows", _O, _A),
+    ArraySpec("row_objectness", (np.dtype("<f4"),), (), "rows", _A, _R),
+    ArraySpec("row_level", (np.dtype("<i4"),), (), "rows", _A, _O),
+    ArraySpec("entry_offsets", (np.dtype("<i8"),), (), "images", _R, _R),
+    ArraySpec("entry_row", (np.dtype("<i4"),), (), "entries", _R, _R),
+    ArraySpec("entry_class", (np.dtype("<i4"),), (), "entries", _R, _R),
+    ArraySpec("entry_score", (np.dtype("<f4"), np.dtype("<f8")), (), "entries", _R, _R),
+    ArraySpec("entry_boxes", (np.dtype("<f4"),), (4,), "entries", _A, _R),
 )
 """Every array of the format, in format order."""
 
@@ -245,7 +257,7 @@ class CacheMeta:
     """Everything about a cache except its arrays. Values are checked and normalised on creation.
 
     Attributes:
-      version: format version; must equal `CACHE_VERSION`.
+      version: format version, one of `READABLE_VERSIONS` (new caches: `CACHE_VERSION`).
       image_ids: COCO image ids in cache order; unique.
       image_sizes: ``(height, width)`` in pixels per image, both >= 1.
       box_format: always ``"yxyx"`` (ymin, xmin, ymax, xmax), absolute pixels.
@@ -272,10 +284,9 @@ class CacheMeta:
             object.__setattr__(self, name, value)
 
         version = as_int(self.version, "meta.version")
-        if version != CACHE_VERSION:
-            raise CacheError(
-                f"meta.version {version} is not supported (this detsearch supports version {CACHE_VERSION})"
-            )
+        if version not in READABLE_VERSIONS:
+            raise CacheError(f"meta.version {version} is not supported (this detsearch reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         put("version", version)
         settings = _checked_settings(self)
         put("kind", settings["kind"])

@@ -12,7 +12,6 @@ constructed (`DetectionCache.from_arrays`), with the errors naming the file's ar
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 import zlib
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detsearch.detection.cache.arrays import DetectionCache
+from detsearch.detection.cache.arrays import DetectionCache, yxyx_of_xywh
 from detsearch.detection.cache.format import DEFAULT_NUM_PROPOSALS, CacheError, CacheKind, CacheSettings
 from detsearch.detection.cache.values import (
     find_bad_box,
@@ -30,6 +29,7 @@ from detsearch.detection.cache.values import (
     probability,
     unique_ints,
 )
+from detsearch.detection.results import ResultsError, read_results
 from detsearch.detection.coco import (
     coco_document,
     parse_categories,
@@ -39,9 +39,6 @@ from detsearch.detection.coco import (
 )
 
 __all__ = ["import_coco_detections", "import_two_stage_json", "import_two_stage_npz"]
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
 
 def _load_json(source: Any, what: str) -> tuple[Any, str]:
     """Returns (document, where): ``source`` is a path or an already loaded document."""
@@ -83,20 +80,6 @@ def _load_annotations(annotations: Any) -> _Annotations:
     )
 
 
-def _brief(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, shortened when long (a 400-digit JSON integer, say)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _strict_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _settings(kind: CacheKind, info: _Annotations, floor: float, top_k: Any, num_proposals: Any,
               source: Mapping[str, Any] | None, importer: str) -> CacheSettings:
     return CacheSettings(
@@ -110,9 +93,6 @@ def _settings(kind: CacheKind, info: _Annotations, floor: float, top_k: Any, num
     )
 
 
-_DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
-
-
 def import_coco_detections(
     detections: Any,
     annotations: Any,
@@ -121,7 +101,7 @@ def import_coco_detections(
     top_k: int | None = None,
     source: Mapping[str, Any] | None = None,
 ) -> DetectionCache:
-    """One-stage cache from raw (pre-NMS) candidates in COCO results format.
+    """One-stage cache from raw (pre-NMS) candidates in COCO results format, exact as given.
 
     Args:
       detections: path of a JSON file, or a loaded list, of
@@ -136,115 +116,49 @@ def import_coco_detections(
     Returns:
       A validated one-stage `DetectionCache` over ALL annotation images, sorted by id (images
       without detections get zero rows and still count in evaluation); category_ids are the
-      annotation categories sorted by id. Records of an image with an equal bbox share one row
-      (one entry per category); a second record of the same bbox and category starts a new row.
-      Boxes become yxyx: (y, x, y + h, x + w), summed in float64 and rounded to float32.
+      annotation categories sorted by id. Every record is one row with one entry, an image's
+      rows in file order, so equal scores tie in file order as in pycocotools. The file's
+      values are kept: ``entry_score`` float64 and ``row_xywh`` float64 (the bbox as given, for
+      COCO matching); ``row_boxes`` is its float32 (y, x, y + h, x + w), summed in float64 and
+      rounded once, for NMS.
 
     Raises:
       CacheError: naming the file, the record index and the problem: malformed JSON, not a
         list, a missing key, a wrong type, an unknown image_id or category_id, a non-finite or
         out-of-range score, a non-finite bbox, one with negative width or height, or one
-        beyond the float32 range of the cache's boxes.
+        beyond the float32 range of NMS.
     """
     floor = probability(score_floor)
-    floor32 = np.float32(floor)
     info = _load_annotations(annotations)
-    records, where = _load_json(detections, "detections")
-    if not isinstance(records, list):
-        raise CacheError(f"{where}: detections must be a JSON list of records, got {type(records).__name__}")
-    class_of = {category_id: c for c, category_id in enumerate(info.category_ids)}
-    images: dict[int, _ImageRows] = {image_id: _ImageRows() for image_id in info.image_ids}
-    for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise CacheError(f"{where}: record {i} is not an object: {record!r}")
-        for key in _DETECTION_KEYS:
-            if key not in record:
-                raise CacheError(f"{where}: record {i} lacks {key!r}")
-        image_id, category_id, bbox, score = (record[key] for key in _DETECTION_KEYS)
-        if not _strict_int(image_id):
-            raise CacheError(f"{where}: record {i}: image_id must be an integer, got {image_id!r}")
-        if not _strict_int(category_id):
-            raise CacheError(f"{where}: record {i}: category_id must be an integer, got {category_id!r}")
-        if not _is_real(score):
-            raise CacheError(f"{where}: record {i}: score must be a number, got {score!r}")
-        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_real(v) for v in bbox)):
-            raise CacheError(f"{where}: record {i}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-        if image_id not in images:
-            raise CacheError(f"{where}: record {i}: image_id {image_id} is not in the annotations ({info.where})")
-        if category_id not in class_of:
-            raise CacheError(f"{where}: record {i}: category_id {category_id} is not in the annotations ({info.where})")
-        if isinstance(score, float) and not math.isfinite(score):
-            raise CacheError(f"{where}: record {i}: score {score!r} is not finite")
-        if not 0.0 <= score <= 1.0:  # exact for ints of any size: no float conversion
-            raise CacheError(f"{where}: record {i}: score {_brief(score)} is outside [0, 1]")
+    if isinstance(detections, (str, os.PathLike)) or isinstance(detections, list):
         try:
-            x, y, w, h = (float(v) for v in bbox)
-        except OverflowError:  # an int beyond float64
-            raise CacheError(f"{where}: record {i}: bbox {_brief(bbox)} is not finite") from None
-        if not all(math.isfinite(v) for v in (x, y, w, h)):
-            raise CacheError(f"{where}: record {i}: bbox {bbox!r} is not finite")
-        if w < 0 or h < 0:
-            raise CacheError(f"{where}: record {i}: bbox {bbox!r} has negative width or height")
-        if max(abs(x), abs(y), abs(x + w), abs(y + h)) > _FLOAT32_MAX:
-            # Boxes are stored as float32: such a box would become inf there.
-            raise CacheError(f"{where}: record {i}: bbox {bbox!r} lies beyond the float32 range")
-        if np.float32(score) < floor32:
-            continue
-        images[image_id].add((x, y, w, h), class_of[category_id], score)
-
+            columns = read_results(detections, image_ids=info.image_ids, category_ids=info.category_ids,
+                                   annotations_where=info.where)
+        except ResultsError as error:
+            raise CacheError(str(error)) from None
+    else:
+        raise CacheError(f"<detections>: detections must be a JSON list of records, got {type(detections).__name__}")
+    keep = np.flatnonzero(columns.score.astype(np.float32) >= np.float32(floor))
+    image_pos = np.searchsorted(np.asarray(info.image_ids, np.int64), columns.image_id[keep])
+    order = keep[np.argsort(image_pos, kind="stable")]  # by image, file order within an image
+    counts = np.bincount(image_pos, minlength=len(info.image_ids))
+    offsets = np.zeros(len(info.image_ids) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    xywh = columns.bbox[order]
     meta = _settings(CacheKind.ONE_STAGE, info, floor, top_k, None, source, "import_coco_detections").meta(
         info.image_ids, tuple(info.sizes[i] for i in info.image_ids)
     )
-    boxes: list[tuple[float, float, float, float]] = []
-    entry_row: list[int] = []
-    entry_class: list[int] = []
-    entry_score: list[float] = []
-    row_offsets = [0]
-    entry_offsets = [0]
-    for image_id in info.image_ids:
-        rows = images[image_id]
-        base = len(boxes)
-        boxes.extend(rows.boxes)
-        for row, entries in enumerate(rows.entries):
-            for category, score in sorted(entries.items()):
-                entry_row.append(base + row)
-                entry_class.append(category)
-                entry_score.append(score)
-        row_offsets.append(len(boxes))
-        entry_offsets.append(len(entry_row))
-    xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    yxyx = np.stack(
-        [xywh[:, 1], xywh[:, 0], xywh[:, 1] + xywh[:, 3], xywh[:, 0] + xywh[:, 2]], axis=1
-    ).astype(np.float32)
     return DetectionCache.from_arrays(
         meta,
-        where=where,
-        row_offsets=np.asarray(row_offsets, dtype=np.int64),
-        row_boxes=yxyx,
-        entry_offsets=np.asarray(entry_offsets, dtype=np.int64),
-        entry_row=np.asarray(entry_row, dtype=np.int32),
-        entry_class=np.asarray(entry_class, dtype=np.int32),
-        entry_score=np.asarray(entry_score, dtype=np.float32),
+        where=columns.where,
+        row_offsets=offsets,
+        row_boxes=yxyx_of_xywh(xywh),
+        row_xywh=xywh,
+        entry_offsets=offsets,
+        entry_row=np.arange(len(order), dtype=np.int32),
+        entry_class=np.searchsorted(np.asarray(info.category_ids, np.int64), columns.category_id[order]).astype(np.int32),
+        entry_score=columns.score[order],
     )
-
-
-class _ImageRows:
-    """Rows of one image during import: equal bboxes share a row while their classes differ."""
-
-    def __init__(self) -> None:
-        self.boxes: list[tuple[float, float, float, float]] = []
-        self.entries: list[dict[int, float]] = []
-        self._rows_of: dict[tuple[float, float, float, float], list[int]] = {}
-
-    def add(self, box: tuple[float, float, float, float], category: int, score: float) -> None:
-        rows = self._rows_of.setdefault(box, [])
-        for row in rows:
-            if category not in self.entries[row]:
-                self.entries[row][category] = score
-                return
-        rows.append(len(self.boxes))
-        self.boxes.append(box)
-        self.entries.append({category: score})
 
 
 _TWO_STAGE_REQUIRED = (

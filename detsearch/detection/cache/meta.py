@@ -15,7 +15,7 @@ from typing import Any
 from detsearch.detection.cache.format import (
     ARRAY_NAMES,
     ARRAY_SPECS,
-    CACHE_VERSION,
+    READABLE_VERSIONS,
     FORMAT_NAME,
     CacheError,
     CacheMeta,
@@ -113,10 +113,10 @@ def parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str, 
     if document.get("format") != FORMAT_NAME:
         raise CacheError(f"{where}: 'format' is {document.get('format')!r}, expected {FORMAT_NAME!r}")
     version = document.get("version")
-    if version != CACHE_VERSION or isinstance(version, bool):
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise CacheError(
-            f"{where}: cache format version {version!r} is not supported (this detsearch supports version "
-            f"{CACHE_VERSION}); rewrite the cache with a matching detsearch"
+            f"{where}: cache format version {version!r} is not supported (this detsearch reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); rewrite the cache with a matching detsearch"
         )
     missing = [key for key in META_FIELDS if key not in document and key not in _OPTIONAL_META_FIELDS]
     unknown = sorted(set(document) - set(META_FIELDS))
@@ -180,8 +180,9 @@ def parse_meta(data: bytes, where: str) -> tuple[CacheMeta, dict[str, dict[str, 
             raise CacheError(f"{where}: arrays.{name} must be an object with fields file, dtype, shape, sha256")
         if info["file"] != spec.file_name:
             raise CacheError(f"{where}: arrays.{name}.file is {info['file']!r}, expected {spec.file_name!r}")
-        if info["dtype"] != spec.dtype.str:
-            raise CacheError(f"{where}: arrays.{name}.dtype is {info['dtype']!r}, expected {spec.dtype.str!r}")
+        if info["dtype"] not in [dtype.str for dtype in spec.dtypes]:
+            expected = " or ".join(repr(dtype.str) for dtype in spec.dtypes)
+            raise CacheError(f"{where}: arrays.{name}.dtype is {info['dtype']!r}, expected {expected}")
         shape = info["shape"]
         if (
             not isinstance(shape, list)

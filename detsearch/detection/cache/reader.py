@@ -128,12 +128,13 @@ def _open_array(directory: _Directory, spec: ArraySpec, info: Mapping[str, Any],
         raise CacheError(f"{where}: cannot open: {error}") from None
     with handle:
         header, data_offset = read_npy_header(handle, where)
-        if header["descr"] != spec.dtype.str or header["fortran_order"] is not False or header["shape"] != shape:
+        dtype = np.dtype(info["dtype"])  # one of the spec's (checked with meta.json)
+        if header["descr"] != dtype.str or header["fortran_order"] is not False or header["shape"] != shape:
             raise CacheError(
                 f"{where}: header says dtype {header['descr']!r}, shape {header['shape']!r}, fortran_order "
-                f"{header['fortran_order']!r}; meta.json says dtype {spec.dtype.str!r}, shape {shape}, C order"
+                f"{header['fortran_order']!r}; meta.json says dtype {dtype.str!r}, shape {shape}, C order"
             )
-        num_bytes = spec.dtype.itemsize * math.prod(shape)
+        num_bytes = dtype.itemsize * math.prod(shape)
         file_size = os.fstat(handle.fileno()).st_size
         if file_size != data_offset + num_bytes:
             state = "truncated" if file_size < data_offset + num_bytes else "too long"
@@ -155,7 +156,7 @@ def _open_array(directory: _Directory, spec: ArraySpec, info: Mapping[str, Any],
         try:
             # Memory-maps the already validated file through this handle (np.load(mmap_mode="r")
             # would reopen it by name, which a concurrent rename could swap).
-            return np.memmap(handle, dtype=spec.dtype, mode="r", offset=data_offset, shape=shape)
+            return np.memmap(handle, dtype=dtype, mode="r", offset=data_offset, shape=shape)
         except (OSError, ValueError) as error:
             raise CacheError(f"{where}: cannot memory-map: {error}") from None
 

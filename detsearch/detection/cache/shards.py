@@ -118,9 +118,14 @@ def merge_shards(path: str | os.PathLike, *, verify: bool = True) -> DetectionCa
         [i for cache in caches for i in cache.meta.image_ids],
         [s for cache in caches for s in cache.meta.image_sizes],
     )
-    names = tuple(caches[0].arrays())
+    dtypes = {name: array.dtype for name, array in caches[0].arrays().items()}
+    for spec, cache in zip(specs, caches):
+        other = {name: array.dtype for name, array in cache.arrays().items()}
+        if other != dtypes:
+            raise CacheError(f"{shards_dir}: shard {spec.name} holds arrays {other}, the first shard {dtypes}")
+    names = tuple(dtypes)
     tmp = fresh_directory(root)
-    files = DirectoryWriter(tmp, names)
+    files = DirectoryWriter(tmp, names, dtypes)
     try:
         row_base = entry_base = 0
         files.append("row_offsets", np.zeros(1, dtype="<i8"))

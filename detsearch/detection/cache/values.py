@@ -155,10 +155,11 @@ def find_bad_box(boxes: np.ndarray) -> tuple[int, list[float], str] | None:
 
 
 def find_bad_probability(values: np.ndarray, low: np.floating, low_name: str) -> tuple[int, float, str] | None:
-    """First value that is not finite or outside [low, 1]."""
+    """First value that is not finite or outside [low, 1]; ``low`` is compared in float32 (a
+    float64 score passes the float32 floor when it rounds to at least it)."""
     for start, stop in chunks(values.shape[0]):
         chunk = np.asarray(values[start:stop])
-        ok = (chunk >= low) & (chunk <= 1)
+        ok = (chunk.astype(np.float32) >= low) & (chunk <= 1)
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             value = float(chunk[i])

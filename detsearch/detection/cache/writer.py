@@ -12,7 +12,7 @@ import io
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -107,21 +107,24 @@ class _NpyAppender:
     shape ``(0, ...)`` and of the final shape have the same length and can be swapped in place.
     """
 
-    def __init__(self, directory: Path, spec: ArraySpec) -> None:
+    def __init__(self, directory: Path, spec: ArraySpec, dtype: np.dtype | None = None) -> None:
         self.spec = spec
+        self.dtype = spec.dtype if dtype is None else np.dtype(dtype)
+        if self.dtype not in spec.dtypes:
+            raise ValueError(f"internal: {spec.name} cannot hold {self.dtype}")
         self.path = directory / spec.file_name
         self.length = 0
         self._hash = hashlib.sha256()
         self._file = open(self.path, "xb")
-        header = _npy_header(spec.dtype, (0, *spec.item_shape))
+        header = _npy_header(self.dtype, (0, *spec.item_shape))
         self._header_length = len(header)
         self._file.write(header)
 
     def append(self, array: np.ndarray) -> None:
         spec = self.spec
-        if array.dtype != spec.dtype or array.shape[1:] != spec.item_shape:
+        if array.dtype != self.dtype or array.shape[1:] != spec.item_shape:
             raise ValueError(f"internal: {spec.name} got {array.dtype} {array.shape}")
-        row_bytes = max(1, spec.dtype.itemsize * int(np.prod(spec.item_shape, dtype=np.int64)))
+        row_bytes = max(1, self.dtype.itemsize * int(np.prod(spec.item_shape, dtype=np.int64)))
         step = max(1, IO_CHUNK_BYTES // row_bytes)
         for start in range(0, array.shape[0], step):
             chunk = np.ascontiguousarray(array[start : start + step])
@@ -132,7 +135,7 @@ class _NpyAppender:
 
     def finish(self) -> dict[str, Any]:
         shape = (self.length, *self.spec.item_shape)
-        header = _npy_header(self.spec.dtype, shape)
+        header = _npy_header(self.dtype, shape)
         if len(header) != self._header_length:
             raise RuntimeError(f"numpy wrote a {len(header)}-byte header for {shape}; expected {self._header_length}")
         self._file.seek(0)
@@ -142,7 +145,7 @@ class _NpyAppender:
         self._file.close()
         return {
             "file": self.spec.file_name,
-            "dtype": self.spec.dtype.str,
+            "dtype": self.dtype.str,
             "shape": list(shape),
             "sha256": self._hash.hexdigest(),
         }
@@ -154,12 +157,12 @@ class _NpyAppender:
 class DirectoryWriter:
     """The files of one cache directory under construction."""
 
-    def __init__(self, directory: Path, names: tuple[str, ...]) -> None:
+    def __init__(self, directory: Path, names: tuple[str, ...], dtypes: Mapping[str, np.dtype] | None = None) -> None:
         self.directory = directory
         self.files: dict[str, _NpyAppender] = {}
         try:
             for name in names:
-                self.files[name] = _NpyAppender(directory, spec_of(name))
+                self.files[name] = _NpyAppender(directory, spec_of(name), (dtypes or {}).get(name))
         except BaseException:
             self.close()
             raise
@@ -320,40 +323,6 @@ class CacheWriter:
 
 
 def write_cache(path: str | os.PathLike, cache: DetectionCache, *, shard: ShardSpec | None = None) -> Path:
-    """Validates ``cache`` and writes it to ``path`` atomically (see `CacheWriter`); returns the path.
-
-    With ``shard``, writes it as that shard of ``path`` (the cache must hold exactly the
-    shard's images).
-    """
-    if not isinstance(cache, DetectionCache):
-        raise TypeError(f"cache must be a DetectionCache, got {type(cache).__name__}")
-    cache.validate()
-    if shard is not None:
-        if not isinstance(shard, ShardSpec):
-            raise TypeError(f"shard must be a ShardSpec or None, got {type(shard).__name__}")
-        if cache.num_images() != shard.size:
-            raise CacheError(
-                f"shard {shard.name} covers {shard.size} images, the cache has "
-                f"{cache.num_images()}"
-            )
-    root = Path(path)
-    target = shard_dir(root, shard.index) if shard is not None else root
-    tmp = prepare_target(target)
-    arrays = cache.arrays()
-    files = DirectoryWriter(tmp, tuple(arrays))
-    try:
-        for name, array in arrays.items():
-            files.append(name, array)
-        files.finish(cache.meta, shard)
-        _commit_directory(tmp, target)
-    except BaseException:
-        files.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def write_cache(path: str | os.PathLike, cache: DetectionCache, *, shard: ShardSpec | None = None) -> Path:
     """Writes ``cache`` to ``path`` atomically (see `CacheWriter`); returns the path.
 
     ``cache`` was validated when it was made. With ``shard``, writes it as that shard of
@@ -370,7 +339,7 @@ def write_cache(path: str | os.PathLike, cache: DetectionCache, *, shard: ShardS
     target = shard_dir(root, shard.index) if shard is not None else root
     tmp = prepare_target(target)
     arrays = cache.arrays()
-    files = DirectoryWriter(tmp, tuple(arrays))
+    files = DirectoryWriter(tmp, tuple(arrays), {name: array.dtype for name, array in arrays.items()})
     try:
         for name, array in arrays.items():
             files.append(name, array)

@@ -93,7 +93,10 @@ def sweep_reference(
                 max_detections_per_class=max_detections_per_class,
                 max_total_detections=max_total_detections,
             )
-            xywh = yxyx_to_xywh(boxes[kept])
+            if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:  # the boxes as given
+                xywh = np.asarray(cache.row_xywh)[np.asarray(cache.entry_row)[entries[kept]]]
+            else:
+                xywh = yxyx_to_xywh(boxes[kept])
             for k, box in zip(kept, xywh):
                 results.append(
                     {

@@ -48,7 +48,7 @@ from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, rag
 from detsearch.detection.sweep.grid import row_params
 from detsearch.detection.sweep.result import SweepRow, make_row
 
-__all__ = ["SweepEngine", "break_ties", "visiting_order"]
+__all__ = ["SweepEngine", "break_ties", "float32_cut", "visiting_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ logger = logging.getLogger(__name__)
 class _PairStore:
     """IoU >= 0.5 pairs per cache entry, computed the first time an entry is evaluated."""
 
-    def __init__(self, matcher: CocoMatcher, num_entries: int, image_pos, class_pos, entry_box):
+    def __init__(self, matcher: CocoMatcher, num_entries: int, image_pos, class_pos, entry_xywh):
         self.matcher = matcher
         self.image_pos = image_pos  # per entry
         self.class_pos = class_pos  # per entry
-        self.entry_box = entry_box  # callable: entries -> float32 [n, 4] yxyx
+        self.entry_xywh = entry_xywh  # callable: entries -> COCO [n, 4] boxes for matching
         self.start = np.full(num_entries, -1, np.int64)
         self.count = np.zeros(num_entries, np.int64)
         self.total = 0
@@ -70,7 +70,7 @@ class _PairStore:
     def pairs(self, entries: np.ndarray) -> IouPairs:
         unknown = entries[self.start[entries] < 0]  # entries of one call are distinct
         if unknown.size:
-            found = self.matcher.iou_pairs(self.image_pos[unknown], self.class_pos[unknown], yxyx_to_xywh(self.entry_box(unknown)))
+            found = self.matcher.iou_pairs(self.image_pos[unknown], self.class_pos[unknown], self.entry_xywh(unknown))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)
@@ -131,7 +131,6 @@ class SweepEngine:
         self.image_pos = self.matcher.image_positions(meta.image_ids)
         self.class_pos = self.matcher.category_positions(meta.category_ids)
         self.score_thresholds = axes["score_threshold"]
-        self.score_thresholds32 = [float(np.float32(s)) for s in self.score_thresholds]
         lowest = np.float32(min(self.score_thresholds))
         entry_offsets = np.asarray(cache.entry_offsets, np.int64)
         entry_score = np.asarray(cache.entry_score, np.float32)
@@ -154,6 +153,11 @@ class SweepEngine:
             entry_boxes = np.asarray(cache.entry_boxes, np.float32)
             self.cand_boxes = entry_boxes[self.cand]
             entry_box = lambda entries: entry_boxes[entries]  # noqa: E731
+        if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:
+            row_xywh = np.asarray(cache.row_xywh, np.float64)
+            entry_xywh = lambda entries: row_xywh[entry_row[entries]]  # noqa: E731 - the boxes as given
+        else:
+            entry_xywh = lambda entries: yxyx_to_xywh(entry_box(entries))  # noqa: E731
         self.cand_offsets = np.searchsorted(self.cand_image, np.arange(self.num_images + 1))
         # Shared by every walk: the boxes' walk data and dense (image, class) group ids.
         self.cand_data = nms_ops.walk_data(self.cand_boxes)
@@ -161,8 +165,13 @@ class SweepEngine:
         self.entry_image = entry_image
         self.entry_class = entry_class
         self.entry_score = entry_score
+        # COCO matching orders detections by the scores as stored (float64 when given so), and
+        # a score threshold t keeps float32(score) > float32(t): `float32_cut` says it in float64.
+        self.entry_score_exact = np.asarray(cache.entry_score, np.float64)
+        self.score_cuts = [float32_cut(t) for t in self.score_thresholds]
         self.entry_box = entry_box
-        self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_box)
+        self.entry_xywh = entry_xywh
+        self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)
         self._first_stage_memo: dict[float, tuple[np.ndarray, np.ndarray]] = dict(first_stage or {})
         self._walk_memo: tuple | None = None
         self._workspace = nms_ops.WalkWorkspace()
@@ -282,18 +291,18 @@ class SweepEngine:
         nms_done = time.perf_counter()
         image_pos = self.image_pos[self.entry_image[dets]]
         class_pos = self.class_pos[self.entry_class[dets]]
-        boxes = yxyx_to_xywh(self.entry_box(dets))
-        scores = self.entry_score[dets].astype(np.float64)
+        boxes = self.entry_xywh(dets)
+        scores = self.entry_score_exact[dets]
         matches = self.matcher.match(image_pos, class_pos, boxes, scores, self.pairs.pairs(dets))
-        evaluations = matches.evaluate(self.score_thresholds32)
+        evaluations = matches.evaluate(self.score_cuts)
         curve = matches.f1_curve()
         ground_truth = matches.num_ground_truth
         rows = []
-        for score_threshold, threshold32, evaluation in zip(self.score_thresholds, self.score_thresholds32, evaluations):
+        for score_threshold, cut, evaluation in zip(self.score_thresholds, self.score_cuts, evaluations):
             params = row_params(self.kind, key, score_threshold)
-            f1_max, f1_max_score = _best_f1(curve, threshold32, ground_truth)
+            f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
             rows.append(
-                make_row(params, evaluation.stats, int(np.count_nonzero(scores > threshold32)), self.num_images, evaluation.f1, f1_max, f1_max_score)
+                make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images, evaluation.f1, f1_max, f1_max_score)
             )
         self._rows[key] = rows
         logger.debug(
@@ -304,6 +313,23 @@ class SweepEngine:
             time.perf_counter() - nms_done,
         )
         return rows
+
+
+def float32_cut(threshold: float) -> float:
+    """The float64 ``c`` with ``s > c`` exactly when ``float32(s) > float32(threshold)``, for
+    every float64 ``s``: NMS keeps ``score > threshold`` in float32 (TensorFlow's kernels), and
+    COCO matching sees the float64 scores, so the sweep cuts them at ``c``.
+
+    ``float32(s) > t`` (t a float32) means ``s`` rounds to the next float32 ``u`` or above:
+    ``s`` beyond the midpoint ``m`` of ``t`` and ``u``, or ``s == m`` when round-half-even goes
+    to ``u`` (``u``'s last mantissa bit is 0). For float32 scores ``s > c`` is ``s > t``.
+    """
+    t = np.float32(threshold)
+    u = np.nextafter(t, np.float32(np.inf))
+    middle = (float(t) + float(u)) / 2  # exact: float32 values have 24-bit mantissas
+    if int(np.asarray(u).view(np.uint32)) & 1 == 0:
+        return float(np.nextafter(middle, -np.inf))
+    return middle
 
 
 def visiting_order(image: np.ndarray, score: np.ndarray, row: np.ndarray, classes: np.ndarray) -> np.ndarray:

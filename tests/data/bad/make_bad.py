@@ -244,7 +244,7 @@ def write_caches(root: Path) -> None:
     write = cache_module.write_cache
     write(root / "good" / "cache", good_cache())
     simple = {
-        "wrong_version": lambda d: edit_meta(d, set_path(["version"], 2), sign=True),
+        "wrong_version": lambda d: edit_meta(d, set_path(["version"], 3), sign=True),
         "meta_edited": lambda d: edit_meta(d, set_path(["score_floor"], 0.5), sign=False),
         "meta_truncated": lambda d: truncate(d / "meta.json", 0.5),
         "flipped_byte": lambda d: flip_byte(d / "entry_score.npy", 3),
