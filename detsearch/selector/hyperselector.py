@@ -32,7 +32,7 @@ import logging
 import math
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,7 +41,9 @@ from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
 from detsearch.selector import rules
 from detsearch.selector.curves import Curve, LrSchedule, TrialSpec
 from detsearch.selector.journal import Journal
-from detsearch.training.base import Trainer
+
+if TYPE_CHECKING:  # the protocol lives with the trainers; detsearch.training.base imports this package
+    from detsearch.training.base import Trainer
 
 logger = logging.getLogger(__name__)
 
