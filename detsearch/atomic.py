@@ -1,10 +1,14 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a part."""
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part.
+
+`replace_directory` does the same for a directory written beside its target.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,3 +68,39 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, **dump_kwargs: Any)
     """Writes ``json.dumps(payload, **dump_kwargs)`` atomically (default: indent 2)."""
     dump_kwargs.setdefault("indent", 2)
     return write_bytes_atomic(path, json.dumps(payload, **dump_kwargs).encode())
+
+
+def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Moves the complete directory ``tmp`` onto ``target``, replacing what is there.
+
+    ``tmp`` must be on the same file system as ``target`` (write it beside ``target``). An
+    existing ``target`` is first renamed aside, then ``tmp`` is renamed in, then the aside copy
+    is removed: at every moment ``target`` is absent, the old directory, or the whole new one,
+    never a mix or a part (unlike removing ``target`` and then renaming). If renaming ``tmp`` in
+    fails, the old directory is renamed back.
+
+    Returns:
+      ``target`` as a Path.
+    """
+    tmp, target = Path(tmp), Path(target)
+    if not tmp.is_dir():
+        raise FileNotFoundError(f"{tmp} is not a directory")
+    aside = None
+    if target.exists() or target.is_symlink():
+        handle = tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)
+        aside = Path(handle)
+        os.rmdir(aside)  # only the unique name was needed
+        os.replace(target, aside)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
+    _fsync_directory(target.parent)
+    if aside is not None:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink(missing_ok=True)
+    return target
