@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from detsearch.datasets.idx import NUM_CLASSES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, MnistError, read_pair
+from detsearch.datasets.idx import (
+    NUM_CLASSES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, MnistError, read_pair,
+)
 from detsearch.datasets.mnist_prepare import default_data_dir, ensure
 
 __all__ = ["DataSet", "Datasets", "MnistError", "default_data_dir", "dense_to_one_hot", "ensure", "input_data",

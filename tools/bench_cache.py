@@ -61,7 +61,7 @@ def detector_for(model: str, run: Path | None, train_steps: int, work: Path):
     ids, names = dataset_categories(train_set)
     detector = build_detector(model, "tiny", ids, names)
     train_detector(detector, train_set, work / model, steps=train_steps, batch_size=detector.preset.batch_size,
-                 learning_rate=0.02, momentum=0.9, weight_decay=1e-4, warmup_steps=min(100, train_steps // 10))
+                   learning_rate=0.02, momentum=0.9, weight_decay=1e-4, warmup_steps=min(100, train_steps // 10))
     return load_detector(work / model)[0], f"trained {train_steps} steps"
 
 

@@ -300,10 +300,10 @@ def main(argv=None) -> int:
             latest = latest_checkpoint(run_dir)
             bar.update(min(args.steps, int(latest.rsplit("-", 1)[-1])) if latest else 0)
             train_detector(detector, train_set, run_dir, steps=args.steps,
-                         batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
-                         learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
-                         warmup_steps=min(100, args.steps // 10), seed=args.seed,
-                         on_step=lambda step, metrics: bar.update(1))
+                           batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
+                           learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                           warmup_steps=min(100, args.steps // 10), seed=args.seed,
+                           on_step=lambda step, metrics: bar.update(1))
             bar.close()
         detector, checkpoint = load_detector(run_dir, args.checkpoint)
         defaults = dict(detector.thresholds)
@@ -316,8 +316,8 @@ def main(argv=None) -> int:
         first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
                        if "nms_iou_threshold" in grid else None)
         cache = record_cache(detector, val, out / "cache", score_floor=args.score_floor,
-                                   source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
-                                   first_stage=first_stage)
+                             source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
+                             first_stage=first_stage)
         bar.close()
         result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:

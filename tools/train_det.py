@@ -52,7 +52,7 @@ def dataset_from_args(args):
 
     classes = None if args.voc_classes is None else [c.strip() for c in args.voc_classes.split(",") if c.strip()]
     return load_dataset(args.dataset, args.split, data_dir=args.data_dir, annotations=args.annotations,
-                               images=args.images, class_names=classes, max_images=args.max_images)
+                        images=args.images, class_names=classes, max_images=args.max_images)
 
 
 def main(argv=None) -> int:

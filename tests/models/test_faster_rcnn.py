@@ -63,7 +63,7 @@ def trained(demo_set, tmp_path_factory):
     ids, names = dataset_categories(train)
     detector = build_detector("faster_rcnn", "tiny", ids, names, seed=0)
     result = train_detector(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.04,
-                          momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
+                            momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
     return run, result
 
 
@@ -160,7 +160,7 @@ def recorded(trained, demo_set, tmp_path_factory):
     detector, checkpoint = load_detector(run)
     path = tmp_path_factory.mktemp("cache") / "frcnn_val"
     cache = record_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
-                               images_per_shard=4, source={"checkpoint": checkpoint})
+                         images_per_shard=4, source={"checkpoint": checkpoint})
     return detector, cache
 
 
@@ -198,7 +198,7 @@ def test_a_cache_for_declared_first_stage_settings_sweeps_the_same_numbers(train
     detector, _ = load_detector(run)
     ious = sorted({setting[1] for setting in SETTINGS})
     narrowed = record_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR,
-                                  batch_size=BATCH, images_per_shard=4, first_stage=(ious, 0.0))
+                            batch_size=BATCH, images_per_shard=4, first_stage=(ious, 0.0))
     assert narrowed.meta.first_stage_iou_thresholds == tuple(ious) and narrowed.meta.first_stage_min_score == 0.0
     np.testing.assert_array_equal(narrowed.row_boxes, full.row_boxes)
     np.testing.assert_array_equal(narrowed.row_objectness, full.row_objectness)
@@ -217,7 +217,7 @@ def test_a_cache_for_declared_first_stage_settings_sweeps_the_same_numbers(train
     # a committed shard of other first-stage settings is not mixed in
     with pytest.raises(ValueError, match="recorded with other settings"):
         record_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR, batch_size=BATCH,
-                           images_per_shard=4, first_stage=([0.5], 0.0))
+                     images_per_shard=4, first_stage=([0.5], 0.0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def trained(demo_set, tmp_path_factory):
     ids, names = dataset_categories(train)
     detector = build_detector("ssd", "tiny", ids, names, seed=0)
     result = train_detector(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.05,
-                          momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
+                            momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
     return run, result
 
 
@@ -124,7 +124,7 @@ def test_resume_continues_the_same_run(demo_set, tmp_path):
         for steps in stops:
             detector = build_detector("ssd", "tiny", range(1, 11), seed=0)
             result = train_detector(detector, train, run, steps=steps, batch_size=2, learning_rate=0.01,
-                                  momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
+                                    momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
         return result, [w.copy() for w in detector.model.get_weights()]
 
     straight, expected = weights_after(tmp_path / "straight", [4])
@@ -165,7 +165,7 @@ def recorded(trained, demo_set, tmp_path_factory):
     detector, checkpoint = load_detector(run)
     path = tmp_path_factory.mktemp("cache") / "ssd_val"
     cache = record_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
-                               images_per_shard=5, source={"checkpoint": checkpoint})
+                         images_per_shard=5, source={"checkpoint": checkpoint})
     return detector, cache, path
 
 

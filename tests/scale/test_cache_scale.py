@@ -34,10 +34,10 @@ def test_ray_cache_equals_in_process_cache(ray_executor, val_set, tmp_path):
     detector, checkpoint = load_detector(RUN)
     source = {"dataset": "demo val"}
     local = record_cache(detector, val_set, tmp_path / "local", score_floor=FLOOR, batch_size=2,
-                               images_per_shard=2, source=source)
+                         images_per_shard=2, source=source)
     done = []
     on_ray = record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
-                                        batch_size=2, images_per_shard=2, source=source, progress=done.append)
+                                  batch_size=2, images_per_shard=2, source=source, progress=done.append)
     assert sorted(done) == [1, 2, 2]
     assert local.num_entries() > 0
     for name, array in local.arrays().items():
@@ -49,14 +49,14 @@ def test_ray_cache_equals_in_process_cache(ray_executor, val_set, tmp_path):
     (tmp_path / "ray" / "shards").mkdir(parents=True)
     shutil.copytree(tmp_path / "local" / "shards" / "00001", tmp_path / "ray" / "shards" / "00001")
     record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
-                               checkpoint=checkpoint, batch_size=2, images_per_shard=2, source=source)
+                         checkpoint=checkpoint, batch_size=2, images_per_shard=2, source=source)
     assert files(tmp_path / "ray") == files(tmp_path / "local")
     assert read_cache(tmp_path / "ray").meta.image_ids == local.meta.image_ids
 
     # Other settings on a committed shard are refused, from the worker, with record_cache's message.
     with pytest.raises(ValueError, match="recorded with other settings"):
         record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=0.1, executor=ray_executor,
-                                   batch_size=2, images_per_shard=2, source=source)
+                             batch_size=2, images_per_shard=2, source=source)
 
 
 def test_cache_det_tool_with_the_ray_executor(ray_executor, val_set, tmp_path, capsys):
