@@ -53,9 +53,11 @@ from typing import Any
 
 import numpy as np
 
+from detsearch.atomic import replace_directory
 from detsearch.datasets import mnist
 from detsearch.datasets.coco import load_coco
 from detsearch.datasets.detection import DatasetError, DetectionDataset, write_json_atomic
+from detsearch.datasets.paths import data_root
 from detsearch.detection.boxes import iou_yxyx
 
 __all__ = ["SPLITS", "build_demo", "default_demo_dir", "load_demo"]
@@ -73,9 +75,8 @@ MANIFEST = "manifest.json"
 
 
 def default_demo_dir() -> Path:
-    """``$DETSEARCH_DATA_DIR/demo``; ``DETSEARCH_DATA_DIR`` defaults to ``<repo>/data``."""
-    root = os.environ.get("DETSEARCH_DATA_DIR") or Path(__file__).resolve().parents[1] / "data"
-    return Path(root) / "demo"
+    """``demo`` under `detsearch.datasets.paths.data_root` (``$DETSEARCH_DATA_DIR``, else ``./data``)."""
+    return data_root() / "demo"
 
 
 def _paths(out_dir: Path) -> dict[str, Path]:
@@ -271,29 +272,12 @@ def build_demo(
         write_json_atomic(tmp_dir / MANIFEST,
                           {"parameters": parameters, "num_files": num_files, "sha256": digest})
         os.chmod(tmp_dir, 0o755)  # mkdtemp makes 0700.
-        _move_into_place(tmp_dir, out_dir)
+        replace_directory(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     logger.info("Built the demo set in %s in %.1f s", out_dir, time.monotonic() - started)
     return paths
-
-
-def _move_into_place(tmp_dir: Path, out_dir: Path) -> None:
-    """Renames ``tmp_dir`` to ``out_dir``, replacing an earlier (or empty) one."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "set")
-    try:
-        os.rename(tmp_dir, out_dir)
-    except OSError:
-        if old is not None and not out_dir.exists():
-            os.replace(old / "set", out_dir)  # Put the earlier set back.
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def load_demo(out_dir: str | os.PathLike[str] | None, split: str) -> DetectionDataset:

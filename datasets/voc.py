@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from detsearch.datasets.detection import DatasetError, DetectionDataset, DetectionExample, check_box
+from detsearch.datasets.paths import data_root
 from detsearch.datasets.wheels import download_wheel
 
 __all__ = ["DEEPFOREST_FILES", "default_deepforest_dir", "fetch_deepforest_sample", "load_voc"]
@@ -240,9 +241,8 @@ def load_voc(
 
 
 def default_deepforest_dir() -> Path:
-    """``$DETSEARCH_DATA_DIR/deepforest``; ``DETSEARCH_DATA_DIR`` defaults to ``<repo>/data``."""
-    root = os.environ.get("DETSEARCH_DATA_DIR") or Path(__file__).resolve().parents[1] / "data"
-    return Path(root) / "deepforest"
+    """``deepforest`` under `detsearch.datasets.paths.data_root` (``$DETSEARCH_DATA_DIR``, else ``./data``)."""
+    return data_root() / "deepforest"
 
 
 def _sha256(path: Path) -> str:

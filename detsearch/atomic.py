@@ -139,14 +139,17 @@ def fresh_directory(target: str | os.PathLike) -> Path:
     return tmp
 
 
-def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Renames the complete directory ``tmp`` onto ``target`` (absent, empty or a directory).
 
     rename(2) cannot replace a non-empty directory: the old one is then renamed to
-    ``sibling_path(target, "old")`` first and removed after. A crash between the two renames
-    leaves nothing at ``target`` and the old content at ``<target>.old-<pid>``; the next
-    `replace_directory` onto ``target`` removes it. Both renames are fsynced.
+    ``sibling_path(target, "old")`` first and removed after; if the second rename fails, the
+    old one is renamed back. A crash between the two renames leaves nothing at ``target`` and
+    the old content at ``<target>.old-<pid>``; the next `replace_directory` onto ``target``
+    removes it. Both renames are fsynced. Returns ``target``.
     """
+    if not os.path.isdir(tmp):
+        raise FileNotFoundError(f"{tmp}: no such directory to move onto {target}")
     tmp, target = Path(tmp), Path(target)
     try:
         os.replace(tmp, target)
@@ -157,8 +160,13 @@ def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> None
         if os.path.lexists(old):
             shutil.rmtree(old)
         os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
         fsync_directory(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     fsync_directory(target.parent)
     remove_stale_siblings(target, "old")
+    return target

@@ -30,7 +30,7 @@ Cache (kind ``two_stage``, `FasterRcnnDetector.cache_records`):
   The box head treats each ROI on its own, so any first-stage setting selects a subset of rows
   whose second-stage outputs are already recorded. The second stage runs on chunks of
   ``test_num_proposals`` ROIs, the shape it has at inference. With `set_first_stage`
-  (``write_cache(first_stage=...)``) it runs only on the proposals the declared first-stage
+  (``record_cache(first_stage=...)``) it runs only on the proposals the declared first-stage
   settings can keep, and the sweep is exact for exactly those settings (docs/models.md).
 
 Where a re-run of the model can still differ from the sweep on its cache (Model Garden's all-zero
@@ -45,8 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from detsearch.models import common
-from detsearch.models.common import tf, tf_keras
+import tensorflow as tf
+import tf_keras
+
+from detsearch.models.coordinates import image_shapes, to_original
+from detsearch.models.detector import Detector, build_detector
+from detsearch.models.thresholds import MAX_NUM_DETECTIONS, apply_thresholds
 
 __all__ = ["DETECTOR", "FasterRcnnDetector", "FasterRcnnPreset", "PRESETS", "REGRESSION_WEIGHTS", "build"]
 
@@ -168,15 +172,15 @@ def model_config(preset: FasterRcnnPreset, num_classes: int, thresholds: Mapping
         ),
         roi_sampler=maskrcnn.ROISampler(num_sampled_rois=preset.num_sampled_rois),
         detection_generator=maskrcnn.DetectionGenerator(nms_version="batched",
-                                                        max_num_detections=common.MAX_NUM_DETECTIONS),
+                                                        max_num_detections=MAX_NUM_DETECTIONS),
         norm_activation=mg_common.NormActivation(use_sync_bn=False, norm_momentum=preset.norm_momentum,
                                                  norm_epsilon=1e-4),
     )
-    return common.apply_thresholds(config, "two_stage", thresholds)
+    return apply_thresholds(config, "two_stage", thresholds)
 
 
-class FasterRcnnDetector(common.Detector):
-    """Model Garden Faster R-CNN for a dataset's categories (see `common.Detector`)."""
+class FasterRcnnDetector(Detector):
+    """Model Garden Faster R-CNN for a dataset's categories (see `detsearch.models.detector.Detector`)."""
 
     name = "faster_rcnn"
     kind = "two_stage"
@@ -329,12 +333,6 @@ class FasterRcnnDetector(common.Detector):
                                 bbox_per_class=True)
         return decoded["decoded_boxes"], decoded["decoded_box_scores"]
 
-    def _traced(self, name: str, function, batch_size: int):
-        key = (name, int(batch_size))
-        if key not in self._cache_fns:
-            self._cache_fns[key] = tf.function(function)
-        return self._cache_fns[key]
-
     def _evaluated_rows(self, sizes: np.ndarray, rois: np.ndarray, objectness: np.ndarray,
                         levels: np.ndarray) -> list[np.ndarray]:
         """Per image, the rows (sorted) whose second stage the cache records."""
@@ -344,7 +342,7 @@ class FasterRcnnDetector(common.Detector):
         from detsearch.detection import nms as nms_ops
 
         # Exactly what the sweep will see: boxes in original pixels, float32.
-        boxes = np.concatenate([common.to_original(rois[i], sizes[i], self.image_size) for i in range(num_images)])
+        boxes = np.concatenate([to_original(rois[i], sizes[i], self.image_size) for i in range(num_images)])
         offsets = np.arange(num_images + 1, dtype=np.int64) * total
         ious, min_score = self.first_stage
         kept = np.zeros(num_images * total, bool)
@@ -369,8 +367,8 @@ class FasterRcnnDetector(common.Detector):
         images = tf.convert_to_tensor(batch["image"], tf.float32)
         batch_size = int(images.shape[0])
         sizes = np.asarray(batch["original_size"])
-        shapes = tf.constant(common.image_shapes(sizes, self.image_size))
-        features, rois, objectness, levels = self._traced("proposals", self._proposals, batch_size)(images, shapes)
+        shapes = tf.constant(image_shapes(sizes, self.image_size))
+        features, rois, objectness, levels = self.traced("proposals", self._proposals, batch_size)(images, shapes)
         rois, objectness, levels = rois.numpy(), objectness.numpy(), levels.numpy()
         evaluated = self._evaluated_rows(sizes, rois, objectness, levels)
         # The second stage on chunks of test_num_proposals ROIs, with at least one all-zero ROI
@@ -380,7 +378,7 @@ class FasterRcnnDetector(common.Detector):
         selected = np.zeros((batch_size, padded, 4), np.float32)
         for i, rows in enumerate(evaluated):
             selected[i, :len(rows)] = rois[i, rows]
-        second_stage = self._traced("second_stage", self._second_stage, batch_size)
+        second_stage = self.traced("second_stage", self._second_stage, batch_size)
         parts = [second_stage(features, tf.constant(selected[:, start:start + chunk]), shapes)
                  for start in range(0, padded, chunk)]
         chunk_boxes = np.concatenate([p[0].numpy() for p in parts], axis=1)
@@ -417,13 +415,13 @@ class FasterRcnnDetector(common.Detector):
             records.append({
                 "image_id": int(image_id),
                 "size": size,
-                "row_boxes": common.to_original(outputs["rois"][i], size, self.image_size),
+                "row_boxes": to_original(outputs["rois"][i], size, self.image_size),
                 "row_objectness": outputs["objectness"][i].astype(np.float32),
                 "row_level": outputs["levels"][i].astype(np.int64),
                 "entry_row": rows.astype(np.int64),
                 "entry_class": classes.astype(np.int64),
                 "entry_score": scores[positions, classes],
-                "entry_boxes": common.to_original(outputs["boxes"][i][rows, classes], size, self.image_size),
+                "entry_boxes": to_original(outputs["boxes"][i][rows, classes], size, self.image_size),
             })
         return records
 
@@ -434,4 +432,4 @@ DETECTOR = FasterRcnnDetector
 def build(preset: str = "tiny", category_ids=tuple(range(1, 11)), category_names=None, thresholds=None,
           seed: int | None = 0) -> FasterRcnnDetector:
     """A Faster R-CNN for ``category_ids`` (default: the demo's digits 1..10), weights from ``seed``."""
-    return common.build_detector("faster_rcnn", preset, category_ids, category_names, thresholds, seed)
+    return build_detector("faster_rcnn", preset, category_ids, category_names, thresholds, seed)

@@ -4,14 +4,14 @@ detector from short training runs, then its thresholds from a cache of the final
 - `DetectionTrainer` is the shared selector's trainer (`detsearch.training.base.Trainer`) for
   `detsearch.models.ssd` and `detsearch.models.faster_rcnn`: every trial starts from the same weights (a fresh
   build from ``seed``, or ``checkpoint_path`` for fine-tuning), sees the same batches in the
-  same order (`common.training_batches`), and trains with `common.TrainLoop` (momentum SGD,
+  same order (`detsearch.models.train.training_batches`), and trains with `detsearch.models.train.TrainLoop` (momentum SGD,
   weight decay on kernels) under the trial's learning-rate schedule. Curves hold the training
   losses (``loss`` = Model Garden's ``model_loss``, and its parts) and, with a validation set,
   a quick validation mAP (`ACC_NAME` = ``"AP"``: COCO AP@[.5:.95] of Model Garden's own
   post-processing at the default thresholds on the first ``eval_images`` images).
 - `search_detector` is the whole flow on one `ParamSpec`: the training parameters of
   ``param_list_spec`` go to the selector, the final model is trained with the choice
-  (`common.train`, resumable), its raw predictions on the validation set are cached once and
+  (`detsearch.models.train.train_detector`, resumable), its raw predictions on the validation set are cached once and
   the threshold lists of ``param_list_spec`` are swept on the cache.
 
 Faster R-CNN samples anchors and ROIs at random in training (Model Garden's samplers), so two
@@ -38,8 +38,14 @@ from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, SearchResult, SelectorConfig
 from detsearch.selector.curves import Curve, TrialSpec
 from detsearch.training.base import CurveRecorder, arrays_fingerprint, run_trial_steps, source_fingerprint
-from detsearch.models import common
-from detsearch.models.common import tf
+import tensorflow as tf
+
+from detsearch.models.data import dataset_categories, dataset_max_boxes
+from detsearch.models.detector import MODELS, build_detector
+from detsearch.models.export import export_detector
+from detsearch.models.record import predict_results, record_cache
+from detsearch.models.restore import DETECTOR_FILE, latest_checkpoint, load_detector, restore_checkpoint
+from detsearch.models.train import TrainLoop, train_detector, training_batches
 
 __all__ = ["ACC_NAME", "DetectionSearch", "DetectionTrainer", "LOSS_NAME", "search_detector"]
 
@@ -59,7 +65,7 @@ ranked 0.0095 first by both tail loss and tail AP."""
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:
-    """A checkpoint prefix from a prefix or a `common.train` run directory (its latest).
+    """A checkpoint prefix from a prefix or a `detsearch.models.train.train_detector` run directory (its latest).
 
     Raises:
       FileNotFoundError: neither.
@@ -68,7 +74,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     if tf.io.gfile.exists(path + ".index"):
         return path
     if os.path.isdir(path):
-        latest = common.latest_checkpoint(path) or tf.train.latest_checkpoint(path)
+        latest = latest_checkpoint(path) or tf.train.latest_checkpoint(path)
         if latest:
             return latest
     raise FileNotFoundError(f"checkpoint_path {path}: no checkpoint there (a prefix with .index, or a run directory)")
@@ -83,7 +89,7 @@ class DetectionTrainer:
       train_set: training images (their categories are the detector's).
       val_set: validation images for the ``AP`` metric; None: curves hold losses only.
       batch_size: images per step (default: the preset's).
-      checkpoint_path: initial weights of every trial (a checkpoint prefix or a `common.train`
+      checkpoint_path: initial weights of every trial (a checkpoint prefix or a `detsearch.models.train.train_detector`
         run directory); None starts from the weights a build with ``seed`` gives.
       seed: initial weights and data order.
       eval_images: validation images scored per ``AP`` point (the first ones).
@@ -108,25 +114,25 @@ class DetectionTrainer:
         if evaluation_total_steps < 1 or eval_images < 1:
             raise ValueError(f"evaluation_total_steps and eval_images must be >= 1, got {evaluation_total_steps}, "
                              f"{eval_images}")
-        ids, names = common.dataset_categories(train_set)
-        self.detector = common.build_detector(model, preset, ids, names, seed=seed)
+        ids, names = dataset_categories(train_set)
+        self.detector = build_detector(model, preset, ids, names, seed=seed)
         self.checkpoint_path = None
         if checkpoint_path is not None:
             self.checkpoint_path = resolve_checkpoint(checkpoint_path)
-            common.restore_checkpoint(self.detector, self.checkpoint_path)
+            restore_checkpoint(self.detector, self.checkpoint_path)
         self.train_set = train_set
         self.batch_size = int(batch_size or self.detector.preset.batch_size)
         self.seed = int(seed)
         self.evaluation_total_steps = int(evaluation_total_steps)
         self.log_every_n_steps = int(log_every_n_steps)
-        self.max_boxes = common._dataset_max_boxes(train_set)  # pylint: disable=protected-access
-        self.loop = common.TrainLoop(self.detector, self.batch_size, self.max_boxes)
+        self.max_boxes = dataset_max_boxes(train_set)
+        self.loop = TrainLoop(self.detector, self.batch_size, self.max_boxes)
         self._variables = list(self.detector.model.variables)
         self._initial = [v.numpy() for v in self._variables]
         self.val_set = None
         self._ground_truth = None
         if val_set is not None:
-            val_ids, _ = common.dataset_categories(val_set)
+            val_ids, _ = dataset_categories(val_set)
             if val_ids != list(self.detector.category_ids):
                 raise ValueError(f"validation categories {val_ids} differ from the training set's "
                                  f"{list(self.detector.category_ids)}")
@@ -149,8 +155,8 @@ class DetectionTrainer:
             digest.update(json.dumps(self.train_set.to_coco_json(), sort_keys=True).encode())
             digest.update(json.dumps(self._ground_truth, sort_keys=True).encode())
             digest.update(arrays_fingerprint(self._initial).encode())
-            digest.update(source_fingerprint(common.TrainLoop._step_fn, type(self.detector).losses,
-                                             common.training_batches, DetectionTrainer.run).encode())
+            digest.update(source_fingerprint(TrainLoop._step_fn, type(self.detector).losses,
+                                             training_batches, DetectionTrainer.run).encode())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -165,7 +171,7 @@ class DetectionTrainer:
         post-processing at the default thresholds; 0 when nothing is detected)."""
         from detsearch.detection.cocoeval import evaluate_results
 
-        results = common.predict_results(self.detector, self.val_set, self.batch_size)
+        results = predict_results(self.detector, self.val_set, self.batch_size)
         stats = evaluate_results(self._ground_truth, results).stats
         return {ACC_NAME: max(0.0, float(stats[0]))}
 
@@ -180,8 +186,8 @@ class DetectionTrainer:
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve:
         self.reset()
         self.loop.set_hyperparameters(momentum=trial.momentum or 0.0, weight_decay=trial.weight_decay or 0.0)
-        batches = common.training_batches(self.train_set, self.detector.image_size, self.batch_size, seed=self.seed,
-                                          max_boxes=self.max_boxes)
+        batches = training_batches(self.train_set, self.detector.image_size, self.batch_size, seed=self.seed,
+                                   max_boxes=self.max_boxes)
         recorder = CurveRecorder(trial, LOSS_NAME, self.evaluation_total_steps,
                                  self.evaluate if self.val_set is not None else None)
         steps = len(trial.schedule.values())
@@ -204,7 +210,7 @@ class DetectionSearch:
       param_spec: the chosen training parameters and thresholds (one value each).
       selection: the selector's `SearchResult` (None when no training parameter was searched).
       sweep: the threshold sweep's `detsearch.detection.sweep.SweepResult`.
-      run_dir: the final training run (`common.train` output).
+      run_dir: the final training run (`detsearch.models.train.train_detector` output).
       checkpoint: the final checkpoint the cache was recorded from.
       default_thresholds: Model Garden's default thresholds of the model.
       steps: selector steps and final training steps.
@@ -297,7 +303,7 @@ def train_final(
 
     ``param_spec`` holds one value per training parameter (``learning_rate`` required) and, per
     threshold, one value (kept) or a candidate list (swept on a cache of ``val_set``, with Model
-    Garden's default added). Writes ``out_dir/train`` (a `common.train` run: a rerun resumes it),
+    Garden's default added). Writes ``out_dir/train`` (a `detsearch.models.train.train_detector` run: a rerun resumes it),
     ``out_dir/cache`` (resumable by shard) when anything is swept.
 
     Raises:
@@ -312,8 +318,8 @@ def train_final(
             raise ValueError(f"param_spec.{name} must be one value for the final training, got a list")
     if param_spec.learning_rate is None:
         raise ValueError("param_spec.learning_rate is needed for the final training")
-    ids, names = common.dataset_categories(train_set)
-    detector = common.build_detector(model, preset, ids, names, seed=seed)
+    ids, names = dataset_categories(train_set)
+    detector = build_detector(model, preset, ids, names, seed=seed)
     unknown = [n for n in param_spec.subset(THRESHOLD_PARAMS).names() if n not in detector.thresholds]
     if unknown:
         raise ValueError(f"{', '.join(unknown)} do not apply to {model} (its thresholds: "
@@ -323,14 +329,14 @@ def train_final(
         raise ValueError(f"choosing {', '.join(swept)} needs validation images")
     out_dir = Path(out_dir)
     run_dir = out_dir / "train"
-    if checkpoint_path is not None and common.latest_checkpoint(run_dir) is None:
-        common.restore_checkpoint(detector, resolve_checkpoint(checkpoint_path))
-    common.train(detector, train_set, run_dir, steps=steps + warmup_steps,
-                 batch_size=batch_size or detector.preset.batch_size, learning_rate=param_spec.learning_rate,
-                 momentum=param_spec.momentum or 0.0, weight_decay=param_spec.weight_decay or 0.0,
-                 warmup_steps=warmup_steps, warmup_lr=warmup_lr if warmup_steps else None, seed=seed,
-                 on_step=on_train_step, extra_meta={"param_spec": param_spec.to_dict()})
-    detector, checkpoint = common.load_detector(run_dir)
+    if checkpoint_path is not None and latest_checkpoint(run_dir) is None:
+        restore_checkpoint(detector, resolve_checkpoint(checkpoint_path))
+    train_detector(detector, train_set, run_dir, steps=steps + warmup_steps,
+                   batch_size=batch_size or detector.preset.batch_size, learning_rate=param_spec.learning_rate,
+                   momentum=param_spec.momentum or 0.0, weight_decay=param_spec.weight_decay or 0.0,
+                   warmup_steps=warmup_steps, warmup_lr=warmup_lr if warmup_steps else None, seed=seed,
+                   on_step=on_train_step, extra_meta={"param_spec": param_spec.to_dict()})
+    detector, checkpoint = load_detector(run_dir)
     defaults = dict(detector.thresholds)
     result = None
     chosen = {n: getattr(param_spec, n) for n in defaults if n in param_spec and n not in swept}
@@ -339,9 +345,9 @@ def train_final(
         grid.update({n: [v] for n, v in chosen.items()})
         first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
                        if "nms_iou_threshold" in grid else None)
-        cache = common.write_cache(detector, val_set, out_dir / "cache", score_floor=score_floor,
-                                   source={"checkpoint": str(Path(checkpoint).resolve())},
-                                   progress=on_cache_progress, first_stage=first_stage)
+        cache = record_cache(detector, val_set, out_dir / "cache", score_floor=score_floor,
+                             source={"checkpoint": str(Path(checkpoint).resolve())},
+                             progress=on_cache_progress, first_stage=first_stage)
         result = sweep(cache, val_set.to_coco_json(), ParamSpec(**grid), objective=objective, budget=budget)
         chosen = dict(result.best_params)
     final = param_spec.replace(**chosen)
@@ -418,7 +424,7 @@ def search_detector(
 
 
 def _check_optimizer_fn(optimizer_fn: Callable) -> None:
-    """Detectors train with `common.TrainLoop` (momentum SGD): ``optimizer_fn`` must build a
+    """Detectors train with `detsearch.models.train.TrainLoop` (momentum SGD): ``optimizer_fn`` must build a
     plain momentum optimizer, which is what MoXing's detection programs use."""
     from detsearch.moxing.specs import ModeKeys  # noqa: F401  (the facade is loaded)
 
@@ -453,7 +459,7 @@ class DetectionModel:
     ``search`` chooses the training parameters and returns them with the threshold candidate
     lists of ``param_list_spec``; ``run`` trains with them, sweeps the threshold lists on a cache
     of ``input_fn(EVAL)`` and exports a SavedModel whose post-processing runs at the chosen
-    thresholds (`common.export_saved_model`). The curves' metrics are ``"loss"`` and ``"AP"``
+    thresholds (`detsearch.models.export.export_detector`). The curves' metrics are ``"loss"`` and ``"AP"``
     (with ``by_acc``, measured on the first ``eval_images`` images of ``input_fn(EVAL)``);
     ``auto_batch`` and ``select_by_eval`` have no effect (images are batched by the framework;
     AP is always measured on evaluation images). The range test's pick is refined over
@@ -467,8 +473,8 @@ class DetectionModel:
     lr_refine_factors: tuple[float, ...] = LR_REFINE_FACTORS
 
     def __post_init__(self) -> None:
-        if self.model not in common.MODELS:
-            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(common.MODELS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
 
     def __call__(self, inputs, run_mode):
         raise TypeError("DetectionModel is run by mox.auto.search / mox.auto.run, not called as a model_fn")
@@ -512,10 +518,10 @@ class DetectionModel:
                             steps=max_number_of_steps, batch_size=batch_size, checkpoint_path=checkpoint_path,
                             seed=seed, score_floor=self.score_floor)
         thresholds = {n: v for n, v in found.param_spec.to_dict().items() if n in found.default_thresholds}
-        info = json.loads((found.run_dir / common.DETECTOR_FILE).read_text())
+        info = json.loads((found.run_dir / DETECTOR_FILE).read_text())
         outcome = {"param_spec": found.param_spec, "checkpoint": found.checkpoint, "metrics": info.get("metrics", {}),
                    "sweep": found.sweep, "export": None}
         if export_model == ExportKeys.TF_SERVING:
-            detector, _ = common.load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
-            outcome["export"] = str(common.export_saved_model(detector, Path(log_dir) / "model"))
+            detector, _ = load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
+            outcome["export"] = str(export_detector(detector, Path(log_dir) / "model"))
         return outcome

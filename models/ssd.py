@@ -26,8 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from detsearch.models import common
-from detsearch.models.common import tf, tf_keras
+import tensorflow as tf
+import tf_keras
+
+from detsearch.models.coordinates import image_shapes, to_original
+from detsearch.models.detector import Detector, build_detector
+from detsearch.models.thresholds import MAX_NUM_DETECTIONS, apply_thresholds
 
 __all__ = ["DETECTOR", "PRESETS", "SsdDetector", "SsdPreset", "build"]
 
@@ -98,15 +102,15 @@ def model_config(preset: SsdPreset, num_classes: int, thresholds: Mapping[str, f
         head=retinanet.RetinaNetHead(num_convs=preset.head_convs, num_filters=preset.head_filters),
         detection_generator=retinanet.DetectionGenerator(
             apply_nms=True, nms_version="batched", return_decoded=True,
-            max_num_detections=common.MAX_NUM_DETECTIONS,
+            max_num_detections=MAX_NUM_DETECTIONS,
         ),
         norm_activation=mg_common.NormActivation(use_sync_bn=False),
     )
-    return common.apply_thresholds(config, "one_stage", thresholds)
+    return apply_thresholds(config, "one_stage", thresholds)
 
 
-class SsdDetector(common.Detector):
-    """Model Garden RetinaNet for a dataset's categories (see `common.Detector`)."""
+class SsdDetector(Detector):
+    """Model Garden RetinaNet for a dataset's categories (see `detsearch.models.detector.Detector`)."""
 
     name = "ssd"
     kind = "one_stage"
@@ -184,11 +188,8 @@ class SsdDetector(common.Detector):
     def raw_outputs(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Decoded boxes [B, A, 4] (resized pixels) and sigmoid scores [B, A, K] before NMS."""
         images = tf.convert_to_tensor(batch["image"], tf.float32)
-        shapes = tf.constant(common.image_shapes(np.asarray(batch["original_size"]), self.image_size))
-        function = self._cache_fns.get(int(images.shape[0]))
-        if function is None:
-            function = tf.function(self._cache_outputs)
-            self._cache_fns[int(images.shape[0])] = function
+        shapes = tf.constant(image_shapes(np.asarray(batch["original_size"]), self.image_size))
+        function = self.traced("cache_outputs", self._cache_outputs, int(images.shape[0]))
         return {k: v.numpy() for k, v in function(images, shapes).items()}
 
     def cache_meta(self) -> dict[str, Any]:
@@ -206,7 +207,7 @@ class SsdDetector(common.Detector):
             records.append({
                 "image_id": int(image_id),
                 "size": size,
-                "row_boxes": common.to_original(outputs["boxes"][i][anchors], size, self.image_size),
+                "row_boxes": to_original(outputs["boxes"][i][anchors], size, self.image_size),
                 "entry_row": entry_row.astype(np.int64),
                 "entry_class": classes.astype(np.int64),
                 "entry_score": scores[rows, classes],
@@ -220,4 +221,4 @@ DETECTOR = SsdDetector
 def build(preset: str = "tiny", category_ids=tuple(range(1, 11)), category_names=None, thresholds=None,
           seed: int | None = 0) -> SsdDetector:
     """An SSD for ``category_ids`` (default: the demo's digits 1..10), weights from ``seed``."""
-    return common.build_detector("ssd", preset, category_ids, category_names, thresholds, seed)
+    return build_detector("ssd", preset, category_ids, category_names, thresholds, seed)

@@ -50,25 +50,28 @@ def batches(detector, dataset, count: int):
 
 
 def detector_for(model: str, run: Path | None, train_steps: int, work: Path):
-    from detsearch.models import common
+    from detsearch.models.data import dataset_categories, load_dataset
+    from detsearch.models.detector import build_detector
+    from detsearch.models.restore import latest_checkpoint, load_detector
+    from detsearch.models.train import train_detector
 
-    if run is not None and common.latest_checkpoint(run) is not None:
-        return common.load_detector(run)[0], str(run)
-    train_set = common.load_dataset("demo", "train")
-    ids, names = common.dataset_categories(train_set)
-    detector = common.build_detector(model, "tiny", ids, names)
-    common.train(detector, train_set, work / model, steps=train_steps, batch_size=detector.preset.batch_size,
-                 learning_rate=0.02, momentum=0.9, weight_decay=1e-4, warmup_steps=min(100, train_steps // 10))
-    return common.load_detector(work / model)[0], f"trained {train_steps} steps"
+    if run is not None and latest_checkpoint(run) is not None:
+        return load_detector(run)[0], str(run)
+    train_set = load_dataset("demo", "train")
+    ids, names = dataset_categories(train_set)
+    detector = build_detector(model, "tiny", ids, names)
+    train_detector(detector, train_set, work / model, steps=train_steps, batch_size=detector.preset.batch_size,
+                   learning_rate=0.02, momentum=0.9, weight_decay=1e-4, warmup_steps=min(100, train_steps // 10))
+    return load_detector(work / model)[0], f"trained {train_steps} steps"
 
 
 def bench(model: str, args, work: Path) -> list[dict]:
     from detsearch.detection.cache import CacheWriter
-    from detsearch.models import common
+    from detsearch.models.data import load_dataset
 
     run = getattr(args, f"{model}_run") or f"out/search_det_{model}/train"
     detector, origin = detector_for(model, Path(run), args.train_steps, work)
-    val = common.load_dataset("demo", "val", max_images=args.images)
+    val = load_dataset("demo", "val", max_images=args.images)
     data = batches(detector, val, args.images)
     images = sum(len(b["image_id"]) for b in data)
 

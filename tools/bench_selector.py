@@ -147,12 +147,13 @@ def bench_detection(args) -> dict:
     from detsearch.params import ParamSpec
     from detsearch.selector import HyperSelector, Journal, SelectorConfig
     from detsearch.selector.curves import LrSchedule, TrialSpec
-    from detsearch.models import common
+    from detsearch.models.data import load_dataset
+    from detsearch.models.record import predict_results
     from detsearch.models.search import ACC_NAME, LOSS_NAME, DetectionTrainer
 
     out = Path(args.out)
-    train_set = common.load_dataset("demo", "train")
-    val_set = common.load_dataset("demo", "val")
+    train_set = load_dataset("demo", "train")
+    val_set = load_dataset("demo", "val")
     ground_truth = val_set.to_coco_json()
     trainer = DetectionTrainer("ssd", "tiny", train_set, val_set=val_set, eval_images=100, seed=args.seed,
                                evaluation_total_steps=5)
@@ -169,7 +170,7 @@ def bench_detection(args) -> dict:
             curve = trainer.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
             value = 0.0
             if not curve.diverged:
-                stats = evaluate_results(ground_truth, common.predict_results(trainer.detector, val_set)).stats
+                stats = evaluate_results(ground_truth, predict_results(trainer.detector, val_set)).stats
                 value = max(0.0, float(stats[0]))
             done[key] = value
             write_json_atomic(done_path, done)

@@ -59,7 +59,8 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from detsearch.models import common
+    from detsearch.models.record import record_cache, record_cache_sharded
+    from detsearch.models.restore import CHECKPOINT_DIR, DETECTOR_FILE, latest_checkpoint, load_detector
 
     try:
         first_stage = None
@@ -72,13 +73,13 @@ def main(argv=None) -> int:
         dataset = dataset_from_args(args)
         executor = executor_from_args(args)
         if executor.name == "local":
-            detector, checkpoint = common.load_detector(args.run, args.checkpoint)
+            detector, checkpoint = load_detector(args.run, args.checkpoint)
             name = f"{detector.name}/{detector.preset.name}"
         else:  # the workers build the detector; this process only plans and merges
-            detector, checkpoint = None, args.checkpoint or common.latest_checkpoint(args.run)
+            detector, checkpoint = None, args.checkpoint or latest_checkpoint(args.run)
             if checkpoint is None:
-                raise FileNotFoundError(f"no checkpoint in {Path(args.run) / common.CHECKPOINT_DIR}")
-            info = json.loads((Path(args.run) / common.DETECTOR_FILE).read_text())
+                raise FileNotFoundError(f"no checkpoint in {Path(args.run) / CHECKPOINT_DIR}")
+            info = json.loads((Path(args.run) / DETECTOR_FILE).read_text())
             name = f"{info['model']}/{info['preset']} on {executor!r}"
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -91,12 +92,12 @@ def main(argv=None) -> int:
     padding_scores = []
     try:
         if detector is not None:
-            cache = common.write_cache(
+            cache = record_cache(
                 detector, dataset, args.out, score_floor=args.score_floor, batch_size=args.batch_size,
                 images_per_shard=args.images_per_shard, source=source, progress=bar.update, first_stage=first_stage,
             )
         else:
-            cache = common.write_cache_sharded(
+            cache = record_cache_sharded(
                 args.run, dataset, args.out, score_floor=args.score_floor, executor=executor, checkpoint=checkpoint,
                 batch_size=args.batch_size, images_per_shard=args.images_per_shard, source=source,
                 progress=bar.update, on_shard=lambda index, info: padding_scores.append(info["max_padding_score"]),

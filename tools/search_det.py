@@ -193,7 +193,8 @@ def search_training(args, out: Path, flags, val, started) -> int:
     from detsearch import report
     from detsearch.params import ParamSpec
     from detsearch.selector import SelectorConfig
-    from detsearch.models import common
+    from detsearch.models.export import export_detector
+    from detsearch.models.restore import load_detector
     from detsearch.models.search import ACC_NAME, LOSS_NAME, search_detector
 
     train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
@@ -253,8 +254,8 @@ def search_training(args, out: Path, flags, val, started) -> int:
         report.plot_lr_test(selection, out / "lr_range.png", args.window)
         report.plot_stages(selection, out / "candidates.png", args.window)
     thresholds = {k: v for k, v in found.param_spec.to_dict().items() if k in found.default_thresholds}
-    detector, _ = common.load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
-    export = common.export_saved_model(detector, out / "export")
+    detector, _ = load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
+    export = export_detector(detector, out / "export")
     extra = {
         "selected": found.param_spec.to_dict(),
         "steps": found.steps,
@@ -275,7 +276,11 @@ def main(argv=None) -> int:
 
     from detsearch.detection.sweep import sweep
     from detsearch.params import ParamSpec
-    from detsearch.models import common
+    from detsearch.models.data import dataset_categories
+    from detsearch.models.detector import build_detector
+    from detsearch.models.record import record_cache
+    from detsearch.models.restore import latest_checkpoint, load_detector
+    from detsearch.models.train import train_detector
 
     out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
     run_dir = Path(args.train_run) if args.train_run else out / "train"
@@ -286,21 +291,21 @@ def main(argv=None) -> int:
         if args.search_training:
             return search_training(args, out, flags, val, started)
         # A run of our own is trained (or resumed) to --steps; a given run is trained only when empty.
-        if args.checkpoint is None and (args.train_run is None or common.latest_checkpoint(run_dir) is None):
+        if args.checkpoint is None and (args.train_run is None or latest_checkpoint(run_dir) is None):
             train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
             train_set = dataset_from_args(train_args)
-            ids, names = common.dataset_categories(train_set)
-            detector = common.build_detector(args.model, args.preset, ids, names, seed=args.seed)
+            ids, names = dataset_categories(train_set)
+            detector = build_detector(args.model, args.preset, ids, names, seed=args.seed)
             bar = tqdm(total=args.steps, desc="train", unit="step", dynamic_ncols=True)
-            latest = common.latest_checkpoint(run_dir)
+            latest = latest_checkpoint(run_dir)
             bar.update(min(args.steps, int(latest.rsplit("-", 1)[-1])) if latest else 0)
-            common.train(detector, train_set, run_dir, steps=args.steps,
-                         batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
-                         learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
-                         warmup_steps=min(100, args.steps // 10), seed=args.seed,
-                         on_step=lambda step, metrics: bar.update(1))
+            train_detector(detector, train_set, run_dir, steps=args.steps,
+                           batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
+                           learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                           warmup_steps=min(100, args.steps // 10), seed=args.seed,
+                           on_step=lambda step, metrics: bar.update(1))
             bar.close()
-        detector, checkpoint = common.load_detector(run_dir, args.checkpoint)
+        detector, checkpoint = load_detector(run_dir, args.checkpoint)
         defaults = dict(detector.thresholds)
         grid = threshold_grid(args, flags, defaults)
         if min(grid["score_threshold"]) < args.score_floor:
@@ -310,9 +315,9 @@ def main(argv=None) -> int:
         # Faster R-CNN: the second stage only for the proposals the swept first-stage settings keep.
         first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
                        if "nms_iou_threshold" in grid else None)
-        cache = common.write_cache(detector, val, out / "cache", score_floor=args.score_floor,
-                                   source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
-                                   first_stage=first_stage)
+        cache = record_cache(detector, val, out / "cache", score_floor=args.score_floor,
+                             source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
+                             first_stage=first_stage)
         bar.close()
         result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:

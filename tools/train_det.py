@@ -48,11 +48,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default_split: str) -
 
 
 def dataset_from_args(args):
-    from detsearch.models import common
+    from detsearch.models.data import load_dataset
 
     classes = None if args.voc_classes is None else [c.strip() for c in args.voc_classes.split(",") if c.strip()]
-    return common.load_dataset(args.dataset, args.split, data_dir=args.data_dir, annotations=args.annotations,
-                               images=args.images, class_names=classes, max_images=args.max_images)
+    return load_dataset(args.dataset, args.split, data_dir=args.data_dir, annotations=args.annotations,
+                        images=args.images, class_names=classes, max_images=args.max_images)
 
 
 def main(argv=None) -> int:
@@ -80,18 +80,22 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from detsearch.models import common
+    from detsearch.models.data import dataset_categories
+    from detsearch.models.detector import build_detector
+    from detsearch.models.export import export_detector
+    from detsearch.models.restore import latest_checkpoint, load_detector, restore_checkpoint
+    from detsearch.models.train import train_detector
 
     try:
         thresholds = read_params(args)
         dataset = dataset_from_args(args)
-        ids, names = common.dataset_categories(dataset)
-        detector = common.build_detector(args.model, args.preset, ids, names, seed=args.seed)
+        ids, names = dataset_categories(dataset)
+        detector = build_detector(args.model, args.preset, ids, names, seed=args.seed)
         unknown = sorted(set(thresholds) - set(detector.thresholds))
         if unknown:
             raise ValueError(f"--params: {', '.join(unknown)} do not apply to {args.model}")
-        if args.init_checkpoint and common.latest_checkpoint(args.out) is None:  # a resumed run has its own
-            restored = common.restore_checkpoint(detector, args.init_checkpoint)
+        if args.init_checkpoint and latest_checkpoint(args.out) is None:  # a resumed run has its own
+            restored = restore_checkpoint(detector, args.init_checkpoint)
             print(f"initial weights: {', '.join(restored)} from {args.init_checkpoint}")
     except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
     print(f"{args.model}/{args.preset}: {detector.num_parameters():,} parameters, {detector.image_size} px input, "
           f"{len(dataset)} images, {len(ids)} categories, batch {batch_size}")
     start = 0
-    latest = common.latest_checkpoint(args.out)
+    latest = latest_checkpoint(args.out)
     if latest:
         start = int(latest.rsplit("-", 1)[-1])
     bar = tqdm(total=args.steps, initial=min(start, args.steps), unit="step", dynamic_ncols=True)
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     try:
-        result = common.train(
+        result = train_detector(
             detector, dataset, args.out, steps=args.steps, batch_size=batch_size, learning_rate=args.learning_rate,
             momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
             checkpoint_every=args.checkpoint_every, on_step=on_step,
@@ -133,8 +137,8 @@ def main(argv=None) -> int:
         "metrics": {k: round(v, 5) for k, v in result["metrics"].items()},
     }
     if args.export:
-        exported, _ = common.load_detector(args.out, result["checkpoint"], thresholds=thresholds)
-        summary["export"] = str(common.export_saved_model(exported, args.export))
+        exported, _ = load_detector(args.out, result["checkpoint"], thresholds=thresholds)
+        summary["export"] = str(export_detector(exported, args.export))
         summary["thresholds"] = exported.thresholds
     print(json.dumps(summary))
     return 0

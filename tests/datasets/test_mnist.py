@@ -1,4 +1,5 @@
-"""Tests for detsearch.datasets.mnist: IDX reading, the old input_data API, errors, real data."""
+"""Tests for detsearch.datasets.idx, .mnist and .mnist_prepare: IDX reading, the old input_data API,
+preparation, errors, real data."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detsearch.datasets import mnist
+from detsearch.datasets import idx, mnist, mnist_prepare
 from detsearch.datasets.mnist import MnistError, input_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +49,10 @@ def synthetic_labels(num: int) -> np.ndarray:
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     """A directory with tiny but well-formed MNIST files (30 train, 12 test)."""
-    write_idx_gz(tmp_path / mnist.TRAIN_IMAGES, synthetic_images(NUM_TRAIN))
-    write_idx_gz(tmp_path / mnist.TRAIN_LABELS, synthetic_labels(NUM_TRAIN))
-    write_idx_gz(tmp_path / mnist.TEST_IMAGES, synthetic_images(NUM_TEST, offset=100))
-    write_idx_gz(tmp_path / mnist.TEST_LABELS, synthetic_labels(NUM_TEST))
+    write_idx_gz(tmp_path / idx.TRAIN_IMAGES, synthetic_images(NUM_TRAIN))
+    write_idx_gz(tmp_path / idx.TRAIN_LABELS, synthetic_labels(NUM_TRAIN))
+    write_idx_gz(tmp_path / idx.TEST_IMAGES, synthetic_images(NUM_TEST, offset=100))
+    write_idx_gz(tmp_path / idx.TEST_LABELS, synthetic_labels(NUM_TEST))
     return tmp_path
 
 
@@ -66,8 +67,8 @@ def ids(images: np.ndarray) -> list[int]:
 
 
 def test_read_images_and_labels_round_trip(mnist_dir: Path) -> None:
-    images = mnist.read_images(mnist_dir / mnist.TRAIN_IMAGES)
-    labels = mnist.read_labels(mnist_dir / mnist.TRAIN_LABELS)
+    images = idx.read_images(mnist_dir / idx.TRAIN_IMAGES)
+    labels = idx.read_labels(mnist_dir / idx.TRAIN_LABELS)
     assert images.dtype == np.uint8 and images.shape == (NUM_TRAIN, ROWS, COLS)
     np.testing.assert_array_equal(images, synthetic_images(NUM_TRAIN))
     np.testing.assert_array_equal(labels, synthetic_labels(NUM_TRAIN))
@@ -228,7 +229,7 @@ def assert_names_file(excinfo: pytest.ExceptionInfo[MnistError], path: Path, wha
 
 
 def test_missing_file(mnist_dir: Path) -> None:
-    path = mnist_dir / mnist.TEST_LABELS
+    path = mnist_dir / idx.TEST_LABELS
     path.unlink()
     with pytest.raises(MnistError) as excinfo:
         input_data.read_data_sets(mnist_dir)
@@ -236,7 +237,7 @@ def test_missing_file(mnist_dir: Path) -> None:
 
 
 def test_truncated_gzip(mnist_dir: Path) -> None:
-    path = mnist_dir / mnist.TRAIN_IMAGES
+    path = mnist_dir / idx.TRAIN_IMAGES
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(MnistError) as excinfo:
@@ -246,27 +247,27 @@ def test_truncated_gzip(mnist_dir: Path) -> None:
 
 
 def test_not_gzip(mnist_dir: Path) -> None:
-    path = mnist_dir / mnist.TRAIN_LABELS
+    path = mnist_dir / idx.TRAIN_LABELS
     path.write_bytes(b"this is not gzip data at all")
     with pytest.raises(MnistError) as excinfo:
-        mnist.read_labels(path)
+        idx.read_labels(path)
     assert_names_file(excinfo, path, "gzip")
     assert excinfo.value.__cause__ is not None
 
 
 def test_wrong_magic(mnist_dir: Path) -> None:
-    path = write_idx_gz(mnist_dir / mnist.TEST_IMAGES, synthetic_labels(NUM_TEST))  # IDX1.
+    path = write_idx_gz(mnist_dir / idx.TEST_IMAGES, synthetic_labels(NUM_TEST))  # IDX1.
     with pytest.raises(MnistError) as excinfo:
         input_data.read_data_sets(mnist_dir)
     assert_names_file(excinfo, path, "wrong magic number 2049, expected 2051")
 
 
 def test_truncated_payload(mnist_dir: Path) -> None:
-    path = mnist_dir / mnist.TRAIN_IMAGES
+    path = mnist_dir / idx.TRAIN_IMAGES
     payload = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(payload[:-5]))
     with pytest.raises(MnistError) as excinfo:
-        mnist.read_images(path)
+        idx.read_images(path)
     assert_names_file(excinfo, path, "truncated payload")
 
 
@@ -275,25 +276,25 @@ def test_trailing_bytes_and_short_header(tmp_path: Path) -> None:
     payload = struct.pack(">II", 2049, 3) + bytes([1, 2, 3, 4])
     path.write_bytes(gzip.compress(payload))
     with pytest.raises(MnistError, match="trailing bytes"):
-        mnist.read_labels(path)
+        idx.read_labels(path)
     path.write_bytes(gzip.compress(b"\x00\x00"))
     with pytest.raises(MnistError, match="truncated"):
-        mnist.read_labels(path)
+        idx.read_labels(path)
 
 
 def test_label_out_of_range(mnist_dir: Path) -> None:
-    path = write_idx_gz(mnist_dir / mnist.TEST_LABELS, np.full(NUM_TEST, 10))
+    path = write_idx_gz(mnist_dir / idx.TEST_LABELS, np.full(NUM_TEST, 10))
     with pytest.raises(MnistError) as excinfo:
         input_data.read_data_sets(mnist_dir)
     assert_names_file(excinfo, path, "out of range")
 
 
 def test_count_mismatch(mnist_dir: Path) -> None:
-    labels_path = write_idx_gz(mnist_dir / mnist.TRAIN_LABELS, synthetic_labels(NUM_TRAIN - 1))
+    labels_path = write_idx_gz(mnist_dir / idx.TRAIN_LABELS, synthetic_labels(NUM_TRAIN - 1))
     with pytest.raises(MnistError) as excinfo:
         input_data.read_data_sets(mnist_dir)
     assert_names_file(excinfo, labels_path, "count mismatch")
-    assert str(mnist_dir / mnist.TRAIN_IMAGES) in str(excinfo.value)
+    assert str(mnist_dir / idx.TRAIN_IMAGES) in str(excinfo.value)
 
 
 # ---------------------------------------------------------------------------
@@ -305,14 +306,14 @@ def test_ensure_keeps_existing_files(mnist_dir: Path, monkeypatch: pytest.Monkey
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("prepare must not run")
 
-    monkeypatch.setattr(mnist, "prepare", fail)
-    assert mnist.ensure(mnist_dir) == mnist_dir
+    monkeypatch.setattr(mnist_prepare, "prepare", fail)
+    assert mnist_prepare.ensure(mnist_dir) == mnist_dir
 
 
 def test_ensure_prepares_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(mnist, "prepare", lambda data_dir: calls.append(data_dir) or data_dir)
-    assert mnist.ensure(tmp_path / "nothing") == tmp_path / "nothing"
+    monkeypatch.setattr(mnist_prepare, "prepare", lambda data_dir: calls.append(data_dir) or data_dir)
+    assert mnist_prepare.ensure(tmp_path / "nothing") == tmp_path / "nothing"
     assert calls == [tmp_path / "nothing"]
 
 
@@ -322,31 +323,33 @@ def test_prepare_rejects_existing_fake_files(
     def fail(*args: object) -> None:
         raise AssertionError("no source needed when all files exist")
 
-    monkeypatch.setattr(mnist, "_load_source", fail)
+    monkeypatch.setattr(mnist_prepare, "_load_source", fail)
     with pytest.raises(MnistError) as excinfo:
-        mnist.prepare(mnist_dir)
-    assert_names_file(excinfo, mnist_dir / mnist.TRAIN_IMAGES, "shape")
+        mnist_prepare.prepare(mnist_dir)
+    assert_names_file(excinfo, mnist_dir / idx.TRAIN_IMAGES, "shape")
 
 
 def test_prepare_rejects_wrong_source(tmp_path: Path) -> None:
     source = tmp_path / "mnist.pkl.gz"
     source.write_bytes(gzip.compress(pickle.dumps(((), (), ()))))
     with pytest.raises(MnistError, match="sha256"):
-        mnist.prepare(tmp_path / "out", source=source)
+        mnist_prepare.prepare(tmp_path / "out", source=source)
     assert not list((tmp_path / "out").glob("*ubyte*"))
 
 
 def test_unpickler_rejects_non_numpy_globals() -> None:
     # Accepting the real (Python 2) pickle is covered by test_real_mnist when it prepares.
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        mnist._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(subprocess.run))).load()
+        mnist_prepare._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(subprocess.run))).load()
 
 
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DETSEARCH_DATA_DIR", str(tmp_path))
-    assert mnist.default_data_dir() == tmp_path / "mnist"
+    assert mnist_prepare.default_data_dir() == tmp_path / "mnist"
     monkeypatch.delenv("DETSEARCH_DATA_DIR")
-    assert mnist.default_data_dir() == REPO_ROOT / "data" / "mnist"
+    monkeypatch.chdir(tmp_path)
+    assert mnist_prepare.default_data_dir() == tmp_path / "data" / "mnist"
+    assert mnist.default_data_dir() == mnist_prepare.default_data_dir()
 
 
 # ---------------------------------------------------------------------------
@@ -356,21 +359,21 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 def test_real_mnist() -> None:
-    data_dir = mnist.ensure(mnist.default_data_dir())
-    mnist.verify(data_dir)
-    for name in mnist.FILE_NAMES:
-        mnist._check_payload_sha(data_dir / name)  # Byte-identical to the original files.
+    data_dir = mnist_prepare.ensure(mnist_prepare.default_data_dir())
+    mnist_prepare.verify(data_dir)
+    for name in idx.FILE_NAMES:
+        mnist_prepare._check_payload_sha(data_dir / name)  # Byte-identical to the original files.
     assert not list(data_dir.glob("*.tmp"))
 
-    train_labels = mnist.read_labels(data_dir / mnist.TRAIN_LABELS)
-    test_labels = mnist.read_labels(data_dir / mnist.TEST_LABELS)
+    train_labels = idx.read_labels(data_dir / idx.TRAIN_LABELS)
+    test_labels = idx.read_labels(data_dir / idx.TEST_LABELS)
     assert train_labels.shape == (60000,) and test_labels.shape == (10000,)
-    assert np.bincount(train_labels).tolist() == list(mnist.TRAIN_LABEL_COUNTS)
-    assert np.bincount(test_labels).tolist() == list(mnist.TEST_LABEL_COUNTS)
+    assert np.bincount(train_labels).tolist() == list(idx.TRAIN_LABEL_COUNTS)
+    assert np.bincount(test_labels).tolist() == list(idx.TEST_LABEL_COUNTS)
     assert train_labels[:5].tolist() == [5, 0, 4, 1, 9]
     assert test_labels[:5].tolist() == [7, 2, 1, 0, 4]
-    assert mnist.read_images(data_dir / mnist.TRAIN_IMAGES).shape == (60000, 28, 28)
-    assert mnist.read_images(data_dir / mnist.TEST_IMAGES).shape == (10000, 28, 28)
+    assert idx.read_images(data_dir / idx.TRAIN_IMAGES).shape == (60000, 28, 28)
+    assert idx.read_images(data_dir / idx.TEST_IMAGES).shape == (10000, 28, 28)
 
     data = input_data.read_data_sets(data_dir, one_hot=True)
     assert data.train.images.shape == (55000, 784) and data.train.images.dtype == np.float32

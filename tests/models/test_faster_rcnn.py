@@ -23,7 +23,13 @@ from detsearch.datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.sweep import pycocotools_stats, sweep
 from detsearch.params import ParamSpec
-from detsearch.models import common, faster_rcnn
+from detsearch.models import faster_rcnn
+from detsearch.models.data import dataset_categories
+from detsearch.models.detector import build_detector, Detector
+from detsearch.models.record import padded_batch, record_cache
+from detsearch.models.restore import DETECTOR_FILE, load_detector
+from detsearch.models.thresholds import read_thresholds
+from detsearch.models.train import train_detector
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -54,18 +60,18 @@ def trained(demo_set, tmp_path_factory):
     """A tiny Faster R-CNN trained TRAIN_STEPS steps: (run directory, train() result)."""
     run = tmp_path_factory.mktemp("frcnn") / "run"
     train = demo_set["train"]
-    ids, names = common.dataset_categories(train)
-    detector = common.build_detector("faster_rcnn", "tiny", ids, names, seed=0)
-    result = common.train(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.04,
-                          momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
+    ids, names = dataset_categories(train)
+    detector = build_detector("faster_rcnn", "tiny", ids, names, seed=0)
+    result = train_detector(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.04,
+                            momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
     return run, result
 
 
-def model_garden_detections(detector: common.Detector, dataset: DetectionDataset) -> list[tuple[int, dict]]:
+def model_garden_detections(detector: Detector, dataset: DetectionDataset) -> list[tuple[int, dict]]:
     """``(image_id, detector.predict(...) of that image)`` over ``dataset``."""
     found = []
     for batch in make_tf_dataset(dataset, detector.image_size, BATCH, training=False, shuffle=False).as_numpy_iterator():
-        batch, count = common.padded_batch(batch, BATCH)
+        batch, count = padded_batch(batch, BATCH)
         found.extend(zip(batch["image_id"][:count].tolist(), detector.predict(batch)[:count]))
     return found
 
@@ -113,8 +119,8 @@ def test_threshold_names_map_onto_model_garden_fields():
     assert config.roi_generator.use_batched_nms is True and config.detection_generator.nms_version == "batched"
     assert config.roi_generator.test_num_proposals == preset.test_num_proposals
     assert config.include_mask is False and config.mask_head is None
-    assert common.read_thresholds(config, "two_stage") == values
-    default = common.read_thresholds(faster_rcnn.model_config(preset, 11), "two_stage")
+    assert read_thresholds(config, "two_stage") == values
+    default = read_thresholds(faster_rcnn.model_config(preset, 11), "two_stage")
     assert default == dict(zip(NAMES, (0.0, 0.7, 0.05, 0.5)))  # Model Garden's defaults
     with pytest.raises(ValueError, match="test_pre_nms_top_k"):
         faster_rcnn.FasterRcnnPreset(**{**preset.__dict__, "test_pre_nms_top_k": 100})
@@ -144,17 +150,17 @@ def test_training_lowers_the_loss(trained):
     assert result["step"] == TRAIN_STEPS
     assert set(result["metrics"]) >= {"rpn_score_loss", "rpn_box_loss", "frcnn_cls_loss", "frcnn_box_loss", "l2_loss"}
     assert result["metrics"]["loss"] < 1.5  # about 3.7 at initialisation
-    info = json.loads((run / common.DETECTOR_FILE).read_text())
+    info = json.loads((run / DETECTOR_FILE).read_text())
     assert (info["model"], info["preset"], info["step"]) == ("faster_rcnn", "tiny", TRAIN_STEPS)
 
 
 @pytest.fixture(scope="module")
 def recorded(trained, demo_set, tmp_path_factory):
     run, _ = trained
-    detector, checkpoint = common.load_detector(run)
+    detector, checkpoint = load_detector(run)
     path = tmp_path_factory.mktemp("cache") / "frcnn_val"
-    cache = common.write_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
-                               images_per_shard=4, source={"checkpoint": checkpoint})
+    cache = record_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
+                         images_per_shard=4, source={"checkpoint": checkpoint})
     return detector, cache
 
 
@@ -189,10 +195,10 @@ def test_a_cache_for_declared_first_stage_settings_sweeps_the_same_numbers(train
     such setting gives the full cache's numbers bit for bit; others are refused."""
     run, _ = trained
     _, full = recorded
-    detector, _ = common.load_detector(run)
+    detector, _ = load_detector(run)
     ious = sorted({setting[1] for setting in SETTINGS})
-    narrowed = common.write_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR,
-                                  batch_size=BATCH, images_per_shard=4, first_stage=(ious, 0.0))
+    narrowed = record_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR,
+                            batch_size=BATCH, images_per_shard=4, first_stage=(ious, 0.0))
     assert narrowed.meta.first_stage_iou_thresholds == tuple(ious) and narrowed.meta.first_stage_min_score == 0.0
     np.testing.assert_array_equal(narrowed.row_boxes, full.row_boxes)
     np.testing.assert_array_equal(narrowed.row_objectness, full.row_objectness)
@@ -210,8 +216,8 @@ def test_a_cache_for_declared_first_stage_settings_sweeps_the_same_numbers(train
         sweep(full, ground_truth, grid.replace(nms_iou_threshold=[0.0, 0.5]))
     # a committed shard of other first-stage settings is not mixed in
     with pytest.raises(ValueError, match="recorded with other settings"):
-        common.write_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR, batch_size=BATCH,
-                           images_per_shard=4, first_stage=([0.5], 0.0))
+        record_cache(detector, demo_set["val"], tmp_path / "narrowed", score_floor=FLOOR, batch_size=BATCH,
+                     images_per_shard=4, first_stage=([0.5], 0.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ def test_sweep_equals_running_model_garden_with_each_setting(trained, recorded, 
     assert detector.max_padding_score <= min(setting[2] for setting in SETTINGS)
     maps, counts = [], []
     for setting in SETTINGS:
-        model, _ = common.load_detector(run, thresholds=dict(zip(NAMES, setting)))
+        model, _ = load_detector(run, thresholds=dict(zip(NAMES, setting)))
         detections = model_garden_detections(model, val)
         results = coco_results(detections)
         expected = pycocotools_stats(ground_truth, results, image_ids)

@@ -11,7 +11,9 @@ pytest.importorskip("official")
 
 from detsearch.detection.sweep import sweep
 from detsearch.params import ParamSpec
-from detsearch.models import common
+from detsearch.models.data import load_dataset
+from detsearch.models.record import record_cache
+from detsearch.models.restore import load_detector
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "checkpoints" / "ssd_tiny_demo"
@@ -28,11 +30,11 @@ TOLERANCE = 0.003
 
 @pytest.mark.slow
 def test_shipped_checkpoint_map_is_pinned(tmp_path):
-    detector, _ = common.load_detector(SHIPPED)
+    detector, _ = load_detector(SHIPPED)
     assert detector.thresholds["score_threshold"] == 0.05 and detector.thresholds["iou_threshold"] == 0.5
-    val = common.load_dataset("demo", "val")
+    val = load_dataset("demo", "val")
     assert len(val) == 500
-    cache = common.write_cache(detector, val, tmp_path / "cache", score_floor=0.01)
+    cache = record_cache(detector, val, tmp_path / "cache", score_floor=0.01)
     result = sweep(cache, val.to_coco_json(), ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5]))
     for row in result.table:
         ap, ap50, dets = PINNED[(row.params["score_threshold"], row.params["iou_threshold"])]

@@ -13,7 +13,9 @@ from detsearch.datasets.detection import make_tf_dataset
 from detsearch.params import ParamSpec
 from detsearch.selector import SelectorConfig
 from detsearch.selector.curves import LrSchedule, TrialSpec
-from detsearch.models import common
+from detsearch.models.detector import build_detector
+from detsearch.models.export import export_detector
+from detsearch.models.restore import checkpoint_layout, CheckpointMismatchError, DETECTOR_FILE, load_detector, restore_checkpoint
 from detsearch.models.search import ACC_NAME, DetectionTrainer, search_detector
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -100,7 +102,7 @@ def test_one_param_spec_drives_selector_training_and_sweep(searched):
     assert sorted({row.params["iou_threshold"] for row in result.sweep.table}) == [0.4, 0.5]
     assert result.default_thresholds == {"score_threshold": 0.05, "iou_threshold": 0.5}
     # the final model was trained with the selector's choice
-    info = json.loads((out / "train" / common.DETECTOR_FILE).read_text())
+    info = json.loads((out / "train" / DETECTOR_FILE).read_text())
     assert info["step"] == FINAL_STEPS + CONFIG.warmup_steps
     hyper = info["hyperparameters"]
     assert (hyper["learning_rate"], hyper["momentum"], hyper["weight_decay"]) == (
@@ -122,7 +124,7 @@ def test_a_rerun_reuses_every_trial_and_the_trained_model(searched, demo_set):
 def test_fine_tuning_starts_every_trial_from_the_checkpoint(searched, demo_set):
     out, result = searched
     tuned = DetectionTrainer("ssd", "tiny", demo_set["train"], batch_size=BATCH, checkpoint_path=out / "train")
-    loaded, _ = common.load_detector(out / "train")
+    loaded, _ = load_detector(out / "train")
     tuned.run(trial(0.01))
     tuned.reset()
     for mine, theirs in zip(tuned.detector.model.variables, loaded.model.variables):
@@ -135,11 +137,11 @@ def test_export_runs_the_chosen_thresholds(searched, demo_set, tmp_path):
 
     out, result = searched
     thresholds = {"score_threshold": 0.3, "iou_threshold": 0.4}
-    detector, _ = common.load_detector(out / "train", thresholds=thresholds)
-    path = common.export_saved_model(detector, tmp_path / "export")
+    detector, _ = load_detector(out / "train", thresholds=thresholds)
+    path = export_detector(detector, tmp_path / "export")
     assert json.loads((path / "detector.json").read_text())["thresholds"] == thresholds
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    default, _ = common.load_detector(out / "train")
+    default, _ = load_detector(out / "train")
     batch = next(make_tf_dataset(demo_set["val"], detector.image_size, BATCH, training=False,
                                  shuffle=False).as_numpy_iterator())
     outputs = serve(images=tf.constant(batch["image"]), original_size=tf.constant(batch["original_size"], tf.int32))
@@ -175,7 +177,7 @@ def test_train_det_takes_the_chosen_params_and_exports_them(demo_set, tmp_path, 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["thresholds"] == {"score_threshold": 0.3, "iou_threshold": 0.4}
     assert json.loads((tmp_path / "export" / "detector.json").read_text())["thresholds"] == summary["thresholds"]
-    hyper = json.loads((tmp_path / "run" / common.DETECTOR_FILE).read_text())["hyperparameters"]
+    hyper = json.loads((tmp_path / "run" / DETECTOR_FILE).read_text())["hyperparameters"]
     assert (hyper["learning_rate"], hyper["momentum"], hyper["weight_decay"]) == (0.01, 0.8, 1e-3)
     # a list is not a choice: one line, no run directory
     params.write_text(json.dumps({"learning_rate": 0.01, "score_threshold": [0.05, 0.3]}))
@@ -191,16 +193,16 @@ def test_model_garden_module_checkpoints_restore_what_they_hold(searched, demo_s
     import tensorflow as tf
 
     out, _ = searched
-    trained, _ = common.load_detector(out / "train")
+    trained, _ = load_detector(out / "train")
     items = trained.model.checkpoint_items
     backbone = tf.train.Checkpoint(backbone=items["backbone"]).write(str(tmp_path / "backbone"))
     whole = tf.train.Checkpoint(**items).write(str(tmp_path / "whole"))
-    assert common.checkpoint_layout(backbone) == ("backbone",)
-    assert common.checkpoint_layout(whole) == ("backbone", "decoder", "head")
+    assert checkpoint_layout(backbone) == ("backbone",)
+    assert checkpoint_layout(whole) == ("backbone", "decoder", "head")
 
-    fresh = common.build_detector("ssd", "tiny", trained.category_ids, seed=3)
+    fresh = build_detector("ssd", "tiny", trained.category_ids, seed=3)
     head_before = [v.numpy() for v in fresh.model.head.variables]
-    assert common.restore_checkpoint(fresh, backbone) == ("backbone",)
+    assert restore_checkpoint(fresh, backbone) == ("backbone",)
     for mine, theirs in zip(fresh.model.backbone.variables, trained.model.backbone.variables):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     for mine, before in zip(fresh.model.head.variables, head_before):
@@ -210,6 +212,6 @@ def test_model_garden_module_checkpoints_restore_what_they_hold(searched, demo_s
     for mine, theirs in zip(tuned.detector.model.trainable_variables, trained.model.trainable_variables):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     # a module checkpoint of another architecture is refused, naming the checkpoint
-    other = common.build_detector("ssd", "tiny", (1, 2, 3), seed=0)
-    with pytest.raises(common.CheckpointMismatchError, match="does not fit the model ssd/tiny with 3 categories"):
-        common.restore_checkpoint(other, whole)
+    other = build_detector("ssd", "tiny", (1, 2, 3), seed=0)
+    with pytest.raises(CheckpointMismatchError, match="does not fit the model ssd/tiny with 3 categories"):
+        restore_checkpoint(other, whole)

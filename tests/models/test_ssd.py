@@ -21,7 +21,13 @@ from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import read_cache
 from detsearch.detection.sweep import pycocotools_stats, sweep
 from detsearch.params import ParamSpec
-from detsearch.models import common, ssd
+from detsearch.models import ssd
+from detsearch.models.data import dataset_categories
+from detsearch.models.detector import build_detector, Detector
+from detsearch.models.record import padded_batch, record_cache
+from detsearch.models.restore import CheckpointMismatchError, DETECTOR_FILE, latest_checkpoint, load_detector, restore_checkpoint
+from detsearch.models.thresholds import apply_thresholds, MAX_NUM_DETECTIONS, read_thresholds
+from detsearch.models.train import train_detector
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -44,18 +50,18 @@ def trained(demo_set, tmp_path_factory):
     """A tiny SSD trained TRAIN_STEPS steps: (run directory, train() result)."""
     run = tmp_path_factory.mktemp("ssd") / "run"
     train = demo_set["train"]
-    ids, names = common.dataset_categories(train)
-    detector = common.build_detector("ssd", "tiny", ids, names, seed=0)
-    result = common.train(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.05,
-                          momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
+    ids, names = dataset_categories(train)
+    detector = build_detector("ssd", "tiny", ids, names, seed=0)
+    result = train_detector(detector, train, run, steps=TRAIN_STEPS, batch_size=BATCH, learning_rate=0.05,
+                            momentum=0.9, weight_decay=1e-4, warmup_steps=20, checkpoint_every=TRAIN_STEPS)
     return run, result
 
 
-def model_garden_results(detector: common.Detector, dataset: DetectionDataset) -> list[dict]:
+def model_garden_results(detector: Detector, dataset: DetectionDataset) -> list[dict]:
     """COCO results of ``detector.predict`` (Model Garden's post-processing) on ``dataset``."""
     results = []
     for batch in make_tf_dataset(dataset, detector.image_size, BATCH, training=False, shuffle=False).as_numpy_iterator():
-        batch, count = common.padded_batch(batch, BATCH)
+        batch, count = padded_batch(batch, BATCH)
         for image_id, found in zip(batch["image_id"][:count].tolist(), detector.predict(batch)[:count]):
             for box, score, category in zip(yxyx_to_xywh(found["boxes"]), found["scores"], found["category_ids"]):
                 results.append({"image_id": int(image_id), "category_id": int(category),
@@ -73,14 +79,14 @@ def test_threshold_names_map_onto_model_garden_fields():
     assert config.detection_generator.nms_iou_threshold == 0.6
     assert config.detection_generator.nms_version == "batched"
     assert config.detection_generator.return_decoded is True
-    assert config.detection_generator.max_num_detections == common.MAX_NUM_DETECTIONS == 100
-    assert common.read_thresholds(config, "one_stage") == {"score_threshold": 0.3, "iou_threshold": 0.6}
+    assert config.detection_generator.max_num_detections == MAX_NUM_DETECTIONS == 100
+    assert read_thresholds(config, "one_stage") == {"score_threshold": 0.3, "iou_threshold": 0.6}
     default = ssd.model_config(ssd.PRESETS["tiny"], 11)
-    assert common.read_thresholds(default, "one_stage") == {"score_threshold": 0.05, "iou_threshold": 0.5}
+    assert read_thresholds(default, "one_stage") == {"score_threshold": 0.05, "iou_threshold": 0.5}
     with pytest.raises(ValueError, match="nms_score_threshold"):
-        common.apply_thresholds(default, "one_stage", {"nms_score_threshold": 0.1})
+        apply_thresholds(default, "one_stage", {"nms_score_threshold": 0.1})
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        common.apply_thresholds(default, "one_stage", {"iou_threshold": 1.5})
+        apply_thresholds(default, "one_stage", {"iou_threshold": 1.5})
     assert default.detection_generator.pre_nms_score_threshold == 0.05  # never modified
 
 
@@ -104,11 +110,11 @@ def test_presets_build():
 def test_training_lowers_the_loss_and_writes_a_run(trained):
     run, result = trained
     assert result["step"] == TRAIN_STEPS and result["resumed_from"] is None
-    info = json.loads((run / common.DETECTOR_FILE).read_text())
+    info = json.loads((run / DETECTOR_FILE).read_text())
     assert (info["model"], info["preset"], info["category_ids"]) == ("ssd", "tiny", list(range(1, 11)))
     assert info["hyperparameters"]["learning_rate"] == 0.05 and info["step"] == TRAIN_STEPS
     assert info["metrics"]["loss"] < 1.0  # about 1.8 at initialisation
-    assert common.latest_checkpoint(run).endswith(f"ckpt-{TRAIN_STEPS}")
+    assert latest_checkpoint(run).endswith(f"ckpt-{TRAIN_STEPS}")
 
 
 def test_resume_continues_the_same_run(demo_set, tmp_path):
@@ -116,9 +122,9 @@ def test_resume_continues_the_same_run(demo_set, tmp_path):
 
     def weights_after(run, stops):
         for steps in stops:
-            detector = common.build_detector("ssd", "tiny", range(1, 11), seed=0)
-            result = common.train(detector, train, run, steps=steps, batch_size=2, learning_rate=0.01,
-                                  momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
+            detector = build_detector("ssd", "tiny", range(1, 11), seed=0)
+            result = train_detector(detector, train, run, steps=steps, batch_size=2, learning_rate=0.01,
+                                    momentum=0.9, weight_decay=1e-3, checkpoint_every=100)
         return result, [w.copy() for w in detector.model.get_weights()]
 
     straight, expected = weights_after(tmp_path / "straight", [4])
@@ -127,26 +133,26 @@ def test_resume_continues_the_same_run(demo_set, tmp_path):
     # Same data order, same momentum slots and step: the resumed run is the straight one.
     for a, b in zip(actual, expected):
         np.testing.assert_array_equal(a, b)
-    detector = common.build_detector("ssd", "tiny", range(1, 11), seed=0)
+    detector = build_detector("ssd", "tiny", range(1, 11), seed=0)
     with pytest.raises(ValueError, match="batch_size 2; resuming needs the same"):
-        common.train(detector, train, tmp_path / "resumed", steps=6, batch_size=3, learning_rate=0.01)
+        train_detector(detector, train, tmp_path / "resumed", steps=6, batch_size=3, learning_rate=0.01)
 
 
 def test_a_checkpoint_of_another_model_is_refused_clearly(trained, demo_set):
     from detsearch.models import faster_rcnn
 
     run, _ = trained
-    checkpoint = common.latest_checkpoint(run)
+    checkpoint = latest_checkpoint(run)
     other = ssd.build("tiny", category_ids=range(1, 4))  # 3 classes: other head shapes
-    with pytest.raises(common.CheckpointMismatchError, match=r"written by ssd/tiny with 10 categories.*ssd/tiny with 3"):
-        common.restore_checkpoint(other, checkpoint)
+    with pytest.raises(CheckpointMismatchError, match=r"written by ssd/tiny with 10 categories.*ssd/tiny with 3"):
+        restore_checkpoint(other, checkpoint)
     frcnn = faster_rcnn.build("tiny")
-    with pytest.raises(common.CheckpointMismatchError, match="does not fit the model faster_rcnn/tiny"):
-        common.restore_checkpoint(frcnn, checkpoint)
+    with pytest.raises(CheckpointMismatchError, match="does not fit the model faster_rcnn/tiny"):
+        restore_checkpoint(frcnn, checkpoint)
     with pytest.raises(ValueError, match="holds a run of ssd/tiny"):
-        common.train(frcnn, demo_set["train"], run, steps=1, batch_size=1, learning_rate=0.01)
+        train_detector(frcnn, demo_set["train"], run, steps=1, batch_size=1, learning_rate=0.01)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        common.restore_checkpoint(other, str(run / "checkpoints" / "ckpt-999"))
+        restore_checkpoint(other, str(run / "checkpoints" / "ckpt-999"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,10 +162,10 @@ def test_a_checkpoint_of_another_model_is_refused_clearly(trained, demo_set):
 @pytest.fixture(scope="module")
 def recorded(trained, demo_set, tmp_path_factory):
     run, _ = trained
-    detector, checkpoint = common.load_detector(run)
+    detector, checkpoint = load_detector(run)
     path = tmp_path_factory.mktemp("cache") / "ssd_val"
-    cache = common.write_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
-                               images_per_shard=5, source={"checkpoint": checkpoint})
+    cache = record_cache(detector, demo_set["val"], path, score_floor=FLOOR, batch_size=BATCH,
+                         images_per_shard=5, source={"checkpoint": checkpoint})
     return detector, cache, path
 
 
@@ -196,7 +202,7 @@ def test_sweep_equals_running_model_garden_with_each_setting(trained, recorded, 
     table = {(row.params["score_threshold"], row.params["iou_threshold"]): row for row in sweep(cache, ground_truth, grid).table}
     maps = []
     for score_threshold, iou_threshold in SETTINGS:
-        detector, _ = common.load_detector(run, thresholds={"score_threshold": score_threshold,
+        detector, _ = load_detector(run, thresholds={"score_threshold": score_threshold,
                                                             "iou_threshold": iou_threshold})
         results = model_garden_results(detector, val)
         expected = pycocotools_stats(ground_truth, results, image_ids)

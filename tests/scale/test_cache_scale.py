@@ -28,15 +28,16 @@ def files(directory: Path) -> dict[str, bytes]:
 
 def test_ray_cache_equals_in_process_cache(ray_executor, val_set, tmp_path):
     from detsearch.detection.cache import read_cache
-    from detsearch.models import common
+    from detsearch.models.record import record_cache, record_cache_sharded
+    from detsearch.models.restore import load_detector
 
-    detector, checkpoint = common.load_detector(RUN)
+    detector, checkpoint = load_detector(RUN)
     source = {"dataset": "demo val"}
-    local = common.write_cache(detector, val_set, tmp_path / "local", score_floor=FLOOR, batch_size=2,
-                               images_per_shard=2, source=source)
+    local = record_cache(detector, val_set, tmp_path / "local", score_floor=FLOOR, batch_size=2,
+                         images_per_shard=2, source=source)
     done = []
-    on_ray = common.write_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
-                                        batch_size=2, images_per_shard=2, source=source, progress=done.append)
+    on_ray = record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
+                                  batch_size=2, images_per_shard=2, source=source, progress=done.append)
     assert sorted(done) == [1, 2, 2]
     assert local.num_entries() > 0
     for name, array in local.arrays().items():
@@ -47,15 +48,15 @@ def test_ray_cache_equals_in_process_cache(ray_executor, val_set, tmp_path):
     shutil.rmtree(tmp_path / "ray")
     (tmp_path / "ray" / "shards").mkdir(parents=True)
     shutil.copytree(tmp_path / "local" / "shards" / "00001", tmp_path / "ray" / "shards" / "00001")
-    common.write_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
-                               checkpoint=checkpoint, batch_size=2, images_per_shard=2, source=source)
+    record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=FLOOR, executor=ray_executor,
+                         checkpoint=checkpoint, batch_size=2, images_per_shard=2, source=source)
     assert files(tmp_path / "ray") == files(tmp_path / "local")
     assert read_cache(tmp_path / "ray").meta.image_ids == local.meta.image_ids
 
-    # Other settings on a committed shard are refused, from the worker, with write_cache's message.
+    # Other settings on a committed shard are refused, from the worker, with record_cache's message.
     with pytest.raises(ValueError, match="recorded with other settings"):
-        common.write_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=0.1, executor=ray_executor,
-                                   batch_size=2, images_per_shard=2, source=source)
+        record_cache_sharded(RUN, val_set, tmp_path / "ray", score_floor=0.1, executor=ray_executor,
+                             batch_size=2, images_per_shard=2, source=source)
 
 
 def test_cache_det_tool_with_the_ray_executor(ray_executor, val_set, tmp_path, capsys):
