@@ -13,6 +13,7 @@ import numpy as np
 
 from detsearch.datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection import cache as cache_lib
+from detsearch.executor import release_worker_cache, worker_cache
 from detsearch.models.data import dataset_categories, dataset_max_boxes
 from detsearch.models.detector import Detector
 from detsearch.models.restore import CHECKPOINT_DIR, latest_checkpoint, load_detector
@@ -195,22 +196,15 @@ def record_cache_sharded(
         executor.map(_record_shard, [spec.index for spec in plan], shared=shared, on_result=shard_done)
     finally:
         if isinstance(executor, LocalExecutor):
-            _SHARD_DETECTOR.clear()  # the in-process copy is not needed any more
+            release_worker_cache(__name__)  # the in-process copy is not needed any more
     return cache_lib.merge_shards(path)
-
-
-_SHARD_DETECTOR: dict[tuple[str, str], Detector] = {}
-"""The detector this process rebuilt for `record_cache_sharded`, by (run_dir, checkpoint)."""
 
 
 def _record_shard(shared: Mapping[str, Any], index: int) -> dict[str, Any]:
     """One `record_cache_sharded` task: records shard ``index`` unless committed (then checks
     its settings, as `record_cache`); returns the ``info`` of ``on_shard``."""
     key = (shared["run_dir"], shared["checkpoint"])
-    if key not in _SHARD_DETECTOR:
-        _SHARD_DETECTOR.clear()
-        _SHARD_DETECTOR[key] = load_detector(*key)[0]
-    detector = _SHARD_DETECTOR[key]
+    detector = worker_cache(__name__, key, lambda: load_detector(*key)[0])  # rebuilt once per worker
     _set_first_stage(detector, shared["first_stage"])
     spec = cache_lib.plan_shards(len(shared["dataset"]), shared["images_per_shard"])[index]
     return _write_shard(detector, shared["dataset"], shared["path"], spec, shared["floor"], shared["batch_size"],

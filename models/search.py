@@ -20,18 +20,15 @@ runs of the same trial differ by that sampling noise; SSD (RetinaNet) trials are
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from detsearch.datasets.detection import DetectionDataset
 from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec

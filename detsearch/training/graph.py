@@ -392,7 +392,6 @@ def train(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, param_
     Returns:
       The last step's metrics.
     """
-    tf = _tf()
     os.makedirs(log_dir, exist_ok=True)
     stream = BatchStream(input_fn, ModeKeys.TRAIN, batch_size, auto_batch)
     first = stream.next()
