@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-
 from detsearch.datasets.detection import DetectionDataset
 from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, SearchResult, SelectorConfig
