@@ -294,23 +294,21 @@ def load_demo(out_dir: str | os.PathLike[str] | None, split: str) -> DetectionDa
     return load_coco(paths[f"{split}_annotations"], paths[f"{split}_images"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: build (or reuse) the set and print a summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detsearch.datasets.demo",
-        description="Build the COCO-format MNIST detection demo set from real MNIST digits.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags (also ``detsearch prepare-demo``)."""
     parser.add_argument(
         "--out", default=None, help=f"output directory (default {default_demo_dir()})"
     )
-    parser.add_argument("--num_train", type=int, default=2000)
-    parser.add_argument("--num_val", type=int, default=500)
-    parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--num-train", type=int, default=2000)
+    parser.add_argument("--num-val", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--mnist_dir", default=None, help="MNIST IDX directory (default: data/mnist)"
+        "--mnist-dir", default=None, help="MNIST IDX directory (default: data/mnist)"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     try:
@@ -326,6 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo set in {paths['root']}: {', '.join(summary)} "
           f"({time.monotonic() - started:.1f} s)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: build (or reuse) the set and print a summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m detsearch.datasets.demo",
+        description="Build the COCO-format MNIST detection demo set from real MNIST digits.",
+    )
+    add_arguments(parser)
+    from detsearch.cli.args import dashed
+
+    return run(parser.parse_args(dashed(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

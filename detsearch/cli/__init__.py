@@ -27,6 +27,12 @@ from detsearch.cli.args import EXIT_BAD_INPUT, BadInput, Parser, dashed
 COMMANDS = {
     "sweep": "detsearch.cli.sweep",
     "eval": "detsearch.cli.evaluate",
+    "search-det": "detsearch.cli.search_det",
+    "search-cls": "detsearch.cli.search_cls",
+    "train": "detsearch.cli.train",
+    "cache": "detsearch.cli.cache",
+    "prepare-mnist": "detsearch.cli.prepare",
+    "prepare-demo": "detsearch.cli.prepare",
 }
 """Subcommand -> the module that defines it (``add_arguments(name, parser)``, ``HELP[name]``
 or ``HELP``, ``DESCRIPTION``, and ``run(args) -> int``). Modules are imported only when needed."""

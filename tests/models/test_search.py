@@ -158,22 +158,17 @@ def test_export_runs_the_chosen_thresholds(searched, demo_set, tmp_path):
     assert any(not np.array_equal(d["scores"], e["scores"]) for d, e in zip(default.predict(batch), expected))
 
 
-def test_train_det_takes_the_chosen_params_and_exports_them(demo_set, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+def test_detsearch_train_takes_the_chosen_params_and_exports_them(demo_set, tmp_path, capsys):
+    from detsearch import cli
 
-    path = Path(__file__).resolve().parents[2] / "tools" / "train_det.py"
-    spec = importlib.util.spec_from_file_location("tool_train_det", path)
-    train_det = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_det)
     root = demo_set["train"].image_dir.parent
     params = tmp_path / "summary.json"
     params.write_text(json.dumps({"selected": {"learning_rate": 0.01, "momentum": 0.8, "weight_decay": 1e-3,
                                                "score_threshold": 0.3, "iou_threshold": 0.4}}))
     arguments = ["--model", "ssd", "--dataset", "demo", "--data_dir", str(root), "--max_images", "8",
                  "--steps", "2", "--batch_size", "4", "--log_every", "0", "--warmup_steps", "0"]
-    assert train_det.main([*arguments, "--out", str(tmp_path / "run"), "--params", str(params),
-                           "--export", str(tmp_path / "export")]) == 0
+    assert cli.main(["train", *arguments, "--out", str(tmp_path / "run"), "--params", str(params),
+                     "--export", str(tmp_path / "export")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["thresholds"] == {"score_threshold": 0.3, "iou_threshold": 0.4}
     assert json.loads((tmp_path / "export" / "detector.json").read_text())["thresholds"] == summary["thresholds"]
@@ -181,7 +176,7 @@ def test_train_det_takes_the_chosen_params_and_exports_them(demo_set, tmp_path, 
     assert (hyper["learning_rate"], hyper["momentum"], hyper["weight_decay"]) == (0.01, 0.8, 1e-3)
     # a list is not a choice: one line, no run directory
     params.write_text(json.dumps({"learning_rate": 0.01, "score_threshold": [0.05, 0.3]}))
-    assert train_det.main([*arguments, "--out", str(tmp_path / "other"), "--params", str(params)]) == 1
+    assert cli.main(["train", *arguments, "--out", str(tmp_path / "other"), "--params", str(params)]) == 1
     error = capsys.readouterr().err.strip()
     assert "score_threshold must be one value" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "other").exists()

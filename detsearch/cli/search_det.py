@@ -1,0 +1,336 @@
+"""Detection threshold search end to end: data, detector, cache, sweep, report.
+
+    detsearch search-det                                  # built-in demo, tiny SSD
+    detsearch search-det --model faster_rcnn              # the four Faster R-CNN thresholds
+    detsearch search-det --model ssd --preset standard --checkpoint runs/ssd/checkpoints/ckpt-90000 \\
+        --dataset coco --annotations instances_val2017.json --images val2017 --train_run runs/ssd
+
+With no arguments it builds the MNIST-detection demo set (real digits on 128 px canvases),
+trains the tiny detector on its train split (``--steps``; a rerun resumes or reuses the run),
+records the raw predictions of the val split once (``OUT/cache``), sweeps the thresholds on the
+cache (no second pass through the network) and prints the chosen thresholds with their mAP next
+to Model Garden's default thresholds. Writes ``OUT/sweep/result.json``, ``report.md`` and
+``heatmap.png``, and ``OUT/summary.json``.
+
+With ``--search-training`` the learning rate, momentum and weight decay are chosen first by the
+HyperSelector (an LR range test and candidate trials of ``--trial_steps`` steps, from the same
+initial weights and batches; ``OUT/selector/journal.jsonl`` keeps finished trials), the final model
+is trained with the choice, then cached and swept as above, and exported with the chosen
+thresholds (``OUT/export``, a SavedModel). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show
+the curves. A killed run started again with the same arguments reuses every finished trial,
+resumes the final training from its last checkpoint and the cache from its last shard.
+
+    detsearch search-det --search-training                      # demo, tiny SSD
+    detsearch search-det --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
+        --score-thresholds 0.05,0.3 --by_loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+from detsearch.cli.args import check_objective, non_negatives, objective_arguments, positives, thresholds
+from detsearch.cli.data import add_dataset_arguments, dataset_from_args
+
+DEFAULT_GRIDS = {
+    "ssd": {
+        "score_threshold": [0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
+        "iou_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+    },
+    "faster_rcnn": {
+        "nms_score_threshold": [0.0, 0.1, 0.3],
+        "nms_iou_threshold": [0.5, 0.6, 0.7, 0.8],
+        "score_threshold": [0.01, 0.05, 0.1, 0.3],
+        "iou_threshold": [0.4, 0.5, 0.6],
+    },
+}
+"""Candidates per model when no flag gives them; Model Garden's defaults are always added."""
+
+
+HELP = "detector, cache, threshold sweep, report (the built-in demo by default)"
+DESCRIPTION = __doc__
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("ssd", "faster_rcnn"), default="ssd", help="detector (default ssd)")
+    parser.add_argument("--preset", default="tiny", help="tiny (CPU, 128 px) or standard (default tiny)")
+    parser.add_argument("--out", default=None, help="output directory (default out/search_det_MODEL)")
+    add_dataset_arguments(parser, "val")
+    parser.add_argument("--train-split", default="train", help="demo split to train on (default train)")
+    parser.add_argument("--train-run", default=None,
+                        help="a `detsearch train` run directory to use or create (default OUT/train), or "
+                             "ssd_tiny_demo: the tiny SSD trained on the demo, shipped with the package")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint prefix in the run (default: its latest)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps when training (default 1500)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training images per step (default: the preset's; at most the training images)")
+    parser.add_argument("--learning-rate", type=float, default=0.02)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--score-floor", type=float, default=0.01, help="cache score floor (default 0.01)")
+    parser.add_argument("--score-thresholds", dest="score_thresholds", default=None, help="comma-separated")
+    parser.add_argument("--iou-thresholds", dest="iou_thresholds", default=None, help="comma-separated")
+    parser.add_argument("--nms-score-thresholds", dest="nms_score_thresholds", default=None,
+                        help="faster_rcnn first stage, comma-separated")
+    parser.add_argument("--nms-iou-thresholds", dest="nms_iou_thresholds", default=None,
+                        help="faster_rcnn first stage, comma-separated")
+    objective_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0)
+    group = parser.add_argument_group("--search-training (HyperSelector before the final training)")
+    group.add_argument("--search-training", dest="search_training", action="store_true",
+                       help="choose learning_rate, momentum and weight_decay first (--steps: final training)")
+    group.add_argument("--trial-steps", type=int, default=200, help="steps of every selector trial (default 200)")
+    group.add_argument("--weight-decays", dest="weight_decays", default="1e-4,1e-3",
+                       help="weight_decay candidates (default 1e-4,1e-3)")
+    group.add_argument("--momentums", default="0.9,0.95", help="momentum candidates (default 0.9,0.95)")
+    group.add_argument("--learning-rates", dest="learning_rates", default=None,
+                       help="learning_rate candidates instead of the LR range test")
+    group.add_argument("--by-loss", action="store_true",
+                       help="judge candidates by the training loss (default: validation AP, as by_acc=True)")
+    group.add_argument("--eval-images", type=int, default=100, help="validation images per AP point (default 100)")
+    group.add_argument("--evaluate-every-n-steps", type=int, default=10, help="steps per curve point (default 10)")
+    group.add_argument("--window", type=int, default=5, help="curve points smoothed / scored (default 5)")
+    group.add_argument("--max-thres", type=int, default=3, help="rising points before the LR curve is cut")
+    group.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps of every run (default 20)")
+    group.add_argument("--warmup-lr", type=float, default=1e-3, help="warm-up learning rate (default 1e-3)")
+    group.add_argument("--init-learning-rate", type=float, default=None, help="LR range start (default per size)")
+    group.add_argument("--end-learning-rate", type=float, default=None, help="LR range end (default per size)")
+    group.add_argument("--lr-rule", default=None, help="LR choice rule (default: the documented one)")
+    group.add_argument("--lr-refine-factors", dest="lr_refine_factors", default="0.31623,3.1623",
+                       help="also train the rule's pick times these (default 10^-0.5, 10^0.5; '' takes the pick)")
+    group.add_argument("--checkpoint-path", default=None,
+                       help="initial weights of every trial and of the final training (fine-tuning)")
+
+
+def threshold_flags(args) -> dict[str, list[float] | None]:
+    """The candidate lists given on the command line (None where a flag is absent).
+
+    Raises:
+      ValueError: a list that is not numbers, a value outside [0, 1], a first-stage flag for SSD,
+        or a score threshold below the cache's score floor (checked before any training).
+    """
+    flags = {
+        "score_threshold": thresholds(args.score_thresholds, "--score-thresholds"),
+        "iou_threshold": thresholds(args.iou_thresholds, "--iou-thresholds"),
+        "nms_score_threshold": thresholds(args.nms_score_thresholds, "--nms-score-thresholds"),
+        "nms_iou_threshold": thresholds(args.nms_iou_thresholds, "--nms-iou-thresholds"),
+    }
+    from detsearch.params import ParamSpec
+
+    ParamSpec(**{name: values for name, values in flags.items() if values is not None})  # range and type checks
+    extra = [name for name, values in flags.items() if values is not None and name not in DEFAULT_GRIDS[args.model]]
+    if extra:
+        raise ValueError(f"{', '.join(extra)} do not apply to {args.model}")
+    lowest = min(flags["score_threshold"] or DEFAULT_GRIDS[args.model]["score_threshold"])
+    if lowest < args.score_floor:
+        raise ValueError(f"score threshold {lowest} is below the cache's score floor {args.score_floor} "
+                         "(lower --score_floor or raise the thresholds)")
+    return flags
+
+
+def threshold_grid(args, flags: dict[str, list[float] | None], defaults: dict[str, float]) -> dict[str, list[float]]:
+    """The candidate lists: flags or `DEFAULT_GRIDS`, plus Model Garden's default of each."""
+    grid = {}
+    for name, default_values in DEFAULT_GRIDS[args.model].items():
+        values = flags[name] if flags[name] is not None else default_values
+        grid[name] = sorted(set(values) | {defaults[name]})
+    return grid
+
+
+def describe(params) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in params.items())
+
+
+def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
+    """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
+    from detsearch.atomic import write_json_atomic
+    from detsearch.detection.report import write_outputs
+
+    default_row = next(row for row in result.table if all(row.params[k] == defaults[k] for k in row.params))
+    write_outputs(result, out / "sweep")
+    best = result.best_row
+    summary = {
+        "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
+        "images": len(val), "objective": result.objective,
+        "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
+                   "dets_per_image": best.dets_per_image},
+        "model_garden_default": {"params": default_row.params, "map": default_row.stats[0],
+                                 "ap50": default_row.stats[1], "dets_per_image": default_row.dets_per_image},
+        "configurations": len(result.table),
+        **(extra or {}),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    print(f"\n{args.model}/{args.preset} on {len(val)} images, {len(result.table)} threshold configurations "
+          f"from one cached pass ({result.objective}):")
+    print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
+          f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
+    print(f"  Model Garden default: {describe(default_row.params)}  mAP {default_row.stats[0]:.4f}  AP50 "
+          f"{default_row.stats[1]:.4f}  {default_row.dets_per_image:.1f} dets/image")
+    written = [out / "sweep" / "result.json", out / "sweep" / "report.md", out / "sweep" / "heatmap.png",
+               out / "summary.json"]
+    print(f"wrote {', '.join(map(str, written))} ({summary['seconds']:.0f} s)")
+
+
+def search_training(args, out: Path, flags, val, started) -> int:
+    """``--search-training``: selector, final training, cache, sweep, export (`detsearch.models.search`)."""
+    from tqdm import tqdm
+
+    from detsearch import report
+    from detsearch.params import ParamSpec
+    from detsearch.selector import SelectorConfig
+    from detsearch.models.export import export_detector
+    from detsearch.models.restore import load_detector
+    from detsearch.models.search import ACC_NAME, LOSS_NAME, search_detector
+
+    train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
+    train_set = dataset_from_args(train_args)
+    lists = {"weight_decay": non_negatives(args.weight_decays, "--weight-decays"),
+             "momentum": non_negatives(args.momentums, "--momentums"),
+             "learning_rate": positives(args.learning_rates, "--learning-rates")}
+    lists.update({name: flags[name] if flags[name] is not None else values
+                  for name, values in DEFAULT_GRIDS[args.model].items()})
+    param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
+    param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    config = SelectorConfig(
+        total_steps=args.trial_steps, by_acc=not args.by_loss, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=args.window,
+        max_thres=args.max_thres, warmup_steps=args.warmup_steps, warmup_lr=args.warmup_lr,
+        evaluate_every_n_steps=args.evaluate_every_n_steps, init_learning_rate=args.init_learning_rate,
+        end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
+        lr_refine_factors=tuple(positives(args.lr_refine_factors, "--lr-refine-factors")
+                                if args.lr_refine_factors.strip() else ()),
+        **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
+    refined = len(config.lr_refine_factors) + 1 if config.lr_refine_factors and config.search_learning_rate else 0
+    trials = 1 + refined + sum(
+        len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
+    per_trial = args.trial_steps + args.warmup_steps
+    bar = tqdm(total=trials * per_trial, desc="selector", unit="step", dynamic_ncols=True)
+    state = {"train": None, "cache": None}
+
+    def on_trial(name, index, reused, curve):
+        bar.update(max(0, index * per_trial - bar.n))  # reused and diverged trials count in full
+        bar.set_postfix_str(name)
+
+    def on_train_step(step, metrics):
+        if state["train"] is None:
+            bar.close()
+            state["train"] = tqdm(total=args.steps + args.warmup_steps, initial=step - 1, desc="train", unit="step",
+                                  dynamic_ncols=True)
+        state["train"].update(1)
+
+    def on_cache(count):
+        if state["cache"] is None:
+            for progress in (bar, state["train"]):
+                if progress is not None:
+                    progress.close()
+            state["cache"] = tqdm(total=len(val), desc="cache", unit="img", dynamic_ncols=True)
+        state["cache"].update(count)
+
+    found = search_detector(
+        args.model, args.preset, train_set, val, out, param_spec=param_spec, param_list_spec=param_list_spec,
+        config=config, final_steps=args.steps, checkpoint_path=args.checkpoint_path, seed=args.seed,
+        batch_size=args.batch_size,
+        eval_images=args.eval_images, score_floor=args.score_floor, objective=args.objective, budget=args.budget,
+        on_trial=on_trial, on_step=lambda step: bar.update(1), on_train_step=on_train_step, on_cache_progress=on_cache)
+    for progress in (bar, state["train"], state["cache"]):
+        if progress is not None:
+            progress.close()
+    selection = found.selection
+    if selection is not None:
+        print(report.summary_table(selection))
+        report.plot_lr_test(selection, out / "lr_range.png", args.window)
+        report.plot_stages(selection, out / "candidates.png", args.window)
+    thresholds = {k: v for k, v in found.param_spec.to_dict().items() if k in found.default_thresholds}
+    detector, _ = load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
+    export = export_detector(detector, out / "export")
+    extra = {
+        "selected": found.param_spec.to_dict(),
+        "steps": found.steps,
+        "selection": None if selection is None else selection.to_dict(),
+        "export": str(export),
+    }
+    finish(args, out, val, found.sweep, found.default_thresholds, found.checkpoint, started, extra)
+    training = {k: v for k, v in found.param_spec.to_dict().items() if k not in thresholds}
+    print(f"  training parameters:  {describe(training)} ({found.steps['selector']} selector steps, "
+          f"{found.steps['final']} final steps)")
+    print(f"exported {export} (post-processing at the chosen thresholds)")
+    return 0
+
+
+SHIPPED_RUNS = ("ssd_tiny_demo",)
+"""Runs installed with the package (``detsearch/models/checkpoints/``): ``--train-run NAME``."""
+
+
+def train_run_dir(value: str) -> Path:
+    """``--train-run``: a directory, or the name of a shipped run when no such directory exists."""
+    path = Path(value)
+    if not path.exists() and value in SHIPPED_RUNS:
+        import detsearch.models
+
+        return Path(detsearch.models.__file__).parent / "checkpoints" / value
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tqdm import tqdm
+
+    from detsearch.detection.sweep import sweep
+    from detsearch.params import ParamSpec
+    from detsearch.models.data import dataset_categories
+    from detsearch.models.detector import build_detector
+    from detsearch.models.record import record_cache
+    from detsearch.models.restore import latest_checkpoint, load_detector
+    from detsearch.models.train import train_detector
+
+    out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
+    run_dir = train_run_dir(args.train_run) if args.train_run else out / "train"
+    started = time.perf_counter()
+    try:
+        check_objective(args)
+        flags = threshold_flags(args)
+        val = dataset_from_args(args)
+        if args.search_training:
+            return search_training(args, out, flags, val, started)
+        # A run of our own is trained (or resumed) to --steps; a given run is trained only when empty.
+        if args.checkpoint is None and (args.train_run is None or latest_checkpoint(run_dir) is None):
+            train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
+            train_set = dataset_from_args(train_args)
+            ids, names = dataset_categories(train_set)
+            detector = build_detector(args.model, args.preset, ids, names, seed=args.seed)
+            bar = tqdm(total=args.steps, desc="train", unit="step", dynamic_ncols=True)
+            latest = latest_checkpoint(run_dir)
+            bar.update(min(args.steps, int(latest.rsplit("-", 1)[-1])) if latest else 0)
+            train_detector(detector, train_set, run_dir, steps=args.steps,
+                           batch_size=args.batch_size or min(detector.preset.batch_size, len(train_set)),
+                           learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                           warmup_steps=min(100, args.steps // 10), seed=args.seed,
+                           on_step=lambda step, metrics: bar.update(1))
+            bar.close()
+        detector, checkpoint = load_detector(run_dir, args.checkpoint)
+        defaults = dict(detector.thresholds)
+        grid = threshold_grid(args, flags, defaults)
+        if min(grid["score_threshold"]) < args.score_floor:
+            raise ValueError(f"score threshold {min(grid['score_threshold'])} is below the cache's score floor "
+                             f"{args.score_floor}")
+        bar = tqdm(total=len(val), desc="cache", unit="img", dynamic_ncols=True)
+        # Faster R-CNN: the second stage only for the proposals the swept first-stage settings keep.
+        first_stage = ((grid["nms_iou_threshold"], min(grid["nms_score_threshold"]))
+                       if "nms_iou_threshold" in grid else None)
+        cache = record_cache(detector, val, out / "cache", score_floor=args.score_floor,
+                             source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
+                             first_stage=first_stage)
+        bar.close()
+        result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
+    except (ValueError, TypeError, OSError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finish(args, out, val, result, defaults, checkpoint, started)
+    return 0
+
+
