@@ -8,9 +8,10 @@ import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+
+cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
 
 from detsearch.datasets.coco import load_coco
 from detsearch.datasets.detection import DatasetError, make_tf_dataset

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
+
+cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
 
 from detsearch.datasets import demo
 from detsearch.datasets.detection import DatasetError

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+
+cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
 
 from detsearch.datasets.detection import (
     BOX_TOLERANCE,

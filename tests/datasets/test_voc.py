@@ -9,9 +9,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+
+cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
 
 from detsearch.datasets.detection import DatasetError, make_tf_dataset
 from detsearch.datasets.voc import DEEPFOREST_FILES, fetch_deepforest_sample, load_voc

@@ -15,7 +15,7 @@ from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import random_case, table_dicts
 
-pytestmark = pytest.mark.tf  # the two-stage first stage runs the TensorFlow op
+# Two-stage tests are marked tf: the first stage runs the TensorFlow op. One-stage ones are NumPy only.
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
 
@@ -39,6 +39,7 @@ def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps):
     assert len(fast.table) == len(scores) * len(iou)
 
 
+@pytest.mark.tf
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
@@ -58,6 +59,7 @@ def test_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, io
     assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
+@pytest.mark.tf
 def test_reference_nms_backend_agrees():
     cache, dataset = random_case(3, "two_stage", ties=True)
     spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5], score_threshold=[0.05, 0.4], iou_threshold=[0.5, 0.7])
@@ -66,7 +68,7 @@ def test_reference_nms_backend_agrees():
     assert table_dicts(fast) == table_dicts(slow)
 
 
-@pytest.mark.parametrize("kind", ["one_stage", "two_stage"])
+@pytest.mark.parametrize("kind", ["one_stage", pytest.param("two_stage", marks=pytest.mark.tf)])
 def test_worker_processes_give_the_same_table(kind):
     cache, dataset = random_case(29, kind, num_images=6)
     if kind == "one_stage":
@@ -82,6 +84,7 @@ def test_worker_processes_give_the_same_table(kind):
         sweep_module.sweep(cache, dataset, spec, executor=ProcessExecutor(2), strategy="coordinate")
 
 
+@pytest.mark.tf
 def test_first_stage_settings_without_levels():
     cache, dataset = random_case(5, "two_stage", levels=True, num_proposals=6)
     spec = ParamSpec(nms_score_threshold=[0.0], nms_iou_threshold=[0.5], score_threshold=[0.05], iou_threshold=[0.5])
@@ -132,6 +135,7 @@ def test_objectives():
         sweep_module.sweep(cache, dataset, spec, objective="map_at_budget", budget=0.1)
 
 
+@pytest.mark.tf
 def test_coordinate_search_reuses_grid_rows():
     cache, dataset = random_case(13, "two_stage", num_images=6)
     spec = ParamSpec(
@@ -233,7 +237,7 @@ def test_unknown_images_and_categories():
     assert math.isfinite(sweep_module.sweep(cache, dataset, spec).best_row.stats[0])
 
 
-@pytest.mark.parametrize("kind", ["one_stage", "two_stage"])
+@pytest.mark.parametrize("kind", ["one_stage", pytest.param("two_stage", marks=pytest.mark.tf)])
 def test_cache_without_entries_sweeps_to_zero_detections(kind):
     # a barely trained detector can record no score above the floor
     cache, dataset = random_case(3, kind, max_rows=1)

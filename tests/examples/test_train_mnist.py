@@ -11,6 +11,9 @@ import pytest
 
 from detsearch.datasets import mnist
 
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow")
+
 from detsearch.datasets import demo
 from detsearch.datasets.detection import make_tf_dataset
 from detsearch.params import ParamSpec

@@ -15,6 +15,8 @@ import json
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow")
+
 from detsearch.datasets import demo
 from detsearch.datasets.detection import DetectionDataset, make_tf_dataset
 from detsearch.detection.boxes import yxyx_to_xywh

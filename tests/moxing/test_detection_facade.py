@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+pytest.importorskip("tensorflow")
+
 import detsearch.moxing as mox
 from detsearch.datasets import demo
 from detsearch.moxing import auto

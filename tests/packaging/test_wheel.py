@@ -16,6 +16,10 @@ MAPPED = {"detsearch": ROOT / "detsearch", "detsearch/models": ROOT / "models", 
 
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory) -> set[str]:
+    # Built without isolation, by the environment's setuptools: it needs `wheel` for bdist_wheel
+    # (TensorFlow's dependencies bring it; a bare NumPy-only environment may lack it).
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")
     # A copy of the tree keeps the checkout free of build/ and *.egg-info.

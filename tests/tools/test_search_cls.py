@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.tf
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
