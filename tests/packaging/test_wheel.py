@@ -3,8 +3,10 @@ and the shipped checkpoint, and nothing at the top level but ``detsearch``. No T
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ MAPPED = {"detsearch": ROOT / "detsearch", "detsearch/models": ROOT / "models", 
 
 
 @pytest.fixture(scope="module")
-def wheel_names(tmp_path_factory) -> set[str]:
+def wheel(tmp_path_factory) -> Path:
     # Built without isolation, by the environment's setuptools: it needs `wheel` for bdist_wheel
     # (TensorFlow's dependencies bring it; a bare NumPy-only environment may lack it).
     pytest.importorskip("setuptools")
@@ -33,7 +35,12 @@ def wheel_names(tmp_path_factory) -> set[str]:
             target.write_bytes(source.read_bytes())
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(out), str(build)], check=True, capture_output=True)
-    (wheel,) = out.glob("detsearch-*.whl")
+    (built,) = out.glob("detsearch-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
         return set(archive.namelist())
 
@@ -57,3 +64,39 @@ def test_the_shipped_checkpoint_is_installed(wheel_names):
     for source in checkpoint.rglob("*"):
         if source.is_file():
             assert f"detsearch/models/{source.relative_to(ROOT / 'models').as_posix()}" in wheel_names
+
+
+def test_the_installed_package_works_outside_the_checkout(wheel, tmp_path):
+    """A plain (not editable) install: the wheel unpacked into a fresh environment that borrows
+    this one's dependencies; commands run from a directory outside the checkout."""
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    with zipfile.ZipFile(wheel) as archive:  # installing a pure wheel is unpacking it
+        archive.extractall(site)
+    user = tmp_path / "user"
+    user.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+
+    def run(*arguments):
+        return subprocess.run([str(python), *arguments], cwd=user, env=environment, capture_output=True, text=True,
+                              timeout=600)
+
+    where = run("-c", "import detsearch, detsearch.datasets, detsearch.models; "
+                      "print(detsearch.__file__, detsearch.datasets.__file__, detsearch.models.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert all(str(site) in path for path in where.stdout.split()), where.stdout
+    fixture = ROOT / "tests" / "data" / "coco_val2014_100"
+    common = ["--detections", str(fixture / "instances_val2014_fakebbox100_results.json"),
+              "--annotations", str(fixture / "instances_val2014_100.json")]
+    swept = run("-m", "detsearch", "sweep", *common, "--score-thresholds", "0.05", "--iou-thresholds", "0.5",
+                "--out", "out/sweep", "--no-progress")
+    assert swept.returncode == 0, swept.stderr
+    evaluated = run("-m", "detsearch", "eval", *common, "--out", "out/eval")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (user / "out" / "sweep" / "result.json").exists() and (user / "out" / "eval" / "result.json").exists()
+    checkpoint = run("-c", "from detsearch.cli.search_det import train_run_dir; print(train_run_dir('ssd_tiny_demo'))")
+    assert checkpoint.returncode == 0 and Path(checkpoint.stdout.strip(), "detector.json").is_file(), checkpoint.stderr
