@@ -51,6 +51,7 @@ import tf_keras
 from detsearch.models.coordinates import image_shapes, to_original
 from detsearch.models.detector import Detector, build_detector
 from detsearch.models.thresholds import MAX_NUM_DETECTIONS, apply_thresholds
+from detsearch.detection.cache import CacheKind
 
 __all__ = ["DETECTOR", "FasterRcnnDetector", "FasterRcnnPreset", "PRESETS", "REGRESSION_WEIGHTS", "build"]
 
@@ -176,14 +177,14 @@ def model_config(preset: FasterRcnnPreset, num_classes: int, thresholds: Mapping
         norm_activation=mg_common.NormActivation(use_sync_bn=False, norm_momentum=preset.norm_momentum,
                                                  norm_epsilon=1e-4),
     )
-    return apply_thresholds(config, "two_stage", thresholds)
+    return apply_thresholds(config, CacheKind.TWO_STAGE, thresholds)
 
 
 class FasterRcnnDetector(Detector):
     """Model Garden Faster R-CNN for a dataset's categories (see `detsearch.models.detector.Detector`)."""
 
     name = "faster_rcnn"
-    kind = "two_stage"
+    kind = CacheKind.TWO_STAGE
     PRESETS = PRESETS
 
     max_padding_score = 0.0

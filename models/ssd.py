@@ -32,6 +32,7 @@ import tf_keras
 from detsearch.models.coordinates import image_shapes, to_original
 from detsearch.models.detector import Detector, build_detector
 from detsearch.models.thresholds import MAX_NUM_DETECTIONS, apply_thresholds
+from detsearch.detection.cache import CacheKind
 
 __all__ = ["DETECTOR", "PRESETS", "SsdDetector", "SsdPreset", "build"]
 
@@ -106,14 +107,14 @@ def model_config(preset: SsdPreset, num_classes: int, thresholds: Mapping[str, f
         ),
         norm_activation=mg_common.NormActivation(use_sync_bn=False),
     )
-    return apply_thresholds(config, "one_stage", thresholds)
+    return apply_thresholds(config, CacheKind.ONE_STAGE, thresholds)
 
 
 class SsdDetector(Detector):
     """Model Garden RetinaNet for a dataset's categories (see `detsearch.models.detector.Detector`)."""
 
     name = "ssd"
-    kind = "one_stage"
+    kind = CacheKind.ONE_STAGE
     PRESETS = PRESETS
 
     def make_model_config(self, thresholds):

@@ -10,6 +10,7 @@ import copy
 from collections.abc import Mapping
 
 import numpy as np
+from detsearch.detection.cache import CacheKind
 
 __all__ = ["MAX_NUM_DETECTIONS", "THRESHOLD_FIELDS", "apply_thresholds", "read_thresholds"]
 
@@ -19,11 +20,11 @@ the batched NMS (``combined_non_max_suppression(max_output_size_per_class=100,
 max_total_size=100)``), the same caps as the sweep's defaults."""
 
 THRESHOLD_FIELDS: Mapping[str, Mapping[str, tuple[str, str]]] = {
-    "one_stage": {
+    CacheKind.ONE_STAGE: {
         "score_threshold": ("detection_generator", "pre_nms_score_threshold"),
         "iou_threshold": ("detection_generator", "nms_iou_threshold"),
     },
-    "two_stage": {
+    CacheKind.TWO_STAGE: {
         "nms_score_threshold": ("roi_generator", "test_pre_nms_score_threshold"),
         "nms_iou_threshold": ("roi_generator", "test_nms_iou_threshold"),
         "score_threshold": ("detection_generator", "pre_nms_score_threshold"),

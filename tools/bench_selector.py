@@ -59,7 +59,6 @@ def final_accuracy(trainer, final_steps, learning_rate, momentum, weight_decay) 
 def bench(model: str, args) -> dict:
     import detsearch.moxing as mox
     from detsearch.datasets import mnist as mnist_data
-    from detsearch.moxing import auto
     from detsearch.selector.hyperselector import coupled_learning_rate
     from detsearch.training.graph import GraphTrainer
     from detsearch.models.mnist import make_program

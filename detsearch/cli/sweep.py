@@ -12,6 +12,7 @@ from pathlib import Path
 
 from detsearch.cli.args import BadInput, read_annotations, at_least, check_objective, objective_arguments, progress_bar, thresholds
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
+from detsearch.detection.cache import CacheKind
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
 
@@ -127,12 +128,12 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(str(error)) from None
         if cache.num_entries() == 0:
             raise BadInput(f"{args.cache}: the cache holds no detections")
-    kind = str(getattr(cache.meta.kind, "value", cache.meta.kind))
-    if kind == "two_stage" and len(grid) != 4:
+    kind = cache.meta.kind
+    if kind == CacheKind.TWO_STAGE and len(grid) != 4:
         raise BadInput(f"{args.cache}: a two-stage cache needs --nms-score-thresholds and --nms-iou-thresholds too")
-    if kind == "one_stage" and len(grid) != 2:
+    if kind == CacheKind.ONE_STAGE and len(grid) != 2:
         raise BadInput(f"{args.cache}: a one-stage cache takes no --nms-score-thresholds/--nms-iou-thresholds")
-    if kind == "one_stage" and args.num_proposals is not None:
+    if kind == CacheKind.ONE_STAGE and args.num_proposals is not None:
         raise BadInput(f"{args.cache or args.detections}: --num-proposals applies to a two-stage cache only")
     unknown_images = sorted(set(cache.meta.image_ids) - set(int(i) for i in ground_truth.image_ids))
     if unknown_images:

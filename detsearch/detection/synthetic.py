@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from detsearch.detection.boxes import iou_xywh_pairs
-from detsearch.detection.cache import CACHE_VERSION, CacheMeta, DetectionCache
+from detsearch.detection.cache import CACHE_VERSION, CacheKind, CacheMeta, DetectionCache
 
 __all__ = [
     "COCO_CATEGORY_IDS",
@@ -217,7 +217,7 @@ def make_one_stage_cache(rng: np.random.Generator, gt: dict, rows_per_image: int
     entry_row, entry_class, entry_score, _ = _class_entries(rng, primary, score, num_classes)
     entry_image = row_image[entry_row]
     entry_score = _unique_per_image(entry_image, entry_score)
-    return _cache("one_stage", gt, row_image, _xywh_to_yxyx32(row_boxes), entry_row, entry_class, entry_score)
+    return _cache(CacheKind.ONE_STAGE, gt, row_image, _xywh_to_yxyx32(row_boxes), entry_row, entry_class, entry_score)
 
 
 def make_two_stage_cache(rng: np.random.Generator, gt: dict, rows_per_image: int = 1000,
@@ -254,7 +254,7 @@ def make_two_stage_cache(rng: np.random.Generator, gt: dict, rows_per_image: int
     entry_score = np.clip(entry_score, SCORE_FLOOR, 0.999)
     entry_score = _unique_per_image(row_image[entry_row], entry_score)
     return _cache(
-        "two_stage",
+        CacheKind.TWO_STAGE,
         gt,
         row_image,
         _xywh_to_yxyx32(row_boxes),
