@@ -9,8 +9,9 @@ written out here so that both Keras generations give the same update.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -43,6 +44,36 @@ def _take(dataset, count: int, name: str) -> list[tuple[np.ndarray, ...]]:
     return batches
 
 
+@contextlib.contextmanager
+def keras_seed(seed: int) -> Iterator[None]:
+    """Within the block, Keras draws its random numbers from ``seed`` (``keras.utils.set_random_seed``:
+    Python's, NumPy's and TensorFlow's global seeds and Keras's seed generator); on exit every one
+    of them is put back (TensorFlow's global seed to its previous value, from the start of its
+    sequence)."""
+    import random
+
+    import keras
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+    from tensorflow.python.eager import context
+
+    python_state, numpy_state, tf_seed = random.getstate(), np.random.get_state(), context.global_seed()
+    keras_state = {name: global_state.get_global_attribute(name)
+                   for name in (rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR)}
+    keras.utils.set_random_seed(int(seed))
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        import tensorflow as tf
+
+        tf.random.set_seed(tf_seed)
+        for name, value in keras_state.items():
+            global_state.set_global_attribute(name, value)
+
+
 class KerasTrainer:
     """`Trainer` for ``build_model(param_spec) -> keras model`` (see `detsearch.training.base.Trainer`).
 
@@ -73,16 +104,9 @@ class KerasTrainer:
         self.log_every_n_steps = log_every_n_steps
         self.batches = _take(train_dataset, num_batches, "train_dataset")
         self.eval_batches = None if eval_dataset is None else _take(eval_dataset, evaluation_total_steps, "eval_dataset")
-        tf.random.set_seed(seed)
-        np.random.seed(seed)
-        try:
-            import keras
-
-            keras.utils.set_random_seed(seed)
-        except ImportError:  # pragma: no cover - keras ships with tensorflow
-            pass
-        self.model = build_model(param_spec)
-        self.model(self.batches[0][0], training=False)  # creates the variables
+        with keras_seed(seed):  # the initial weights come from seed; the process's seeds stay as they were
+            self.model = build_model(param_spec)
+            self.model(self.batches[0][0], training=False)  # creates the variables
         self.initial_weights = [np.array(w) for w in self.model.get_weights()]
         self.metric_fns = {"accuracy": classification_accuracy} if metrics is None else dict(metrics)
         self._source = source_fingerprint(build_model, loss_fn, *self.metric_fns.values())

@@ -132,3 +132,23 @@ def test_trainer_contract(factory):
     assert trainer.fingerprint() == factory(0, 0).fingerprint()
     assert trainer.fingerprint() != factory(1, 0).fingerprint()
     assert trainer.fingerprint() != factory(0, 1).fingerprint()
+
+
+@pytest.mark.tf
+def test_the_keras_trainer_leaves_the_process_seeds_as_they_were():
+    import random
+
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.python.eager import context
+
+    random.seed(7)
+    np.random.seed(7)
+    tf.random.set_seed(7)
+    before = (random.getstate(), np.random.get_state()[1].copy(), context.global_seed())
+    first = keras_trainer(3, 0)
+    after = (random.getstate(), np.random.get_state()[1].copy(), context.global_seed())
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    # the weights still come from the trainer's seed alone
+    np.random.seed(123)
+    again = keras_trainer(3, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first.initial_weights, again.initial_weights))
