@@ -104,3 +104,67 @@ def test_float32_cut_is_the_float32_comparison_in_float64():
         grid = np.concatenate([np.linspace(float(below), float(above), 2001),
                                [cut, np.nextafter(cut, 2.0), np.nextafter(cut, -1.0), (float(t32) + float(above)) / 2]])
         np.testing.assert_array_equal(grid > cut, grid.astype(np.float32) > t32)
+
+
+@pytest.mark.tf  # the fast sweep's first stage runs the TensorFlow op
+@pytest.mark.parametrize("seed", range(3))
+def test_two_stage_json_keeps_float64_and_agrees_with_the_reference(seed):
+    from detsearch.detection.cache import import_two_stage_json
+
+    dataset, _ = _case(200 + seed)
+    rng = np.random.default_rng(seed)
+    image_ids = [image["id"] for image in dataset["images"]]
+    categories = [c["id"] for c in dataset["categories"]]
+    per_image = 12
+    proposals, class_boxes = [], []
+    for image_id in image_ids:
+        own = [a["bbox"] for a in dataset["annotations"] if a["image_id"] == image_id] or [[10.0, 10.0, 50.0, 40.0]]
+        for k in range(per_image):
+            x, y, w, h = np.asarray(own[k % len(own)]) + rng.normal(0, 4, 4)
+            w, h = abs(w) + 1, abs(h) + 1
+            proposals.append([y, x, y + h, x + w])
+            class_boxes.append([[y + rng.normal(0, 1), x + rng.normal(0, 1), y + h + rng.normal(0, 1), x + w + 1e-9 * c]
+                                for c in range(len(categories))])
+    class_boxes = np.sort(np.asarray(class_boxes).reshape(-1, len(categories), 2, 2), axis=2).reshape(-1, len(categories), 4)
+    scores = rng.random((len(proposals), len(categories)))
+    scores[::5] = 0.5 + 1e-11  # ties, and scores equal in float32 only
+    scores[1::5] = 0.5
+    document = {
+        "image_ids": image_ids,
+        "proposal_offsets": [per_image * i for i in range(len(image_ids) + 1)],
+        "proposals": np.asarray(proposals).tolist(),
+        "objectness": rng.random(len(proposals)).tolist(),
+        "class_scores": scores.tolist(),
+        "class_boxes": class_boxes.tolist(),
+        "category_ids": categories,
+    }
+    cache = import_two_stage_json(document, dataset, score_floor=0.05)
+    assert cache.entry_score.dtype == np.float64 and cache.entry_boxes.dtype == np.float64
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.3], nms_iou_threshold=[0.5, 1.0],
+                     score_threshold=[0.05, 0.5, 0.5000000000005], iou_threshold=[0.5, 1.0])
+    fast = sweep(cache, load_ground_truth(dataset), spec)
+    slow = sweep_reference(cache, load_ground_truth(dataset), spec)
+    assert [list(r.stats) for r in fast.table] == [list(r.stats) for r in slow.table]
+    assert [r.params for r in fast.table] == [r.params for r in slow.table]
+
+
+@pytest.mark.tf  # the fast sweep's first stage runs the TensorFlow op
+def test_two_stage_boxes_are_matched_as_given():
+    """A float64 second-stage box with IoU 0.55 exactly against its ground truth (0.5500000000000002),
+    which rounding the box to float32 would put below 0.55."""
+    from detsearch.detection.cache import import_two_stage_json
+
+    dataset = {"images": [{"id": 1, "height": 40, "width": 40}], "categories": [{"id": 1, "name": "a"}],
+               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 7.0, 7.0],
+                                "area": 49.0, "iscrowd": 0}]}
+    x2 = 12.727272727272725
+    box = [0.0, 0.0, 7.0, x2]
+    document = {"image_ids": [1], "proposal_offsets": [0, 1], "proposals": [box], "objectness": [0.9],
+                "class_scores": [[0.8]], "class_boxes": [[box]], "category_ids": [1]}
+    cache = import_two_stage_json(document, dataset)
+    spec = ParamSpec(nms_score_threshold=[0.0], nms_iou_threshold=[0.7], score_threshold=[0.0], iou_threshold=[0.5])
+    (row,) = sweep(cache, load_ground_truth(dataset), spec).table
+    records = [{"image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, x2, 7.0], "score": 0.8}]
+    assert list(row.stats) == [float(v) for v in pycocotools_stats(dataset, records, None)]
+    rounded = [{**records[0], "bbox": [0.0, 0.0, float(np.float32(x2)), 7.0]}]
+    assert pycocotools_stats(dataset, rounded, None)[0] < row.stats[0]  # float32 would lose the match at 0.55

@@ -127,7 +127,7 @@ ARRAY_SPECS = (
     ArraySpec("entry_row", (np.dtype("<i4"),), (), "entries", _R, _R),
     ArraySpec("entry_class", (np.dtype("<i4"),), (), "entries", _R, _R),
     ArraySpec("entry_score", (np.dtype("<f4"), np.dtype("<f8")), (), "entries", _R, _R),
-    ArraySpec("entry_boxes", (np.dtype("<f4"),), (4,), "entries", _A, _R),
+    ArraySpec("entry_boxes", (np.dtype("<f4"), np.dtype("<f8")), (4,), "entries", _A, _R),
 )
 """Every array of the format, in format order."""
 

@@ -339,8 +339,11 @@ def _import_two_stage(
             raise CacheError(f"{where}: category_ids[{c}] = {category_id} is not in the annotations ({info.where})")
     proposals = proposals.astype(np.float32)
     objectness = objectness.astype(np.float32)
-    class_scores = class_scores.astype(np.float32)
-    class_boxes = class_boxes.astype(np.float32)
+    # Second-stage scores and boxes keep the precision given (float64 stays float64): they are
+    # what COCO matching sees. Proposals and objectness only feed the first stage's float32 NMS.
+    exact = np.float64 if class_scores.dtype == np.float64 or class_boxes.dtype == np.float64 else np.float32
+    class_scores = class_scores.astype(exact)
+    class_boxes = class_boxes.astype(exact)
     bad_value = find_bad_probability(class_scores.reshape(-1), np.float32(0), "0")
     if bad_value is not None:
         i, value, reason = bad_value
@@ -352,7 +355,7 @@ def _import_two_stage(
         r, c = divmod(i, max(num_categories, 1))
         raise CacheError(f"{where}: class_boxes[{r}, {c}] = {box} (ymin, xmin, ymax, xmax) {reason}")
 
-    rows, columns_of_entries = np.nonzero(class_scores >= np.float32(floor))
+    rows, columns_of_entries = np.nonzero(class_scores.astype(np.float32) >= np.float32(floor))
     column_class = np.asarray([class_of[c] for c in columns], dtype=np.int32)
     entry_class = column_class[columns_of_entries] if columns_of_entries.size else np.zeros(0, np.int32)
     order = np.lexsort((entry_class, rows))

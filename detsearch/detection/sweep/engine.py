@@ -156,6 +156,9 @@ class SweepEngine:
         if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:
             row_xywh = np.asarray(cache.row_xywh, np.float64)
             entry_xywh = lambda entries: row_xywh[entry_row[entries]]  # noqa: E731 - the boxes as given
+        elif kind == CacheKind.TWO_STAGE:
+            stored_boxes = np.asarray(cache.entry_boxes)  # float64 when imported so: matched as given
+            entry_xywh = lambda entries: yxyx_to_xywh(stored_boxes[entries])  # noqa: E731
         else:
             entry_xywh = lambda entries: yxyx_to_xywh(entry_box(entries))  # noqa: E731
         self.cand_offsets = np.searchsorted(self.cand_image, np.arange(self.num_images + 1))
