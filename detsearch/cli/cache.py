@@ -2,11 +2,11 @@
 
     detsearch cache --run runs/ssd_tiny --dataset demo --split val --out runs/ssd_tiny/cache_val
     detsearch cache --run runs/frcnn_tiny --checkpoint runs/frcnn_tiny/checkpoints/ckpt-1000 \\
-        --dataset demo --split val --out runs/frcnn_tiny/cache_val --score_floor 0.01
+        --dataset demo --split val --out runs/frcnn_tiny/cache_val --score-floor 0.01
 
-The detector is rebuilt from ``RUN/detector.json`` (written by ``tools/train_det.py``) and restored
+The detector is rebuilt from ``RUN/detector.json`` (written by ``detsearch train``) and restored
 from the latest checkpoint (or ``--checkpoint``). The cache (docs/cache_format.md; what rows and
-entries hold for each model: docs/models.md) is written shard by shard (``--images_per_shard``):
+entries hold for each model: docs/models.md) is written shard by shard (``--images-per-shard``):
 an interrupted run, started again with the same arguments, keeps the committed shards and goes
 on; the shards are merged at the end. Then ``python -m detsearch sweep`` (or
 ``detsearch.detection.sweep.sweep``) chooses the thresholds from it without running the model
@@ -38,7 +38,7 @@ DESCRIPTION = __doc__
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="tools/train_det.py output directory")
+    parser.add_argument("--run", required=True, help="detsearch train output directory")
     parser.add_argument("--checkpoint", default=None, help="checkpoint prefix (default: the run's latest)")
     parser.add_argument("--out", required=True, help="cache directory")
     add_dataset_arguments(parser, "val")

@@ -3,7 +3,7 @@
     detsearch search-det                                  # built-in demo, tiny SSD
     detsearch search-det --model faster_rcnn              # the four Faster R-CNN thresholds
     detsearch search-det --model ssd --preset standard --checkpoint runs/ssd/checkpoints/ckpt-90000 \\
-        --dataset coco --annotations instances_val2017.json --images val2017 --train_run runs/ssd
+        --dataset coco --annotations instances_val2017.json --images val2017 --train-run runs/ssd
 
 With no arguments it builds the MNIST-detection demo set (real digits on 128 px canvases),
 trains the tiny detector on its train split (``--steps``; a rerun resumes or reuses the run),
@@ -13,7 +13,7 @@ to Model Garden's default thresholds. Writes ``OUT/sweep/result.json``, ``report
 ``heatmap.png``, and ``OUT/summary.json``.
 
 With ``--search-training`` the learning rate, momentum and weight decay are chosen first by the
-HyperSelector (an LR range test and candidate trials of ``--trial_steps`` steps, from the same
+HyperSelector (an LR range test and candidate trials of ``--trial-steps`` steps, from the same
 initial weights and batches; ``OUT/selector/journal.jsonl`` keeps finished trials), the final model
 is trained with the choice, then cached and swept as above, and exported with the chosen
 thresholds (``OUT/export``, a SavedModel). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show
@@ -22,7 +22,7 @@ resumes the final training from its last checkpoint and the cache from its last 
 
     detsearch search-det --search-training                      # demo, tiny SSD
     detsearch search-det --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
-        --score-thresholds 0.05,0.3 --by_loss
+        --score-thresholds 0.05,0.3 --by-loss
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def threshold_flags(args) -> dict[str, list[float] | None]:
     lowest = min(flags["score_threshold"] or DEFAULT_GRIDS[args.model]["score_threshold"])
     if lowest < args.score_floor:
         raise ValueError(f"score threshold {lowest} is below the cache's score floor {args.score_floor} "
-                         "(lower --score_floor or raise the thresholds)")
+                         "(lower --score-floor or raise the thresholds)")
     return flags
 
 

@@ -2,20 +2,20 @@
 
     detsearch train --model ssd --preset tiny --dataset demo --out runs/ssd_tiny
     detsearch train --model faster_rcnn --preset tiny --dataset demo --out runs/frcnn_tiny \\
-        --steps 1500 --learning_rate 0.02 --momentum 0.9 --weight_decay 1e-4
+        --steps 1500 --learning-rate 0.02 --momentum 0.9 --weight-decay 1e-4
     detsearch train --model ssd --preset standard --dataset coco \\
         --annotations coco/annotations/instances_train2017.json --images coco/train2017 --out runs/ssd_coco
 
 Momentum SGD (``slot = momentum * slot + gradient; w -= learning_rate * slot``) with weight decay
-``weight_decay * sum(l2_loss(kernel))`` over kernels, a linear warm-up over ``--warmup_steps``,
+``weight_decay * sum(l2_loss(kernel))`` over kernels, a linear warm-up over ``--warmup-steps``,
 then a constant learning rate. Checkpoints go to ``OUT/checkpoints/`` every
-``--checkpoint_every`` steps and at the end; running the same command again resumes from the
+``--checkpoint-every`` steps and at the end; running the same command again resumes from the
 latest one (weights, momentum, step, data order) up to ``--steps``. ``OUT/detector.json`` records
-the model, preset, categories, hyperparameters and last metrics; ``tools/cache_det.py`` rebuilds
+the model, preset, categories, hyperparameters and last metrics; ``detsearch cache`` rebuilds
 the detector from it. The demo set is built first when its directory is empty.
 
 ``--params FILE`` takes the hyperparameters (and thresholds) from a JSON ParamSpec, such as the
-``selected`` entry of ``tools/search_det.py --search-training``'s ``summary.json`` (that file
+``selected`` entry of ``detsearch search-det --search-training``'s ``summary.json`` (that file
 itself is accepted); ``--export DIR`` then writes a SavedModel whose post-processing runs at
 those thresholds (Model Garden's defaults where none is given):
 

@@ -137,7 +137,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
 
         if not isinstance(as_executor(executor), LocalExecutor):
             raise ValueError("a detection model's trials run in this process: executor must be None or 'local' "
-                             "(its cache and sweep scale out with tools/cache_det.py and the sweep's --executor)")
+                             "(its cache and sweep scale out with detsearch cache and the sweep's --executor)")
         result = model_fn.moxing_search(
             input_fn=input_fn, optimizer_fn=optimizer_fn, config=config, batch_size=batch_size,
             evaluation_total_steps=evaluation_total_steps, checkpoint_path=checkpoint_path,

@@ -38,17 +38,16 @@ class TinyMnist:
 
 def search(directory, executor):
     import detsearch.moxing as mox
-    from detsearch.moxing import auto
     from detsearch.models.mnist import make_program
 
     input_fn, model_fn, optimizer_fn = make_program(TinyMnist(), "softmax", batch_size=20)
-    chosen = mox.auto.search(
+    found = mox.auto.search(
         input_fn=input_fn, model_fn=model_fn, optimizer_fn=optimizer_fn, batch_size=20, auto_batch=False,
         total_steps=STEPS, evaluation_total_steps=5, window=5, max_thres=5, log_every_n_steps=0,
         param_spec=mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4),
         param_list_spec=mox.auto.ParamSpec(weight_decay=[1e-2, 1e-4], momentum=[0.95, 0.9]),
-        output_dir=str(directory), executor=executor)
-    result = auto.last_result.to_dict()
+        output_dir=str(directory), executor=executor, return_result=True)
+    chosen, result = found.param_spec, found.to_dict()
     result.pop("seconds")
     return chosen, json.dumps(result, sort_keys=True), (directory / "journal.jsonl").read_bytes()
 
