@@ -47,6 +47,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -314,6 +315,108 @@ def run(args) -> int:
     return 0 if identical else 1
 
 
+END_TO_END_GRID = {"score_threshold": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5],
+                   "iou_threshold": [0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7]}
+END_TO_END_BASELINE = [(0.05, 0.5), (0.3, 0.6), (0.01, 0.4)]
+
+
+def hotcoco_eval(gt_dict, results):
+    """hotcoco's 12 stats and the seconds of loadRes + evaluate + accumulate + summarize."""
+    import hotcoco
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = hotcoco.COCO(gt_dict)
+        started = time.perf_counter()
+        dt = gt.loadRes(results)
+        evaluator = hotcoco.COCOeval(gt, dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        seconds = time.perf_counter() - started
+    return np.asarray(evaluator.stats[:12], np.float64), seconds
+
+
+def records_of(cache, gt) -> list[dict]:
+    """The cache's candidates as raw COCO results records: one per (row, class) entry, the bbox
+    the float64 ``[x, y, w, h]`` of the float32 yxyx row (so ``x + w`` gives the row back)."""
+    entry_image = np.repeat(np.arange(cache.num_images()), np.diff(cache.entry_offsets))
+    image_ids = np.array([image["id"] for image in gt["images"]])[entry_image]
+    categories = np.array(COCO_CATEGORY_IDS)[np.asarray(cache.entry_class)]
+    xywh = yxyx_to_xywh(np.asarray(cache.row_boxes)[np.asarray(cache.entry_row)])
+    scores = np.asarray(cache.entry_score, np.float64)
+    return [{"image_id": int(i), "category_id": int(c), "bbox": b, "score": float(v)}
+            for i, c, b, v in zip(image_ids.tolist(), categories.tolist(), xywh.tolist(), scores.tolist())]
+
+
+def end_to_end(args) -> int:
+    """The sweep CLI from raw COCO results JSON, against TF NMS + hotcoco (and + pycocotools)
+    per configuration, measured in this run."""
+    import json
+    import subprocess
+    import tempfile
+
+    from detsearch.detection.cache import import_coco_detections
+
+    rng = np.random.default_rng(args.seed)
+    gt = make_ground_truth(rng, args.images)
+    cache = make_one_stage_cache(rng, gt, rows_per_image=args.rows_per_image)
+    records = records_of(cache, gt)
+    configs = len(END_TO_END_GRID["score_threshold"]) * len(END_TO_END_GRID["iou_threshold"])
+    with tempfile.TemporaryDirectory() as scratch:
+        gt_path, raw_path = Path(scratch) / "gt.json", Path(scratch) / "raw.json"
+        gt_path.write_text(json.dumps(gt))
+        raw_path.write_text(json.dumps(records))
+        megabytes = raw_path.stat().st_size / 1e6
+        print(f"{args.images} images, {len(gt['annotations'])} ground-truth boxes, {len(records)} raw candidates "
+              f"({megabytes:.0f} MB of COCO results JSON)", flush=True)
+        started = time.perf_counter()
+        imported = import_coco_detections(raw_path, gt_path)
+        import_seconds = time.perf_counter() - started
+
+        def cli(scores, ious, out):
+            command = [sys.executable, "-m", "detsearch", "sweep", "--detections", str(raw_path), "--annotations",
+                       str(gt_path), "--score-thresholds", ",".join(map(str, scores)), "--iou-thresholds",
+                       ",".join(map(str, ious)), "--out", str(Path(scratch) / out), "--no-progress"]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            return time.perf_counter() - started
+
+        one_seconds = cli([0.05], [0.5], "one")
+        grid_seconds = cli(END_TO_END_GRID["score_threshold"], END_TO_END_GRID["iou_threshold"], "grid")
+        table = json.loads((Path(scratch) / "grid" / "result.json").read_text())["table"]
+
+    import tensorflow as tf
+
+    from detsearch.detection.pycoco import coco_ground_truth
+
+    coco_gt = coco_ground_truth(gt)
+    baseline = []
+    identical = True
+    for score_threshold, iou_threshold in END_TO_END_BASELINE[: args.baseline_configs]:
+        results, nms_seconds = one_stage_baseline_nms(tf, imported, gt, score_threshold, iou_threshold)
+        hot_stats, hot_seconds = hotcoco_eval(gt, results)
+        py_stats, py_seconds = pycocotools_eval(coco_gt, results)
+        row = next(r for r in table if r["params"] == {"score_threshold": score_threshold, "iou_threshold": iou_threshold})
+        same = list(row["stats"]) == [float(v) for v in py_stats] and np.array_equal(hot_stats, py_stats)
+        identical &= same
+        baseline.append((nms_seconds, hot_seconds, py_seconds))
+        print(f"baseline score {score_threshold:g} iou {iou_threshold:g}: TF NMS {nms_seconds:.2f}s, hotcoco "
+              f"{hot_seconds:.2f}s, pycocotools {py_seconds:.2f}s; stats identical (sweep, hotcoco, pycocotools): {same}",
+              flush=True)
+    nms, hot, py = (float(np.mean(column)) for column in zip(*baseline))
+    print("\n" + "=" * 78)
+    print(f"import of the {megabytes:.0f} MB JSON (import_coco_detections): {import_seconds:.2f} s")
+    print(f"detsearch sweep CLI, 1 configuration, end to end (process start, import, sweep, report): {one_seconds:.2f} s")
+    print(f"detsearch sweep CLI, {configs} configurations, end to end: {grid_seconds:.2f} s")
+    print(f"per configuration: TF NMS {nms:.2f} s + hotcoco {hot:.2f} s = {nms + hot:.2f} s; "
+          f"TF NMS + pycocotools {nms + py:.2f} s")
+    print(f"{configs}-configuration grid: sweep {grid_seconds:.1f} s vs TF NMS + hotcoco {configs * (nms + hot):.1f} s "
+          f"({configs * (nms + hot) / grid_seconds:.1f}x) vs TF NMS + pycocotools {configs * (nms + py):.1f} s "
+          f"({configs * (nms + py) / grid_seconds:.1f}x)")
+    print(f"timed configurations' 12 stats identical (sweep, hotcoco, pycocotools): {identical}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=5000, help="images of the synthetic set (default 5000, COCO val)")
@@ -324,7 +427,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--workers", type=int, default=2, help="sweep processes (default 2, the cores of the reference machine)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 images, one baseline configuration")
+    parser.add_argument("--only", choices=("grids", "end-to-end"), default=None,
+                        help="grids: the 5x5 and 5x5x5x5 grids on caches (the default run); end-to-end: the sweep "
+                        "CLI on a raw COCO results JSON (default --images 1500, 600 rows per image) vs TF NMS + "
+                        "hotcoco / pycocotools per configuration")
+    parser.add_argument("--rows-per-image", type=int, default=600, help="end-to-end: raw candidate rows per image")
     args = parser.parse_args(argv)
+    if args.only == "end-to-end":
+        if args.images == 5000:
+            args.images = 1500
+        if args.quick:
+            args.images, args.rows_per_image, args.baseline_configs = 100, 200, 1
+        return end_to_end(args)
     if args.quick:
         args.images = min(args.images, 200)
         args.two_stage_images = min(args.two_stage_images or args.images, 200)
