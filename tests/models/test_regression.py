@@ -41,3 +41,25 @@ def test_shipped_checkpoint_map_is_pinned(tmp_path):
         assert row.stats[0] == pytest.approx(ap, abs=TOLERANCE)
         assert row.stats[1] == pytest.approx(ap50, abs=TOLERANCE)
         assert row.dets_per_image == pytest.approx(dets, rel=0.02)
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_through_detsearch_eval_expect(tmp_path, capsys):
+    """The regression check a user's CI runs: final detections (Model Garden's post-processing
+    at the default thresholds) through ``detsearch eval --expect`` against the recorded stats
+    (tests/models/data/shipped_eval.json, written by the same command)."""
+    import json
+
+    from detsearch import cli
+    from detsearch.models.record import predict_results
+
+    detector, _ = load_detector(SHIPPED)
+    val = load_dataset("demo", "val")
+    (tmp_path / "gt.json").write_text(json.dumps(val.to_coco_json()))
+    (tmp_path / "dt.json").write_text(json.dumps(predict_results(detector, val)))
+    expected = ROOT / "tests" / "models" / "data" / "shipped_eval.json"
+    code = cli.main(["eval", "--detections", str(tmp_path / "dt.json"), "--annotations", str(tmp_path / "gt.json"),
+                     "--out", str(tmp_path / "out"), "--expect", str(expected), "--max-drop", str(TOLERANCE)])
+    assert code == 0, capsys.readouterr().err
+    stats = json.loads((tmp_path / "out" / "result.json").read_text())["stats"]
+    assert stats[0] == pytest.approx(PINNED[(0.05, 0.5)][0], abs=TOLERANCE)  # the sweep's figure at the defaults
