@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detsearch.cli.args import BadInput, read_annotations, at_least, check_objective, objective_arguments, progress_bar, thresholds
-from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
+from detsearch.cli.args import (BadInput, at_least, check_objective, objective_arguments, progress_bar, read_annotations,
+                                thresholds)
 from detsearch.detection.cache import CacheKind
+from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
 
@@ -89,6 +90,8 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
     )
     add_executor_arguments(sweep)
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
