@@ -368,6 +368,24 @@ class CocoMatcher:
     def num_images(self) -> int:
         return len(self.image_ids)
 
+    def ground_truth_per_image(self) -> np.ndarray:
+        """Non-ignored ground truth boxes per evaluated image and category, area range "all".
+
+        Returns:
+          int64 ``[I, K]``: row ``i`` is image ``image_ids[i]``, column ``k`` category
+          ``category_ids[k]``. Crowd regions and boxes whose ``area`` field lies outside
+          ``AREA_RANGES[0]`` are not counted, so the column sums are pycocotools' ``npig`` for
+          area "all". A new array on each call.
+        """
+        keep = ~self._gt_ignore[:, 0]
+        flat = self._gt_image[keep] * self.num_categories + self._gt_category[keep]
+        counts = np.bincount(flat, minlength=self.num_images * self.num_categories)
+        return counts.astype(np.int64, copy=False).reshape(self.num_images, self.num_categories)
+
+    def ground_truth_counts(self) -> np.ndarray:
+        """int64 ``[K]``: non-ignored ground truth boxes (area all) per category position."""
+        return self._npig[:, 0].copy()
+
     def image_positions(self, image_ids) -> np.ndarray:
         """Positions of COCO image ids among the evaluated images; ValueError for others."""
         return _positions(self.image_ids, image_ids, "image_id {} is not among the evaluated images")
@@ -579,6 +597,24 @@ class Matches:
     def __len__(self) -> int:
         return len(self.rank)
 
+    def select(self, keep: np.ndarray, input_position: np.ndarray) -> "Matches":
+        """The matches of the detections with ``keep`` (bool ``[len(self)]``), which must be a
+        prefix of every (image, category)'s matching order, so that their matches stay as they
+        are; ``input_position`` maps an old input index to the new input's (``input_index``)."""
+        rows = np.flatnonzero(keep)
+        return Matches(
+            matcher=self.matcher,
+            image_pos=self.image_pos[rows],
+            category_pos=self.category_pos[rows],
+            rank=self.rank[rows],
+            scores=self.scores[rows],
+            input_index=np.asarray(input_position)[self.input_index[rows]],
+            true_positive=self.true_positive[rows],
+            counted=self.counted[rows],
+            area_out=self.area_out[rows],
+            has_pairs=self.has_pairs[rows],
+        )
+
     def count_above(self, score_thresholds: Sequence[float]) -> np.ndarray:
         """int64 number of detections with ``score > threshold``, per threshold."""
         sorted_scores = np.sort(self.scores)
@@ -598,6 +634,16 @@ class Matches:
         distinct = sorted(set(thresholds))
         done = dict(zip(distinct, self._evaluate_thresholds(prepared, distinct)))
         return [done[t] for t in thresholds]
+
+    def evaluate_per_category(self, cuts: np.ndarray) -> CocoEvaluation:
+        """`evaluate` with one threshold per category: the detections of category position
+        ``k`` with ``score > cuts[k]`` (float64 ``[K]``)."""
+        cuts = np.asarray(cuts, np.float64).reshape(-1)
+        if len(cuts) != self.matcher.num_categories:
+            raise ValueError(f"cuts has {len(cuts)} values for {self.matcher.num_categories} categories")
+        if np.isnan(cuts).any():
+            raise ValueError("score thresholds must not be NaN")
+        return self._evaluate_thresholds(self._prepare(), [cuts])[0]
 
     def f1_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pooled F1 at IoU 0.5 (area all, 100 detections) along the score axis.
@@ -709,8 +755,9 @@ class Matches:
         self._cache["prepared"] = prepared
         return prepared
 
-    def _evaluate_thresholds(self, prepared: dict, thresholds: Sequence[float]) -> list[CocoEvaluation]:
-        """Accumulation of the detections with ``score > t`` for each t, all at once."""
+    def _evaluate_thresholds(self, prepared: dict, thresholds: Sequence[float | np.ndarray]) -> list[CocoEvaluation]:
+        """Accumulation of the detections with ``score > t`` for each t, all at once; a t that is
+        an array holds one threshold per category."""
         num_k = self.matcher.num_categories
         num_segments = prepared["num_segments"]
         num_thresholds = len(thresholds)
@@ -720,8 +767,10 @@ class Matches:
         values = prepared["precision_at_tp"]  # ends with a -inf sentinel
         # True positives kept by each threshold (a prefix of each segment: scores descend).
         n_tp = np.empty((num_thresholds, num_segments), np.int64)
+        tp_category = segment % num_k
         for i, threshold in enumerate(thresholds):
-            n_tp[i] = np.bincount(segment[prepared["tp_scores"] > threshold], minlength=num_segments)
+            cut = threshold[tp_category] if isinstance(threshold, np.ndarray) else threshold  # per category
+            n_tp[i] = np.bincount(segment[prepared["tp_scores"] > cut], minlength=num_segments)
         # Blocks [bounds[r], bounds[r + 1]) of the TP precisions; the envelope at recall
         # threshold r is the max over blocks r..R-1, i.e. a suffix max up to the truncation.
         bounds = np.empty((num_thresholds, num_segments, _NUM_R + 1), np.int64)
@@ -741,7 +790,7 @@ class Matches:
         for i, threshold in enumerate(thresholds):
             precision = np.ascontiguousarray(q[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
             recall = np.ascontiguousarray(recall_all[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
-            above = self.scores > threshold
+            above = self.scores > (threshold[self.category_pos] if isinstance(threshold, np.ndarray) else threshold)
             # Pooled F1 at IoU 0.5, area all, 100 detections.
             tp_f1 = int(n_tp[i, seg_f1 : seg_f1 + num_k].sum())
             denominator = int(np.count_nonzero(self.counted[:, 0, 0] & above)) + self.num_ground_truth

@@ -113,21 +113,21 @@ def test_score_axis_is_a_prefix_and_map_never_rises_with_the_score_threshold():
 def test_objectives():
     cache, dataset = random_case(11, "one_stage", num_images=8, max_rows=60)
     spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.5, 0.7])
-    by_map = sweep_module.sweep(cache, dataset, spec)
+    by_map = sweep_module.sweep(cache, dataset, spec, tolerance=0)
     table = by_map.table
     assert by_map.best_row.stats[0] == max(r.stats[0] for r in table)
     ties = [r for r in table if r.stats[0] == by_map.best_row.stats[0]]
     assert by_map.best_row.dets_per_image == min(r.dets_per_image for r in ties)
-    by_ap50 = sweep_module.sweep(cache, dataset, spec, objective="ap50")
+    by_ap50 = sweep_module.sweep(cache, dataset, spec, objective="ap50", tolerance=0)
     assert by_ap50.best_row.stats[1] == max(r.stats[1] for r in table) and by_ap50.objective == "ap50"
-    by_f1 = sweep_module.sweep(cache, dataset, spec, objective="f1")
+    by_f1 = sweep_module.sweep(cache, dataset, spec, objective="f1", tolerance=0)
     assert by_f1.best_row.f1 == max(r.f1 for r in table)
     for row in table:
         assert 0.0 <= row.f1 <= row.f1_max <= 1.0
         assert row.f1_max_score is None or row.f1_max_score > row.params["score_threshold"]
         assert row.recall == row.stats[8] and row.ap50 == row.stats[1]
     budget = sorted(r.dets_per_image for r in table)[3]
-    by_budget = sweep_module.sweep(cache, dataset, spec, objective="map_at_budget", budget=budget)
+    by_budget = sweep_module.sweep(cache, dataset, spec, objective="map_at_budget", budget=budget, tolerance=0)
     feasible = [r for r in table if r.dets_per_image <= budget]
     assert by_budget.best_row.dets_per_image <= budget
     assert by_budget.best_row.stats[0] == max(r.stats[0] for r in feasible)
@@ -166,7 +166,7 @@ def test_progress_and_json():
     assert payload["best"] == result.best_params == result.best.to_dict()
     assert payload["objective"] == "map"
     assert len(payload["table"]) == 4 and len(payload["table"][0]["stats"]) == 12
-    assert set(payload["table"][0]) == {"params", "stats", "recall", "ap50", "dets_per_image", "f1", "f1_max", "f1_max_score"}
+    assert set(payload["table"][0]) == {"params", "objective", "stats", "recall", "ap50", "dets_per_image", "f1", "f1_max", "f1_max_score"}
     assert payload["stat_names"] == list(cocoeval.STAT_NAMES)
 
 

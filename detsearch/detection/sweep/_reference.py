@@ -4,6 +4,7 @@ NumPy reference and COCO evaluation by pycocotools. The tests compare `sweep` wi
 from __future__ import annotations
 
 import itertools
+from typing import Sequence
 
 import numpy as np
 
@@ -12,11 +13,12 @@ from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1
-from detsearch.detection.sweep.grid import check_cache, check_floor, check_options, grid_axes, threshold_names
-from detsearch.detection.sweep.result import SweepResult, check_objective, make_row, row_sort_key, select_best
+from detsearch.detection.sweep.grid import check_axes, check_cache, check_floor, check_options, grid_axes, threshold_names
+from detsearch.detection.sweep.result import (DEFAULT_TOLERANCE, SweepResult, check_objective, make_row, row_sort_key,
+                                              select_best, thresholds_of)
 from detsearch.params import ParamSpec
 
-__all__ = ["sweep_reference"]
+__all__ = ["reference_detections", "sweep_reference"]
 
 
 def sweep_reference(
@@ -26,8 +28,11 @@ def sweep_reference(
     *,
     objective: str = "map",
     budget: float | None = None,
-    max_detections_per_class: int = nms_ops.DEFAULT_MAX_DETECTIONS_PER_CLASS,
-    max_total_detections: int = nms_ops.DEFAULT_MAX_TOTAL_DETECTIONS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_detections: int | Sequence[int] | None = None,
+    class_agnostic: bool | Sequence[bool] | None = None,
+    max_detections_per_class: int | None = None,
+    max_total_detections: int | None = None,
     num_proposals: int | None = None,
     per_level: bool | None = None,
 ) -> SweepResult:
@@ -41,83 +46,119 @@ def sweep_reference(
     kind = check_cache(cache)
     axes = grid_axes(param_list_spec, kind)
     check_objective(objective, budget)
-    num_proposals, per_level = check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
+    caps, agnostic = check_axes(max_detections, class_agnostic)
+    per_class_cap, total_cap, num_proposals, per_level = check_options(
+        cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
     check_floor(cache, axes)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
-    meta = cache.meta
     coco_gt = coco_ground_truth(gt)
-    image_ids = list(meta.image_ids)
-    category_ids = list(meta.category_ids)
+    image_ids = list(cache.meta.image_ids)
     names = threshold_names(kind)
     table = []
-    for values in itertools.product(*(axes[name] for name in names)):
-        params = dict(zip(names, values))
-        results = []
-        for i, image_id in enumerate(image_ids):
-            rows = slice(int(cache.row_offsets[i]), int(cache.row_offsets[i + 1]))
-            entries = np.arange(int(cache.entry_offsets[i]), int(cache.entry_offsets[i + 1]))
-            entry_row = np.asarray(cache.entry_row)[entries]
-            entry_class = np.asarray(cache.entry_class)[entries]
-            if kind == CacheKind.ONE_STAGE:
-                order = np.lexsort((entry_class, entry_row))
-                entries = entries[order]
-                boxes = np.asarray(cache.row_boxes)[np.asarray(cache.entry_row)[entries]]
-            else:
-                row_boxes = np.asarray(cache.row_boxes)[rows]
-                objectness = np.asarray(cache.row_objectness)[rows]
-                levels = np.asarray(cache.row_level)[rows] if per_level else None
-                survivors = nms_ops.class_agnostic_nms_reference(
-                    row_boxes,
-                    objectness,
-                    iou_threshold=params["nms_iou_threshold"],
-                    score_threshold=params["nms_score_threshold"],
-                    max_output_size=num_proposals,
-                    levels=levels,
-                )
-                rank = np.full(rows.stop - rows.start, -1)
-                rank[survivors] = np.arange(len(survivors))
-                local_rank = rank[entry_row - rows.start]
-                alive = local_rank >= 0
-                entries, local_rank, entry_class = entries[alive], local_rank[alive], entry_class[alive]
-                order = np.lexsort((entry_class, local_rank))
-                entries = entries[order]
-                boxes = np.asarray(cache.entry_boxes)[entries]
-            scores = np.asarray(cache.entry_score)[entries]
-            classes = np.asarray(cache.entry_class)[entries]
-            kept = nms_ops.per_class_nms_reference(
-                boxes,
-                scores,
-                classes,
-                iou_threshold=params["iou_threshold"],
-                score_threshold=params["score_threshold"],
-                max_detections_per_class=max_detections_per_class,
-                max_total_detections=max_total_detections,
-            )
-            if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:  # the boxes as given
-                xywh = np.asarray(cache.row_xywh)[np.asarray(cache.entry_row)[entries[kept]]]
-            else:
-                xywh = yxyx_to_xywh(boxes[kept])
-            for k, box in zip(kept, xywh):
-                results.append(
-                    {
-                        "image_id": int(image_id),
-                        "category_id": int(category_ids[int(classes[k])]),
-                        "bbox": [float(v) for v in box],
-                        "score": float(scores[k]),
-                    }
-                )
+    extra = {}
+    if caps is not None:
+        extra["max_detections"] = caps
+    if class_agnostic is not None:
+        extra["class_agnostic"] = agnostic
+    for values in itertools.product(*(axes[name] for name in names), *extra.values()):
+        params = dict(zip(names + tuple(extra), values))
+        results = reference_detections(cache, params, num_proposals=num_proposals, per_level=per_level,
+                                       max_detections_per_class=per_class_cap, max_total_detections=total_cap)
         evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
         f1, f1_max, f1_max_score = pycocotools_f1(evaluator)
         table.append(make_row(params, evaluator.stats, len(results), len(image_ids), f1, f1_max, f1_max_score))
     table = tuple(sorted(table, key=row_sort_key))
-    best_row = select_best(table, objective, budget)
+    best_row = select_best(table, objective, budget, tolerance)
     return SweepResult(
         kind=kind,
         objective=objective,
         budget=budget,
         strategy="grid",
-        best=ParamSpec(**best_row.params),
+        best=thresholds_of(best_row.params),
         best_row=best_row,
         table=table,
         num_images=len(image_ids),
+        tolerance=float(tolerance),
+        top_row=select_best(table, objective, budget),
     )
+
+
+def reference_detections(cache: DetectionCache, params, *, num_proposals: int, per_level: bool,
+                         max_detections_per_class: int, max_total_detections: int) -> list[dict]:
+    """COCO results of one configuration (``params`` as a row's), NMS from scratch with the
+    NumPy reference; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` keeps
+    each box's best class (ties: the lower class) and runs one NMS per image."""
+    kind = CacheKind(cache.meta.kind)
+    meta = cache.meta
+    category_ids = list(meta.category_ids)
+    agnostic = bool(params.get("class_agnostic", False))
+    if "max_detections" in params:
+        max_detections_per_class = max_total_detections = int(params["max_detections"])
+    if agnostic:
+        max_detections_per_class = max_total_detections
+    results = []
+    for i, image_id in enumerate(meta.image_ids):
+        rows = slice(int(cache.row_offsets[i]), int(cache.row_offsets[i + 1]))
+        entries = np.arange(int(cache.entry_offsets[i]), int(cache.entry_offsets[i + 1]))
+        entry_row = np.asarray(cache.entry_row)[entries]
+        entry_class = np.asarray(cache.entry_class)[entries]
+        if kind == CacheKind.ONE_STAGE:
+            order = np.lexsort((entry_class, entry_row))
+            entries = entries[order]
+            boxes = np.asarray(cache.row_boxes)[np.asarray(cache.entry_row)[entries]]
+        else:
+            row_boxes = np.asarray(cache.row_boxes)[rows]
+            objectness = np.asarray(cache.row_objectness)[rows]
+            levels = np.asarray(cache.row_level)[rows] if per_level else None
+            survivors = nms_ops.class_agnostic_nms_reference(
+                row_boxes,
+                objectness,
+                iou_threshold=params["nms_iou_threshold"],
+                score_threshold=params["nms_score_threshold"],
+                max_output_size=num_proposals,
+                levels=levels,
+            )
+            rank = np.full(rows.stop - rows.start, -1)
+            rank[survivors] = np.arange(len(survivors))
+            local_rank = rank[entry_row - rows.start]
+            alive = local_rank >= 0
+            entries, local_rank, entry_class = entries[alive], local_rank[alive], entry_class[alive]
+            order = np.lexsort((entry_class, local_rank))
+            entries = entries[order]
+            boxes = np.asarray(cache.entry_boxes)[entries]
+        scores = np.asarray(cache.entry_score)[entries]
+        classes = np.asarray(cache.entry_class)[entries]
+        if agnostic:
+            # Each box's best class: the highest float32 score of its row, ties the lower class.
+            rows_of = np.asarray(cache.entry_row)[entries]
+            best = {}
+            for position in range(len(entries)):
+                row, score = int(rows_of[position]), np.float32(scores[position])
+                if row not in best or score > np.float32(scores[best[row]]) or (
+                        score == np.float32(scores[best[row]]) and classes[position] < classes[best[row]]):
+                    best[row] = position
+            chosen = np.sort(np.fromiter(best.values(), np.int64, len(best)))
+            entries, boxes, scores, classes = entries[chosen], boxes[chosen], scores[chosen], classes[chosen]
+        kept = nms_ops.per_class_nms_reference(
+            boxes,
+            scores,
+            np.zeros(len(classes), np.int64) if agnostic else classes,
+            iou_threshold=params["iou_threshold"],
+            score_threshold=params["score_threshold"],
+            max_detections_per_class=max_detections_per_class,
+            max_total_detections=max_total_detections,
+        )
+        if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:  # the boxes as given
+            xywh = np.asarray(cache.row_xywh)[np.asarray(cache.entry_row)[entries[kept]]]
+        else:
+            xywh = yxyx_to_xywh(boxes[kept])
+        for k, box in zip(kept, xywh):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(category_ids[int(classes[k])]),
+                    "bbox": [float(v) for v in box],
+                    "score": float(scores[k]),
+                }
+            )
+    return results

@@ -17,8 +17,18 @@ Why a whole score axis costs one NMS and one matching pass (the argument the tes
    of a prefix is the prefix of the match, and the accumulation of a prefix is a truncation of
    the globally score-sorted arrays (`cocoeval.Matches.evaluate`).
 
+4. Model Garden's ``max_num_detections`` caps each class and each image at the same ``c``. The
+   first ``c`` of an image's output at a larger cap ``C`` are its output at ``c``: a box at
+   output position ``>= c`` has ``c`` boxes before it, and within its class too the boxes
+   before it are before it in the merge. Within one (image, category) the first ``c`` are a
+   prefix of the matching order, so their matches are unchanged (checked; where float64 scores
+   that tie in float32 break the prefix, those detections are matched again).
+5. Class-agnostic NMS (each box keeps only its best class, then one NMS per image) visits the
+   same candidates in the same order, restricted to the first entry of each row.
+
 So for each IoU setting (and, two-stage, each first-stage setting) NMS runs once at the lowest
-score threshold of the grid and all score thresholds are read off one matching pass. IoUs
+score threshold of the grid and the largest cap, and all score thresholds and caps are read off
+one matching pass. IoUs
 between cached boxes and ground truth are computed once per cache entry and reused.
 
 Which code runs NMS: the per-class passes (one-stage, and the two-stage second stage) use
@@ -44,7 +54,7 @@ import numpy as np
 from detsearch.detection import nms as nms_ops
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
-from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, ragged_arange
+from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, Matches, ragged_arange
 from detsearch.detection.sweep.grid import row_params
 from detsearch.detection.sweep.result import SweepRow, make_row
 
@@ -96,7 +106,9 @@ class SweepEngine:
       axes: sorted candidates per threshold (`grid.grid_axes`).
       kind: the cache's `CacheKind`.
       max_detections_per_class, max_total_detections, num_proposals, per_level: NMS settings
-        (checked by `grid.check_options`).
+        (checked by `grid.check_options`; with ``caps``, both caps are ``max(caps)``).
+      caps: the ``max_detections`` axis (sorted), or None when it is not swept.
+      swept_agnostic: whether rows name ``class_agnostic`` (the keys carry it either way).
       nms_backend: ``"fast"`` or ``"reference"`` (see `detsearch.detection.sweep.sweep`).
       first_stage: first-stage results another engine computed (`first_stage_results`), so
         that this one runs no TensorFlow.
@@ -114,6 +126,8 @@ class SweepEngine:
         num_proposals: int,
         per_level: bool,
         nms_backend: str,
+        caps: tuple[int, ...] | None = None,
+        swept_agnostic: bool = False,
         first_stage: Mapping[float, tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         started = time.perf_counter()
@@ -125,6 +139,8 @@ class SweepEngine:
         self.num_proposals = num_proposals
         self.per_level = per_level
         self.nms_backend = nms_backend
+        self.caps = caps
+        self.swept_agnostic = swept_agnostic
         meta = cache.meta
         self.matcher = CocoMatcher(ground_truth, image_ids=meta.image_ids)
         self.num_images = len(meta.image_ids)
@@ -177,6 +193,7 @@ class SweepEngine:
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)
         self._first_stage_memo: dict[float, tuple[np.ndarray, np.ndarray]] = dict(first_stage or {})
         self._walk_memo: tuple | None = None
+        self._output_memo: tuple | None = None
         self._workspace = nms_ops.WalkWorkspace()
         self._rows: dict[tuple, list[SweepRow]] = {}
         logger.info(
@@ -186,6 +203,10 @@ class SweepEngine:
             float(lowest),
             time.perf_counter() - started,
         )
+
+    def category_names(self) -> tuple[str, ...]:
+        """Category names by category position (the ground truth's categories)."""
+        return tuple(self.matcher.ground_truth.category_names)
 
     @property
     def evaluated(self) -> Mapping[tuple, list[SweepRow]]:
@@ -228,10 +249,11 @@ class SweepEngine:
         stage_key = key[:-1]
         if self._walk_memo is not None and self._walk_memo[0] == stage_key:
             return self._walk_memo[1]
+        agnostic = stage_key[-1]
         if self.kind == CacheKind.ONE_STAGE:
             picked = None  # every candidate, in the order already prepared
         else:
-            nms_score, nms_iou = stage_key
+            nms_score, nms_iou, _ = stage_key
             rows, row_offsets = self.first_stage(nms_iou)
             objectness = np.asarray(self.cache.row_objectness, np.float32)[rows]
             above = objectness > np.float32(nms_score)
@@ -244,13 +266,20 @@ class SweepEngine:
             rank = rank_of_row[self.cand_row]
             keep = np.flatnonzero(rank >= 0)
             picked = keep[break_ties(self.cand_image[keep], self.cand_score[keep], rank[keep], self.cand_class[keep])]
+        if agnostic:
+            # A row's first entry in visiting order is its best class (ties: the lower class).
+            everything = np.arange(len(self.cand)) if picked is None else picked
+            _, first = np.unique(self.cand_row[everything], return_index=True)
+            picked = everything[np.sort(first)]
         if picked is None:
             offsets = self.cand_offsets
-            data, group = self.cand_data, self.cand_group
+            data, group, num_groups = self.cand_data, self.cand_group, self.num_groups
         else:
             offsets = np.searchsorted(self.cand_image[picked], np.arange(self.num_images + 1))
-            data, group = self.cand_data[:, picked], self.cand_group[picked]
-        walk = None if self.nms_backend == "reference" else nms_ops.GreedyWalk.prepared(data, group, self.num_groups, offsets)
+            data, group, num_groups = self.cand_data[:, picked], self.cand_group[picked], self.num_groups
+            if agnostic:
+                group, num_groups = self.cand_image[picked], self.num_images  # one group per image
+        walk = None if self.nms_backend == "reference" else nms_ops.GreedyWalk.prepared(data, group, num_groups, offsets)
         value = (picked, walk, offsets)
         self._walk_memo = (stage_key, value)
         return value
@@ -270,52 +299,80 @@ class SweepEngine:
                 chosen = nms_ops.per_class_nms_reference(
                     boxes[lo:hi],
                     np.arange(hi - lo, 0, -1, dtype=np.float32),  # already in visiting order
-                    classes[lo:hi],
+                    np.zeros(hi - lo, np.int64) if key[-2] else classes[lo:hi],
                     iou_threshold=key[-1],
-                    max_detections_per_class=self.max_per_class,
+                    max_detections_per_class=self.max_total if key[-2] else self.max_per_class,
                     max_total_detections=self.max_total,
                 )
                 kept[lo + chosen] = True
         else:
             kept = walk.run(
                 iou_threshold=key[-1],
-                max_per_group=self.max_per_class,
+                max_per_group=self.max_total if key[-2] else self.max_per_class,  # agnostic: one group
                 max_per_image=self.max_total,
                 workspace=self._workspace,
             )
         return cand[kept]
 
+    def _match(self, dets: np.ndarray) -> Matches:
+        """COCO matching of cache entries ``dets`` (image by image in output order)."""
+        return self.matcher.match(self.image_pos[self.entry_image[dets]], self.class_pos[self.entry_class[dets]],
+                                  self.entry_xywh(dets), self.entry_score_exact[dets], self.pairs.pairs(dets))
+
+    def _output(self, key: tuple) -> tuple[np.ndarray, np.ndarray, Matches]:
+        """NMS output at setting ``key`` (the lowest score threshold, the largest cap): the
+        entries image by image in output order, each one's position in its image's output, and
+        their matches. The last key's are kept."""
+        if self._output_memo is not None and self._output_memo[0] == key:
+            return self._output_memo[1]
+        dets = self._detections(key)
+        image = self.entry_image[dets]
+        position = np.arange(len(dets)) - np.searchsorted(image, image, side="left")
+        value = (dets, position, self._match(dets))
+        self._output_memo = (key, value)
+        return value
+
+    def capped(self, key: tuple, cap: int | None) -> tuple[np.ndarray, Matches]:
+        """The output entries and their matches at setting ``key`` with ``max_detections`` ``cap``
+        (None: the engine's own caps), every score above the lowest threshold."""
+        dets, position, matches = self._output(key)
+        if cap is None or cap >= max(self.caps):
+            return dets, matches
+        inside = position < cap
+        kept = inside[matches.input_index]
+        # Within a group the kept matches must be a prefix of the matching order.
+        group = matches.image_pos * self.matcher.num_categories + matches.category_pos
+        same = group[1:] == group[:-1]
+        if not (same & kept[1:] & ~kept[:-1]).any():
+            return dets[inside], matches.select(kept, np.cumsum(inside) - 1)
+        return dets[inside], self._match(dets[inside])
+
     def rows(self, key: tuple) -> list[SweepRow]:
-        """Rows for every score threshold of the grid at NMS setting ``key``."""
+        """Rows at NMS setting ``key``: every ``max_detections`` cap (when swept), and within a
+        cap every score threshold of the grid."""
         if key in self._rows:
             return self._rows[key]
         started = time.perf_counter()
-        dets = self._detections(key)
-        nms_done = time.perf_counter()
-        image_pos = self.image_pos[self.entry_image[dets]]
-        class_pos = self.class_pos[self.entry_class[dets]]
-        boxes = self.entry_xywh(dets)
-        scores = self.entry_score_exact[dets]
-        matches = self.matcher.match(image_pos, class_pos, boxes, scores, self.pairs.pairs(dets))
-        evaluations = matches.evaluate(self.score_cuts)
-        curve = matches.f1_curve()
-        ground_truth = matches.num_ground_truth
         rows = []
-        for score_threshold, cut, evaluation in zip(self.score_thresholds, self.score_cuts, evaluations):
-            params = row_params(self.kind, key, score_threshold)
-            f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
-            rows.append(
-                make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images, evaluation.f1, f1_max, f1_max_score)
-            )
+        for cap in self.caps or (None,):
+            dets, matches = self.capped(key, cap)
+            scores = self.entry_score_exact[dets]
+            evaluations = matches.evaluate(self.score_cuts)
+            curve = matches.f1_curve()
+            ground_truth = matches.num_ground_truth
+            for score_threshold, cut, evaluation in zip(self.score_thresholds, self.score_cuts, evaluations):
+                params = row_params(self.kind, key, score_threshold, cap, self.swept_agnostic)
+                f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
+                rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images,
+                                     evaluation.f1, f1_max, f1_max_score))
         self._rows[key] = rows
-        logger.debug(
-            "sweep: %s: %d detections, NMS %.2fs, evaluation %.2fs",
-            key,
-            len(dets),
-            nms_done - started,
-            time.perf_counter() - nms_done,
-        )
+        logger.debug("sweep: %s: %d rows in %.2fs", key, len(rows), time.perf_counter() - started)
         return rows
+
+    def row_position(self, params: Mapping[str, float]) -> int:
+        """Position of the row with ``params`` within `rows` of its key."""
+        cap_index = self.caps.index(params["max_detections"]) if self.caps else 0
+        return cap_index * len(self.score_thresholds) + self.score_thresholds.index(params["score_threshold"])
 
 
 def float32_cut(threshold: float) -> float:

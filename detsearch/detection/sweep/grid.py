@@ -12,15 +12,49 @@ from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.params import ONE_STAGE_THRESHOLDS, TWO_STAGE_THRESHOLDS, ParamSpec
 
 __all__ = [
+    "EXTRA_AXES",
+    "check_axes",
     "check_cache",
     "check_first_stage",
     "check_floor",
     "check_options",
     "grid_axes",
+    "key_of",
     "nms_keys",
     "row_params",
     "threshold_names",
 ]
+
+
+EXTRA_AXES = ("max_detections", "class_agnostic")
+"""Post-processing axes beyond the MoXing thresholds, in a row's ``params`` after them (only
+when swept): ``max_detections``, Model Garden's ``max_num_detections`` (the cap per class and
+per image); ``class_agnostic``, one NMS over all classes of an image, each box taking only its
+highest-scoring class (Model Garden's ``use_class_agnostic_nms``)."""
+
+
+def check_axes(max_detections, class_agnostic) -> tuple[tuple[int, ...] | None, tuple[bool, ...]]:
+    """The ``max_detections`` and ``class_agnostic`` axes, sorted and distinct.
+
+    Args:
+      max_detections: None (not swept), an integer >= 1, or a non-empty list of them.
+      class_agnostic: None (not swept: class-aware NMS), a bool, or a non-empty list of bools.
+
+    Returns:
+      ``(caps or None, agnostic values)``; ``(False,)`` when ``class_agnostic`` is None.
+    """
+    caps = None
+    if max_detections is not None:
+        values = list(max_detections) if isinstance(max_detections, (list, tuple, np.ndarray)) else [max_detections]
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in values):
+            raise ValueError(f"max_detections must be an integer >= 1 or a non-empty list of them, got {max_detections!r}")
+        caps = tuple(sorted({int(v) for v in values}))
+    if class_agnostic is None:
+        return caps, (False,)
+    values = list(class_agnostic) if isinstance(class_agnostic, (list, tuple, np.ndarray)) else [class_agnostic]
+    if not values or any(not isinstance(v, (bool, np.bool_)) for v in values):
+        raise ValueError(f"class_agnostic must be a bool or a non-empty list of bools, got {class_agnostic!r}")
+    return caps, tuple(sorted({bool(v) for v in values}))
 
 
 def check_cache(cache) -> CacheKind:
@@ -56,10 +90,23 @@ def grid_axes(spec: ParamSpec, kind: CacheKind) -> dict[str, tuple[float, ...]]:
 
 
 def check_options(cache: DetectionCache, kind: CacheKind, max_detections_per_class, max_total_detections,
-                  num_proposals, per_level) -> tuple[int, bool]:
-    """Checks the NMS caps; returns ``(num_proposals, per_level)`` with their defaults filled in
-    (the cache's ``num_proposals``, else `nms.DEFAULT_NUM_PROPOSALS`; per level when the cache
-    records levels)."""
+                  num_proposals, per_level, caps=None) -> tuple[int, int, int, bool]:
+    """Checks the NMS caps; returns ``(max_detections_per_class, max_total_detections,
+    num_proposals, per_level)`` with their defaults filled in (100 and 100; the cache's
+    ``num_proposals``, else `nms.DEFAULT_NUM_PROPOSALS`; per level when the cache records
+    levels). With a ``max_detections`` axis (``caps``) the two caps come from it and must not
+    be given."""
+    if caps is not None:
+        given = [name for name, value in (("max_detections_per_class", max_detections_per_class),
+                                          ("max_total_detections", max_total_detections)) if value is not None]
+        if given:
+            raise ValueError(f"max_detections sets the cap per class and per image (Model Garden's max_num_detections); "
+                             f"do not give {' or '.join(given)} with it")
+        max_detections_per_class = max_total_detections = max(caps)
+    if max_detections_per_class is None:
+        max_detections_per_class = nms_ops.DEFAULT_MAX_DETECTIONS_PER_CLASS
+    if max_total_detections is None:
+        max_total_detections = nms_ops.DEFAULT_MAX_TOTAL_DETECTIONS
     for name, value in (("max_detections_per_class", max_detections_per_class), ("max_total_detections", max_total_detections)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -71,7 +118,7 @@ def check_options(cache: DetectionCache, kind: CacheKind, max_detections_per_cla
         per_level = kind == CacheKind.TWO_STAGE and cache.row_level is not None
     if per_level and cache.row_level is None:
         raise ValueError("per_level NMS needs row_level in the cache")
-    return int(num_proposals), bool(per_level)
+    return int(max_detections_per_class), int(max_total_detections), int(num_proposals), bool(per_level)
 
 
 def check_floor(cache: DetectionCache, axes: Mapping[str, tuple[float, ...]]) -> None:
@@ -110,29 +157,49 @@ def check_first_stage(cache: DetectionCache, kind: CacheKind, axes: Mapping[str,
                          f"most {meta.num_proposals} each")
 
 
-def nms_keys(kind: CacheKind, axes: Mapping[str, tuple[float, ...]]) -> list[tuple]:
-    """The NMS settings of the grid: ``(iou_threshold,)`` one-stage; ``(nms_score_threshold,
-    nms_iou_threshold, iou_threshold)`` two-stage, ``nms_iou_threshold`` outermost (the first
-    stage of one ``nms_iou_threshold`` is computed once and reused). Every score threshold is
-    read off one NMS setting."""
+def nms_keys(kind: CacheKind, axes: Mapping[str, tuple[float, ...]], agnostic: tuple[bool, ...] = (False,)) -> list[tuple]:
+    """The NMS settings of the grid: ``(class_agnostic, iou_threshold)`` one-stage;
+    ``(nms_score_threshold, nms_iou_threshold, class_agnostic, iou_threshold)`` two-stage,
+    ``nms_iou_threshold`` outermost (the first stage of one ``nms_iou_threshold`` is computed
+    once and reused). Every score threshold and every ``max_detections`` cap is read off one
+    NMS setting."""
     if kind == CacheKind.ONE_STAGE:
-        return [(iou,) for iou in axes["iou_threshold"]]
+        return [(flag, iou) for flag in agnostic for iou in axes["iou_threshold"]]
     return [
-        (nms_score, nms_iou, iou)
+        (nms_score, nms_iou, flag, iou)
         for nms_iou in axes["nms_iou_threshold"]
         for nms_score in axes["nms_score_threshold"]
+        for flag in agnostic
         for iou in axes["iou_threshold"]
     ]
 
 
-def row_params(kind: CacheKind, key: tuple, score_threshold: float) -> dict[str, float]:
-    """A row's thresholds by MoXing name from its NMS setting ``key`` and score threshold."""
+def row_params(kind: CacheKind, key: tuple, score_threshold: float, cap: int | None = None,
+               swept_agnostic: bool = False) -> dict[str, float | int | bool]:
+    """A row's settings from its NMS setting ``key``, score threshold and cap: the thresholds
+    by MoXing name, then ``max_detections`` (when ``cap`` is given) and ``class_agnostic``
+    (when swept)."""
     if kind == CacheKind.ONE_STAGE:
-        return {"score_threshold": float(score_threshold), "iou_threshold": float(key[0])}
-    nms_score, nms_iou, iou = key
-    return {
-        "nms_score_threshold": float(nms_score),
-        "nms_iou_threshold": float(nms_iou),
-        "score_threshold": float(score_threshold),
-        "iou_threshold": float(iou),
-    }
+        flag, iou = key
+        params = {"score_threshold": float(score_threshold), "iou_threshold": float(iou)}
+    else:
+        nms_score, nms_iou, flag, iou = key
+        params = {
+            "nms_score_threshold": float(nms_score),
+            "nms_iou_threshold": float(nms_iou),
+            "score_threshold": float(score_threshold),
+            "iou_threshold": float(iou),
+        }
+    if cap is not None:
+        params["max_detections"] = int(cap)
+    if swept_agnostic:
+        params["class_agnostic"] = bool(flag)
+    return params
+
+
+def key_of(kind: CacheKind, params: Mapping[str, float | int | bool]) -> tuple:
+    """The NMS setting (`nms_keys`) of a row's ``params``."""
+    flag = bool(params.get("class_agnostic", False))
+    if kind == CacheKind.ONE_STAGE:
+        return (flag, params["iou_threshold"])
+    return (params["nms_score_threshold"], params["nms_iou_threshold"], flag, params["iou_threshold"])

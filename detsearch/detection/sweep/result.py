@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from detsearch.detection.cache import CacheKind
@@ -13,21 +13,28 @@ from detsearch.detection.cocoeval import STAT_NAMES
 from detsearch.params import PARAM_NAMES, ParamSpec
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
     "OBJECTIVES",
     "STRATEGIES",
     "SweepResult",
     "SweepRow",
     "check_objective",
+    "check_tolerance",
     "make_row",
     "objective_value",
     "row_sort_key",
     "select_best",
+    "thresholds_of",
 ]
 
 OBJECTIVES = ("map", "ap50", "f1", "map_at_budget")
 """``map``: AP@[.5:.95] (default); ``ap50``: AP@.5; ``f1``: pooled F1 at IoU 0.5 of the
 configuration's own detections; ``map_at_budget``: AP@[.5:.95] among configurations with
 mean detections per image <= budget."""
+DEFAULT_TOLERANCE = 0.001
+"""How far below the best objective value the chosen configuration may be: among the
+configurations within it, the one with the fewest detections per image is chosen. 0.001 is
+the last digit pycocotools prints (AP 0.505); measured in docs/operating_points.md."""
 STRATEGIES = ("grid", "coordinate")
 """``grid``: every combination; ``coordinate``: one parameter at a time, the others held,
 until a full round changes nothing (for large grids)."""
@@ -38,7 +45,8 @@ class SweepRow:
     """One configuration's outcome.
 
     Attributes:
-      params: thresholds by MoXing name (`PARAM_NAMES` order).
+      params: thresholds by MoXing name (`PARAM_NAMES` order), then ``max_detections`` and
+        ``class_agnostic`` when they were swept (`grid.EXTRA_AXES`).
       stats: the 12 COCO stats in pycocotools order (`cocoeval.STAT_NAMES`).
       recall: AR@100 (``stats[8]``).
       ap50: AP@.5 (``stats[1]``).
@@ -63,9 +71,12 @@ class SweepRow:
     def map(self) -> float:
         return self.stats[0]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, objective: float | None = None) -> dict[str, Any]:
+        """The row as JSON types; ``objective``: its value under the sweep's objective (None:
+        over the budget)."""
         return {
             "params": dict(self.params),
+            "objective": objective,
             "stats": list(self.stats),
             "recall": self.recall,
             "ap50": self.ap50,
@@ -84,10 +95,19 @@ class SweepResult:
       kind: the cache's `CacheKind` (a ``str``: ``"one_stage"`` or ``"two_stage"``).
       objective: the objective name; ``budget`` its detections-per-image budget (or None).
       strategy: ``"grid"`` or ``"coordinate"``.
-      best: the chosen thresholds as a `ParamSpec` (``best_params`` as a dict).
-      best_row: the chosen configuration's `SweepRow`.
+      best: the chosen thresholds as a `ParamSpec` (``best_params`` as a dict, with
+        ``max_detections`` / ``class_agnostic`` when swept).
+      best_row: the chosen configuration's `SweepRow` (`select_best` with ``tolerance``).
       table: every evaluated configuration, ordered by parameters.
-      num_images: images evaluated.
+      num_images: images evaluated (the images it chose on, with a holdout).
+      tolerance: the objective the choice may give up for fewer detections (`select_best`).
+      top_row: the configuration with the highest objective value (tolerance 0).
+      per_class: per-category score thresholds on top of ``best_row``
+        (`detsearch.detection.sweep.per_class.PerClassResult`), or None.
+      holdout: the choice confirmed on held-out images
+        (`detsearch.detection.sweep.holdout.Holdout`), or None.
+      chosen: the chosen configuration's evaluation and score curves, for plots
+        (`detsearch.detection.sweep.per_class.ChosenDetails`); not written to JSON.
     """
 
     kind: CacheKind
@@ -98,22 +118,37 @@ class SweepResult:
     best_row: SweepRow
     table: tuple[SweepRow, ...]
     num_images: int
+    tolerance: float = 0.0
+    top_row: SweepRow | None = None
+    per_class: Any = None
+    holdout: Any = None
+    chosen: Any = field(default=None, repr=False, compare=False)
 
     @property
-    def best_params(self) -> dict[str, float]:
-        return self.best.to_dict()
+    def best_params(self) -> dict[str, Any]:
+        return dict(self.best_row.params)
+
+    def objective_of(self, row: SweepRow) -> float | None:
+        """``row``'s objective value; None when it breaks the budget."""
+        value = objective_value(row, self.objective, self.budget)
+        return None if value == -math.inf else value
 
     def to_dict(self) -> dict[str, Any]:
+        top = self.top_row or self.best_row
         return {
             "kind": str(self.kind),
             "objective": self.objective,
             "budget": self.budget,
+            "tolerance": self.tolerance,
             "strategy": self.strategy,
             "best": self.best_params,
-            "best_row": self.best_row.to_dict(),
+            "best_row": self.best_row.to_dict(self.objective_of(self.best_row)),
+            "top_row": top.to_dict(self.objective_of(top)),
             "stat_names": list(STAT_NAMES),
             "num_images": self.num_images,
-            "table": [row.to_dict() for row in self.table],
+            "table": [row.to_dict(self.objective_of(row)) for row in self.table],
+            **({} if self.per_class is None else self.per_class.to_dict()),
+            **({} if self.holdout is None else {"holdout": self.holdout.to_dict()}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -133,22 +168,29 @@ def objective_value(row: SweepRow, objective: str, budget: float | None = None) 
     raise ValueError(f"unknown objective {objective!r}; known objectives: {', '.join(OBJECTIVES)}")
 
 
-def select_best(rows: Sequence[SweepRow], objective: str, budget: float | None = None) -> SweepRow:
-    """The best row: highest objective value; ties go to fewer detections per image, then to
-    the earlier row.
+def select_best(rows: Sequence[SweepRow], objective: str, budget: float | None = None, tolerance: float = 0.0) -> SweepRow:
+    """The chosen row: among the rows whose objective value is ``>= top - tolerance`` (``top``
+    the highest value), the one with the fewest detections per image; ties go to the higher
+    value, then to the earlier row. With ``tolerance`` 0 that is the highest value, ties to
+    fewer detections per image.
 
     Raises:
-      ValueError: no row (or, for ``map_at_budget``, no row within the budget).
+      ValueError: no row (or, for ``map_at_budget``, no row within the budget); a tolerance that
+        is not a finite number >= 0.
     """
     check_objective(objective, budget)
+    check_tolerance(tolerance)
+    values = [objective_value(row, objective, budget) for row in rows]
+    feasible = [(value, row) for value, row in zip(values, rows) if value != -math.inf]
     best, best_key = None, None
-    for row in rows:
-        value = objective_value(row, objective, budget)
-        if value == -math.inf:
-            continue
-        key = (value, -row.dets_per_image)
-        if best is None or key > best_key:
-            best, best_key = row, key
+    if feasible:
+        top = max(value for value, _ in feasible)
+        for value, row in feasible:
+            if value < top - tolerance:
+                continue
+            key = (-row.dets_per_image, value)
+            if best is None or key > best_key:
+                best, best_key = row, key
     if best is None:
         if objective == "map_at_budget" and rows:
             fewest = min(rows, key=lambda r: r.dets_per_image)
@@ -158,6 +200,12 @@ def select_best(rows: Sequence[SweepRow], objective: str, budget: float | None =
             )
         raise ValueError("no configurations to choose from")
     return best
+
+
+def check_tolerance(tolerance: float) -> None:
+    """Raises ValueError unless ``tolerance`` is a finite number >= 0."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite number >= 0 (objective units, e.g. 0.001 AP), got {tolerance!r}")
 
 
 def check_objective(objective: str, budget: float | None) -> None:
@@ -185,5 +233,10 @@ def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1
 
 
 def row_sort_key(row: SweepRow) -> tuple:
-    """Orders a table by its thresholds in `PARAM_NAMES` order."""
-    return tuple(row.params[name] for name in PARAM_NAMES if name in row.params)
+    """Orders a table by its thresholds in `PARAM_NAMES` order, then the extra axes."""
+    return tuple(row.params[name] for name in PARAM_NAMES + ("max_detections", "class_agnostic") if name in row.params)
+
+
+def thresholds_of(params: Mapping[str, Any]) -> ParamSpec:
+    """The MoXing thresholds of a row's ``params`` as a `ParamSpec`."""
+    return ParamSpec(**{name: value for name, value in params.items() if name in PARAM_NAMES})

@@ -12,11 +12,10 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from detsearch.detection import nms as nms_ops
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.sweep.engine import SweepEngine
@@ -24,19 +23,33 @@ from detsearch.detection.sweep.grid import (
     check_cache,
     check_first_stage,
     check_floor,
+    check_axes,
     check_options,
     grid_axes,
+    key_of,
     nms_keys,
     threshold_names,
 )
+from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
+from detsearch.detection.sweep.per_class import (
+    ChosenDetails,
+    PerClassResult,
+    PerClassRule,
+    ScoreCurve,
+    class_curves,
+    per_class_thresholds,
+)
 from detsearch.detection.sweep.result import (
+    DEFAULT_TOLERANCE,
     STRATEGIES,
     SweepResult,
     SweepRow,
     check_objective,
+    check_tolerance,
     objective_value,
     row_sort_key,
     select_best,
+    thresholds_of,
 )
 from detsearch.executor import Executor, LocalExecutor, ProcessExecutor, as_executor, release_worker_cache, worker_cache
 from detsearch.params import ParamSpec
@@ -63,10 +76,17 @@ def sweep(
     objective: str = "map",
     budget: float | None = None,
     strategy: str = "grid",
-    max_detections_per_class: int = nms_ops.DEFAULT_MAX_DETECTIONS_PER_CLASS,
-    max_total_detections: int = nms_ops.DEFAULT_MAX_TOTAL_DETECTIONS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_detections: int | Sequence[int] | None = None,
+    class_agnostic: bool | Sequence[bool] | None = None,
+    max_detections_per_class: int | None = None,
+    max_total_detections: int | None = None,
     num_proposals: int | None = None,
     per_level: bool | None = None,
+    per_class: str | PerClassRule | None = None,
+    holdout: float | None = None,
+    seed: int = 0,
+    replicates: int = DEFAULT_REPLICATES,
     nms_backend: str = "fast",
     executor: Executor | str | None = None,
     progress: ProgressCallback | None = None,
@@ -98,9 +118,27 @@ def sweep(
       objective: one of `OBJECTIVES` (default ``"map"``).
       budget: mean detections per image allowed by ``map_at_budget``.
       strategy: ``"grid"`` (default) or ``"coordinate"`` (see `STRATEGIES`).
-      max_detections_per_class, max_total_detections: NMS caps (default 100 and 100).
+      tolerance: the choice is the configuration with the fewest detections per image among
+        those whose objective is within ``tolerance`` of the best (`select_best`; default
+        `DEFAULT_TOLERANCE`, 0 takes the best).
+      max_detections: an axis of Model Garden's ``max_num_detections`` (the cap per class and
+        per image): an integer or a list; rows then name it. One NMS pass at the largest cap
+        serves them all.
+      class_agnostic: an axis of class-agnostic NMS (True: each box keeps only its
+        best-scoring class, then one NMS over all classes of the image, capped at
+        ``max_total_detections``); a bool or a list; rows then name it. Exact when the cache
+        holds each box's best class (any cache without a per-class ``top_k``).
+      max_detections_per_class, max_total_detections: fixed NMS caps (default 100 and 100), when
+        ``max_detections`` is not given.
       num_proposals: first-stage top-N (default: the cache's ``meta.num_proposals``, else 1000).
       per_level: first-stage NMS per FPN level (default: when the cache records levels).
+      per_class: a per-category score threshold rule on top of the chosen configuration
+        (``"f1"``, ``"precision:P"``, ``"recall:R"``, see
+        `detsearch.detection.sweep.per_class`), or None.
+      holdout: a fraction in (0, 1) of the images to hold out: everything is chosen on the
+        others and the choice is scored on these (``result.holdout``); None: no holdout.
+      seed: the holdout split's and the bootstrap's seed.
+      replicates: bootstrap replicates of the held-out intervals.
       nms_backend: ``"fast"`` (vectorized greedy walk; the first stage through the TensorFlow
         op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
       executor: where the grid's NMS settings run: None or ``"local"`` (this process),
@@ -123,6 +161,13 @@ def sweep(
     kind = check_cache(cache)
     axes = grid_axes(param_list_spec, kind)
     check_objective(objective, budget)
+    check_tolerance(tolerance)
+    caps, agnostic = check_axes(max_detections, class_agnostic)
+    rule = None if per_class is None else PerClassRule.parse(per_class)
+    if holdout is not None:
+        check_fraction(holdout)
+        if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
+            raise ValueError(f"replicates must be an integer >= 1, got {replicates!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known strategies: {', '.join(STRATEGIES)}")
     if nms_backend not in NMS_BACKENDS:
@@ -131,43 +176,100 @@ def sweep(
     if strategy == "coordinate" and not isinstance(executor, LocalExecutor):
         raise ValueError(f"the coordinate strategy runs in this process (each step depends on the last); "
                          f"got executor {executor!r}: use the grid strategy or the local executor")
-    num_proposals, per_level = check_options(cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level)
+    per_class_cap, total_cap, num_proposals, per_level = check_options(
+        cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
     check_floor(cache, axes)
     check_first_stage(cache, kind, axes, num_proposals, per_level)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     options = dict(
-        max_detections_per_class=int(max_detections_per_class),
-        max_total_detections=int(max_total_detections),
+        max_detections_per_class=per_class_cap,
+        max_total_detections=total_cap,
         num_proposals=num_proposals,
         per_level=per_level,
         nms_backend=nms_backend,
+        caps=caps,
+        swept_agnostic=class_agnostic is not None,
     )
+    if holdout is not None:
+        chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
+        result = _sweep_on(subset_cache(cache, chosen_positions), gt, axes, kind, options, agnostic, strategy, objective,
+                           budget, tolerance, rule, executor, progress)
+        held = SweepEngine(subset_cache(cache, held_positions), gt, _axes_of(kind, result.best_row.params), kind, **options)
+        confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed, chosen_row=result.best_row,
+                            chosen_num_images=result.num_images, replicates=int(replicates))
+        return replace(result, holdout=confirmed)
+    return _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, budget, tolerance, rule, executor, progress)
+
+
+def _axes_of(kind: CacheKind, params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+    """The one-configuration grid of a row's ``params``."""
+    return {name: (params[name],) for name in threshold_names(kind)}
+
+
+def _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, budget, tolerance, rule, executor,
+              progress) -> SweepResult:
+    """The sweep of ``cache`` once the arguments are checked (see `sweep`)."""
     engine = SweepEngine(cache, gt, axes, kind, **options)
-    keys = nms_keys(kind, axes)
+    keys = nms_keys(kind, axes, agnostic)
     started = time.perf_counter()
     if strategy == "grid":
         _grid_on_executor(engine, _EngineSource(uuid.uuid4().hex, cache, gt, axes, kind, options), keys, executor, progress)
     else:
         _coordinate_search(engine, kind, axes, keys, objective, budget, progress)
     table = tuple(sorted((row for rows in engine.evaluated.values() for row in rows), key=row_sort_key))
-    best_row = select_best(table, objective, budget)
+    best_row = select_best(table, objective, budget, tolerance)
+    top_row = select_best(table, objective, budget)
     logger.info(
-        "sweep: %d configurations (%d NMS settings) in %.2fs; best %s",
+        "sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s",
         len(table),
         len(engine.evaluated),
         time.perf_counter() - started,
         dict(best_row.params),
     )
+    chosen, per_class = chosen_details(engine, best_row, rule)
     return SweepResult(
         kind=kind,
         objective=objective,
         budget=budget,
         strategy=strategy,
-        best=ParamSpec(**best_row.params),
+        best=thresholds_of(best_row.params),
         best_row=best_row,
         table=table,
         num_images=engine.num_images,
+        tolerance=float(tolerance),
+        top_row=top_row,
+        per_class=per_class,
+        chosen=chosen,
     )
+
+
+def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None) -> tuple[ChosenDetails, PerClassResult | None]:
+    """The chosen configuration's evaluation and score curves, and its per-category thresholds
+    under ``rule`` (None: not asked)."""
+    started = time.perf_counter()
+    key = key_of(engine.kind, row.params)
+    dets, matches = engine.capped(key, row.params.get("max_detections"))
+    threshold = row.params["score_threshold"]
+    cut = engine.score_cuts[engine.score_thresholds.index(threshold)]
+    above = matches.select(matches.scores > cut, np.arange(len(dets)))
+    scores = engine.entry_score_exact[dets]
+    kept = scores > cut
+    names = engine.category_names()
+    counted = above.counted[:, 0, 0]
+    details = ChosenDetails(
+        evaluation=above.evaluate()[0],
+        pooled=ScoreCurve.from_detections(above.scores[counted], above.true_positive[counted, 0, 0], above.num_ground_truth),
+        curves=tuple(class_curves(above)),
+        category_ids=tuple(int(c) for c in engine.matcher.category_ids),
+        names=names,
+    )
+    per_class = None
+    if rule is not None:
+        category = engine.class_pos[engine.entry_class[dets[kept]]]
+        per_class = per_class_thresholds(above, category, scores[kept], rule, threshold, names, engine.num_images)
+    logger.info("sweep: chosen configuration's curves%s in %.2fs", " and per-class thresholds" if rule else "",
+                time.perf_counter() - started)
+    return details, per_class
 
 
 @dataclass(frozen=True)
@@ -224,20 +326,22 @@ def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[tup
 
 
 def _coordinate_search(engine: SweepEngine, kind: CacheKind, axes, keys, objective, budget, progress) -> None:
-    names = threshold_names(kind)
+    axes = dict(axes)
+    if engine.caps:
+        axes["max_detections"] = engine.caps
+    if engine.swept_agnostic:
+        axes["class_agnostic"] = tuple(sorted({key[-2] for key in keys}))
+    names = tuple(axes)
     # Start in the middle of every candidate list (lower middle for even lengths).
     current = {name: axes[name][(len(axes[name]) - 1) // 2] for name in names}
 
-    def row_at(point: Mapping[str, float]) -> SweepRow:
-        if kind == CacheKind.ONE_STAGE:
-            key = (point["iou_threshold"],)
-        else:
-            key = (point["nms_score_threshold"], point["nms_iou_threshold"], point["iou_threshold"])
+    def row_at(point: Mapping[str, Any]) -> SweepRow:
+        key = key_of(kind, point)
         before = len(engine.evaluated)
         rows = engine.rows(key)
         if progress is not None and len(engine.evaluated) > before:
             progress(len(engine.evaluated), len(keys))
-        return rows[axes["score_threshold"].index(point["score_threshold"])]
+        return rows[engine.row_position(point)]
 
     def rank(point: Mapping[str, float]) -> tuple[float, float]:
         row = row_at(point)

@@ -1,0 +1,279 @@
+"""Per-category score thresholds on top of a chosen configuration, and the score curves behind
+them.
+
+A rule picks, for each category, one cut of that category's detections along the score axis:
+
+- ``f1``: the cut with the highest F1;
+- ``precision:P``: the lowest cut whose precision is ``>= P`` (the most recall at that
+  precision); where no cut reaches P the category keeps nothing;
+- ``recall:R``: the highest cut whose recall is ``>= R`` (the fewest detections reaching that
+  recall); where no cut reaches R the category keeps everything the configuration keeps.
+
+Precision, recall and F1 are those of COCO matching at IoU 0.5, area "all", 100 detections per
+image, crowd and ignored boxes excluded (the pooled F1 of a `SweepRow` is the same figure over
+all categories). Ties between cuts go to the higher cut (fewer detections).
+
+A cut keeps the detections whose float32 score is at least some score ``s``; it is written as a
+``score_threshold`` with the meaning it has everywhere (keep ``float32(score) >
+float32(score_threshold)``): the next lower float32 score among the category's detections of
+the configuration, or the configuration's own score threshold when there is none below. So
+applying the thresholds to the configuration's output keeps exactly the detections the figures
+count. Categories without ground truth keep the configuration's threshold, with no figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from detsearch.detection.cocoeval import STAT_NAMES, CocoEvaluation, Matches
+
+__all__ = [
+    "PER_CLASS_RULES",
+    "ChosenDetails",
+    "ClassThreshold",
+    "PerClassResult",
+    "PerClassRule",
+    "ScoreCurve",
+    "choose_cut",
+    "class_curves",
+    "per_class_thresholds",
+]
+
+PER_CLASS_RULES = ("f1", "precision:P", "recall:R")
+"""The forms ``--per-class`` takes (P and R in (0, 1])."""
+
+
+@dataclass(frozen=True)
+class PerClassRule:
+    """A per-category cut rule: ``kind`` ``"f1"``, ``"precision"`` or ``"recall"``, with its
+    ``target`` in (0, 1] (None for f1)."""
+
+    kind: str
+    target: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "f1":
+            if self.target is not None:
+                raise ValueError(f"the f1 rule takes no target, got {self.target!r}")
+            return
+        if self.kind not in ("precision", "recall"):
+            raise ValueError(f"unknown per-class rule {self.kind!r}; use one of {', '.join(PER_CLASS_RULES)}")
+        target = self.target
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not (0.0 < target <= 1.0):
+            raise ValueError(f"{self.kind} target must be in (0, 1], got {target!r}")
+
+    @classmethod
+    def parse(cls, text: "str | PerClassRule") -> "PerClassRule":
+        """``"f1"``, ``"precision:0.9"`` or ``"recall:0.8"``; ValueError naming the text otherwise."""
+        if isinstance(text, PerClassRule):
+            return text
+        if not isinstance(text, str):
+            raise TypeError(f"a per-class rule is a string such as 'f1' or 'precision:0.9', got {type(text).__name__}")
+        kind, colon, target = text.strip().partition(":")
+        if kind == "f1" and not colon:
+            return cls("f1")
+        if kind not in ("precision", "recall") or not colon:
+            raise ValueError(f"unknown per-class rule {text!r}; use one of {', '.join(PER_CLASS_RULES)}")
+        try:
+            value = float(target)
+        except ValueError:
+            raise ValueError(f"per-class rule {text!r}: {target!r} is not a number") from None
+        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise ValueError(f"per-class rule {text!r}: {kind} target must be in (0, 1], got {target}")
+        return cls(kind, value)
+
+    def __str__(self) -> str:
+        return self.kind if self.target is None else f"{self.kind}:{self.target:g}"
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreCurve:
+    """Counts at IoU 0.5 along the score axis of one category (or of all, pooled).
+
+    Attributes:
+      scores: float64 ``[n]`` distinct float32 score values, descending.
+      true_positives: int64 ``[n]``: true positives with ``float32(score) >= scores[i]``.
+      counted: int64 ``[n]``: counted (not ignored) detections with ``float32(score) >= scores[i]``.
+      num_ground_truth: non-ignored ground truth boxes.
+    """
+
+    scores: np.ndarray
+    true_positives: np.ndarray
+    counted: np.ndarray
+    num_ground_truth: int
+
+    @classmethod
+    def from_detections(cls, scores, true_positive, num_ground_truth: int) -> "ScoreCurve":
+        """The curve of counted detections with ``scores`` (any order) and bool ``true_positive``."""
+        scores = np.asarray(scores, np.float64).astype(np.float32).astype(np.float64)
+        true_positive = np.asarray(true_positive, bool)
+        order = np.argsort(-scores, kind="stable")
+        scores, true_positive = scores[order], true_positive[order]
+        last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+        return cls(scores[last], np.cumsum(true_positive, dtype=np.int64)[last],
+                   np.arange(1, len(scores) + 1, dtype=np.int64)[last], int(num_ground_truth))
+
+    def figures(self, index: int) -> tuple[float | None, float, float]:
+        """(precision, recall, F1) keeping ``scores[:index + 1]``; index -1 keeps nothing
+        (precision None)."""
+        tp = int(self.true_positives[index]) if index >= 0 else 0
+        counted = int(self.counted[index]) if index >= 0 else 0
+        precision = tp / counted if counted else None
+        recall = tp / self.num_ground_truth if self.num_ground_truth else 0.0
+        denominator = counted + self.num_ground_truth
+        return precision, recall, (2 * tp / denominator if denominator else 0.0)
+
+
+def class_curves(matches: Matches) -> list[ScoreCurve]:
+    """One `ScoreCurve` per category position of ``matches``' ground truth (area all, IoU 0.5,
+    the first 100 detections per image and category)."""
+    counted = matches.counted[:, 0, 0]
+    true_positive = matches.true_positive[:, 0, 0]
+    num_ground_truth = matches.matcher.ground_truth_counts()
+    curves = []
+    for k in range(matches.matcher.num_categories):
+        members = np.flatnonzero(counted & (matches.category_pos == k))
+        curves.append(ScoreCurve.from_detections(matches.scores[members], true_positive[members], int(num_ground_truth[k])))
+    return curves
+
+
+def choose_cut(curve: ScoreCurve, rule: PerClassRule) -> tuple[int, bool]:
+    """``(index, reached)``: keep ``curve.scores[:index + 1]`` (index -1: nothing) under ``rule``;
+    ``reached`` is False where a precision or recall target is out of reach."""
+    n = len(curve.scores)
+    if rule.kind == "f1":
+        best, best_f1 = -1, 0.0
+        for i in range(n):
+            f1 = curve.figures(i)[2]
+            if f1 > best_f1:  # ties keep the higher cut
+                best, best_f1 = i, f1
+        return best, True
+    if rule.kind == "precision":
+        for i in range(n - 1, -1, -1):
+            precision = curve.figures(i)[0]
+            if precision is not None and precision >= rule.target:
+                return i, True
+        return -1, False
+    for i in range(n):
+        if curve.figures(i)[1] >= rule.target:
+            return i, True
+    return n - 1, False
+
+
+@dataclass(frozen=True)
+class ClassThreshold:
+    """One category's threshold and its figures (None where the category has no ground truth;
+    ``precision`` None where it keeps no counted detection).
+
+    ``detections``: the category's detections the threshold keeps (of the configuration's
+    output); ``reached``: False where the rule's target is out of reach.
+    """
+
+    category_id: int
+    name: str
+    score_threshold: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    ap: float | None
+    detections: int
+    reached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PerClassResult:
+    """Per-category thresholds under ``rule`` and the 12 COCO stats with all of them applied."""
+
+    rule: PerClassRule
+    classes: tuple[ClassThreshold, ...]
+    stats: tuple[float, ...]
+    dets_per_image: float
+
+    def thresholds(self) -> dict[int, float]:
+        return {c.category_id: c.score_threshold for c in self.classes}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_class_rule": str(self.rule),
+            "per_class": [c.to_dict() for c in self.classes],
+            "per_class_stats": dict(zip(STAT_NAMES, self.stats)),
+            "per_class_dets_per_image": self.dets_per_image,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class ChosenDetails:
+    """What the plots need of the chosen configuration: its `CocoEvaluation`, the pooled and
+    per-category `ScoreCurve` (IoU 0.5), and the category names."""
+
+    evaluation: CocoEvaluation
+    pooled: ScoreCurve
+    curves: tuple[ScoreCurve, ...]
+    category_ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+
+def cut_threshold(kept_scores: np.ndarray, output_scores: np.ndarray, base_threshold: float) -> float:
+    """The ``score_threshold`` keeping output scores ``>= kept_scores[-1]`` (float32 values):
+    the next lower output score, else ``base_threshold``; with nothing kept, the top score."""
+    output = np.asarray(output_scores, np.float64).astype(np.float32)
+    if len(kept_scores) == 0:
+        return float(output.max()) if output.size else float(base_threshold)
+    lower = output[output < np.float32(kept_scores[-1])]
+    return float(lower.max()) if lower.size else float(base_threshold)
+
+
+def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_scores: np.ndarray, rule: PerClassRule,
+                         base_threshold: float, names: Sequence[str], num_images: int) -> PerClassResult:
+    """Per-category thresholds under ``rule`` for one configuration.
+
+    Args:
+      matches: the configuration's matches (its detections above its score threshold).
+      output_category: int ``[D]`` category position of every detection of the configuration's
+        output (above its score threshold), ``output_scores`` their scores.
+      rule: a `PerClassRule`.
+      base_threshold: the configuration's score threshold.
+      names: category names by position.
+      num_images: images evaluated (for detections per image).
+    """
+    from detsearch.detection.sweep.engine import float32_cut  # the sweep's float32 rule, one place
+
+    matcher = matches.matcher
+    curves = class_curves(matches)
+    output_category = np.asarray(output_category, np.int64)
+    output_scores = np.asarray(output_scores, np.float64)
+    thresholds, chosen = [], []
+    for k, curve in enumerate(curves):
+        scores_k = output_scores[output_category == k]
+        if curve.num_ground_truth == 0:
+            thresholds.append(float(base_threshold))
+            chosen.append(None)
+            continue
+        index, reached = choose_cut(curve, rule)
+        if rule.kind == "recall" and not reached:
+            thresholds.append(float(base_threshold))  # out of reach: everything the configuration keeps
+        else:
+            thresholds.append(cut_threshold(curve.scores[: index + 1], scores_k, base_threshold))
+        chosen.append((index, reached))
+    cuts = np.array([float32_cut(t) for t in thresholds])
+    evaluation = matches.evaluate_per_category(cuts)
+    ap = evaluation.per_category_ap
+    classes = []
+    for k, (curve, threshold, pick) in enumerate(zip(curves, thresholds, chosen)):
+        kept = int(np.count_nonzero(output_scores[output_category == k] > cuts[k]))
+        if pick is None:
+            classes.append(ClassThreshold(int(matcher.category_ids[k]), names[k], threshold, None, None, None, None, kept, True))
+            continue
+        precision, recall, f1 = curve.figures(pick[0])
+        classes.append(ClassThreshold(int(matcher.category_ids[k]), names[k], threshold, precision, recall, f1,
+                                      float(ap[k]), kept, pick[1]))
+    total = int(np.count_nonzero(output_scores > cuts[output_category])) if len(output_scores) else 0
+    return PerClassResult(rule, tuple(classes), tuple(float(v) for v in evaluation.stats),
+                          total / num_images if num_images else 0.0)

@@ -1,0 +1,288 @@
+"""Operating points: the tolerance rule, the max_detections and class_agnostic axes, per-class
+thresholds and the holdout, each against NMS from scratch + pycocotools."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import detsearch.detection.sweep as sweep_module
+from detsearch.detection.cocoeval import load_ground_truth
+from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval
+from detsearch.detection.sweep._reference import reference_detections
+from detsearch.detection.sweep.holdout import split_images, subset_cache
+from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut, cut_threshold
+from detsearch.detection.sweep.result import make_row, select_best
+from detsearch.params import ParamSpec
+from tests.detection.sweep_cases import random_case, table_dicts
+
+pytest.importorskip("pycocotools")
+
+ONE_STAGE_OPTIONS = dict(num_proposals=1000, per_level=False, max_detections_per_class=100, max_total_detections=100)
+
+
+# ------------------------------------------------------------------------------------------
+# the choice: within tolerance of the best, fewest detections per image
+
+
+def _row(value, dets):
+    return make_row({"score_threshold": value, "iou_threshold": 0.5}, [value] + [0.0] * 11, dets, 1, 0.0, 0.0, None)
+
+
+def _select_reference(rows, tolerance):
+    top = max(r.stats[0] for r in rows)
+    near = [r for r in rows if r.stats[0] >= top - tolerance]
+    fewest = min(r.dets_per_image for r in near)
+    return max((r for r in near if r.dets_per_image == fewest), key=lambda r: r.stats[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.tuples(st.sampled_from([0.3, 0.3005, 0.301, 0.302, 0.31]), st.integers(0, 5)), min_size=1, max_size=8),
+       tolerance=st.sampled_from([0.0, 0.0005, 0.001, 0.002, 0.05]))
+def test_select_best_takes_the_fewest_detections_within_the_tolerance(values, tolerance):
+    rows = [_row(v, d) for v, d in values]
+    chosen = select_best(rows, "map", tolerance=tolerance)
+    expected = _select_reference(rows, tolerance)
+    assert (chosen.stats[0], chosen.dets_per_image) == (expected.stats[0], expected.dets_per_image)
+    if tolerance == 0:
+        assert chosen.stats[0] == max(r.stats[0] for r in rows)
+
+
+@pytest.mark.parametrize("tolerance", [-0.1, math.inf, math.nan, "0.1", True])
+def test_bad_tolerance(tolerance):
+    cache, dataset = random_case(1, "one_stage")
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), tolerance=tolerance)
+
+
+def test_result_json_names_the_tolerance_and_every_row_objective():
+    cache, dataset = random_case(11, "one_stage", num_images=8, max_rows=60)
+    spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.5, 0.7])
+    result = sweep_module.sweep(cache, dataset, spec, tolerance=0.01)
+    payload = result.to_dict()
+    assert payload["tolerance"] == 0.01
+    assert [row["objective"] for row in payload["table"]] == [row.stats[0] for row in result.table]
+    top = max(row.stats[0] for row in result.table)
+    assert payload["top_row"]["objective"] == top
+    assert result.best_row.stats[0] >= top - 0.01
+    assert result.best_row.dets_per_image == min(r.dets_per_image for r in result.table if r.stats[0] >= top - 0.01)
+    assert payload["best"] == dict(result.best_row.params)
+
+
+# ------------------------------------------------------------------------------------------
+# max_detections and class_agnostic axes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), caps=st.lists(st.sampled_from([1, 2, 3, 7, 100]), min_size=1, max_size=3, unique=True),
+       agnostic=st.sampled_from([None, True, False, (False, True)]), ties=st.booleans())
+def test_one_stage_axes_equal_reference(seed, caps, agnostic, ties):
+    cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=40)
+    spec = ParamSpec(score_threshold=[0.05, 0.4], iou_threshold=[0.3, 0.6])
+    kwargs = dict(max_detections=caps, class_agnostic=agnostic, tolerance=0)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    slow = sweep_module.sweep_reference(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(slow)
+    assert len(fast.table) == 4 * len(caps) * (2 if agnostic == (False, True) else 1)
+    assert all(("class_agnostic" in row.params) == (agnostic is not None) and row.params["max_detections"] in caps for row in fast.table)
+
+
+def test_float64_scores_that_tie_in_float32_under_a_cap():
+    # Scores equal in float32, different in float64: NMS's output order (float32) and COCO's
+    # matching order (float64) differ, so a cap cuts a group in the middle of its matching order.
+    cache, dataset = random_case(4, "one_stage", num_images=4, max_rows=30)
+    scores = np.asarray(cache.entry_score, np.float64).astype(np.float32).astype(np.float64)
+    rng = np.random.default_rng(0)
+    jitter = rng.uniform(-1, 1, len(scores)) * np.spacing(np.float32(scores)).astype(np.float64) * 0.3
+    from detsearch.detection.cache import DetectionCache
+
+    jittered = DetectionCache.from_arrays(cache.meta, **{**cache.arrays(), "entry_score": np.clip(scores + jitter, 0.05, 1.0)})
+    spec = ParamSpec(score_threshold=[0.05], iou_threshold=[0.5, 1.0])
+    kwargs = dict(max_detections=[1, 2, 5])
+    assert table_dicts(sweep_module.sweep(jittered, dataset, spec, **kwargs)) == table_dicts(
+        sweep_module.sweep_reference(jittered, dataset, spec, **kwargs))
+
+
+@pytest.mark.tf
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), caps=st.lists(st.sampled_from([1, 3, 8]), min_size=1, max_size=2, unique=True),
+       agnostic=st.sampled_from([True, (False, True)]))
+def test_two_stage_axes_equal_reference(seed, caps, agnostic):
+    cache, dataset = random_case(seed, "two_stage", ties=True)
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5], score_threshold=[0.05, 0.4], iou_threshold=[0.5])
+    kwargs = dict(max_detections=caps, class_agnostic=agnostic)
+    assert table_dicts(sweep_module.sweep(cache, dataset, spec, **kwargs)) == table_dicts(
+        sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
+def test_axes_bad_arguments():
+    cache, dataset = random_case(1, "one_stage")
+    spec = ParamSpec(score_threshold=[0.1], iou_threshold=[0.5])
+    for value in (0, [], [3, -1], 2.5, True):
+        with pytest.raises(ValueError, match="max_detections must be an integer >= 1"):
+            sweep_module.sweep(cache, dataset, spec, max_detections=value)
+    for value in ([], 1, "yes", [True, 0]):
+        with pytest.raises(ValueError, match="class_agnostic must be a bool"):
+            sweep_module.sweep(cache, dataset, spec, class_agnostic=value)
+    with pytest.raises(ValueError, match="do not give max_total_detections with it"):
+        sweep_module.sweep(cache, dataset, spec, max_detections=[10], max_total_detections=5)
+
+
+def test_coordinate_search_over_the_extra_axes():
+    cache, dataset = random_case(21, "one_stage", num_images=8, max_rows=60)
+    spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.5, 0.7])
+    kwargs = dict(max_detections=[2, 5, 100], class_agnostic=(False, True), tolerance=0)
+    grid = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    coordinate = sweep_module.sweep(cache, dataset, spec, strategy="coordinate", **kwargs)
+    by_params = {tuple(sorted(row.params.items())): row for row in grid.table}
+    for row in coordinate.table:
+        assert row == by_params[tuple(sorted(row.params.items()))]
+
+
+# ------------------------------------------------------------------------------------------
+# per-class thresholds
+
+
+def _per_class_reference(cache, dataset, params, rule):
+    """Thresholds and figures from reference NMS + pycocotools' own evaluateImg matches."""
+    gt = load_ground_truth(dataset)
+    coco_gt = coco_ground_truth(gt)
+    image_ids = list(cache.meta.image_ids)
+    results = reference_detections(cache, params, **ONE_STAGE_OPTIONS)
+    evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
+    all_area = list(evaluator.params.areaRng[0])
+    out = {}
+    for category in gt.category_ids:
+        scores, true_positive, ground_truth = [], [], 0
+        for e in evaluator.evalImgs:
+            if e is None or e["category_id"] != category or list(e["aRng"]) != all_area:
+                continue
+            ground_truth += int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+            counted = ~np.asarray(e["dtIgnore"][0], bool)
+            scores += np.asarray(e["dtScores"])[counted].tolist()
+            true_positive += (np.asarray(e["dtMatches"][0]) != 0)[counted].tolist()
+        curve = ScoreCurve.from_detections(scores, true_positive, ground_truth)
+        output = [r["score"] for r in results if r["category_id"] == category]
+        if ground_truth == 0:
+            out[int(category)] = (params["score_threshold"], None)
+            continue
+        index, reached = choose_cut(curve, rule)
+        threshold = (params["score_threshold"] if rule.kind == "recall" and not reached
+                     else cut_threshold(curve.scores[: index + 1], np.asarray(output), params["score_threshold"]))
+        out[int(category)] = (threshold, curve.figures(index))
+    kept = [r for r in results if np.float32(r["score"]) > np.float32(out[r["category_id"]][0])]
+    filtered = pycocotools_eval(coco_gt, load_results(coco_gt, kept), image_ids)
+    ap = {}
+    for k, category in enumerate(gt.category_ids):
+        values = filtered.eval["precision"][:, :, k, 0, -1]
+        ap[int(category)] = float(np.mean(values[values > -1])) if (values > -1).any() else -1.0
+    return out, ap, tuple(float(v) for v in filtered.stats)
+
+
+def _brute_force_cut(curve, rule):
+    cuts = list(range(-1, len(curve.scores)))
+    figures = {i: curve.figures(i) for i in cuts}
+    if rule.kind == "f1":
+        best = max(figures[i][2] for i in cuts)
+        return min(i for i in cuts if figures[i][2] == best), True
+    if rule.kind == "precision":
+        ok = [i for i in cuts if figures[i][0] is not None and figures[i][0] >= rule.target]
+        return (max(ok), True) if ok else (-1, False)
+    ok = [i for i in cuts if figures[i][1] >= rule.target]
+    return (min(ok), True) if ok else (len(curve.scores) - 1, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tp=st.lists(st.booleans(), max_size=12), ground_truth=st.integers(0, 10),
+       rule=st.sampled_from(["f1", "precision:0.5", "precision:1", "recall:0.3", "recall:1"]))
+def test_choose_cut_equals_brute_force(tp, ground_truth, rule):
+    scores = np.round(np.linspace(0.9, 0.1, len(tp)), 1)  # some equal scores
+    ground_truth = max(ground_truth, sum(tp))
+    curve = ScoreCurve.from_detections(scores, tp, ground_truth)
+    rule = PerClassRule.parse(rule)
+    assert choose_cut(curve, rule) == _brute_force_cut(curve, rule)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("rule", ["f1", "precision:0.6", "recall:0.5", "recall:1"])
+def test_per_class_thresholds_equal_pycocotools(seed, rule):
+    cache, dataset = random_case(seed, "one_stage", num_images=8, max_rows=50, ties=seed % 2 == 1)
+    spec = ParamSpec(score_threshold=[0.1], iou_threshold=[0.5])
+    result = sweep_module.sweep(cache, dataset, spec, per_class=rule)
+    expected, ap, stats = _per_class_reference(cache, dataset, dict(result.best_row.params), PerClassRule.parse(rule))
+    assert result.per_class.stats == stats
+    for entry in result.per_class.classes:
+        threshold, figures = expected[entry.category_id]
+        assert entry.score_threshold == threshold
+        if figures is None:
+            assert (entry.precision, entry.recall, entry.f1, entry.ap) == (None, None, None, None)
+        else:
+            assert (entry.precision, entry.recall, entry.f1) == figures
+            assert entry.ap == ap[entry.category_id]
+    payload = result.to_dict()
+    assert payload["per_class_rule"] == rule.replace("precision:0.6", "precision:0.6")
+    assert {"category_id", "name", "score_threshold", "precision", "recall", "f1", "ap"} <= set(payload["per_class"][0])
+
+
+@pytest.mark.parametrize("text", ["f2", "precision", "precision:0", "recall:1.5", "recall:x", "precision:-0.1", ""])
+def test_bad_per_class_rule(text):
+    cache, dataset = random_case(1, "one_stage")
+    with pytest.raises(ValueError, match="per-class rule|target must be in"):
+        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), per_class=text)
+
+
+# ------------------------------------------------------------------------------------------
+# holdout
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotools(seed):
+    pytest.importorskip("detsearch.detection.bootstrap")
+    cache, dataset = random_case(seed, "one_stage", num_images=12, max_rows=50)
+    spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.6])
+    result = sweep_module.sweep(cache, dataset, spec, holdout=0.4, seed=seed, replicates=50)
+    gt = load_ground_truth(dataset)
+    chosen, held = split_images(cache.meta.image_ids, 0.4, seed, gt)
+    on_rest = sweep_module.sweep_reference(subset_cache(cache, chosen), dataset, spec)
+    assert table_dicts(result) == table_dicts(on_rest)
+    held_ids = sorted(cache.meta.image_ids[i] for i in held)
+    assert list(result.holdout.image_ids) == held_ids
+    held_cache = subset_cache(cache, held)
+    results = reference_detections(held_cache, dict(result.best_row.params), **ONE_STAGE_OPTIONS)
+    coco_gt = coco_ground_truth(gt)
+    expected = pycocotools_eval(coco_gt, load_results(coco_gt, results), held_ids).stats
+    assert result.holdout.stats == tuple(float(v) for v in expected)
+    low, high = result.holdout.ci95["AP"]
+    assert low <= high and set(result.holdout.ci95) >= {"AP", "AP50", "objective"}
+    payload = result.to_dict()["holdout"]
+    assert set(payload) >= {"image_ids", "stats", "ci95"}
+
+
+def test_subset_cache_keeps_each_image_as_it_was():
+    cache, _ = random_case(3, "two_stage", num_images=6)
+    positions = np.array([1, 3, 4])
+    part = subset_cache(cache, positions)
+    assert part.meta.image_ids == tuple(cache.meta.image_ids[i] for i in positions)
+    for new, old in enumerate(positions):
+        np.testing.assert_array_equal(part.row_boxes[part.image_rows(new)], cache.row_boxes[cache.image_rows(old)])
+        entries, old_entries = part.image_entries(new), cache.image_entries(old)
+        np.testing.assert_array_equal(part.entry_score[entries], cache.entry_score[old_entries])
+        np.testing.assert_array_equal(part.entry_row[entries] - part.row_offsets[new], cache.entry_row[old_entries] - cache.row_offsets[old])
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.2, True])
+def test_bad_holdout_fraction(fraction):
+    cache, dataset = random_case(1, "one_stage", num_images=8)
+    with pytest.raises(ValueError, match="holdout fraction must be in \\(0, 1\\)"):
+        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), holdout=fraction)
+
+
+def test_holdout_without_ground_truth_in_a_split():
+    cache, dataset = random_case(1, "one_stage", num_images=8)
+    dataset = dict(dataset, annotations=[a for a in dataset["annotations"] if a["image_id"] == cache.meta.image_ids[0]])
+    with pytest.raises(ValueError, match="have no ground truth box"):
+        for seed in range(20):  # some seed holds out only images without boxes
+            sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), holdout=0.5, seed=seed,
+                               replicates=5)
