@@ -98,6 +98,68 @@ def objective_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=float, metavar="N", help="mean detections per image allowed by --objective map_at_budget")
 
 
+def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the sweep chooses and confirms: ``--tolerance``, ``--per-class``, ``--holdout``,
+    ``--seed``, ``--replicates``, and the ``--max-detections`` / ``--class-agnostic`` axes."""
+    from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES
+    from detsearch.detection.sweep.result import DEFAULT_TOLERANCE
+
+    parser.add_argument(
+        "--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="T",
+        help=f"choose the configuration with the fewest detections per image among those within T of the best "
+        f"objective (default {DEFAULT_TOLERANCE:g}: the last digit pycocotools prints; 0 takes the best)")
+    parser.add_argument(
+        "--per-class", metavar="RULE",
+        help="per-class score thresholds on top of the chosen configuration: f1 (highest F1 at IoU 0.5), "
+        "precision:P (most recall with precision >= P) or recall:R (fewest detections with recall >= R); "
+        "writes per_class_thresholds.json")
+    parser.add_argument("--holdout", type=float, metavar="FRACTION",
+                        help="hold out this fraction of the images: choose on the rest, report the choice on these "
+                        "with bootstrap 95%% intervals")
+    parser.add_argument("--holdout-seed", type=int, default=0, metavar="N", help="seed of the holdout split and the bootstrap (default 0)")
+    parser.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, metavar="N",
+                        help=f"bootstrap replicates of the holdout intervals (default {DEFAULT_REPLICATES})")
+    parser.add_argument("--max-detections", metavar="LIST",
+                        help="comma-separated caps per class and per image to sweep (Model Garden's max_num_detections), "
+                        "e.g. 100,300; one NMS pass covers every cap")
+    parser.add_argument("--class-agnostic", metavar="LIST",
+                        help="false, true or false,true: sweep class-agnostic NMS (each box keeps its best class, one NMS "
+                        "over all classes)")
+
+
+def operating_point_options(args: argparse.Namespace) -> dict:
+    """The sweep's keyword arguments from `operating_point_arguments`' flags; `BadInput` for bad
+    values (one line each)."""
+    from detsearch.detection.sweep.per_class import PerClassRule
+
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise BadInput(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    rule = None
+    if args.per_class is not None:
+        try:
+            rule = PerClassRule.parse(args.per_class)
+        except ValueError as error:
+            raise BadInput(f"--per-class: {error}") from None
+    if args.holdout is not None and not 0 < args.holdout < 1:
+        raise BadInput(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
+    at_least(args.replicates, "--replicates", 1)
+    caps = None
+    if args.max_detections is not None:
+        values = float_list(args.max_detections, "--max-detections", low=1)
+        if any(v != int(v) for v in values):
+            raise BadInput(f"--max-detections: {args.max_detections!r} must be whole numbers >= 1")
+        caps = [int(v) for v in values]
+    agnostic = None
+    if args.class_agnostic is not None:
+        words = [word.strip().lower() for word in args.class_agnostic.split(",") if word.strip()]
+        known = {"true": True, "false": False}
+        if not words or any(word not in known for word in words):
+            raise BadInput(f"--class-agnostic: {args.class_agnostic!r}; use false, true or false,true")
+        agnostic = [known[word] for word in words]
+    return dict(tolerance=args.tolerance, per_class=rule, holdout=args.holdout, seed=args.holdout_seed,
+                replicates=args.replicates, max_detections=caps, class_agnostic=agnostic)
+
+
 def check_objective(args: argparse.Namespace) -> None:
     if args.objective == "map_at_budget" and args.budget is None:
         raise BadInput("--objective map_at_budget needs --budget (mean detections per image)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detsearch.cli.args import (BadInput, at_least, check_objective, objective_arguments, progress_bar, read_annotations,
-                                thresholds)
+from detsearch.cli.args import (BadInput, at_least, check_objective, objective_arguments, operating_point_arguments,
+                                operating_point_options, progress_bar, read_annotations, thresholds)
 from detsearch.detection.cache import CacheKind
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
@@ -26,8 +26,15 @@ One-stage (SSD, RetinaNet): give --score-thresholds and --iou-thresholds.
 Two-stage (Faster R-CNN, needs a two-stage --cache): also --nms-score-thresholds and
 --nms-iou-thresholds (first-stage RPN NMS).
 
-Writes OUT/result.json (best, objective, table), OUT/report.md (trade-off table) and
-OUT/heatmap.png.
+The choice is the configuration with the fewest detections per image among those within
+--tolerance of the best objective (mAP alone always prefers the lowest score threshold).
+--per-class adds per-class score thresholds on top of it; --holdout chooses on part of the
+images and reports the choice on the rest; --max-detections and --class-agnostic sweep more of
+the post-processing.
+
+Writes OUT/result.json (best, objective, tolerance, table; per_class and holdout when asked),
+OUT/report.md, OUT/per_class_thresholds.json (with --per-class) and the pictures heatmap.png,
+pr_curve.png, f1_curve.png, pareto.png and per_class.png.
 """
 
 EPILOG = """\
@@ -69,8 +76,9 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
         help="grid = every combination (default); coordinate = one parameter at a time, the others held, "
         "until nothing changes (for large grids)",
     )
-    sweep.add_argument("--max-detections-per-class", type=int, default=100, metavar="N", help="NMS cap per class and image (default 100)")
-    sweep.add_argument("--max-total-detections", type=int, default=100, metavar="N", help="NMS cap per image (default 100)")
+    sweep.add_argument("--max-detections-per-class", type=int, metavar="N", help="NMS cap per class and image (default 100)")
+    sweep.add_argument("--max-total-detections", type=int, metavar="N", help="NMS cap per image (default 100)")
+    operating_point_arguments(sweep)
     sweep.add_argument(
         "--num-proposals", type=int, metavar="N", help="two-stage: first-stage top-N (default: the cache's num_proposals, else 1000)"
     )
@@ -109,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
     check_objective(args)
     for flag in ("--workers", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
         at_least(getattr(args, flag[2:].replace("-", "_")), flag, 1)
+    options = operating_point_options(args)
+    if options["max_detections"] is not None:
+        for flag in ("--max-detections-per-class", "--max-total-detections"):
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise BadInput(f"--max-detections sets the cap per class and per image; do not give {flag} with it")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
@@ -155,6 +168,14 @@ def run(args: argparse.Namespace) -> int:
 
     import detsearch.detection.sweep as sweep_module
 
+    if args.holdout is not None:
+        from detsearch.detection.sweep.holdout import split_images
+
+        try:
+            split_images(cache.meta.image_ids, args.holdout, args.holdout_seed, ground_truth)
+        except ValueError as error:
+            raise BadInput(f"--holdout: {error}") from None
+
     if args.workers > 1 and args.executor != "local":
         raise BadInput(f"--workers {args.workers} runs forked local processes; --executor {args.executor} spreads the work itself")
     try:
@@ -177,14 +198,15 @@ def run(args: argparse.Namespace) -> int:
             num_proposals=args.num_proposals,
             executor=executor,
             progress=progress,
+            **options,
         )
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     finally:
         close()
         executor.close()
-    from detsearch.detection.report import write_outputs
+    from detsearch.detection.report import print_summary, write_outputs
 
     write_outputs(result, out)
-    best = ", ".join(f"{k}={v:g}" for k, v in result.best_params.items())
-    print(f"best ({result.objective}): {best}; AP {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
-          f"{result.best_row.dets_per_image:.1f} detections/image -> {out / 'result.json'}")
+    print_summary(result, out)
     return 0

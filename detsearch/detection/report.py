@@ -1,5 +1,7 @@
-"""A sweep's outputs: the markdown trade-off table, the objective heatmap, and `write_outputs`,
-which writes both beside ``result.json``.
+"""A sweep's outputs: the markdown report (the choice, what the tolerance traded, per-class
+thresholds, the holdout, the trade-off table), the plots (objective heatmap, precision-recall,
+F1 vs score, the Pareto front of objective vs detections, per-class AP and thresholds),
+``per_class_thresholds.json``, and `write_outputs`, which writes them all beside ``result.json``.
 
 The heatmap is drawn on a `matplotlib.figure.Figure` with the Agg canvas directly: no pyplot, so
 no backend is chosen for the process.
@@ -7,7 +9,9 @@ no backend is chosen for the process.
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +20,148 @@ from detsearch.atomic import atomic_path, write_bytes_atomic
 from detsearch.detection.cache import CacheKind
 from detsearch.detection.sweep.result import SweepResult, objective_value
 
-__all__ = ["objective_grid", "render_report", "write_heatmap", "write_outputs"]
+__all__ = ["PLOTS", "describe_params", "print_summary", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
+           "write_heatmap", "write_outputs", "write_plots"]
 
 _COLUMN_NAMES = {
     "nms_score_threshold": "nms_score",
     "nms_iou_threshold": "nms_iou",
     "score_threshold": "score",
     "iou_threshold": "iou",
+    "max_detections": "max_dets",
+    "class_agnostic": "agnostic",
 }
 
+PLOTS = ("heatmap.png", "pr_curve.png", "f1_curve.png", "pareto.png", "per_class.png")
+"""The pictures `write_outputs` draws (matplotlib)."""
 
-def write_outputs(result: SweepResult, out: Path) -> None:
-    """Writes ``out/heatmap.png``, ``out/report.md`` and, last, ``out/result.json`` (its presence
-    means the sweep finished), each atomically.
+_OBJECTIVE_LABELS = {"map": "AP", "ap50": "AP50", "f1": "F1", "map_at_budget": "AP"}
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}"
+
+
+def describe_params(params) -> str:
+    """``score_threshold=0.05, iou_threshold=0.5, ...``."""
+    return ", ".join(f"{k}={_value(v)}" for k, v in params.items())
+
+
+def tradeoff_line(result: SweepResult) -> str:
+    """What the tolerance rule gave up and saved against the highest objective, in one line."""
+    best, top = result.best_row, result.top_row or result.best_row
+    label = _OBJECTIVE_LABELS[result.objective]
+    if best is top or dict(best.params) == dict(top.params):
+        return f"the highest {label} is also the fewest detections within tolerance {result.tolerance:g}"
+    given = result.objective_of(best) - result.objective_of(top)
+    saved = (best.dets_per_image / top.dets_per_image - 1) * 100 if top.dets_per_image else 0.0
+    return (f"{given:+.4f} {label}, {saved:+.0f} % detections per image ({best.dets_per_image:.1f} vs "
+            f"{top.dets_per_image:.1f}) against the highest {label} ({describe_params(top.params)}), tolerance "
+            f"{result.tolerance:g}")
+
+
+def print_summary(result: SweepResult, out: Path) -> None:
+    """The choice, what the tolerance traded, per-class and holdout figures, on stdout (CLIs)."""
+    best = result.best_row
+    print(f"chosen ({result.objective}): {describe_params(result.best_params)}; AP {best.stats[0]:.4f}, "
+          f"AP50 {best.stats[1]:.4f}, {best.dets_per_image:.1f} detections/image")
+    print(f"  {tradeoff_line(result)}")
+    if result.per_class is not None:
+        per_class = result.per_class
+        print(f"  per-class thresholds ({per_class.rule}): AP {per_class.stats[0]:.4f}, AP50 {per_class.stats[1]:.4f}, "
+              f"{per_class.dets_per_image:.1f} detections/image -> {Path(out) / 'per_class_thresholds.json'}")
+    holdout = result.holdout
+    if holdout is not None:
+        interval = holdout.ci95.get("AP")
+        shown = "" if interval is None else f" (95 % [{interval[0]:.4f}, {interval[1]:.4f}])"
+        print(f"  held out {len(holdout.image_ids)} images: AP {holdout.stats[0]:.4f}{shown} vs {holdout.chosen_stats[0]:.4f} "
+              f"on the {holdout.chosen_num_images} chosen on, gap {holdout.stats[0] - holdout.chosen_stats[0]:+.4f}")
+    print(f"  -> {Path(out) / 'result.json'}, report.md")
+
+
+def per_class_document(result: SweepResult) -> dict:
+    """``per_class_thresholds.json``: what an application applies on top of the configuration."""
+    per_class = result.per_class
+    return {
+        "keep": "score > score_threshold",
+        "rule": str(per_class.rule),
+        "configuration": result.best_params,
+        "classes": [{"category_id": c.category_id, "name": c.name, "score_threshold": c.score_threshold}
+                    for c in per_class.classes],
+    }
+
+
+def write_outputs(result: SweepResult, out: Path) -> dict[str, float]:
+    """Writes the plots (`PLOTS`), ``out/report.md``, ``out/per_class_thresholds.json`` (with
+    per-class thresholds) and, last, ``out/result.json`` (its presence means the sweep
+    finished), each atomically. Returns the seconds each output took, by file name.
 
     A ``result.json`` of an earlier sweep is removed first: a sweep killed while writing must not
     leave the new report beside the old result, which would then pass for this sweep's. Temporary
-    files that a killed sweep left behind are removed too.
+    files that a killed sweep left behind are removed too, and so is a
+    ``per_class_thresholds.json`` this sweep does not write.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
-    for name, suffix in (("heatmap.png", ".png"), ("report.md", ".tmp"), ("result.json", ".tmp")):
+    names = [(name, ".png") for name in PLOTS] + [(n, ".tmp") for n in ("report.md", "per_class_thresholds.json", "result.json")]
+    for name, suffix in names:
         for temporary in out.glob(f".{name}.*{suffix}"):  # left by a killed sweep (`atomic_path` names)
             temporary.unlink(missing_ok=True)
-    write_heatmap(result, out / "heatmap.png")
+    seconds = write_plots(result, out)
+    started = time.perf_counter()
+    if result.per_class is not None:
+        document = json.dumps(per_class_document(result), indent=2) + "\n"
+        write_bytes_atomic(out / "per_class_thresholds.json", document.encode("utf-8"))
+        seconds["per_class_thresholds.json"] = time.perf_counter() - started
+    else:
+        (out / "per_class_thresholds.json").unlink(missing_ok=True)
     write_bytes_atomic(out / "report.md", render_report(result).encode("utf-8"))
     write_bytes_atomic(out / "result.json", (result.to_json() + "\n").encode("utf-8"))
+    return seconds
+
+
+def write_plots(result: SweepResult, out: Path) -> dict[str, float]:
+    """Draws `PLOTS` into ``out``; the seconds each took."""
+    from detsearch.detection import plots
+
+    seconds = {}
+
+    def timed(name, draw):
+        started = time.perf_counter()
+        draw(out / name)
+        seconds[name] = time.perf_counter() - started
+
+    timed("heatmap.png", lambda path: write_heatmap(result, path))
+    details = result.chosen
+    if details is not None:
+        curves = details.curves
+        timed("pr_curve.png", lambda path: plots.write_pr_curve(path, details.evaluation.precision, details.names))
+        per_class = [(name, c.scores, c.true_positives, c.counted, c.num_ground_truth) for name, c in zip(details.names, curves)]
+        pooled = details.pooled
+        class_cuts = None if result.per_class is None else [c.score_threshold for c in result.per_class.classes]
+        timed("f1_curve.png", lambda path: plots.write_f1_curve(
+            path, (pooled.scores, pooled.true_positives, pooled.counted, pooled.num_ground_truth), per_class,
+            pooled_cut=result.best_params["score_threshold"], class_cuts=class_cuts))
+        ap = details.evaluation.per_category_ap
+        thresholds = np.full(len(details.names), np.nan) if class_cuts is None else np.asarray(class_cuts, np.float64)
+        timed("per_class.png", lambda path: plots.write_per_class(path, list(details.names), ap, thresholds,
+                                                                  base_threshold=result.best_params["score_threshold"]))
+    table = list(result.table)
+    values = np.array([np.nan if result.objective_of(r) is None else result.objective_of(r) for r in table])
+    chosen = next(i for i, r in enumerate(table) if dict(r.params) == result.best_params)
+    top = result.top_row or result.best_row
+    best = next(i for i, r in enumerate(table) if dict(r.params) == dict(top.params))
+    timed("pareto.png", lambda path: plots.write_pareto(
+        path, np.array([r.dets_per_image for r in table]), values, objective_name=_OBJECTIVE_LABELS[result.objective],
+        chosen=chosen, best=best, labels=[_short(r.params) for r in table]))
+    return seconds
+
+
+def _short(params) -> str:
+    return ", ".join(f"{_COLUMN_NAMES.get(k, k)} {_value(v)}" for k, v in params.items())
 
 
 def render_report(result: SweepResult) -> str:
@@ -53,8 +172,10 @@ def render_report(result: SweepResult) -> str:
         "",
         f"- kind: {result.kind}, images: {result.num_images}, configurations: {len(result.table)} ({result.strategy})",
         f"- objective: {result.objective}" + (f" (budget {result.budget:g} detections/image)" if result.budget is not None else ""),
-        "- best: " + ", ".join(f"{k} = {v:g}" for k, v in result.best_params.items()),
-        f"- best AP@[.5:.95] {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
+        "- chosen: " + ", ".join(f"{k} = {_value(v)}" for k, v in result.best_params.items()),
+        f"- rule: the fewest detections per image within {result.tolerance:g} of the highest {result.objective}; "
+        + tradeoff_line(result),
+        f"- chosen AP@[.5:.95] {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
         f"AR@100 {result.best_row.recall:.4f}, F1@.5 {result.best_row.f1:.4f}, {result.best_row.dets_per_image:.2f} detections/image",
     ]
     if result.best_row.f1_max_score is not None:
@@ -62,20 +183,25 @@ def render_report(result: SweepResult) -> str:
             f"- best F1@.5 along the score axis at these IoU settings: {result.best_row.f1_max:.4f}, "
             f"keeping scores >= {result.best_row.f1_max_score:.4g}"
         )
+    lines += _holdout_lines(result) + _per_class_lines(result)
     lines += [
+        "",
+        "## All configurations",
         "",
         "mAP alone favours the lowest score threshold: COCO AP keeps the 100 best detections per image and "
         "never loses by adding lower-scored ones, so raising the score threshold can only lower or tie it. "
-        "Weigh AP against detections per image (or use --objective f1 or map_at_budget) to pick an "
-        "operating point.",
+        "That is why the choice takes the fewest detections per image within the tolerance of the best "
+        "(pareto.png shows the trade-off); --objective f1 or map_at_budget are other operating points.",
         "",
         "| " + " | ".join(_COLUMN_NAMES[n] for n in names) + " | mAP | AP50 | AR@100 | F1@.5 | dets/image | objective | |",
         "|" + "---:|" * (len(names) + 6) + "---|",
     ]
+    top_params = dict((result.top_row or result.best_row).params)
     for row in result.table:
         value = objective_value(row, result.objective, result.budget)
-        mark = "**best**" if row is result.best_row or dict(row.params) == result.best_params else ""
-        cells = [f"{row.params[n]:g}" for n in names] + [
+        params = dict(row.params)
+        mark = "**chosen**" if params == result.best_params else ("highest" if params == top_params else "")
+        cells = [_value(row.params[n]) for n in names] + [
             f"{row.stats[0]:.4f}",
             f"{row.stats[1]:.4f}",
             f"{row.recall:.4f}",
@@ -85,8 +211,66 @@ def render_report(result: SweepResult) -> str:
             mark,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "heatmap: heatmap.png; every number: result.json.", ""]
+    pictures = ", ".join(PLOTS if result.chosen is not None else ("heatmap.png", "pareto.png"))
+    lines += ["", f"pictures: {pictures}; every number: result.json.", ""]
     return "\n".join(lines)
+
+
+def _holdout_lines(result: SweepResult) -> list[str]:
+    holdout = result.holdout
+    if holdout is None:
+        return []
+    lines = [
+        "",
+        "## Held-out images",
+        "",
+        f"Chosen on {holdout.chosen_num_images} images, scored on {len(holdout.image_ids)} held-out ones (fraction "
+        f"{holdout.fraction:g}, seed {holdout.seed}); 95 % intervals: percentile bootstrap over the held-out images, "
+        f"{holdout.replicates} replicates.",
+        "",
+        "| figure | chosen on | held out | gap | 95 % interval |",
+        "|---|---:|---:|---:|---|",
+    ]
+    figures = [("objective", holdout.chosen_objective, holdout.objective)]
+    figures += [(name, holdout.chosen_stats[i], holdout.stats[i]) for i, name in ((0, "AP"), (1, "AP50"), (2, "AP75"), (8, "AR100"))]
+    for name, chosen, held in figures:
+        interval = holdout.ci95.get(name)
+        gap = "" if chosen is None or held is None else f"{held - chosen:+.4f}"
+        cells = [name, "" if chosen is None else f"{chosen:.4f}", "" if held is None else f"{held:.4f}", gap,
+                 "" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_class_lines(result: SweepResult) -> list[str]:
+    per_class = result.per_class
+    details = result.chosen
+    if per_class is None and details is None:
+        return []
+    lines = ["", "## Per class", ""]
+    if per_class is not None:
+        stats = per_class.stats
+        lines += [
+            f"Per-class score thresholds by {per_class.rule} on top of the chosen configuration (keep score > "
+            f"threshold; per_class_thresholds.json): AP {stats[0]:.4f}, AP50 {stats[1]:.4f}, "
+            f"{per_class.dets_per_image:.2f} detections/image. Precision, recall and F1 at IoU 0.5.",
+            "",
+            "| category | name | threshold | precision | recall | F1 | AP | detections | |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for c in per_class.classes:
+            def show(value):
+                return "" if value is None else f"{value:.4f}"
+            note = "no ground truth" if c.ap is None else ("" if c.reached else "target out of reach")
+            lines.append(f"| {c.category_id} | {c.name} | {c.score_threshold:.4g} | {show(c.precision)} | {show(c.recall)} | "
+                         f"{show(c.f1)} | {show(c.ap)} | {c.detections} | {note} |")
+        return lines
+    ap = details.evaluation.per_category_ap
+    lines += ["AP@[.5:.95] of the chosen configuration per category (--per-class adds thresholds).", "",
+              "| category | name | AP |", "|---:|---|---:|"]
+    for category_id, name, value in zip(details.category_ids, details.names, ap):
+        lines.append(f"| {category_id} | {name} | {'' if value < 0 else f'{value:.4f}'} |")
+    return lines
 
 
 def objective_grid(result: SweepResult, row_name: str, column_name: str,

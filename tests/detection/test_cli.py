@@ -26,7 +26,7 @@ def test_end_to_end_as_a_module(tmp_path):
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
-    assert "best (map)" in done.stdout
+    assert "chosen (map)" in done.stdout and "within tolerance 0.001" in done.stdout
     result = json.loads((out / "result.json").read_text())
     assert result["objective"] == "map" and len(result["table"]) == 6
     assert set(result["best"]) == {"score_threshold", "iou_threshold"}
@@ -35,9 +35,10 @@ def test_end_to_end_as_a_module(tmp_path):
     best = next(r for r in result["table"] if r["params"] == result["best"])
     assert best["stats"][0] == max(r["stats"][0] for r in result["table"])
     report = (out / "report.md").read_text()
-    assert "**best**" in report and "mAP alone favours the lowest score threshold" in report
+    assert "**chosen**" in report and "mAP alone favours the lowest score threshold" in report
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "report.md", "result.json"]  # no temporaries left
+    pictures = ["f1_curve.png", "heatmap.png", "pareto.png", "per_class.png", "pr_curve.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["report.md", "result.json"])  # no temporaries left
 
 
 def test_in_process_objective_and_strategy(tmp_path, capsys):
@@ -90,6 +91,18 @@ def detections(**change):
         (lambda p: write(p, detections()), ["--objective", "map_at_budget"], "needs --budget"),
         (lambda p: write(p, detections()), ["--nms-iou-thresholds", "0.5"], "need a two-stage --cache"),
         (lambda p: write(p, detections()), ["--objective", "nonsense"], "invalid choice"),
+        (lambda p: write(p, detections()), ["--per-class", "f2"], "--per-class: unknown per-class rule 'f2'"),
+        (lambda p: write(p, detections()), ["--per-class", "precision:0"], "precision target must be in (0, 1]"),
+        (lambda p: write(p, detections()), ["--per-class", "recall:1.5"], "recall target must be in (0, 1]"),
+        (lambda p: write(p, detections()), ["--per-class", "recall"], "unknown per-class rule 'recall'"),
+        (lambda p: write(p, detections()), ["--holdout", "1"], "--holdout must be a fraction in (0, 1), got 1"),
+        (lambda p: write(p, detections()), ["--holdout", "0"], "--holdout must be a fraction in (0, 1), got 0"),
+        (lambda p: write(p, detections()), ["--tolerance", "-0.01"], "--tolerance must be a number >= 0"),
+        (lambda p: write(p, detections()), ["--max-detections", "0"], "--max-detections: 0 is outside"),
+        (lambda p: write(p, detections()), ["--max-detections", "2.5"], "must be whole numbers"),
+        (lambda p: write(p, detections()), ["--max-detections", "100", "--max-total-detections", "50"], "do not give --max-total-detections"),
+        (lambda p: write(p, detections()), ["--class-agnostic", "maybe"], "--class-agnostic: 'maybe'"),
+        (lambda p: write(p, detections()), ["--replicates", "0"], "--replicates must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, extra, message):
@@ -112,7 +125,39 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, ext
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
-    assert not (out / "result.json").exists()
+    assert not out.exists()  # nothing written
+
+
+def test_holdout_that_leaves_a_split_without_ground_truth(tmp_path, capsys):
+    document = json.loads(ANNOTATIONS.read_text())
+    first = min(image["id"] for image in document["images"])
+    document["annotations"] = [a for a in document["annotations"] if a["image_id"] == first]
+    annotations = write(tmp_path / "gt.json", document)
+    out = tmp_path / "out"
+    code = cli.main(["sweep", "--no-progress", "--detections", str(DETECTIONS), "--annotations", annotations, "--score-thresholds",
+                     "0.1", "--iou-thresholds", "0.5", "--out", str(out), "--holdout", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--holdout: holdout 0.3 (seed 0): the held-out images (30) have no ground truth box" in err
+    assert not out.exists()
+
+
+def test_operating_point_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["sweep", "--no-progress", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
+                     "--score-thresholds", "0,0.3,0.6", "--iou-thresholds", "0.5,1.0", "--out", str(out), "--per-class", "f1",
+                     "--holdout", "0.3", "--holdout-seed", "2", "--replicates", "50", "--max-detections", "5,100",
+                     "--class-agnostic", "false,true", "--tolerance", "0.01"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["tolerance"] == 0.01 and len(result["table"]) == 3 * 2 * 2 * 2
+    assert set(result["best"]) == {"score_threshold", "iou_threshold", "max_detections", "class_agnostic"}
+    assert len(result["holdout"]["image_ids"]) == 30 and set(result["holdout"]["ci95"]) >= {"AP", "AP50", "objective"}
+    assert {"category_id", "name", "score_threshold", "precision", "recall", "f1", "ap"} <= set(result["per_class"][0])
+    thresholds = json.loads((out / "per_class_thresholds.json").read_text())
+    assert thresholds["configuration"] == result["best"] and len(thresholds["classes"]) == len(result["per_class"])
+    assert "per-class thresholds (f1)" in printed and "held out 30 images" in printed
 
 
 def test_bad_annotations_are_named(tmp_path, capsys):
