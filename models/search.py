@@ -292,10 +292,14 @@ def train_final(
     score_floor: float = 0.01,
     objective: str = "map",
     budget: float | None = None,
+    sweep_options: Mapping[str, Any] | None = None,
     on_train_step: Callable[[int, Mapping[str, float]], None] | None = None,
     on_cache_progress: Callable[[int], None] | None = None,
 ) -> DetectionSearch:
     """Trains the final model with ``param_spec``'s training parameters, then chooses its thresholds.
+
+    ``sweep_options`` are further keyword arguments of the sweep (`detsearch.detection.sweep.sweep`:
+    ``tolerance``, ``per_class``, ``holdout``, ...).
 
     ``param_spec`` holds one value per training parameter (``learning_rate`` required) and, per
     threshold, one value (kept) or a candidate list (swept on a cache of ``val_set``, with Model
@@ -344,8 +348,9 @@ def train_final(
         cache = record_cache(detector, val_set, out_dir / "cache", score_floor=score_floor,
                              source={"checkpoint": str(Path(checkpoint).resolve())},
                              progress=on_cache_progress, first_stage=first_stage)
-        result = sweep(cache, val_set.to_coco_json(), ParamSpec(**grid), objective=objective, budget=budget)
-        chosen = dict(result.best_params)
+        result = sweep(cache, val_set.to_coco_json(), ParamSpec(**grid), objective=objective, budget=budget,
+                       **(sweep_options or {}))
+        chosen = result.best.to_dict()
     final = param_spec.replace(**chosen)
     return DetectionSearch(final, None, result, run_dir, checkpoint, defaults, {"selector": 0, "final": int(steps)})
 
@@ -369,6 +374,7 @@ def search_detector(
     score_floor: float = 0.01,
     objective: str = "map",
     budget: float | None = None,
+    sweep_options: Mapping[str, Any] | None = None,
     on_trial: Callable | None = None,
     on_step: Callable[[int], None] | None = None,
     on_train_step: Callable[[int, Mapping[str, float]], None] | None = None,
@@ -392,6 +398,7 @@ def search_detector(
       final_steps: training steps of the final model (warm-up ``config.warmup_steps`` at
         ``config.warmup_lr`` first, as in the trials).
       checkpoint_path: initial weights of every trial and of the final training (fine-tuning).
+      sweep_options: further keyword arguments of the threshold sweep (see `train_final`).
 
     Raises:
       ValueError: bad specs or config, before any training.
@@ -408,7 +415,7 @@ def search_detector(
     found = train_final(model, preset, train_set, val_set, out_dir, param_spec=training.replace(**thresholds),
                         steps=final_steps, warmup_steps=config.warmup_steps, warmup_lr=config.warmup_lr,
                         batch_size=batch_size, checkpoint_path=checkpoint_path, seed=seed, score_floor=score_floor,
-                        objective=objective, budget=budget, on_train_step=on_train_step,
+                        objective=objective, budget=budget, sweep_options=sweep_options, on_train_step=on_train_step,
                         on_cache_progress=on_cache_progress)
     found.selection = selection
     found.steps["selector"] = 0 if selection is None else selection.steps_spent

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 
-from detsearch.cli.args import check_objective, non_negatives, objective_arguments, positives, thresholds
+from detsearch.cli.args import (BadInput, check_objective, non_negatives, objective_arguments, operating_point_arguments,
+                                operating_point_options, positives, thresholds)
 from detsearch.cli.data import add_dataset_arguments, dataset_from_args
 
 DEFAULT_GRIDS = {
@@ -80,7 +81,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms-iou-thresholds", dest="nms_iou_thresholds", default=None,
                         help="faster_rcnn first stage, comma-separated")
     objective_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    operating_point_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
     group = parser.add_argument_group("--search-training (HyperSelector before the final training)")
     group.add_argument("--search-training", dest="search_training", action="store_true",
                        help="choose learning_rate, momentum and weight_decay first (--steps: final training)")
@@ -143,25 +145,47 @@ def threshold_grid(args, flags: dict[str, list[float] | None], defaults: dict[st
 
 
 def describe(params) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in params.items())
+    from detsearch.detection.report import describe_params
+
+    return describe_params(params)
+
+
+def default_row(result, defaults):
+    """The row at Model Garden's default thresholds (and, where swept, its default cap of 100
+    detections and class-aware NMS)."""
+    from detsearch.models.thresholds import MAX_NUM_DETECTIONS
+
+    wanted = dict(defaults)
+    extra = {"max_detections": MAX_NUM_DETECTIONS, "class_agnostic": False}
+    for row in result.table:
+        if all(row.params[k] == wanted[k] for k in wanted) and all(row.params.get(k, v) == v for k, v in extra.items()):
+            return row
+    return None
 
 
 def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
     """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
     from detsearch.atomic import write_json_atomic
-    from detsearch.detection.report import write_outputs
+    from detsearch.detection.report import tradeoff_line, write_outputs
 
-    default_row = next(row for row in result.table if all(row.params[k] == defaults[k] for k in row.params))
+    default = default_row(result, defaults)
     write_outputs(result, out / "sweep")
     best = result.best_row
     summary = {
         "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
-        "images": len(val), "objective": result.objective,
+        "images": len(val), "objective": result.objective, "tolerance": result.tolerance,
         "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
                    "dets_per_image": best.dets_per_image},
-        "model_garden_default": {"params": default_row.params, "map": default_row.stats[0],
-                                 "ap50": default_row.stats[1], "dets_per_image": default_row.dets_per_image},
+        "highest": {"params": dict(result.top_row.params), "map": result.top_row.stats[0],
+                    "ap50": result.top_row.stats[1], "dets_per_image": result.top_row.dets_per_image},
+        "model_garden_default": None if default is None else {
+            "params": dict(default.params), "map": default.stats[0], "ap50": default.stats[1],
+            "dets_per_image": default.dets_per_image},
         "configurations": len(result.table),
+        **({} if result.per_class is None else {"per_class_rule": str(result.per_class.rule),
+                                                "per_class_stats": list(result.per_class.stats)}),
+        **({} if result.holdout is None else {"holdout": {"stats": list(result.holdout.stats),
+                                                          "ci95": {k: list(v) for k, v in result.holdout.ci95.items()}}}),
         **(extra or {}),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -170,14 +194,24 @@ def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=No
           f"from one cached pass ({result.objective}):")
     print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
           f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
-    print(f"  Model Garden default: {describe(default_row.params)}  mAP {default_row.stats[0]:.4f}  AP50 "
-          f"{default_row.stats[1]:.4f}  {default_row.dets_per_image:.1f} dets/image")
-    written = [out / "sweep" / "result.json", out / "sweep" / "report.md", out / "sweep" / "heatmap.png",
-               out / "summary.json"]
-    print(f"wrote {', '.join(map(str, written))} ({summary['seconds']:.0f} s)")
+    if default is not None:
+        print(f"  Model Garden default: {describe(default.params)}  mAP {default.stats[0]:.4f}  AP50 "
+              f"{default.stats[1]:.4f}  {default.dets_per_image:.1f} dets/image")
+    print(f"  choice rule:          {tradeoff_line(result)}")
+    if result.per_class is not None:
+        per_class = result.per_class
+        print(f"  per-class ({per_class.rule}):       mAP {per_class.stats[0]:.4f}  AP50 {per_class.stats[1]:.4f}  "
+              f"{per_class.dets_per_image:.1f} dets/image  ({out / 'sweep' / 'per_class_thresholds.json'})")
+    if result.holdout is not None:
+        holdout = result.holdout
+        interval = holdout.ci95.get("AP")
+        shown = "" if interval is None else f" (95 % [{interval[0]:.4f}, {interval[1]:.4f}])"
+        print(f"  held out:             {len(holdout.image_ids)} images: mAP {holdout.stats[0]:.4f}{shown}, "
+              f"{holdout.stats[0] - holdout.chosen_stats[0]:+.4f} vs the {holdout.chosen_num_images} images chosen on")
+    print(f"wrote {out / 'sweep'} (result.json, report.md, plots), {out / 'summary.json'} ({summary['seconds']:.0f} s)")
 
 
-def search_training(args, out: Path, flags, val, started) -> int:
+def search_training(args, out: Path, flags, val, started, options) -> int:
     """``--search-training``: selector, final training, cache, sweep, export (`detsearch.models.search`)."""
     from tqdm import tqdm
 
@@ -236,7 +270,7 @@ def search_training(args, out: Path, flags, val, started) -> int:
         config=config, final_steps=args.steps, checkpoint_path=args.checkpoint_path, seed=args.seed,
         batch_size=args.batch_size,
         eval_images=args.eval_images, score_floor=args.score_floor, objective=args.objective, budget=args.budget,
-        on_trial=on_trial, on_step=lambda step: bar.update(1), on_train_step=on_train_step, on_cache_progress=on_cache)
+        sweep_options=options, on_trial=on_trial, on_step=lambda step: bar.update(1), on_train_step=on_train_step, on_cache_progress=on_cache)
     for progress in (bar, state["train"], state["cache"]):
         if progress is not None:
             progress.close()
@@ -247,12 +281,14 @@ def search_training(args, out: Path, flags, val, started) -> int:
         report.plot_stages(selection, out / "candidates.png", args.window)
     thresholds = {k: v for k, v in found.param_spec.to_dict().items() if k in found.default_thresholds}
     detector, _ = load_detector(found.run_dir, found.checkpoint, thresholds=thresholds)
-    export = export_detector(detector, out / "export")
+    per_class = None if found.sweep is None or found.sweep.per_class is None else found.sweep.per_class.thresholds()
+    export = export_detector(detector, out / "export", class_score_thresholds=per_class)
     extra = {
         "selected": found.param_spec.to_dict(),
         "steps": found.steps,
         "selection": None if selection is None else selection.to_dict(),
         "export": str(export),
+        "export_per_class_thresholds": per_class is not None,
     }
     finish(args, out, val, found.sweep, found.default_thresholds, found.checkpoint, started, extra)
     training = {k: v for k, v in found.param_spec.to_dict().items() if k not in thresholds}
@@ -294,9 +330,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_objective(args)
         flags = threshold_flags(args)
+        options = operating_point_options(args)
+        if args.search_training and (options["max_detections"] is not None or options["class_agnostic"] is not None):
+            raise BadInput("--max-detections and --class-agnostic are not exported by --search-training; sweep them "
+                           "without it (or with detsearch sweep on the cache)")
         val = dataset_from_args(args)
         if args.search_training:
-            return search_training(args, out, flags, val, started)
+            return search_training(args, out, flags, val, started, options)
         # A run of our own is trained (or resumed) to --steps; a given run is trained only when empty.
         if args.checkpoint is None and (args.train_run is None or latest_checkpoint(run_dir) is None):
             train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
@@ -326,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
                              source={"checkpoint": str(Path(checkpoint).resolve())}, progress=bar.update,
                              first_stage=first_stage)
         bar.close()
-        result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget)
+        result = sweep(cache, val.to_coco_json(), ParamSpec(**grid), objective=args.objective, budget=args.budget,
+                       **options)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
