@@ -21,6 +21,17 @@ those thresholds (Model Garden's defaults where none is given):
 
     detsearch train --model ssd --out runs/ssd --params out/search_det_ssd_training/summary.json \\
         --export runs/ssd/export
+
+``--per-class-thresholds FILE`` (with ``--export``) takes the ``per_class_thresholds.json`` that
+``detsearch sweep`` or ``detsearch search-det`` writes next to its results: the SavedModel then
+keeps a detection of category ``c`` only when its score is > ``c``'s threshold (float32), after
+the NMS; categories the file does not list keep what the NMS keeps. The thresholds were chosen
+on top of the file's ``"configuration"``, so the export's NMS thresholds (``--params``, else
+Model Garden's defaults) must be those; a file that names other categories than the dataset's,
+or another configuration, is an error before any training step:
+
+    detsearch train --model ssd --out runs/ssd --params out/search_det_ssd/summary.json \\
+        --export runs/ssd/export --per-class-thresholds out/search_det_ssd/per_class_thresholds.json
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from detsearch.cli.args import BadInput
 from detsearch.cli.data import add_dataset_arguments, dataset_from_args
 
 
@@ -60,9 +72,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None,
                         help="JSON ParamSpec file (or a search_det summary.json): overrides the flags above")
     parser.add_argument("--export", default=None, help="write a SavedModel here after training")
+    parser.add_argument("--per-class-thresholds", default=None, metavar="FILE",
+                        help="per_class_thresholds.json of detsearch sweep or search-det: the export keeps a "
+                             "detection of category c when its score > c's threshold (needs --export)")
 
 
 def run(args: argparse.Namespace) -> int:
+    class_thresholds, configuration = read_class_thresholds(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tqdm import tqdm
 
@@ -86,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if class_thresholds is not None:
+        check_class_thresholds(args, detector, class_thresholds, configuration, thresholds)
     batch_size = args.batch_size or detector.preset.batch_size
     print(f"{args.model}/{args.preset}: {detector.num_parameters():,} parameters, {detector.image_size} px input, "
           f"{len(dataset)} images, {len(ids)} categories, batch {batch_size}")
@@ -124,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.export:
         exported, _ = load_detector(args.out, result["checkpoint"], thresholds=thresholds)
-        summary["export"] = str(export_detector(exported, args.export))
+        summary["export"] = str(export_detector(exported, args.export, class_score_thresholds=class_thresholds))
         summary["thresholds"] = exported.thresholds
+        if class_thresholds is not None:
+            summary["class_score_thresholds"] = {str(k): v for k, v in class_thresholds.items()}
     print(json.dumps(summary))
     return 0
 
@@ -159,3 +179,48 @@ def read_params(args) -> dict[str, float]:
     return {name: getattr(spec, name) for name in THRESHOLD_PARAMS if name in spec}
 
 
+def read_class_thresholds(args) -> tuple[dict[int, float] | None, dict[str, float]]:
+    """``--per-class-thresholds``: (category id -> threshold, the file's configuration), or
+    ``(None, {})`` without the flag.
+
+    Raises:
+      BadInput: the flag without ``--export``, an unreadable or malformed file (one line).
+    """
+    from detsearch.models.class_thresholds import read_per_class_configuration, read_per_class_thresholds
+
+    if args.per_class_thresholds is None:
+        return None, {}
+    if args.export is None:
+        raise BadInput("--per-class-thresholds needs --export: the thresholds apply to the exported SavedModel")
+    try:
+        return (read_per_class_thresholds(args.per_class_thresholds),
+                read_per_class_configuration(args.per_class_thresholds))
+    except ValueError as error:
+        raise BadInput(f"--per-class-thresholds {error}") from None
+
+
+def check_class_thresholds(args, detector, class_thresholds: dict[int, float], configuration: dict[str, float],
+                           thresholds: dict[str, float]) -> None:
+    """Raises `BadInput` unless the file's categories are the detector's and its configuration
+    is the NMS the export will run (``--params`` over the detector's defaults), compared in float32
+    as the model compares them."""
+    import numpy as np
+
+    from detsearch.models.class_thresholds import check_class_score_thresholds
+
+    try:
+        check_class_score_thresholds(class_thresholds, detector.category_ids)
+    except ValueError as error:
+        raise BadInput(f"--per-class-thresholds {args.per_class_thresholds}: {error}") from None
+    from detsearch.models.thresholds import MAX_NUM_DETECTIONS
+
+    exported = {**detector.thresholds, **thresholds}
+    differ = [f"{name} {value:g} (the export runs {exported[name]:g})" for name, value in configuration.items()
+              if name in exported and np.float32(value) != np.float32(exported[name])]
+    if configuration.get("max_detections", MAX_NUM_DETECTIONS) != MAX_NUM_DETECTIONS:
+        differ.append(f"max_detections {configuration['max_detections']:g} (the export runs {MAX_NUM_DETECTIONS})")
+    if configuration.get("class_agnostic", False):
+        differ.append("class-agnostic NMS (the export runs class-aware NMS)")
+    if differ:
+        raise BadInput(f"--per-class-thresholds {args.per_class_thresholds}: chosen on top of {', '.join(differ)}; "
+                       f"pass that configuration with --params")
