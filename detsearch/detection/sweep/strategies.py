@@ -126,8 +126,7 @@ def sweep(
         serves them all.
       class_agnostic: an axis of class-agnostic NMS (True: each box keeps only its
         best-scoring class, then one NMS over all classes of the image, capped at
-        ``max_total_detections``); a bool or a list; rows then name it. Exact when the cache
-        holds each box's best class (any cache without a per-class ``top_k``).
+        ``max_total_detections``); a bool or a list; rows then name it.
       max_detections_per_class, max_total_detections: fixed NMS caps (default 100 and 100), when
         ``max_detections`` is not given.
       num_proposals: first-stage top-N (default: the cache's ``meta.num_proposals``, else 1000).
