@@ -204,7 +204,7 @@ def test_two_stage_cache_directory(tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     spec = ParamSpec(nms_score_threshold=[0.0, 0.3], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4], iou_threshold=[0.5])
     expected = sweep_module.sweep(cache, dataset, spec)
-    assert result["table"] == [row.to_dict() for row in expected.table]
+    assert result["table"] == [row.to_dict(expected.objective_of(row)) for row in expected.table]
     assert set(result["best"]) == {"nms_score_threshold", "nms_iou_threshold", "score_threshold", "iou_threshold"}
     # the four thresholds are required for a two-stage cache
     code = cli.main(["sweep", "--cache", str(cache_dir), "--annotations", annotations, "--out", str(tmp_path / "other"),
