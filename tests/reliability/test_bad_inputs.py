@@ -255,8 +255,9 @@ def test_good_inputs_sweep(tmp_path, capsys, caplog):
     for number, source in enumerate((["--detections", str(GOOD_DETECTIONS)], ["--cache", str(BAD / "good" / "cache")])):
         out = tmp_path / f"out{number}"
         code, stdout, err = run_sweep([*source, "--annotations", str(GOOD_ANNOTATIONS), *THRESHOLDS], out, capsys, caplog)
-        assert code == 0 and err == "" and "best (map)" in stdout
-        assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "report.md", "result.json"]
+        assert code == 0 and err == "" and "chosen (map)" in stdout
+        pictures = ["f1_curve.png", "heatmap.png", "pareto.png", "per_class.png", "pr_curve.png"]
+        assert sorted(p.name for p in out.iterdir()) == pictures + ["report.md", "result.json"]
 
 
 @pytest.mark.parametrize("relative", sorted(SWEEP_ERRORS))

@@ -23,7 +23,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "coco_val2014_100"
-OUTPUTS = ("heatmap.png", "report.md", "result.json")
+OUTPUTS = ("heatmap.png", "pr_curve.png", "f1_curve.png", "per_class.png", "pareto.png", "report.md", "result.json")
+"""In the order the writer renames them into place."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -114,11 +115,11 @@ CRASH_AT_REPLACE = """
 """
 
 
-@pytest.mark.parametrize("crash_at, when", [(1, "before"), (2, "after"), (3, "before")])
+@pytest.mark.parametrize("crash_at, when", [(1, "before"), (2, "after"), (5, "after"), (6, "before"), (7, "before")])
 def test_killed_at_each_rename_of_the_outputs(tmp_path, runs, crash_at, when):
-    """Renames: 1 heatmap.png, 2 report.md, 3 result.json. Killed just before one, the file
-    stays a temporary; just after, it is in place and the ones after it are not. (Just after
-    the first rename is between these; just after the last is a finished sweep.)"""
+    """Renames in `OUTPUTS` order (the plots, report.md, result.json). Killed just before one,
+    the file stays a temporary; just after, it is in place and the ones after it are not. (Just
+    after the last is a finished sweep.)"""
     root, reference, earlier, _ = runs
     out = tmp_path / "out"
     shutil.copytree(root / "earlier", out)
