@@ -28,8 +28,8 @@ Why a whole score axis costs one NMS and one matching pass (the argument the tes
 
 So for each IoU setting (and, two-stage, each first-stage setting) NMS runs once at the lowest
 score threshold of the grid and the largest cap, and all score thresholds and caps are read off
-one matching pass. IoUs
-between cached boxes and ground truth are computed once per cache entry and reused.
+one matching pass. IoUs between cached boxes and ground truth are computed once per cache entry
+and reused.
 
 Which code runs NMS: the per-class passes (one-stage, and the two-stage second stage) use
 `nms.GreedyWalk`, a vectorized NumPy walk over all images that stops each image at

@@ -150,10 +150,11 @@ def interval_or_none(values: np.ndarray, level: float) -> tuple[float, float] | 
     return (float(low), float(high)) if math.isfinite(low) else None
 
 
-def confirm(engine, row, objective: str, budget: float | None, *, fraction: float, seed: int, chosen_row,
-            chosen_num_images: int, replicates: int = DEFAULT_REPLICATES, level: float = 0.95) -> Holdout:
-    """Scores ``row``'s configuration with ``engine`` (a `SweepEngine` on the held-out images,
-    whose grid is that one configuration) and bootstraps it over those images."""
+def confirm(engine, row, objective: str, budget: float | None, *, fraction: float, seed: int, chosen_num_images: int,
+            replicates: int = DEFAULT_REPLICATES, level: float = 0.95) -> Holdout:
+    """Scores the configuration of ``row`` (chosen on ``chosen_num_images`` other images) with
+    ``engine`` (a `SweepEngine` on the held-out images, whose grid is that one configuration)
+    and bootstraps it over those images."""
     from detsearch.detection.bootstrap import bootstrap_weights, replicate_stats
     from detsearch.detection.sweep.grid import key_of
     from detsearch.detection.sweep.result import objective_value
@@ -173,14 +174,14 @@ def confirm(engine, row, objective: str, budget: float | None, *, fraction: floa
     if objective_interval is not None:
         ci95["objective"] = objective_interval
     held_value = objective_value(held_row, objective, budget)
-    chosen_value = objective_value(chosen_row, objective, budget)
+    chosen_value = objective_value(row, objective, budget)
     return Holdout(
         fraction=float(fraction),
         seed=int(seed),
         image_ids=tuple(sorted(int(i) for i in engine.cache.meta.image_ids)),
         stats=held_row.stats,
         objective=None if held_value == -math.inf else held_value,
-        chosen_stats=chosen_row.stats,
+        chosen_stats=row.stats,
         chosen_objective=None if chosen_value == -math.inf else chosen_value,
         chosen_num_images=int(chosen_num_images),
         ci95=ci95,

@@ -194,7 +194,7 @@ def sweep(
         result = _sweep_on(subset_cache(cache, chosen_positions), gt, axes, kind, options, agnostic, strategy, objective,
                            budget, tolerance, rule, executor, progress)
         held = SweepEngine(subset_cache(cache, held_positions), gt, _axes_of(kind, result.best_row.params), kind, **options)
-        confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed, chosen_row=result.best_row,
+        confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed,
                             chosen_num_images=result.num_images, replicates=int(replicates))
         return replace(result, holdout=confirmed)
     return _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, budget, tolerance, rule, executor, progress)
