@@ -166,7 +166,7 @@ def default_row(result, defaults):
 def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
     """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
     from detsearch.atomic import write_json_atomic
-    from detsearch.detection.report import tradeoff_line, write_outputs
+    from detsearch.detection.report import summary_lines, write_outputs
 
     default = default_row(result, defaults)
     write_outputs(result, out / "sweep")
@@ -197,17 +197,8 @@ def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=No
     if default is not None:
         print(f"  Model Garden default: {describe(default.params)}  mAP {default.stats[0]:.4f}  AP50 "
               f"{default.stats[1]:.4f}  {default.dets_per_image:.1f} dets/image")
-    print(f"  choice rule:          {tradeoff_line(result)}")
-    if result.per_class is not None:
-        per_class = result.per_class
-        print(f"  per-class ({per_class.rule}):       mAP {per_class.stats[0]:.4f}  AP50 {per_class.stats[1]:.4f}  "
-              f"{per_class.dets_per_image:.1f} dets/image  ({out / 'sweep' / 'per_class_thresholds.json'})")
-    if result.holdout is not None:
-        holdout = result.holdout
-        interval = holdout.ci95.get("AP")
-        shown = "" if interval is None else f" (95 % [{interval[0]:.4f}, {interval[1]:.4f}])"
-        print(f"  held out:             {len(holdout.image_ids)} images: mAP {holdout.stats[0]:.4f}{shown}, "
-              f"{holdout.stats[0] - holdout.chosen_stats[0]:+.4f} vs the {holdout.chosen_num_images} images chosen on")
+    for line in summary_lines(result, out / "sweep"):
+        print(f"  {line}")
     print(f"wrote {out / 'sweep'} (result.json, report.md, plots), {out / 'summary.json'} ({summary['seconds']:.0f} s)")
 
 

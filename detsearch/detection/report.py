@@ -20,7 +20,7 @@ from detsearch.atomic import atomic_path, write_bytes_atomic
 from detsearch.detection.cache import CacheKind
 from detsearch.detection.sweep.result import SweepResult, objective_value
 
-__all__ = ["PLOTS", "describe_params", "print_summary", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
+__all__ = ["PLOTS", "describe_params", "print_summary", "summary_lines", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
            "write_heatmap", "write_outputs", "write_plots"]
 
 _COLUMN_NAMES = {
@@ -62,22 +62,30 @@ def tradeoff_line(result: SweepResult) -> str:
             f"{result.tolerance:g}")
 
 
-def print_summary(result: SweepResult, out: Path) -> None:
-    """The choice, what the tolerance traded, per-class and holdout figures, on stdout (CLIs)."""
-    best = result.best_row
-    print(f"chosen ({result.objective}): {describe_params(result.best_params)}; AP {best.stats[0]:.4f}, "
-          f"AP50 {best.stats[1]:.4f}, {best.dets_per_image:.1f} detections/image")
-    print(f"  {tradeoff_line(result)}")
+def summary_lines(result: SweepResult, out: Path) -> list[str]:
+    """What the tolerance traded, and the per-class and held-out figures, a line each (CLIs)."""
+    lines = [tradeoff_line(result)]
     if result.per_class is not None:
         per_class = result.per_class
-        print(f"  per-class thresholds ({per_class.rule}): AP {per_class.stats[0]:.4f}, AP50 {per_class.stats[1]:.4f}, "
-              f"{per_class.dets_per_image:.1f} detections/image -> {Path(out) / 'per_class_thresholds.json'}")
+        lines.append(f"per-class thresholds ({per_class.rule}): AP {per_class.stats[0]:.4f}, AP50 {per_class.stats[1]:.4f}, "
+                     f"{per_class.dets_per_image:.1f} detections/image -> {Path(out) / 'per_class_thresholds.json'}")
     holdout = result.holdout
     if holdout is not None:
         interval = holdout.ci95.get("AP")
         shown = "" if interval is None else f" (95 % [{interval[0]:.4f}, {interval[1]:.4f}])"
-        print(f"  held out {len(holdout.image_ids)} images: AP {holdout.stats[0]:.4f}{shown} vs {holdout.chosen_stats[0]:.4f} "
-              f"on the {holdout.chosen_num_images} chosen on, gap {holdout.stats[0] - holdout.chosen_stats[0]:+.4f}")
+        lines.append(f"held out {len(holdout.image_ids)} images: AP {holdout.stats[0]:.4f}{shown} vs "
+                     f"{holdout.chosen_stats[0]:.4f} on the {holdout.chosen_num_images} chosen on, gap "
+                     f"{holdout.stats[0] - holdout.chosen_stats[0]:+.4f}")
+    return lines
+
+
+def print_summary(result: SweepResult, out: Path) -> None:
+    """The choice and `summary_lines`, on stdout (``detsearch sweep``)."""
+    best = result.best_row
+    print(f"chosen ({result.objective}): {describe_params(result.best_params)}; AP {best.stats[0]:.4f}, "
+          f"AP50 {best.stats[1]:.4f}, {best.dets_per_image:.1f} detections/image")
+    for line in summary_lines(result, out):
+        print(f"  {line}")
     print(f"  -> {Path(out) / 'result.json'}, report.md")
 
 

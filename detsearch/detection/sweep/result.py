@@ -34,7 +34,8 @@ mean detections per image <= budget."""
 DEFAULT_TOLERANCE = 0.001
 """How far below the best objective value the chosen configuration may be: among the
 configurations within it, the one with the fewest detections per image is chosen. 0.001 is
-the last digit pycocotools prints (AP 0.505); measured in docs/operating_points.md."""
+the last digit pycocotools prints (AP 0.505); measured in docs/operating_points.md
+(``tools/bench_operating_points.py --only tolerance``)."""
 STRATEGIES = ("grid", "coordinate")
 """``grid``: every combination; ``coordinate``: one parameter at a time, the others held,
 until a full round changes nothing (for large grids)."""
