@@ -83,6 +83,20 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     objective_arguments(parser)
     operating_point_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
+    garden = parser.add_argument_group("a Model Garden experiment as the detector (RetinaNet, batched NMS)")
+    garden.add_argument("--experiment", metavar="NAME",
+                        help="registered Model Garden experiment, e.g. retinanet_resnetfpn_coco: the model, the "
+                             "validation TFRecords and the ground truth come from its config")
+    garden.add_argument("--config-file", metavar="A.yaml[,B.yaml]", help="the experiment's YAML overrides, in order")
+    garden.add_argument("--params-override", metavar="TEXT", help="a last override, e.g. 'task.model.num_classes=11'")
+    garden.add_argument("--model-dir", metavar="DIR", help="the experiment's model_dir: its latest checkpoint is used "
+                                                           "(or give --checkpoint PREFIX)")
+    garden.add_argument("--export", metavar="DIR",
+                        help="with --experiment: a SavedModel at the chosen thresholds through Model Garden's own "
+                             "serving module (DIR/saved_model, DIR/params.yaml)")
+    garden.add_argument("--verify", action="store_true",
+                        help="with --experiment: also run Model Garden's own evaluation at the chosen and at the config's "
+                             "thresholds and print the largest difference from the sweep's 12 stats")
     group = parser.add_argument_group("--search-training (HyperSelector before the final training)")
     group.add_argument("--search-training", dest="search_training", action="store_true",
                        help="choose learning_rate, momentum and weight_decay first (--steps: final training)")
@@ -163,7 +177,7 @@ def default_row(result, defaults):
     return None
 
 
-def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=None) -> None:
+def finish(args, out: Path, num_images: int, result, defaults, checkpoint, started, extra=None) -> None:
     """Writes the sweep's outputs and ``summary.json``; prints the choice next to the defaults."""
     from detsearch.atomic import write_json_atomic
     from detsearch.detection.report import summary_lines, write_outputs
@@ -173,7 +187,8 @@ def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=No
     best = result.best_row
     summary = {
         "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
-        "images": len(val), "objective": result.objective, "tolerance": result.tolerance,
+        **({"experiment": args.experiment} if args.experiment else {}),
+        "images": num_images, "objective": result.objective, "tolerance": result.tolerance,
         "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
                    "dets_per_image": best.dets_per_image},
         "highest": {"params": dict(result.top_row.params), "map": result.top_row.stats[0],
@@ -190,12 +205,13 @@ def finish(args, out: Path, val, result, defaults, checkpoint, started, extra=No
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json_atomic(out / "summary.json", summary)
-    print(f"\n{args.model}/{args.preset} on {len(val)} images, {len(result.table)} threshold configurations "
+    label = args.experiment or f"{args.model}/{args.preset}"
+    print(f"\n{label} on {num_images} images, {len(result.table)} threshold configurations "
           f"from one cached pass ({result.objective}):")
     print(f"  chosen:               {describe(result.best_params)}  mAP {best.stats[0]:.4f}  AP50 "
           f"{best.stats[1]:.4f}  {best.dets_per_image:.1f} dets/image")
     if default is not None:
-        print(f"  Model Garden default: {describe(default.params)}  mAP {default.stats[0]:.4f}  AP50 "
+        print(f"  {'config thresholds:' if args.experiment else 'Model Garden default:':<22}{describe(default.params)}  mAP {default.stats[0]:.4f}  AP50 "
               f"{default.stats[1]:.4f}  {default.dets_per_image:.1f} dets/image")
     for line in summary_lines(result, out / "sweep"):
         print(f"  {line}")
@@ -281,11 +297,78 @@ def search_training(args, out: Path, flags, val, started, options) -> int:
         "export": str(export),
         "export_per_class_thresholds": per_class is not None,
     }
-    finish(args, out, val, found.sweep, found.default_thresholds, found.checkpoint, started, extra)
+    finish(args, out, len(val), found.sweep, found.default_thresholds, found.checkpoint, started, extra)
     training = {k: v for k, v in found.param_spec.to_dict().items() if k not in thresholds}
     print(f"  training parameters:  {describe(training)} ({found.steps['selector']} selector steps, "
           f"{found.steps['final']} final steps)")
     print(f"exported {export} (post-processing at the chosen thresholds)")
+    return 0
+
+
+def search_experiment(args, started) -> int:
+    """``--experiment``: the user's Model Garden experiment, its validation records, the sweep,
+    ``OUT/thresholds.yaml`` (`detsearch.models.experiment`)."""
+    from tqdm import tqdm
+
+    from detsearch.atomic import write_json_atomic
+    from detsearch.detection.cache import write_cache
+    from detsearch.detection.cocoeval import STAT_NAMES
+    from detsearch.detection.sweep import sweep
+    from detsearch.models import experiment as garden
+    from detsearch.params import ParamSpec
+
+    options = operating_point_options(args)
+    if options["max_detections"] is not None or options["class_agnostic"] is not None:
+        raise BadInput("--max-detections and --class-agnostic are not written to thresholds.yaml yet; sweep them with "
+                       "detsearch sweep on OUT/cache")
+    if args.search_training:
+        raise BadInput("--search-training with --experiment is not supported yet")
+    args.model = "ssd"  # the one-stage grid
+    flags = threshold_flags(args)
+    out = Path(args.out or f"out/search_det_{args.experiment}")
+    files = [f for f in (args.config_file or "").split(",") if f.strip()]
+    try:
+        experiment = garden.load_experiment(args.experiment, files, args.params_override, model_dir=args.model_dir,
+                                            checkpoint=args.checkpoint)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    defaults = experiment.thresholds
+    grid = threshold_grid(args, flags, defaults)
+    bars = []
+
+    def progress(count: int) -> None:  # the bar starts with the first batch, after the checkpoint is restored
+        if not bars:
+            bars.append(tqdm(desc="cache", unit="img", dynamic_ncols=True))
+        bars[0].update(count)
+
+    cache, ground_truth = garden.record(experiment, args.score_floor, progress=progress)
+    for bar in bars:
+        bar.close()
+    write_cache(out / "cache", cache)
+    ground_truth_file = None
+    if not experiment.config.task.annotation_file:
+        ground_truth_file = out / "annotations.json"  # built from the records, for detsearch sweep
+        write_json_atomic(ground_truth_file, ground_truth)
+    result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget, **options)
+    chosen = result.best.to_dict()
+    thresholds_file = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
+    extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults}
+    if args.verify:
+        verified = {}
+        for name, setting in (("chosen", chosen), ("config", defaults)):
+            row = next(r for r in result.table if all(r.params[k] == v for k, v in setting.items()))
+            theirs = garden.evaluate_with_model_garden(experiment, setting, ground_truth_file=ground_truth_file)
+            verified[name] = max(abs(theirs[n] - ours) for n, ours in zip(STAT_NAMES, row.stats))
+        extra["model_garden_max_abs_diff"] = verified
+    if args.export:
+        extra["export"] = str(garden.export_experiment(experiment, chosen, args.export))
+    finish(args, out, result.num_images, result, defaults, experiment.checkpoint, started, extra)
+    print(f"  thresholds for Model Garden: {thresholds_file} (official.vision.train --config_file ...,{thresholds_file})")
+    if args.export:
+        print(f"  exported {extra['export']} (Model Garden's serving module, the chosen thresholds)")
+    if args.verify:
+        print(f"  Model Garden's own evaluation: 12 stats max |diff| {extra['model_garden_max_abs_diff']['chosen']:.2g} "
+              f"at the chosen thresholds, {extra['model_garden_max_abs_diff']['config']:.2g} at the config's")
     return 0
 
 
@@ -315,6 +398,11 @@ def run(args: argparse.Namespace) -> int:
     from detsearch.models.restore import latest_checkpoint, load_detector
     from detsearch.models.train import train_detector
 
+    if args.experiment:
+        return search_experiment(args, time.perf_counter())
+    for flag in ("config_file", "params_override", "model_dir", "verify", "export"):
+        if getattr(args, flag):
+            raise BadInput(f"--{flag.replace('_', '-')} needs --experiment")
     out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
     run_dir = train_run_dir(args.train_run) if args.train_run else out / "train"
     started = time.perf_counter()
@@ -362,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    finish(args, out, val, result, defaults, checkpoint, started)
+    finish(args, out, len(val), result, defaults, checkpoint, started)
     return 0
 
 

@@ -1,0 +1,400 @@
+"""A user's TF Model Garden experiment as the detector: its config, its checkpoint, its
+validation TFRecords, and Model Garden's own evaluation as the proof.
+
+The config is built as ``official.vision.train`` builds it (`load_config`: the registered
+experiment, then each YAML file and ``--params_override``, strictly). The model is the task's
+own (``task_factory.get_task(config.task).build_model()``), restored from the user's
+checkpoint. Images and ground truth come through the task's own input pipeline
+(``task.build_inputs(config.task.validation_data)``: decoder, parser, ``image_info``), the
+ground truth from ``task.annotation_file`` or, when that is empty, from the records as Model
+Garden's evaluator builds it; image ids are the records' ``source_id``; boxes go back to the
+original image the evaluator's way (divided by ``image_info``'s scale, float32).
+
+Supported now: one-stage (RetinaNet) experiments whose post-processing is the batched NMS
+(``detection_generator.nms_version: batched``); anything else is refused with one line naming
+the setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
+that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
+``validation_step`` and its ``COCOEvaluator`` at given thresholds (the proof the sweep's row is
+Model Garden's own number).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from detsearch.detection.cache import CacheKind
+
+__all__ = [
+    "Experiment",
+    "THRESHOLD_KEYS",
+    "check_supported",
+    "evaluate_with_model_garden",
+    "export_experiment",
+    "load_config",
+    "load_experiment",
+    "thresholds_override",
+    "write_thresholds_yaml",
+]
+
+THRESHOLD_KEYS: Mapping[str, Mapping[str, str]] = {
+    CacheKind.ONE_STAGE: {
+        "score_threshold": "task.model.detection_generator.pre_nms_score_threshold",
+        "iou_threshold": "task.model.detection_generator.nms_iou_threshold",
+    },
+    CacheKind.TWO_STAGE: {
+        "nms_score_threshold": "task.model.roi_generator.test_pre_nms_score_threshold",
+        "nms_iou_threshold": "task.model.roi_generator.test_nms_iou_threshold",
+        "score_threshold": "task.model.detection_generator.pre_nms_score_threshold",
+        "iou_threshold": "task.model.detection_generator.nms_iou_threshold",
+    },
+}
+"""MoXing threshold name -> the Model Garden config key it sets, per detector kind."""
+
+
+def load_config(experiment: str, config_files: Sequence[str | os.PathLike] = (), params_override: str | None = None):
+    """The experiment's config, as ``official.vision.train`` builds it: the registered
+    ``experiment``, then each YAML file, then ``params_override`` (a YAML/JSON string or
+    ``a.b=1,c=2``), every override strict.
+
+    Raises:
+      ValueError: an unknown experiment name (the registered ones listed), a missing YAML file,
+        a key Model Garden rejects (named with its source), a config that fails validation.
+    """
+    from official.core import exp_factory
+    from official.modeling import hyperparams
+    from official.vision import registry_imports  # noqa: F401 - registers the vision experiments
+
+    try:
+        config = exp_factory.get_exp_config(experiment)
+    except (KeyError, LookupError):
+        known = ", ".join(sorted(name for name in exp_factory._REGISTERED_CONFIGS  # pylint: disable=protected-access
+                                 if any(word in name for word in ("retinanet", "rcnn"))))
+        raise ValueError(f"unknown experiment {experiment!r}; registered detection experiments: {known}") from None
+    for path in config_files:
+        if not Path(path).is_file():
+            raise ValueError(f"--config_file {path}: no such file")
+        try:
+            config = hyperparams.override_params_dict(config, str(path), is_strict=True)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"--config_file {path}: Model Garden rejects it: {_first_line(error)}") from None
+    if params_override:
+        try:
+            config = hyperparams.override_params_dict(config, params_override, is_strict=True)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise ValueError(f"--params_override: Model Garden rejects it: {_first_line(error)}") from None
+    try:
+        config.validate()
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"experiment {experiment}: {_first_line(error)}") from None
+    return config
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().strip("'\"")
+    return " ".join(text.split()) or type(error).__name__
+
+
+def kind_of(config) -> CacheKind:
+    """One-stage for a RetinaNet task, two-stage for Mask/Faster R-CNN."""
+    name = type(config.task).__name__
+    if name == "RetinaNetTask":
+        return CacheKind.ONE_STAGE
+    if name == "MaskRCNNTask":
+        return CacheKind.TWO_STAGE
+    raise ValueError(f"task {name}: only RetinaNet and Faster/Mask R-CNN experiments have detection thresholds")
+
+
+def check_supported(config) -> CacheKind:
+    """The experiment's `CacheKind` when the sweep reproduces its post-processing exactly;
+    otherwise ValueError naming the setting and the value that would make it so."""
+    kind = kind_of(config)
+    if kind == CacheKind.TWO_STAGE:
+        raise ValueError("task.model: Faster/Mask R-CNN experiments are not supported yet; RetinaNet experiments are")
+    model = config.task.model
+    generator = model.detection_generator
+    if generator.nms_version != "batched":
+        raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}: the sweep reproduces "
+                         "'batched' NMS (tf.image.combined_non_max_suppression); set it to batched")
+    if not generator.apply_nms:
+        raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
+    if getattr(generator, "use_class_agnostic_nms", False):
+        raise ValueError("task.model.detection_generator.use_class_agnostic_nms true: batched NMS is class-aware")
+    if getattr(generator, "soft_nms_sigma", None):
+        raise ValueError(f"task.model.detection_generator.soft_nms_sigma {generator.soft_nms_sigma}: soft NMS is not "
+                         "reproduced")
+    if getattr(model, "head", None) is not None and getattr(model.head, "attribute_heads", None):
+        raise ValueError("task.model.head.attribute_heads: attribute heads are not supported")
+    data = config.task.validation_data
+    if str(data.dtype) != "float32":
+        raise ValueError(f"task.validation_data.dtype {data.dtype!r}: the cache is recorded in float32; set it to float32")
+    precision = config.runtime.mixed_precision_dtype
+    if precision not in (None, "", "float32"):
+        raise ValueError(f"runtime.mixed_precision_dtype {precision!r}: set it to float32")
+    if not data.input_path:
+        raise ValueError("task.validation_data.input_path is empty: the validation TFRecords are read from it")
+    return kind
+
+
+def thresholds_override(kind: CacheKind, thresholds: Mapping[str, float]) -> dict[str, Any]:
+    """The nested params-override dict that sets ``thresholds`` (MoXing names) in a config."""
+    override: dict[str, Any] = {}
+    for name, value in thresholds.items():
+        if name not in THRESHOLD_KEYS[kind]:
+            raise ValueError(f"{name!r} is not a {kind} threshold; known: {', '.join(THRESHOLD_KEYS[kind])}")
+        node = override
+        *parents, leaf = THRESHOLD_KEYS[kind][name].split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = float(value)
+    return override
+
+
+def write_thresholds_yaml(path: str | os.PathLike, kind: CacheKind, thresholds: Mapping[str, float]) -> Path:
+    """Writes ``thresholds`` as a Model Garden params override (YAML), atomically:
+    ``official.vision.train --config_file A.yaml,PATH`` then runs them."""
+    import yaml
+
+    from detsearch.atomic import write_bytes_atomic
+
+    text = ("# detsearch: the chosen post-processing thresholds, a Model Garden params override\n"
+            + yaml.safe_dump(thresholds_override(kind, thresholds), default_flow_style=False, sort_keys=False))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return path
+
+
+def read_thresholds(config, kind: CacheKind) -> dict[str, float]:
+    """The MoXing-named thresholds a config holds."""
+    out = {}
+    for name, key in THRESHOLD_KEYS[kind].items():
+        node = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        out[name] = float(node)
+    return out
+
+
+def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | None, *, return_decoded: bool):
+    """A copy of ``config`` with ``thresholds`` set and the decoded boxes returned or not."""
+    from official.modeling import hyperparams
+
+    config = copy.deepcopy(config)
+    override = thresholds_override(kind, thresholds or {})
+    override.setdefault("task", {}).setdefault("model", {}).setdefault("detection_generator", {})["return_decoded"] = return_decoded
+    return hyperparams.override_params_dict(config, override, is_strict=True)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A loaded experiment: its config, kind, task, the model restored from ``checkpoint``."""
+
+    name: str
+    config: Any
+    kind: CacheKind
+    checkpoint: str
+    task: Any = None
+    model: Any = None
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The config's own thresholds (MoXing names)."""
+        return read_thresholds(self.config, self.kind)
+
+    def build(self, thresholds: Mapping[str, float] | None = None, *, return_decoded: bool = False):
+        """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored."""
+        import tensorflow as tf
+        from official.core import task_factory
+
+        config = _with_thresholds(self.config, self.kind, thresholds, return_decoded=return_decoded)
+        task = task_factory.get_task(config.task)
+        model = task.build_model()
+        _create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
+        checkpoint = tf.train.Checkpoint(model=model)
+        try:
+            checkpoint.read(self.checkpoint).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise ValueError(f"checkpoint {self.checkpoint} does not fit experiment {self.name} as configured: "
+                             f"{_first_line(error)[:400]}") from None
+        return task, model
+
+    def batches(self, task) -> Iterator[tuple[Any, Any]]:
+        """The validation data through the task's own decoder and parser."""
+        return iter(task.build_inputs(self.config.task.validation_data))
+
+
+def _create_variables(model, model_config) -> None:
+    """One call of a RetinaNet on zeros: Keras creates the head's variables on first call."""
+    import tensorflow as tf
+    from official.vision.ops import anchor
+
+    height, width = model_config.input_size[:2]
+    boxes = anchor.Anchor(min_level=model_config.min_level, max_level=model_config.max_level,
+                          num_scales=model_config.anchor.num_scales, aspect_ratios=model_config.anchor.aspect_ratios,
+                          anchor_size=model_config.anchor.anchor_size, image_size=(height, width)).multilevel_boxes
+    model(tf.zeros([1, height, width, 3]), anchor_boxes={level: value[None] for level, value in boxes.items()},
+          image_shape=tf.constant([[height, width]], tf.float32), training=False)
+
+
+def resolve_checkpoint(model_dir: str | None, checkpoint: str | None) -> str:
+    """The checkpoint prefix: ``checkpoint``, else the latest in ``model_dir``."""
+    import tensorflow as tf
+
+    if checkpoint:
+        if not tf.io.gfile.exists(f"{checkpoint}.index"):
+            raise ValueError(f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index is missing)")
+        return str(checkpoint)
+    if not model_dir:
+        raise ValueError("--experiment needs --model_dir or --checkpoint")
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest is None:
+        raise ValueError(f"--model_dir {model_dir}: no checkpoint in it")
+    return latest
+
+
+def load_experiment(name: str, config_files: Sequence[str] = (), params_override: str | None = None, *,
+                    model_dir: str | None = None, checkpoint: str | None = None) -> Experiment:
+    """Loads and checks an experiment (`load_config`, `check_supported`) and finds its checkpoint."""
+    config = load_config(name, config_files, params_override)
+    kind = check_supported(config)
+    return Experiment(name=name, config=config, kind=kind, checkpoint=resolve_checkpoint(model_dir, checkpoint))
+
+
+def record(experiment: Experiment, score_floor: float, progress: Callable[[int], None] | None = None):
+    """The one-stage cache of the validation set and its COCO ground truth dict.
+
+    Returns ``(cache, ground_truth)``: a `DetectionCache` of the decoded boxes (original image
+    pixels, as Model Garden's evaluator maps them) and sigmoid scores before NMS with score >=
+    ``score_floor``, and the ground truth (``task.annotation_file``, else built from the records).
+    """
+    import tensorflow as tf
+
+    from detsearch.detection.cache import CacheBuilder, CacheSettings
+
+    task, model = experiment.build(return_decoded=True)
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def decoded(images, anchors, image_shape):
+        outputs = model(images, anchor_boxes=anchors, image_shape=image_shape, training=False)
+        return outputs["decoded_boxes"], outputs["decoded_box_scores"]
+
+    floor = np.float32(score_floor)
+    images_seen, records, groundtruths = [], [], []
+    for images, labels in experiment.batches(task):
+        boxes, scores = decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
+        boxes, scores = boxes.numpy()[:, :, 0, :], scores.numpy()
+        info = labels["image_info"].numpy()
+        source_ids = labels["groundtruths"]["source_id"].numpy()
+        groundtruths.append({k: v.numpy() for k, v in labels["groundtruths"].items()})
+        for i in range(len(source_ids)):
+            scale = np.tile(info[i, 2:3, :], [1, 2]).astype(np.float32)  # as COCOEvaluator: y, x, y, x
+            original = (boxes[i] / scale).astype(np.float32)
+            rows, classes = np.nonzero(scores[i] >= floor)
+            anchors, entry_row = np.unique(rows, return_inverse=True)
+            records.append({
+                "image_id": int(source_ids[i]),
+                "size": (int(round(info[i, 0, 0])), int(round(info[i, 0, 1]))),
+                "row_boxes": original[anchors],
+                "entry_row": entry_row.astype(np.int64),
+                "entry_class": classes.astype(np.int64),
+                "entry_score": scores[i][rows, classes],
+            })
+            images_seen.append(int(source_ids[i]))
+        if progress is not None:
+            progress(len(source_ids))
+    ground_truth = _ground_truth(experiment, groundtruths)
+    num_classes = scores.shape[-1]
+    # Score column c is Model Garden class c + 1; for COCO-format records the class is the category id.
+    category_ids = [c + 1 for c in range(num_classes)]
+    known = {int(c["id"]) for c in ground_truth["categories"]}
+    keep = [c for c in category_ids if c in known]
+    position = {c: i for i, c in enumerate(keep)}
+    builder = CacheBuilder(CacheSettings(kind=CacheKind.ONE_STAGE, category_ids=tuple(keep), score_floor=float(score_floor),
+                                         source={"experiment": experiment.name, "checkpoint": experiment.checkpoint}))
+    order = np.argsort(np.asarray(images_seen), kind="stable")
+    for index in order:
+        item = records[index]
+        mapped = np.array([position.get(int(c) + 1, -1) for c in item["entry_class"]], np.int64)
+        alive = mapped >= 0
+        builder.add_image(item["image_id"], item["size"], row_boxes=item["row_boxes"], entry_row=item["entry_row"][alive],
+                          entry_class=mapped[alive], entry_score=item["entry_score"][alive])
+    return builder.build(), ground_truth
+
+
+def _ground_truth(experiment: Experiment, groundtruths: list[dict[str, np.ndarray]]) -> dict:
+    annotation_file = experiment.config.task.annotation_file
+    if annotation_file:
+        import json
+
+        with open(annotation_file, encoding="utf-8") as handle:
+            return json.load(handle)
+    from official.vision.evaluation import coco_utils
+
+    merged = {key: [g[key] for g in groundtruths] for key in groundtruths[0]}
+    # The parser gives num_detections as [B, 1]; Model Garden's converter takes int() of each
+    # row, which NumPy 2 refuses for 1-element arrays: the same counts, as [B].
+    merged["num_detections"] = [np.reshape(n, [-1]) for n in merged["num_detections"]]
+    return coco_utils.convert_groundtruths_to_coco_dataset(merged)
+
+
+def evaluate_with_model_garden(experiment: Experiment, thresholds: Mapping[str, float] | None = None, *,
+                               ground_truth_file: str | os.PathLike | None = None) -> dict[str, float]:
+    """Model Garden's own evaluation at ``thresholds`` (None: the config's): the task's
+    ``validation_step``, ``aggregate_logs`` and ``reduce_aggregated_logs`` with its
+    ``COCOEvaluator``; the 12 stats by `detsearch.detection.cocoeval.STAT_NAMES`.
+
+    ``ground_truth_file`` stands in for an empty ``task.annotation_file``: the evaluator's own
+    conversion of the records' ground truth fails under NumPy 2 (see `_ground_truth`), so the
+    ground truth `record` built from them that way is given to it as a file.
+    """
+    import tensorflow as tf
+
+    from detsearch.detection.cocoeval import STAT_NAMES
+
+    if ground_truth_file is not None:
+        config = copy.deepcopy(experiment.config)
+        config.task.annotation_file = str(ground_truth_file)
+        experiment = dataclasses.replace(experiment, config=config)
+    task, model = experiment.build(thresholds)
+    metrics = task.build_metrics(training=False)
+    step = tf.function(lambda inputs: task.validation_step(inputs, model, metrics), autograph=False, reduce_retracing=True)
+    state = None
+    for inputs in experiment.batches(task):
+        state = task.aggregate_logs(state=state, step_outputs=step(inputs))  # the evaluator takes the tensors
+    logs = task.reduce_aggregated_logs(state)
+    # The evaluator's names (AP, ..., ARmax1, ARmax10, ARmax100, ...) in pycocotools' order.
+    names = task.coco_metric._metric_names[: len(STAT_NAMES)]  # pylint: disable=protected-access
+    return {ours: float(logs[theirs]) for ours, theirs in zip(STAT_NAMES, names)}
+
+
+def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], path: str | os.PathLike) -> Path:
+    """A SavedModel of the experiment at ``thresholds`` through Model Garden's own serving
+    module (``export_saved_model_lib.export_inference_graph``, ``image_tensor`` input: uint8
+    ``[B, H, W, 3]``): ``path/saved_model``, ``path/checkpoint``, ``path/params.yaml``. Written
+    beside ``path`` and moved into place (`detsearch.atomic.replace_directory`)."""
+    import shutil
+
+    from official.vision.serving import export_saved_model_lib
+
+    from detsearch.atomic import replace_directory
+
+    config = _with_thresholds(experiment.config, experiment.kind, thresholds, return_decoded=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        export_saved_model_lib.export_inference_graph(
+            input_type="image_tensor", batch_size=None, input_image_size=list(config.task.model.input_size[:2]),
+            params=config, checkpoint_path=experiment.checkpoint, export_dir=str(tmp),
+            export_saved_model_subdir="saved_model", export_checkpoint_subdir="checkpoint")
+        return replace_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

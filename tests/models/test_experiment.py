@@ -1,0 +1,168 @@
+"""A Model Garden experiment as the detector: TFRecords from Model Garden's own converter, a
+short run of its own trainer, then ``detsearch search-det --experiment``; Model Garden's own
+evaluation (the task's validation_step and COCOEvaluator) gives the sweep's 12 stats.
+
+150 steps: before that the untrained head scores the demo's black canvas borders alike, and
+tied scores above the thresholds make the order of equal candidates matter (docs/models.md,
+"Tied scores")."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+tf = pytest.importorskip("tensorflow")
+
+from detsearch import cli  # noqa: E402
+from detsearch.datasets import demo  # noqa: E402
+
+EXPERIMENT = "retinanet_resnetfpn_coco"
+
+CONFIG = """\
+runtime: {{distribution_strategy: one_device, mixed_precision_dtype: float32}}
+task:
+  init_checkpoint: ''
+  annotation_file: {root}/instances_val.json
+  model:
+    num_classes: 11
+    input_size: [128, 128, 3]
+    min_level: 3
+    max_level: 5
+    anchor: {{num_scales: 2, aspect_ratios: [0.5, 1.0, 2.0], anchor_size: 3.0}}
+    backbone: {{type: resnet, resnet: {{model_id: 18, depth_multiplier: 0.25}}}}
+    decoder: {{type: fpn, fpn: {{num_filters: 32}}}}
+    head: {{num_convs: 1, num_filters: 32}}
+    detection_generator: {{nms_version: batched, max_num_detections: 100}}
+  train_data:
+    input_path: {root}/tfrecords/train*
+    global_batch_size: 8
+    dtype: float32
+    shuffle_buffer_size: 32
+    parser: {{aug_rand_hflip: false, aug_scale_min: 1.0, aug_scale_max: 1.0}}
+  validation_data: {{input_path: '{root}/tfrecords/val*', global_batch_size: 8, dtype: float32, drop_remainder: false}}
+trainer:
+  train_steps: 150
+  validation_steps: -1
+  validation_interval: 150
+  steps_per_loop: 50
+  summary_interval: 50
+  checkpoint_interval: 150
+  optimizer_config:
+    learning_rate: {{type: constant, constant: {{learning_rate: 0.02}}}}
+    warmup: {{type: linear, linear: {{warmup_steps: 10, warmup_learning_rate: 0.001}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The demo as TFRecords (Model Garden's create_coco_tf_record), a config, and a model_dir
+    trained by Model Garden's own train_lib.run_experiment."""
+    from official.core import task_factory, train_lib
+
+    from detsearch.models.experiment import load_config
+
+    root = tmp_path_factory.mktemp("garden")
+    data = root / "demo"
+    demo.build_demo(data, num_train=32, num_val=12, image_size=128, seed=3)
+    (data / "tfrecords").mkdir()
+    for split in ("train", "val"):
+        done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
+                               f"--image_dir={data / split}", f"--object_annotations_file={data / f'instances_{split}.json'}",
+                               f"--output_file_prefix={data / 'tfrecords' / split}", "--num_shards=1", "--num_processes=0"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    config_file = root / "experiment.yaml"
+    config_file.write_text(CONFIG.format(root=data))
+    config = load_config(EXPERIMENT, [config_file])
+    model_dir = root / "model_dir"
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        task = task_factory.get_task(config.task, logging_dir=str(model_dir))
+    train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config, model_dir=str(model_dir))
+    return root, config_file, model_dir
+
+
+def search(arguments, capsys):
+    code = cli.main(["search-det", "--experiment", EXPERIMENT, *arguments])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("ground_truth", ["annotation_file", "records"])
+def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, capsys, ground_truth):
+    from official.modeling import hyperparams
+
+    from detsearch.models.experiment import load_config
+
+    root, config_file, model_dir = trained
+    out = tmp_path / "out"
+    extra = ["--export", str(tmp_path / "export")] if ground_truth == "annotation_file" else [
+        "--params-override", "{task: {annotation_file: ''}}"]
+    code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                                 "--score-thresholds", "0.05,0.3,0.6", "--iou-thresholds", "0.4,0.5", "--verify", *extra],
+                                capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["experiment"] == EXPERIMENT and summary["images"] == 12
+    # Model Garden's own evaluation at the chosen thresholds and at the config's: the sweep's 12 stats.
+    assert summary["model_garden_max_abs_diff"]["chosen"] <= 1e-6
+    assert summary["model_garden_max_abs_diff"]["config"] <= 1e-6
+    assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5}
+    assert (out / "annotations.json").exists() == (ground_truth == "records")
+    # thresholds.yaml is a strict Model Garden override holding the choice.
+    chosen = summary["chosen"]["params"]
+    config = hyperparams.override_params_dict(load_config(EXPERIMENT, [config_file]), str(out / "thresholds.yaml"),
+                                              is_strict=True)
+    generator = config.task.model.detection_generator
+    assert (generator.pre_nms_score_threshold, generator.nms_iou_threshold) == (chosen["score_threshold"], chosen["iou_threshold"])
+    assert "Model Garden's own evaluation: 12 stats max |diff|" in printed
+    if ground_truth == "annotation_file":  # Model Garden's serving module, at the chosen thresholds
+        exported = hyperparams.read_yaml_to_params_dict(str(tmp_path / "export" / "params.yaml"))
+        assert exported.task.model.detection_generator.pre_nms_score_threshold == chosen["score_threshold"]
+        serve = tf.saved_model.load(str(tmp_path / "export" / "saved_model")).signatures["serving_default"]
+        first = sorted((root / "demo" / "val").iterdir())[0]
+        image = tf.io.decode_image(tf.io.read_file(str(first)), channels=3)[None]
+        outputs = serve(inputs=image)
+        n = int(outputs["num_detections"][0])
+        assert n > 0 and (outputs["detection_scores"][0, :n].numpy() > chosen["score_threshold"]).all()
+    # the cache and the ground truth sweep again with detsearch sweep
+    annotations = out / "annotations.json" if ground_truth == "records" else root / "demo" / "instances_val.json"
+    assert cli.main(["sweep", "--cache", str(out / "cache"), "--annotations", str(annotations), "--score-thresholds", "0.05",
+                     "--iou-thresholds", "0.5", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--experiment", "retinanet_nonsense"], "unknown experiment 'retinanet_nonsense'; registered detection experiments:"),
+    (["--params-override", "task.model.no_such_key=1"], "--params_override: Model Garden rejects it"),
+    (["--params-override", "task.model.detection_generator.nms_version=v2"],
+     "task.model.detection_generator.nms_version 'v2': the sweep reproduces 'batched' NMS"),
+    (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
+    (["--model-dir", "/nonexistent"], "--model_dir /nonexistent: no checkpoint in it"),
+])
+def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message):
+    root, config_file, model_dir = trained
+    arguments = {"--config-file": str(config_file), "--model-dir": str(model_dir), "--out": str(tmp_path / "out")}
+    extra = []
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in arguments:
+            arguments[flag] = value
+        elif flag != "--experiment":
+            extra += [flag, value]
+    argv = [item for pair in arguments.items() for item in pair] + extra
+    if change[0] == "--experiment":
+        code = cli.main(["search-det", "--experiment", change[1], *argv])
+        err = capsys.readouterr().err
+    else:
+        code, _, err = search(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert message in lines[-1] and len([line for line in lines if "error" in line]) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_experiment_flags_need_experiment(capsys):
+    assert cli.main(["search-det", "--model-dir", "somewhere"]) == 2
+    assert "--model-dir needs --experiment" in capsys.readouterr().err
