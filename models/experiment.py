@@ -32,7 +32,9 @@ from detsearch.detection.cache import CacheKind
 
 __all__ = [
     "Experiment",
+    "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
+    "config_path",
     "check_supported",
     "evaluate_with_model_garden",
     "export_experiment",
@@ -57,10 +59,22 @@ THRESHOLD_KEYS: Mapping[str, Mapping[str, str]] = {
 """MoXing threshold name -> the Model Garden config key it sets, per detector kind."""
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "experiments"
+"""YAML overrides installed with the package (``models/experiments/NAME.yaml``)."""
+
+
+def config_path(value: str | os.PathLike) -> Path:
+    """A ``--config_file`` value: a path, or the name of a shipped override (`SHIPPED_CONFIGS`)
+    when no such file exists."""
+    path = Path(value)
+    shipped = SHIPPED_CONFIGS / f"{value}.yaml"
+    return shipped if not path.exists() and shipped.is_file() else path
+
+
 def load_config(experiment: str, config_files: Sequence[str | os.PathLike] = (), params_override: str | None = None):
     """The experiment's config, as ``official.vision.train`` builds it: the registered
-    ``experiment``, then each YAML file, then ``params_override`` (a YAML/JSON string or
-    ``a.b=1,c=2``), every override strict.
+    ``experiment``, then each YAML file (`config_path`: a path or a shipped name), then
+    ``params_override`` (a YAML/JSON string or ``a.b=1,c=2``), every override strict.
 
     Raises:
       ValueError: an unknown experiment name (the registered ones listed), a missing YAML file,
@@ -76,8 +90,8 @@ def load_config(experiment: str, config_files: Sequence[str | os.PathLike] = (),
         known = ", ".join(sorted(name for name in exp_factory._REGISTERED_CONFIGS  # pylint: disable=protected-access
                                  if any(word in name for word in ("retinanet", "rcnn"))))
         raise ValueError(f"unknown experiment {experiment!r}; registered detection experiments: {known}") from None
-    for path in config_files:
-        if not Path(path).is_file():
+    for path in map(config_path, config_files):
+        if not path.is_file():
             raise ValueError(f"--config_file {path}: no such file")
         try:
             config = hyperparams.override_params_dict(config, str(path), is_strict=True)

@@ -59,11 +59,13 @@ def test_every_module_of_the_tree_is_installed(wheel_names):
             assert f"{installed}/{relative.as_posix()}" in wheel_names, f"{source} is not in the wheel"
 
 
-def test_the_shipped_checkpoint_is_installed(wheel_names):
-    checkpoint = ROOT / "models" / "checkpoints"
-    for source in checkpoint.rglob("*"):
-        if source.is_file():
-            assert f"detsearch/models/{source.relative_to(ROOT / 'models').as_posix()}" in wheel_names
+@pytest.mark.parametrize("folder", ["checkpoints", "experiments"])
+def test_the_shipped_checkpoint_and_experiment_configs_are_installed(wheel_names, folder):
+    shipped = ROOT / "models" / folder
+    files = [source for source in shipped.rglob("*") if source.is_file()]
+    assert files
+    for source in files:
+        assert f"detsearch/models/{source.relative_to(ROOT / 'models').as_posix()}" in wheel_names
 
 
 def test_the_installed_package_works_outside_the_checkout(wheel, tmp_path):
