@@ -32,9 +32,11 @@ from detsearch.detection.cache import CacheKind
 
 __all__ = [
     "Experiment",
+    "RECORD_FEATURES",
     "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
     "config_path",
+    "check_records",
     "check_supported",
     "evaluate_with_model_garden",
     "export_experiment",
@@ -92,16 +94,16 @@ def load_config(experiment: str, config_files: Sequence[str | os.PathLike] = (),
         raise ValueError(f"unknown experiment {experiment!r}; registered detection experiments: {known}") from None
     for path in map(config_path, config_files):
         if not path.is_file():
-            raise ValueError(f"--config_file {path}: no such file")
+            raise ValueError(f"--config-file {path}: no such file")
         try:
             config = hyperparams.override_params_dict(config, str(path), is_strict=True)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
-            raise ValueError(f"--config_file {path}: Model Garden rejects it: {_first_line(error)}") from None
+            raise ValueError(f"--config-file {path}: Model Garden rejects it: {_first_line(error)}") from None
     if params_override:
         try:
             config = hyperparams.override_params_dict(config, params_override, is_strict=True)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
-            raise ValueError(f"--params_override: Model Garden rejects it: {_first_line(error)}") from None
+            raise ValueError(f"--params-override: Model Garden rejects it: {_first_line(error)}") from None
     try:
         config.validate()
     except (KeyError, ValueError) as error:
@@ -265,18 +267,60 @@ def resolve_checkpoint(model_dir: str | None, checkpoint: str | None) -> str:
             raise ValueError(f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index is missing)")
         return str(checkpoint)
     if not model_dir:
-        raise ValueError("--experiment needs --model_dir or --checkpoint")
+        raise ValueError("--experiment needs --model-dir or --checkpoint")
     latest = tf.train.latest_checkpoint(str(model_dir))
     if latest is None:
-        raise ValueError(f"--model_dir {model_dir}: no checkpoint in it")
+        raise ValueError(f"--model-dir {model_dir}: no checkpoint in it")
     return latest
+
+
+RECORD_FEATURES = ("image/encoded", "image/source_id", "image/height", "image/width", "image/object/bbox/xmin",
+                   "image/object/bbox/ymin", "image/object/bbox/xmax", "image/object/bbox/ymax",
+                   "image/object/class/label")
+"""The features of a validation record the task's decoder and the ground truth read (all
+written by ``official/vision/data/create_coco_tf_record.py``)."""
+
+
+def check_records(config) -> list[str]:
+    """The validation record files; ValueError, naming the file and what is wrong, when there
+    are none, when the first record lacks a feature of `RECORD_FEATURES`, or when a record's
+    ``source_id`` is not an image of ``task.annotation_file``."""
+    import json
+
+    import tensorflow as tf
+
+    data = config.task.validation_data
+    patterns = data.input_path if isinstance(data.input_path, (list, tuple)) else str(data.input_path).split(",")
+    files = sorted(f for pattern in patterns if pattern.strip() for f in tf.io.gfile.glob(pattern.strip()))
+    if not files:
+        raise ValueError(f"task.validation_data.input_path {data.input_path}: no such files")
+    for first in tf.data.TFRecordDataset(files[:1]).take(1):
+        features = tf.train.Example.FromString(first.numpy()).features.feature
+        missing = [name for name in RECORD_FEATURES if name not in features]
+        if missing:
+            raise ValueError(f"{files[0]}: the records lack {', '.join(missing)} (write them with Model Garden's "
+                             "create_coco_tf_record)")
+    annotation_file = config.task.annotation_file
+    if annotation_file:
+        with open(annotation_file, encoding="utf-8") as handle:
+            known = {int(image["id"]) for image in json.load(handle).get("images", [])}
+        ids = tf.data.TFRecordDataset(files).map(
+            lambda record: tf.io.parse_single_example(record, {"image/source_id": tf.io.FixedLenFeature((), tf.string)})
+            ["image/source_id"])
+        unknown = [int(value) for value in ids.as_numpy_iterator() if int(value) not in known]
+        if unknown:
+            raise ValueError(f"task.annotation_file {annotation_file}: image id {unknown[0]} of the records (source_id) "
+                             f"is not among its images ({len(unknown)} such records)")
+    return files
 
 
 def load_experiment(name: str, config_files: Sequence[str] = (), params_override: str | None = None, *,
                     model_dir: str | None = None, checkpoint: str | None = None) -> Experiment:
-    """Loads and checks an experiment (`load_config`, `check_supported`) and finds its checkpoint."""
+    """Loads and checks an experiment (`load_config`, `check_supported`, `check_records`) and
+    finds its checkpoint."""
     config = load_config(name, config_files, params_override)
     kind = check_supported(config)
+    check_records(config)
     return Experiment(name=name, config=config, kind=kind, checkpoint=resolve_checkpoint(model_dir, checkpoint))
 
 

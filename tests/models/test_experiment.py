@@ -136,11 +136,11 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
 
 @pytest.mark.parametrize("change, message", [
     (["--experiment", "retinanet_nonsense"], "unknown experiment 'retinanet_nonsense'; registered detection experiments:"),
-    (["--params-override", "task.model.no_such_key=1"], "--params_override: Model Garden rejects it"),
+    (["--params-override", "task.model.no_such_key=1"], "--params-override: Model Garden rejects it"),
     (["--params-override", "task.model.detection_generator.nms_version=v2"],
      "task.model.detection_generator.nms_version 'v2': the sweep reproduces 'batched' NMS"),
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
-    (["--model-dir", "/nonexistent"], "--model_dir /nonexistent: no checkpoint in it"),
+    (["--model-dir", "/nonexistent"], "--model-dir /nonexistent: no checkpoint in it"),
 ])
 def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message):
     root, config_file, model_dir = trained
@@ -161,6 +161,31 @@ def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message
     lines = err.strip().splitlines()
     assert message in lines[-1] and len([line for line in lines if "error" in line]) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_records_that_do_not_fit_are_one_line(trained, tmp_path, capsys):
+    root, config_file, model_dir = trained
+    lacking = tmp_path / "lacking.tfrecord"
+    with tf.io.TFRecordWriter(str(lacking)) as writer:
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"png"]))}))
+        writer.write(example.SerializeToString())
+    annotations = json.loads((root / "demo" / "instances_val.json").read_text())
+    other_ids = tmp_path / "other_ids.json"
+    other_ids.write_text(json.dumps({**annotations, "images": annotations["images"][1:],
+                                     "annotations": [a for a in annotations["annotations"]
+                                                     if a["image_id"] != annotations["images"][0]["id"]]}))
+    first_id = annotations["images"][0]["id"]
+    for override, message in (
+        (f"task.validation_data.input_path={lacking}", f"{lacking}: the records lack image/source_id, image/height"),
+        (f"task.validation_data.input_path={tmp_path}/none*", "task.validation_data.input_path"),
+        (f"task.annotation_file={other_ids}", f"image id {first_id} of the records (source_id) is not among its images"),
+    ):
+        out = tmp_path / "out"
+        code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                               "--params-override", override], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
 
 
 def test_experiment_flags_need_experiment(capsys):
