@@ -33,6 +33,7 @@ from detsearch.detection.cache import CacheKind
 __all__ = [
     "Experiment",
     "RECORD_FEATURES",
+    "Recorder",
     "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
     "config_path",
@@ -42,6 +43,7 @@ __all__ = [
     "export_experiment",
     "load_config",
     "load_experiment",
+    "record",
     "thresholds_override",
     "write_thresholds_yaml",
 ]
@@ -197,13 +199,16 @@ def read_thresholds(config, kind: CacheKind) -> dict[str, float]:
     return out
 
 
-def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | None, *, return_decoded: bool):
-    """A copy of ``config`` with ``thresholds`` set and the decoded boxes returned or not."""
+def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | None, *, decoded_only: bool):
+    """A copy of ``config`` with ``thresholds`` set; with ``decoded_only`` the detection generator
+    returns the decoded boxes and scores and runs no NMS (the same decoding: NMS comes after)."""
     from official.modeling import hyperparams
 
     config = copy.deepcopy(config)
     override = thresholds_override(kind, thresholds or {})
-    override.setdefault("task", {}).setdefault("model", {}).setdefault("detection_generator", {})["return_decoded"] = return_decoded
+    if decoded_only:
+        generator = override.setdefault("task", {}).setdefault("model", {}).setdefault("detection_generator", {})
+        generator.update(apply_nms=False, return_decoded=True)
     return hyperparams.override_params_dict(config, override, is_strict=True)
 
 
@@ -223,12 +228,13 @@ class Experiment:
         """The config's own thresholds (MoXing names)."""
         return read_thresholds(self.config, self.kind)
 
-    def build(self, thresholds: Mapping[str, float] | None = None, *, return_decoded: bool = False):
-        """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored."""
+    def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False):
+        """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored; with
+        ``decoded_only`` the model returns the decoded boxes and scores before NMS instead."""
         import tensorflow as tf
         from official.core import task_factory
 
-        config = _with_thresholds(self.config, self.kind, thresholds, return_decoded=return_decoded)
+        config = _with_thresholds(self.config, self.kind, thresholds, decoded_only=decoded_only)
         task = task_factory.get_task(config.task)
         model = task.build_model()
         _create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
@@ -324,65 +330,97 @@ def load_experiment(name: str, config_files: Sequence[str] = (), params_override
     return Experiment(name=name, config=config, kind=kind, checkpoint=resolve_checkpoint(model_dir, checkpoint))
 
 
+class Recorder:
+    """Records an experiment's validation batches: the model with its decoded boxes and scores
+    returned before NMS, one traced function, and the per-image rows and entries.
+
+    `add` takes one ``(images, labels)`` batch of the task's pipeline; `cache` builds the
+    `DetectionCache` (images by ``source_id``) and the ground truth. `record` is the whole pass.
+    """
+
+    def __init__(self, experiment: Experiment, score_floor: float):
+        import tensorflow as tf
+
+        self.experiment = experiment
+        self.score_floor = float(score_floor)
+        self.floor = np.float32(score_floor)
+        self.task, model = experiment.build(decoded_only=True)
+
+        @tf.function(autograph=False, reduce_retracing=True)
+        def decoded(images, anchors, image_shape):
+            outputs = model(images, anchor_boxes=anchors, image_shape=image_shape, training=False)
+            return outputs["decoded_boxes"], outputs["decoded_box_scores"]
+
+        self._decoded = decoded
+        self._records: list[dict[str, Any]] = []
+        self._groundtruths: list[dict[str, np.ndarray]] = []
+        self.num_classes = None
+
+    def trace(self, images, labels) -> None:
+        """Runs the forward pass once on a batch, recording nothing (traces the function)."""
+        self._decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
+
+    def add(self, images, labels) -> int:
+        """Records one batch; returns its number of images."""
+        boxes, scores = self._decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
+        boxes, scores = boxes.numpy()[:, :, 0, :], scores.numpy()
+        self.num_classes = scores.shape[-1]
+        info = labels["image_info"].numpy()
+        source_ids = labels["groundtruths"]["source_id"].numpy()
+        self._groundtruths.append({k: v.numpy() for k, v in labels["groundtruths"].items()})
+        # As COCOEvaluator maps boxes back: divided by the (y, x) scale, in float32.
+        scale = np.tile(info[:, 2:3, :], [1, 1, 2]).astype(np.float32)
+        original = (boxes / scale).astype(np.float32)
+        for i in range(len(source_ids)):
+            rows, classes = np.nonzero(scores[i] >= self.floor)  # row-major: sorted by (anchor, class)
+            first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
+            anchors, entry_row = rows[first], np.cumsum(first) - 1
+            self._records.append({
+                "image_id": int(source_ids[i]),
+                "size": (int(round(info[i, 0, 0])), int(round(info[i, 0, 1]))),
+                "row_boxes": original[i][anchors],
+                "entry_row": entry_row.astype(np.int64),
+                "entry_class": classes.astype(np.int64),
+                "entry_score": scores[i][rows, classes],
+            })
+        return len(source_ids)
+
+    def cache(self):
+        """``(DetectionCache, ground truth dict)`` of every batch added."""
+        from detsearch.detection.cache import CacheBuilder, CacheSettings
+
+        ground_truth = _ground_truth(self.experiment, self._groundtruths)
+        # Score column c is Model Garden class c + 1, the category id of COCO-format records;
+        # classes without ground truth categories are left out (COCO evaluation ignores them).
+        known = {int(c["id"]) for c in ground_truth["categories"]}
+        keep = [c for c in range(1, self.num_classes + 1) if c in known]
+        position = np.full(self.num_classes, -1, np.int64)
+        position[np.asarray(keep, np.int64) - 1] = np.arange(len(keep))
+        builder = CacheBuilder(CacheSettings(
+            kind=CacheKind.ONE_STAGE, category_ids=tuple(keep), score_floor=self.score_floor,
+            source={"experiment": self.experiment.name, "checkpoint": self.experiment.checkpoint}))
+        for item in sorted(self._records, key=lambda record: record["image_id"]):
+            mapped = position[item["entry_class"]]
+            alive = mapped >= 0
+            builder.add_image(item["image_id"], item["size"], row_boxes=item["row_boxes"],
+                              entry_row=item["entry_row"][alive], entry_class=mapped[alive],
+                              entry_score=item["entry_score"][alive])
+        return builder.build(), ground_truth
+
+
 def record(experiment: Experiment, score_floor: float, progress: Callable[[int], None] | None = None):
-    """The one-stage cache of the validation set and its COCO ground truth dict.
+    """The one-stage cache of the validation set and its COCO ground truth dict (`Recorder`).
 
     Returns ``(cache, ground_truth)``: a `DetectionCache` of the decoded boxes (original image
     pixels, as Model Garden's evaluator maps them) and sigmoid scores before NMS with score >=
     ``score_floor``, and the ground truth (``task.annotation_file``, else built from the records).
     """
-    import tensorflow as tf
-
-    from detsearch.detection.cache import CacheBuilder, CacheSettings
-
-    task, model = experiment.build(return_decoded=True)
-
-    @tf.function(autograph=False, reduce_retracing=True)
-    def decoded(images, anchors, image_shape):
-        outputs = model(images, anchor_boxes=anchors, image_shape=image_shape, training=False)
-        return outputs["decoded_boxes"], outputs["decoded_box_scores"]
-
-    floor = np.float32(score_floor)
-    images_seen, records, groundtruths = [], [], []
-    for images, labels in experiment.batches(task):
-        boxes, scores = decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
-        boxes, scores = boxes.numpy()[:, :, 0, :], scores.numpy()
-        info = labels["image_info"].numpy()
-        source_ids = labels["groundtruths"]["source_id"].numpy()
-        groundtruths.append({k: v.numpy() for k, v in labels["groundtruths"].items()})
-        for i in range(len(source_ids)):
-            scale = np.tile(info[i, 2:3, :], [1, 2]).astype(np.float32)  # as COCOEvaluator: y, x, y, x
-            original = (boxes[i] / scale).astype(np.float32)
-            rows, classes = np.nonzero(scores[i] >= floor)
-            anchors, entry_row = np.unique(rows, return_inverse=True)
-            records.append({
-                "image_id": int(source_ids[i]),
-                "size": (int(round(info[i, 0, 0])), int(round(info[i, 0, 1]))),
-                "row_boxes": original[anchors],
-                "entry_row": entry_row.astype(np.int64),
-                "entry_class": classes.astype(np.int64),
-                "entry_score": scores[i][rows, classes],
-            })
-            images_seen.append(int(source_ids[i]))
+    recorder = Recorder(experiment, score_floor)
+    for images, labels in experiment.batches(recorder.task):
+        count = recorder.add(images, labels)
         if progress is not None:
-            progress(len(source_ids))
-    ground_truth = _ground_truth(experiment, groundtruths)
-    num_classes = scores.shape[-1]
-    # Score column c is Model Garden class c + 1; for COCO-format records the class is the category id.
-    category_ids = [c + 1 for c in range(num_classes)]
-    known = {int(c["id"]) for c in ground_truth["categories"]}
-    keep = [c for c in category_ids if c in known]
-    position = {c: i for i, c in enumerate(keep)}
-    builder = CacheBuilder(CacheSettings(kind=CacheKind.ONE_STAGE, category_ids=tuple(keep), score_floor=float(score_floor),
-                                         source={"experiment": experiment.name, "checkpoint": experiment.checkpoint}))
-    order = np.argsort(np.asarray(images_seen), kind="stable")
-    for index in order:
-        item = records[index]
-        mapped = np.array([position.get(int(c) + 1, -1) for c in item["entry_class"]], np.int64)
-        alive = mapped >= 0
-        builder.add_image(item["image_id"], item["size"], row_boxes=item["row_boxes"], entry_row=item["entry_row"][alive],
-                          entry_class=mapped[alive], entry_score=item["entry_score"][alive])
-    return builder.build(), ground_truth
+            progress(count)
+    return recorder.cache()
 
 
 def _ground_truth(experiment: Experiment, groundtruths: list[dict[str, np.ndarray]]) -> dict:
@@ -442,7 +480,7 @@ def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], p
 
     from detsearch.atomic import replace_directory
 
-    config = _with_thresholds(experiment.config, experiment.kind, thresholds, return_decoded=False)
+    config = _with_thresholds(experiment.config, experiment.kind, thresholds, decoded_only=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
