@@ -145,12 +145,12 @@ def test_coordinate_search_over_the_extra_axes():
 # per-class thresholds
 
 
-def _per_class_reference(cache, dataset, params, rule):
+def _per_class_reference(cache, dataset, params, rule, options=ONE_STAGE_OPTIONS):
     """Thresholds and figures from reference NMS + pycocotools' own evaluateImg matches."""
     gt = load_ground_truth(dataset)
     coco_gt = coco_ground_truth(gt)
     image_ids = list(cache.meta.image_ids)
-    results = reference_detections(cache, params, **ONE_STAGE_OPTIONS)
+    results = reference_detections(cache, params, **options)
     evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
     all_area = list(evaluator.params.areaRng[0])
     out = {}
@@ -224,6 +224,21 @@ def test_per_class_thresholds_equal_pycocotools(seed, rule):
     payload = result.to_dict()
     assert payload["per_class_rule"] == rule.replace("precision:0.6", "precision:0.6")
     assert {"category_id", "name", "score_threshold", "precision", "recall", "f1", "ap"} <= set(payload["per_class"][0])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("rule", ["f1", "precision:0.5"])
+def test_two_stage_per_class_thresholds_equal_pycocotools(rule):
+    cache, dataset = random_case(6, "two_stage", num_images=8, ties=True)
+    spec = ParamSpec(nms_score_threshold=[0.2], nms_iou_threshold=[0.5], score_threshold=[0.1], iou_threshold=[0.5])
+    result = sweep_module.sweep(cache, dataset, spec, per_class=rule)
+    options = dict(num_proposals=cache.meta.num_proposals, per_level=True, max_detections_per_class=100, max_total_detections=100)
+    expected, ap, stats = _per_class_reference(cache, dataset, dict(result.best_row.params), PerClassRule.parse(rule), options)
+    assert result.per_class.stats == stats
+    for entry in result.per_class.classes:
+        threshold, figures = expected[entry.category_id]
+        assert entry.score_threshold == threshold
+        assert (entry.precision, entry.recall, entry.f1) == (figures or (None, None, None))
 
 
 @pytest.mark.parametrize("text", ["f2", "precision", "precision:0", "recall:1.5", "recall:x", "precision:-0.1", ""])
