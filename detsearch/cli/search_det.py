@@ -23,6 +23,16 @@ resumes the final training from its last checkpoint and the cache from its last 
     detsearch search-det --search-training                      # demo, tiny SSD
     detsearch search-det --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
         --score-thresholds 0.05,0.3 --by-loss
+
+With ``--experiment NAME`` the detector is a trained TF Model Garden experiment (RetinaNet with
+batched NMS): its config (``--config-file``, ``--params-override``, as ``official.vision.train``
+takes them), its checkpoint (``--model-dir`` or ``--checkpoint``), its validation TFRecords and
+ground truth. It writes ``OUT/thresholds.yaml`` (a Model Garden params override), ``OUT/cache``,
+``OUT/sweep/``; ``--export DIR`` a SavedModel through Model Garden's serving module; ``--verify``
+compares with Model Garden's own evaluation (docs/garden.md).
+
+    detsearch search-det --experiment retinanet_resnetfpn_coco --config-file my.yaml \\
+        --model-dir runs/retinanet --out out/retinanet --verify
 """
 
 from __future__ import annotations
