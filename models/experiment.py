@@ -148,6 +148,10 @@ def check_supported(config) -> CacheKind:
                          "reproduced")
     if getattr(model, "head", None) is not None and getattr(model.head, "attribute_heads", None):
         raise ValueError("task.model.head.attribute_heads: attribute heads are not supported")
+    evaluated = getattr(config.task, "max_num_eval_detections", 100)
+    if evaluated != 100:
+        raise ValueError(f"task.max_num_eval_detections {evaluated}: COCO's evaluation counts 100 detections per image "
+                         "and category, as the sweep does; set it to 100")
     data = config.task.validation_data
     if str(data.dtype) != "float32":
         raise ValueError(f"task.validation_data.dtype {data.dtype!r}: the cache is recorded in float32; set it to float32")

@@ -140,6 +140,8 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
     (["--params-override", "task.model.detection_generator.nms_version=v2"],
      "task.model.detection_generator.nms_version 'v2': the sweep reproduces 'batched' NMS"),
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
+    (["--params-override", "task.max_num_eval_detections=300"], "task.max_num_eval_detections 300"),
+    (["--params-override", "task.validation_data.dtype=bfloat16"], "task.validation_data.dtype 'bfloat16'"),
     (["--model-dir", "/nonexistent"], "--model-dir /nonexistent: no checkpoint in it"),
 ])
 def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message):
