@@ -32,6 +32,7 @@ from detsearch.detection.cache import CacheKind
 
 __all__ = [
     "Experiment",
+    "MAX_DETECTIONS_KEY",
     "RECORD_FEATURES",
     "Recorder",
     "SHIPPED_CONFIGS",
@@ -61,6 +62,9 @@ THRESHOLD_KEYS: Mapping[str, Mapping[str, str]] = {
     },
 }
 """MoXing threshold name -> the Model Garden config key it sets, per detector kind."""
+
+MAX_DETECTIONS_KEY = "task.model.detection_generator.max_num_detections"
+"""Where the sweep's ``max_detections`` axis goes (the cap per class and per image)."""
 
 
 SHIPPED_CONFIGS = Path(__file__).parent / "experiments"
@@ -164,16 +168,21 @@ def check_supported(config) -> CacheKind:
 
 
 def thresholds_override(kind: CacheKind, thresholds: Mapping[str, float]) -> dict[str, Any]:
-    """The nested params-override dict that sets ``thresholds`` (MoXing names) in a config."""
+    """The nested params-override dict that sets ``thresholds`` (MoXing names, and
+    ``max_detections``) in a config."""
     override: dict[str, Any] = {}
     for name, value in thresholds.items():
-        if name not in THRESHOLD_KEYS[kind]:
-            raise ValueError(f"{name!r} is not a {kind} threshold; known: {', '.join(THRESHOLD_KEYS[kind])}")
+        if name == "max_detections":
+            key, value = MAX_DETECTIONS_KEY, int(value)
+        elif name in THRESHOLD_KEYS[kind]:
+            key, value = THRESHOLD_KEYS[kind][name], float(value)
+        else:
+            raise ValueError(f"{name!r} is not a {kind} threshold; known: {', '.join(THRESHOLD_KEYS[kind])}, max_detections")
         node = override
-        *parents, leaf = THRESHOLD_KEYS[kind][name].split(".")
+        *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = float(value)
+        node[leaf] = value
     return override
 
 
@@ -192,15 +201,16 @@ def write_thresholds_yaml(path: str | os.PathLike, kind: CacheKind, thresholds: 
     return path
 
 
+def _config_value(config, key: str):
+    node = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def read_thresholds(config, kind: CacheKind) -> dict[str, float]:
     """The MoXing-named thresholds a config holds."""
-    out = {}
-    for name, key in THRESHOLD_KEYS[kind].items():
-        node = config
-        for part in key.split("."):
-            node = getattr(node, part)
-        out[name] = float(node)
-    return out
+    return {name: float(_config_value(config, key)) for name, key in THRESHOLD_KEYS[kind].items()}
 
 
 def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | None, *, decoded_only: bool):
@@ -231,6 +241,11 @@ class Experiment:
     def thresholds(self) -> dict[str, float]:
         """The config's own thresholds (MoXing names)."""
         return read_thresholds(self.config, self.kind)
+
+    @property
+    def max_detections(self) -> int:
+        """The config's ``max_num_detections``."""
+        return int(_config_value(self.config, MAX_DETECTIONS_KEY))
 
     def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False):
         """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored; with

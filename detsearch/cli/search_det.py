@@ -175,12 +175,12 @@ def describe(params) -> str:
 
 
 def default_row(result, defaults):
-    """The row at Model Garden's default thresholds (and, where swept, its default cap of 100
-    detections and class-aware NMS)."""
+    """The row at the default thresholds ``defaults`` (and, where swept and not in ``defaults``,
+    Model Garden's default cap of 100 detections and class-aware NMS)."""
     from detsearch.models.thresholds import MAX_NUM_DETECTIONS
 
     wanted = dict(defaults)
-    extra = {"max_detections": MAX_NUM_DETECTIONS, "class_agnostic": False}
+    extra = {k: v for k, v in {"max_detections": MAX_NUM_DETECTIONS, "class_agnostic": False}.items() if k not in wanted}
     for row in result.table:
         if all(row.params[k] == wanted[k] for k in wanted) and all(row.params.get(k, v) == v for k, v in extra.items()):
             return row
@@ -328,9 +328,9 @@ def search_experiment(args, started) -> int:
     from detsearch.params import ParamSpec
 
     options = operating_point_options(args)
-    if options["max_detections"] is not None or options["class_agnostic"] is not None:
-        raise BadInput("--max-detections and --class-agnostic are not written to thresholds.yaml yet; sweep them with "
-                       "detsearch sweep on OUT/cache")
+    if options["class_agnostic"] is not None:
+        raise BadInput("--class-agnostic: Model Garden's batched NMS is class-aware; sweep it with detsearch sweep on "
+                       "OUT/cache")
     if args.search_training:
         raise BadInput("--search-training with --experiment is not supported yet")
     args.model = "ssd"  # the one-stage grid
@@ -344,6 +344,9 @@ def search_experiment(args, started) -> int:
         raise BadInput(str(error)) from None
     defaults = experiment.thresholds
     grid = threshold_grid(args, flags, defaults)
+    if options["max_detections"] is not None:  # the config's own cap is a candidate too
+        defaults["max_detections"] = experiment.max_detections
+        options["max_detections"] = sorted(set(options["max_detections"]) | {experiment.max_detections})
     bars = []
 
     def progress(count: int) -> None:  # the bar starts with the first batch, after the checkpoint is restored
@@ -360,7 +363,7 @@ def search_experiment(args, started) -> int:
         ground_truth_file = out / "annotations.json"  # built from the records, for detsearch sweep
         write_json_atomic(ground_truth_file, ground_truth)
     result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget, **options)
-    chosen = result.best.to_dict()
+    chosen = {name: value for name, value in result.best_params.items() if name in defaults}
     thresholds_file = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
     extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults}
     if args.verify:

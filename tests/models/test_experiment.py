@@ -100,7 +100,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
     root, config_file, model_dir = trained
     out = tmp_path / "out"
     extra = ["--export", str(tmp_path / "export")] if ground_truth == "annotation_file" else [
-        "--params-override", "{task: {annotation_file: ''}}"]
+        "--params-override", "{task: {annotation_file: ''}}", "--max-detections", "5,20"]
     code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
                                  "--score-thresholds", "0.05,0.3,0.6", "--iou-thresholds", "0.4,0.5", "--verify", *extra],
                                 capsys)
@@ -110,7 +110,9 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
     # Model Garden's own evaluation at the chosen thresholds and at the config's: the sweep's 12 stats.
     assert summary["model_garden_max_abs_diff"]["chosen"] <= 1e-6
     assert summary["model_garden_max_abs_diff"]["config"] <= 1e-6
-    assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5}
+    caps = {} if ground_truth == "annotation_file" else {"max_detections": 100}  # the config's cap joins the axis
+    assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5, **caps}
+    assert summary["configurations"] == 6 * (1 if ground_truth == "annotation_file" else 3)
     assert (out / "annotations.json").exists() == (ground_truth == "records")
     # thresholds.yaml is a strict Model Garden override holding the choice.
     chosen = summary["chosen"]["params"]
@@ -118,6 +120,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
                                               is_strict=True)
     generator = config.task.model.detection_generator
     assert (generator.pre_nms_score_threshold, generator.nms_iou_threshold) == (chosen["score_threshold"], chosen["iou_threshold"])
+    assert generator.max_num_detections == chosen.get("max_detections", 100)
     assert "Model Garden's own evaluation: 12 stats max |diff|" in printed
     if ground_truth == "annotation_file":  # Model Garden's serving module, at the chosen thresholds
         exported = hyperparams.read_yaml_to_params_dict(str(tmp_path / "export" / "params.yaml"))
