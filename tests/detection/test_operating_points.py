@@ -275,6 +275,20 @@ def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotoo
     assert set(payload) >= {"image_ids", "stats", "ci95"}
 
 
+def test_holdout_with_swept_caps_scores_the_chosen_cap():
+    pytest.importorskip("detsearch.detection.bootstrap")
+    cache, dataset = random_case(2, "one_stage", num_images=12, max_rows=50)
+    spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5])
+    result = sweep_module.sweep(cache, dataset, spec, holdout=0.4, seed=1, replicates=20, max_detections=[1, 3, 100],
+                                tolerance=0.05)
+    _, held = split_images(cache.meta.image_ids, 0.4, 1, load_ground_truth(dataset))
+    params = dict(result.best_row.params)
+    results = reference_detections(subset_cache(cache, held), params, **ONE_STAGE_OPTIONS)
+    coco_gt = coco_ground_truth(load_ground_truth(dataset))
+    held_ids = sorted(cache.meta.image_ids[i] for i in held)
+    assert result.holdout.stats == tuple(float(v) for v in pycocotools_eval(coco_gt, load_results(coco_gt, results), held_ids).stats)
+
+
 def test_subset_cache_keeps_each_image_as_it_was():
     cache, _ = random_case(3, "two_stage", num_images=6)
     positions = np.array([1, 3, 4])

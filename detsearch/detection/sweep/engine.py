@@ -369,6 +369,10 @@ class SweepEngine:
         logger.debug("sweep: %s: %d rows in %.2fs", key, len(rows), time.perf_counter() - started)
         return rows
 
+    def score_cut(self, score_threshold: float) -> float:
+        """The float64 cut (`float32_cut`) of one of the grid's score thresholds."""
+        return self.score_cuts[self.score_thresholds.index(score_threshold)]
+
     def row_position(self, params: Mapping[str, float]) -> int:
         """Position of the row with ``params`` within `rows` of its key."""
         cap_index = self.caps.index(params["max_detections"]) if self.caps else 0

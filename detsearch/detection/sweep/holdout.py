@@ -162,7 +162,7 @@ def confirm(engine, row, objective: str, budget: float | None, *, fraction: floa
     key = key_of(engine.kind, row.params)
     held_row = engine.rows(key)[engine.row_position(row.params)]
     _, matches = engine.capped(key, row.params.get("max_detections"))
-    cut = engine.score_cuts[engine.score_thresholds.index(row.params["score_threshold"])]
+    cut = engine.score_cut(row.params["score_threshold"])
     weights = bootstrap_weights(engine.num_images, replicates, seed)
     figures = replicate_stats(matches, weights, cut)
     ci95 = {}

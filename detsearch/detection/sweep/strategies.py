@@ -193,7 +193,13 @@ def sweep(
         chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
         result = _sweep_on(subset_cache(cache, chosen_positions), gt, axes, kind, options, agnostic, strategy, objective,
                            budget, tolerance, rule, executor, progress)
-        held = SweepEngine(subset_cache(cache, held_positions), gt, _axes_of(kind, result.best_row.params), kind, **options)
+        chosen = result.best_row.params
+        # The held-out engine's grid is the chosen configuration alone, its cap included.
+        held_options = dict(options)
+        if caps is not None:
+            cap = chosen["max_detections"]
+            held_options.update(caps=(cap,), max_detections_per_class=cap, max_total_detections=cap)
+        held = SweepEngine(subset_cache(cache, held_positions), gt, _axes_of(kind, chosen), kind, **held_options)
         confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed,
                             chosen_num_images=result.num_images, replicates=int(replicates))
         return replace(result, holdout=confirmed)
@@ -249,7 +255,7 @@ def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None
     key = key_of(engine.kind, row.params)
     dets, matches = engine.capped(key, row.params.get("max_detections"))
     threshold = row.params["score_threshold"]
-    cut = engine.score_cuts[engine.score_thresholds.index(threshold)]
+    cut = engine.score_cut(threshold)
     above = matches.select(matches.scores > cut, np.arange(len(dets)))
     scores = engine.entry_score_exact[dets]
     kept = scores > cut
