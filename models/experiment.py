@@ -10,9 +10,9 @@ ground truth from ``task.annotation_file`` or, when that is empty, from the reco
 Garden's evaluator builds it; image ids are the records' ``source_id``; boxes go back to the
 original image the evaluator's way (divided by ``image_info``'s scale, float32).
 
-Supported now: one-stage (RetinaNet) experiments whose post-processing is the batched NMS
-(``detection_generator.nms_version: batched``); anything else is refused with one line naming
-the setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
+Supported now: one-stage (RetinaNet) experiments whose post-processing is Model Garden's
+default ``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`) or ``batched``;
+anything else is refused with one line naming the setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
 that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
 ``validation_step`` and its ``COCOEvaluator`` at given thresholds (the proof the sweep's row is
 Model Garden's own number).
@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from detsearch.detection.cache import CacheKind
+from detsearch.detection.sweep.grid import NMS_VERSIONS
 
 __all__ = [
     "Experiment",
@@ -140,13 +141,14 @@ def check_supported(config) -> CacheKind:
         raise ValueError("task.model: Faster/Mask R-CNN experiments are not supported yet; RetinaNet experiments are")
     model = config.task.model
     generator = model.detection_generator
-    if generator.nms_version != "batched":
+    if generator.nms_version not in NMS_VERSIONS:
         raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}: the sweep reproduces "
-                         "'batched' NMS (tf.image.combined_non_max_suppression); set it to batched")
+                         f"{' and '.join(NMS_VERSIONS)} (Model Garden's default)")
     if not generator.apply_nms:
         raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
     if getattr(generator, "use_class_agnostic_nms", False):
-        raise ValueError("task.model.detection_generator.use_class_agnostic_nms true: batched NMS is class-aware")
+        raise ValueError("task.model.detection_generator.use_class_agnostic_nms true: class-agnostic v2 NMS is not "
+                         "reproduced")
     if getattr(generator, "soft_nms_sigma", None):
         raise ValueError(f"task.model.detection_generator.soft_nms_sigma {generator.soft_nms_sigma}: soft NMS is not "
                          "reproduced")
@@ -246,6 +248,16 @@ class Experiment:
     def max_detections(self) -> int:
         """The config's ``max_num_detections``."""
         return int(_config_value(self.config, MAX_DETECTIONS_KEY))
+
+    @property
+    def nms_options(self) -> dict[str, Any]:
+        """`detsearch.detection.sweep.sweep`'s NMS settings for the config's post-processing:
+        its ``nms_version`` (v2 with its ``pre_nms_top_k``) and its cap per class and image."""
+        generator = self.config.task.model.detection_generator
+        options: dict[str, Any] = {"nms_version": generator.nms_version}
+        if generator.nms_version == "v2":
+            options["pre_nms_top_k"] = int(generator.pre_nms_top_k)
+        return options
 
     def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False):
         """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored; with

@@ -24,8 +24,8 @@ resumes the final training from its last checkpoint and the cache from its last 
     detsearch search-det --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
         --score-thresholds 0.05,0.3 --by-loss
 
-With ``--experiment NAME`` the detector is a trained TF Model Garden experiment (RetinaNet with
-batched NMS): its config (``--config-file``, ``--params-override``, as ``official.vision.train``
+With ``--experiment NAME`` the detector is a trained TF Model Garden experiment (RetinaNet, its
+``nms_version`` v2 or batched): its config (``--config-file``, ``--params-override``, as ``official.vision.train``
 takes them), its checkpoint (``--model-dir`` or ``--checkpoint``), its validation TFRecords and
 ground truth. It writes ``OUT/thresholds.yaml`` (a Model Garden params override), ``OUT/cache``,
 ``OUT/sweep/``; ``--export DIR`` a SavedModel through Model Garden's serving module; ``--verify``
@@ -93,7 +93,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     objective_arguments(parser)
     operating_point_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
-    garden = parser.add_argument_group("a Model Garden experiment as the detector (RetinaNet, batched NMS)")
+    garden = parser.add_argument_group("a Model Garden experiment as the detector (RetinaNet, NMS v2 or batched)")
     garden.add_argument("--experiment", metavar="NAME",
                         help="registered Model Garden experiment, e.g. retinanet_resnetfpn_coco: the model, the "
                              "validation TFRecords and the ground truth come from its config")
@@ -329,8 +329,8 @@ def search_experiment(args, started) -> int:
 
     options = operating_point_options(args)
     if options["class_agnostic"] is not None:
-        raise BadInput("--class-agnostic: Model Garden's batched NMS is class-aware; sweep it with detsearch sweep on "
-                       "OUT/cache")
+        raise BadInput("--class-agnostic: the experiment's NMS is class-aware as configured; sweep it with detsearch "
+                       "sweep on OUT/cache")
     if args.search_training:
         raise BadInput("--search-training with --experiment is not supported yet")
     args.model = "ssd"  # the one-stage grid
@@ -362,10 +362,13 @@ def search_experiment(args, started) -> int:
     if not experiment.config.task.annotation_file:
         ground_truth_file = out / "annotations.json"  # built from the records, for detsearch sweep
         write_json_atomic(ground_truth_file, ground_truth)
-    result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget, **options)
+    if options["max_detections"] is None:  # the config's own cap, per class and per image
+        options.update(max_detections_per_class=experiment.max_detections, max_total_detections=experiment.max_detections)
+    result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget, **options,
+                   **experiment.nms_options)
     chosen = {name: value for name, value in result.best_params.items() if name in defaults}
     thresholds_file = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
-    extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults}
+    extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults, "nms": experiment.nms_options}
     if args.verify:
         verified = {}
         for name, setting in (("chosen", chosen), ("config", defaults)):

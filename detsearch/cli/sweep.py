@@ -78,6 +78,12 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--max-detections-per-class", type=int, metavar="N", help="NMS cap per class and image (default 100)")
     sweep.add_argument("--max-total-detections", type=int, metavar="N", help="NMS cap per image (default 100)")
+    sweep.add_argument("--nms-version", choices=("batched", "v2"), default="batched",
+                       help="one-stage: the Model Garden post-processing to reproduce: batched (greedy NMS, default) or "
+                       "v2 (Model Garden's default: per-class pre-NMS top-k, tiled NMS suppressing at IoU >= the "
+                       "threshold); v2 caps classes and images alike (--max-detections)")
+    sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v2: candidates per image and "
+                       "class (default 5000, Model Garden's)")
     operating_point_arguments(sweep)
     sweep.add_argument(
         "--num-proposals", type=int, metavar="N", help="two-stage: first-stage top-N (default: the cache's num_proposals, else 1000)"
@@ -196,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
             max_detections_per_class=args.max_detections_per_class,
             max_total_detections=args.max_total_detections,
             num_proposals=args.num_proposals,
+            nms_version=args.nms_version,
+            pre_nms_top_k=args.pre_nms_top_k,
             executor=executor,
             progress=progress,
             **options,

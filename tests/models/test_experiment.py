@@ -137,11 +137,25 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
                      "--iou-thresholds", "0.5", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
 
 
+def test_model_gardens_default_nms_v2_equals_model_garden(trained, tmp_path, capsys):
+    # v2 at IoU thresholds below, at and above 0.5: its tiled NMS is not greedy below 0.5.
+    root, config_file, model_dir = trained
+    out = tmp_path / "out"
+    code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                           "--params-override", "task.model.detection_generator.nms_version=v2",
+                           "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.3,0.4,0.6", "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nms"] == {"nms_version": "v2", "pre_nms_top_k": 5000}
+    assert summary["model_garden_max_abs_diff"]["chosen"] <= 1e-6
+    assert summary["model_garden_max_abs_diff"]["config"] <= 1e-6
+
+
 @pytest.mark.parametrize("change, message", [
     (["--experiment", "retinanet_nonsense"], "unknown experiment 'retinanet_nonsense'; registered detection experiments:"),
     (["--params-override", "task.model.no_such_key=1"], "--params-override: Model Garden rejects it"),
-    (["--params-override", "task.model.detection_generator.nms_version=v2"],
-     "task.model.detection_generator.nms_version 'v2': the sweep reproduces 'batched' NMS"),
+    (["--params-override", "task.model.detection_generator.nms_version=v1"],
+     "task.model.detection_generator.nms_version 'v1': the sweep reproduces batched and v2"),
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
     (["--params-override", "task.max_num_eval_detections=300"], "task.max_num_eval_detections 300"),
     (["--params-override", "task.validation_data.dtype=bfloat16"], "task.validation_data.dtype 'bfloat16'"),

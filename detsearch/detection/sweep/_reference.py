@@ -9,16 +9,18 @@ from typing import Sequence
 import numpy as np
 
 from detsearch.detection import nms as nms_ops
+from detsearch.detection import nms_v2
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1
-from detsearch.detection.sweep.grid import check_axes, check_cache, check_floor, check_options, grid_axes, threshold_names
+from detsearch.detection.sweep.grid import (check_axes, check_cache, check_floor, check_nms_version, check_options,
+                                            grid_axes, threshold_names)
 from detsearch.detection.sweep.result import (DEFAULT_TOLERANCE, SweepResult, check_objective, make_row, row_sort_key,
                                               select_best, thresholds_of)
 from detsearch.params import ParamSpec
 
-__all__ = ["reference_detections", "sweep_reference"]
+__all__ = ["reference_detections", "reference_detections_v2", "sweep_reference"]
 
 
 def sweep_reference(
@@ -35,6 +37,8 @@ def sweep_reference(
     max_total_detections: int | None = None,
     num_proposals: int | None = None,
     per_level: bool | None = None,
+    nms_version: str = "batched",
+    pre_nms_top_k: int | None = None,
 ) -> SweepResult:
     """`sweep` (grid strategy) the obvious way: for every configuration, NMS from scratch with
     the NumPy reference, then pycocotools' COCOeval. Slow; the tests' oracle.
@@ -49,6 +53,7 @@ def sweep_reference(
     caps, agnostic = check_axes(max_detections, class_agnostic)
     per_class_cap, total_cap, num_proposals, per_level = check_options(
         cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
+    pre_nms_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap, pre_nms_top_k)
     check_floor(cache, axes)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     coco_gt = coco_ground_truth(gt)
@@ -62,8 +67,11 @@ def sweep_reference(
         extra["class_agnostic"] = agnostic
     for values in itertools.product(*(axes[name] for name in names), *extra.values()):
         params = dict(zip(names + tuple(extra), values))
-        results = reference_detections(cache, params, num_proposals=num_proposals, per_level=per_level,
-                                       max_detections_per_class=per_class_cap, max_total_detections=total_cap)
+        if nms_version == "v2":
+            results = reference_detections_v2(cache, params, pre_nms_top_k=pre_nms_top_k, max_num_detections=total_cap)
+        else:
+            results = reference_detections(cache, params, num_proposals=num_proposals, per_level=per_level,
+                                           max_detections_per_class=per_class_cap, max_total_detections=total_cap)
         evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
         f1, f1_max, f1_max_score = pycocotools_f1(evaluator)
         table.append(make_row(params, evaluator.stats, len(results), len(image_ids), f1, f1_max, f1_max_score))
@@ -161,4 +169,41 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
                     "score": float(scores[k]),
                 }
             )
+    return results
+
+
+def reference_detections_v2(cache: DetectionCache, params, *, pre_nms_top_k: int, max_num_detections: int) -> list[dict]:
+    """COCO results of one configuration under Model Garden's ``nms_version: v2``: each image as
+    the dense ``[1, anchors, classes]`` scores Model Garden's generator sees (entries under the
+    floor as 0: they pass no threshold), through `nms_v2.generate_detections_v2_reference`."""
+    meta = cache.meta
+    if "max_detections" in params:
+        max_num_detections = int(params["max_detections"])
+    category_ids = list(meta.category_ids)
+    row_offsets, entry_offsets = np.asarray(cache.row_offsets), np.asarray(cache.entry_offsets)
+    row_boxes, entry_score = np.asarray(cache.row_boxes), np.asarray(cache.entry_score)
+    results = []
+    for i, image_id in enumerate(meta.image_ids):
+        rows = slice(int(row_offsets[i]), int(row_offsets[i + 1]))
+        entries = np.arange(int(entry_offsets[i]), int(entry_offsets[i + 1]))
+        num_rows = max(rows.stop - rows.start, 1)
+        scores = np.zeros((1, num_rows, len(category_ids)), np.float32)
+        entry_of = np.full(scores.shape[1:], -1, np.int64)
+        local_row, local_class = np.asarray(cache.entry_row)[entries] - rows.start, np.asarray(cache.entry_class)[entries]
+        scores[0, local_row, local_class] = entry_score[entries]
+        entry_of[local_row, local_class] = entries
+        boxes = np.zeros((1, num_rows, 1, 4), np.float32)
+        boxes[0, :rows.stop - rows.start, 0] = row_boxes[rows]
+        _, _, classes, valid, anchors = nms_v2.generate_detections_v2_reference(
+            boxes, scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
+            nms_iou_threshold=params["iou_threshold"], max_num_detections=max_num_detections)
+        for k in range(int(valid[0])):
+            row = rows.start + int(anchors[0, k])
+            box = np.asarray(cache.row_xywh)[row] if cache.row_xywh is not None else yxyx_to_xywh(row_boxes[row:row + 1])[0]
+            results.append({
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(classes[0, k])]),
+                "bbox": [float(v) for v in box],
+                "score": float(entry_score[entry_of[anchors[0, k], classes[0, k]]]),
+            })
     return results

@@ -38,6 +38,12 @@ work they do); the two-stage first stage, whose walks keep up to ``num_proposals
 batches the TensorFlow op (`nms.class_agnostic_nms_batched`). Both keep exactly the boxes of
 TensorFlow's kernels; the tests compare them with the op and with the NumPy reference.
 
+Model Garden's ``nms_version: v2`` (`detsearch.detection.nms_v2`) takes each (image, class)'s
+top ``pre_nms_top_k`` candidates (independent of the score threshold), runs its tiled NMS
+(suppression at IoU >= the threshold; whether a box is kept depends on the boxes before it
+only) and merges the classes by descending score, ties by (class, position): points 1-4 hold
+for it as they stand.
+
 Tie order (equal scores): one-stage candidates by (row, class), as the TF ops see anchors
 then classes; two-stage second-stage candidates by (rank of the proposal after the first
 stage, class); proposals by row.
@@ -52,6 +58,7 @@ from typing import Mapping
 import numpy as np
 
 from detsearch.detection import nms as nms_ops
+from detsearch.detection import nms_v2
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, Matches, ragged_arange
@@ -112,6 +119,9 @@ class SweepEngine:
       nms_backend: ``"fast"`` or ``"reference"`` (see `detsearch.detection.sweep.sweep`).
       first_stage: first-stage results another engine computed (`first_stage_results`), so
         that this one runs no TensorFlow.
+      nms_version: ``"batched"`` or ``"v2"`` (`grid.check_nms_version`); v2 runs
+        `nms_v2.tiled_nms` whatever ``nms_backend`` says.
+      pre_nms_top_k: v2's candidates per (image, class).
     """
 
     def __init__(
@@ -129,6 +139,8 @@ class SweepEngine:
         caps: tuple[int, ...] | None = None,
         swept_agnostic: bool = False,
         first_stage: Mapping[float, tuple[np.ndarray, np.ndarray]] | None = None,
+        nms_version: str = "batched",
+        pre_nms_top_k: int = 0,
     ):
         started = time.perf_counter()
         self.cache = cache
@@ -194,6 +206,9 @@ class SweepEngine:
         self._first_stage_memo: dict[float, tuple[np.ndarray, np.ndarray]] = dict(first_stage or {})
         self._walk_memo: tuple | None = None
         self._output_memo: tuple | None = None
+        self.nms_version = nms_version
+        if nms_version == "v2":
+            self._v2_groups = self._prepare_v2(int(pre_nms_top_k))
         self._workspace = nms_ops.WalkWorkspace()
         self._rows: dict[tuple, list[SweepRow]] = {}
         logger.info(
@@ -284,9 +299,34 @@ class SweepEngine:
         self._walk_memo = (stage_key, value)
         return value
 
+    def _prepare_v2(self, pre_nms_top_k: int) -> list[np.ndarray]:
+        """Per (image, class) with candidates: their positions among ``cand``, the top
+        ``pre_nms_top_k`` by descending score, ties by row (Model Garden's ``tf.nn.top_k`` over
+        all anchors: those under the lowest threshold rank below these)."""
+        num_classes = len(self.cache.meta.category_ids)
+        group = self.cand_image * num_classes + self.cand_class
+        order = np.argsort(group, kind="stable")  # within a group: the visiting order
+        starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]]) if len(order) else order
+        return [part[:pre_nms_top_k] for part in np.split(order, starts[1:])] if len(order) else []
+
+    def _detections_v2(self, iou_threshold: float) -> np.ndarray:
+        """Cache entries Model Garden's v2 keeps at the lowest score threshold, image by image
+        in output order."""
+        cap = self.max_total
+        kept = [group[nms_v2.tiled_nms(self.cand_boxes[group], iou_threshold, cap)] for group in self._v2_groups]
+        picked = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+        rank = np.concatenate([np.arange(len(k)) for k in kept]) if kept else picked
+        image = self.cand_image[picked]
+        order = np.lexsort((rank, self.cand_class[picked], -self.cand_score[picked], image))
+        picked, image = picked[order], image[order]
+        position = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
+        return self.cand[picked[position < cap]]
+
     def _detections(self, key: tuple) -> np.ndarray:
         """Cache entries kept by NMS at the lowest score threshold, image by image in output
         order."""
+        if self.nms_version == "v2":
+            return self._detections_v2(key[-1])
         picked, walk, offsets = self.walk_input(key)
         cand = self.cand if picked is None else self.cand[picked]
         if self.nms_backend == "reference":

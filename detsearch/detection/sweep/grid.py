@@ -13,10 +13,12 @@ from detsearch.params import ONE_STAGE_THRESHOLDS, TWO_STAGE_THRESHOLDS, ParamSp
 
 __all__ = [
     "EXTRA_AXES",
+    "NMS_VERSIONS",
     "check_axes",
     "check_cache",
     "check_first_stage",
     "check_floor",
+    "check_nms_version",
     "check_options",
     "grid_axes",
     "key_of",
@@ -119,6 +121,37 @@ def check_options(cache: DetectionCache, kind: CacheKind, max_detections_per_cla
     if per_level and cache.row_level is None:
         raise ValueError("per_level NMS needs row_level in the cache")
     return int(max_detections_per_class), int(max_total_detections), int(num_proposals), bool(per_level)
+
+
+NMS_VERSIONS = ("batched", "v2")
+"""Model Garden's ``detection_generator.nms_version`` values a one-stage sweep reproduces:
+``batched`` (greedy NMS, `detsearch.detection.nms`) and ``v2``, its default (pre-NMS top-k and
+tiled NMS, `detsearch.detection.nms_v2`)."""
+
+
+def check_nms_version(nms_version: str, kind: CacheKind, agnostic: tuple[bool, ...], max_detections_per_class: int,
+                      max_total_detections: int, pre_nms_top_k) -> int:
+    """Checks ``nms_version`` against the other settings; returns ``pre_nms_top_k`` (v2: default
+    5000, Model Garden's; batched: ignored, must be None)."""
+    if nms_version not in NMS_VERSIONS:
+        raise ValueError(f"nms_version must be one of {', '.join(NMS_VERSIONS)}, got {nms_version!r}")
+    if nms_version == "batched":
+        if pre_nms_top_k is not None:
+            raise ValueError("pre_nms_top_k is a setting of nms_version v2")
+        return 0
+    if kind != CacheKind.ONE_STAGE:
+        raise ValueError("nms_version v2 is reproduced for one-stage caches; two-stage sweeps run batched NMS")
+    if True in agnostic:
+        raise ValueError("nms_version v2 is swept class-aware; class-agnostic v2 NMS is not reproduced")
+    if max_detections_per_class != max_total_detections:
+        raise ValueError(f"nms_version v2 caps each class and each image at one max_num_detections; got "
+                         f"max_detections_per_class {max_detections_per_class} and max_total_detections "
+                         f"{max_total_detections}")
+    if pre_nms_top_k is None:
+        return 5000
+    if isinstance(pre_nms_top_k, bool) or not isinstance(pre_nms_top_k, (int, np.integer)) or pre_nms_top_k < 1:
+        raise ValueError(f"pre_nms_top_k must be an integer >= 1, got {pre_nms_top_k!r}")
+    return int(pre_nms_top_k)
 
 
 def check_floor(cache: DetectionCache, axes: Mapping[str, tuple[float, ...]]) -> None:

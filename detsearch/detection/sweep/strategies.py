@@ -23,6 +23,7 @@ from detsearch.detection.sweep.grid import (
     check_cache,
     check_first_stage,
     check_floor,
+    check_nms_version,
     check_axes,
     check_options,
     grid_axes,
@@ -88,6 +89,8 @@ def sweep(
     seed: int = 0,
     replicates: int = DEFAULT_REPLICATES,
     nms_backend: str = "fast",
+    nms_version: str = "batched",
+    pre_nms_top_k: int | None = None,
     executor: Executor | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
@@ -140,6 +143,11 @@ def sweep(
       replicates: bootstrap replicates of the held-out intervals.
       nms_backend: ``"fast"`` (vectorized greedy walk; the first stage through the TensorFlow
         op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
+      nms_version: the Model Garden post-processing to reproduce (`grid.NMS_VERSIONS`):
+        ``"batched"`` (the semantics above) or ``"v2"`` (one-stage; Model Garden's default:
+        per-class top ``pre_nms_top_k``, then its tiled NMS, which suppresses at IoU >= the
+        threshold, see `detsearch.detection.nms_v2`). v2 needs one cap for classes and images.
+      pre_nms_top_k: v2's candidates per image and class (default 5000, Model Garden's).
       executor: where the grid's NMS settings run: None or ``"local"`` (this process),
         ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
         forked processes that inherit the prepared engine). One task per NMS setting
@@ -177,6 +185,7 @@ def sweep(
                          f"got executor {executor!r}: use the grid strategy or the local executor")
     per_class_cap, total_cap, num_proposals, per_level = check_options(
         cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
+    pre_nms_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap, pre_nms_top_k)
     check_floor(cache, axes)
     check_first_stage(cache, kind, axes, num_proposals, per_level)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
@@ -188,6 +197,8 @@ def sweep(
         nms_backend=nms_backend,
         caps=caps,
         swept_agnostic=class_agnostic is not None,
+        nms_version=nms_version,
+        pre_nms_top_k=pre_nms_top_k,
     )
     if holdout is not None:
         chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
@@ -310,7 +321,7 @@ def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[tup
         tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key[:-1])]
         source = replace(source, first_stage=engine.first_stage_results())
     else:
-        if isinstance(executor, ProcessExecutor):
+        if isinstance(executor, ProcessExecutor) and engine.nms_version == "batched":
             engine.walk_input(keys[0])  # shared by every key: prepared once, before the fork
         tasks = [[key] for key in keys]
     done = 0

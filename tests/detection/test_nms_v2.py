@@ -1,0 +1,136 @@
+"""Model Garden's v2 post-processing: the line-by-line port against Model Garden's TensorFlow
+function, the sweep's per-image path against the port, and the sweep against the reference."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import detsearch.detection.sweep as sweep_module
+from detsearch.detection import nms_v2
+from detsearch.params import ParamSpec
+from tests.detection.sweep_cases import random_case, table_dicts
+
+
+def clustered(seed, batch, anchors, classes, quantize=False):
+    """Boxes crowding around a few centres (many IoUs near any threshold), clipped to a 128 px
+    image, and squared uniform scores (rounded to 1/50 with ``quantize``: ties)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(10, 120, (batch, 8, 2))
+    picked = rng.integers(0, 8, (batch, anchors))
+    centre = np.take_along_axis(centres, picked[..., None], 1) + rng.normal(0, 4, (batch, anchors, 2))
+    half = rng.uniform(4, 15, (batch, anchors, 2))
+    boxes = np.concatenate([centre - half, centre + half], -1).clip(0, 128).astype(np.float32)
+    scores = rng.uniform(0, 1, (batch, anchors, classes)) ** 2
+    if quantize:
+        scores = np.round(scores * 50) / 50
+    return boxes[:, :, None, :], scores.astype(np.float32)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("seed", range(4))
+def test_the_port_is_model_gardens_v2(seed):
+    import tensorflow as tf
+    from official.vision.modeling.layers import detection_generator
+
+    rng = np.random.default_rng(seed)
+    boxes, scores = clustered(seed, batch=3, anchors=int(rng.integers(600, 1300)), classes=3, quantize=seed % 2 == 1)
+    graph = tf.function(detection_generator._generate_detections_v2_class_aware)  # pylint: disable=protected-access
+    for score_threshold, iou_threshold in [(0.05, 0.5), (0.01, 0.3), (0.2, 0.45), (0.05, 0.6), (0.0, 0.7)]:
+        top_k = int(rng.integers(300, 1300))
+        ours = nms_v2.generate_detections_v2_reference(boxes, scores, pre_nms_top_k=top_k,
+                                                       pre_nms_score_threshold=score_threshold,
+                                                       nms_iou_threshold=iou_threshold, max_num_detections=100)
+        for function in (detection_generator._generate_detections_v2_class_aware, graph):  # pylint: disable=protected-access
+            theirs = [t.numpy() for t in function(tf.constant(boxes), tf.constant(scores), top_k, score_threshold,
+                                                  iou_threshold, 100)]
+            np.testing.assert_array_equal(theirs[0], ours[0])
+            np.testing.assert_array_equal(theirs[1], ours[1])
+            valid = ours[1] > 0
+            np.testing.assert_array_equal(theirs[2][valid], ours[2][valid])
+            np.testing.assert_array_equal(theirs[3], ours[3])
+
+
+def greedy(boxes, threshold, cap):
+    """Greedy NMS suppressing at IoU >= threshold with Model Garden's IoU arithmetic."""
+    kept = []
+    for i in range(len(boxes)):
+        if kept and (nms_v2.bbox_overlap(boxes[kept][None], boxes[None, i:i + 1])[0, :, 0] >= np.float32(threshold)).any():
+            continue
+        kept.append(i)
+    return np.asarray(kept[:cap], np.int64)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), score=st.sampled_from([0.0, 0.05, 0.3]),
+       iou=st.sampled_from([0.0, 0.3, 0.4, 0.5, 0.55, 0.7, 1.0]), cap=st.sampled_from([5, 100, 700]))
+def test_tiled_nms_on_real_boxes_is_the_port(seed, score, iou, cap):
+    rng = np.random.default_rng(seed)
+    boxes, scores = clustered(seed, batch=3, anchors=int(rng.integers(1, 1400)), classes=1)
+    boxes = boxes[:, :, 0]
+    if seed % 3 == 0:
+        boxes[:, ::7] = boxes[:, ::7] * 0 - rng.uniform(0, 3)  # boxes with no coordinate > 0 suppress, are not selected
+        boxes[:, 1::5] = boxes[:, ::5][:, :boxes[:, 1::5].shape[1]]  # exact duplicates
+    order = np.argsort(-scores[:, :, 0], axis=1, kind="stable")
+    scores = np.take_along_axis(scores[:, :, 0], order, 1)
+    boxes = np.take_along_axis(boxes, order[..., None], 1)
+    passed = scores > np.float32(score)
+    _, _, positions = nms_v2.sorted_nms_padded_reference(np.where(passed, scores, -1), boxes * passed[..., None], cap, iou)
+    for b in range(3):
+        ours = nms_v2.tiled_nms(boxes[b][passed[b]], iou, cap)
+        np.testing.assert_array_equal(ours, positions[b][positions[b] >= 0])
+        alone = nms_v2.sorted_nms_padded_reference(np.where(passed, scores, -1)[b:b + 1], (boxes * passed[..., None])[b:b + 1], cap, iou)[2]
+        np.testing.assert_array_equal(alone, positions[b:b + 1])  # the batch does not matter
+        if np.float32(iou) > 0.5:
+            np.testing.assert_array_equal(ours, greedy(boxes[b][passed[b]], iou, cap) if seed % 3 else ours)
+
+
+def test_below_half_the_tiled_nms_is_not_greedy():
+    # Box 1 is suppressed by box 0 at IoU 0.4 (threshold 0.3) but overlaps box 2 by more than
+    # 0.5: Model Garden's loop still lets it suppress box 2; greedy NMS keeps box 2.
+    boxes = np.array([[0, 0, 10, 10], [0, 4.2, 10, 14.2], [0, 6.5, 10, 16.5]], np.float32)
+    iou = nms_v2.bbox_overlap(boxes[None], boxes[None])[0]
+    assert 0.3 <= iou[0, 1] <= 0.5 and iou[1, 2] > 0.5 and iou[0, 2] < 0.3
+    np.testing.assert_array_equal(nms_v2.tiled_nms(boxes, 0.3, 10), [0])
+    np.testing.assert_array_equal(greedy(boxes, 0.3, 10), [0, 2])
+    _, _, positions = nms_v2.sorted_nms_padded_reference(np.array([[0.9, 0.8, 0.7]], np.float32), boxes[None], 10, 0.3)
+    np.testing.assert_array_equal(positions[0][positions[0] >= 0], [0])
+
+
+thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7]), min_size=1, max_size=3, unique=True)
+ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(),
+       cap_top_k=st.sampled_from([(100, None), (3, 5), (1, 2), (7, 1)]))
+def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
+    cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)
+    spec = ParamSpec(score_threshold=scores, iou_threshold=iou)
+    cap, top_k = cap_top_k
+    kwargs = dict(nms_version="v2", pre_nms_top_k=top_k, max_detections_per_class=cap, max_total_detections=cap)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
+def test_v2_differs_from_batched_and_sweeps_caps():
+    cache, dataset = random_case(7, "one_stage", max_rows=60, num_images=8)
+    spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.3, 0.5, 0.7])
+    v2 = sweep_module.sweep(cache, dataset, spec, nms_version="v2", max_detections=[2, 100])
+    batched = sweep_module.sweep(cache, dataset, spec, max_detections=[2, 100])
+    assert table_dicts(v2) != table_dicts(batched)
+    assert table_dicts(v2) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, nms_version="v2",
+                                                                       max_detections=[2, 100]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(nms_version="v3"), "nms_version must be one of batched, v2"),
+    (dict(pre_nms_top_k=10), "pre_nms_top_k is a setting of nms_version v2"),
+    (dict(nms_version="v2", pre_nms_top_k=0), "pre_nms_top_k must be an integer >= 1"),
+    (dict(nms_version="v2", class_agnostic=[False, True]), "class-agnostic v2 NMS is not reproduced"),
+    (dict(nms_version="v2", max_detections_per_class=10, max_total_detections=100), "one max_num_detections"),
+])
+def test_bad_v2_settings(kwargs, message):
+    cache, dataset = random_case(1, "one_stage")
+    with pytest.raises(ValueError, match=message):
+        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.05], iou_threshold=[0.5]), **kwargs)
