@@ -113,6 +113,33 @@ def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
     assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), nms_scores=st.lists(st.sampled_from([0.0, 0.2, 0.5]), min_size=1, max_size=2, unique=True),
+       nms_ious=st.lists(st.sampled_from([0.3, 0.5, 0.7, 1.0]), min_size=1, max_size=2, unique=True), scores=thresholds,
+       iou=ious, ties=st.booleans(), num_proposals=st.sampled_from([4, 12, 1000]), proposal_top_k=st.sampled_from([3, 1000]),
+       second_stage=st.sampled_from(["v2", "batched"]))
+def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, iou, ties, num_proposals,
+                                                                 proposal_top_k, second_stage):
+    # roi_generator.use_batched_nms false (tiled first stage) with either second stage: no TensorFlow.
+    cache, dataset = random_case(seed, "two_stage", ties=ties, num_proposals=num_proposals, max_rows=60)
+    spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=nms_ious, score_threshold=scores, iou_threshold=iou)
+    kwargs = dict(nms_version=second_stage, proposal_nms="tiled", proposal_top_k=proposal_top_k,
+                  max_detections_per_class=5, max_total_detections=5 if second_stage == "v2" else 8)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
+@pytest.mark.tf
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), iou=ious, ties=st.booleans())
+def test_batched_first_stage_with_a_v2_second_stage_equals_reference(seed, iou, ties):
+    cache, dataset = random_case(seed, "two_stage", ties=ties, num_proposals=12, max_rows=60)
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.2], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.3], iou_threshold=iou)
+    kwargs = dict(nms_version="v2", max_detections=[3, 100])
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
 def test_v2_differs_from_batched_and_sweeps_caps():
     cache, dataset = random_case(7, "one_stage", max_rows=60, num_images=8)
     spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.3, 0.5, 0.7])
@@ -129,6 +156,9 @@ def test_v2_differs_from_batched_and_sweeps_caps():
     (dict(nms_version="v2", pre_nms_top_k=0), "pre_nms_top_k must be an integer >= 1"),
     (dict(nms_version="v2", class_agnostic=[False, True]), "class-agnostic v2 NMS is not reproduced"),
     (dict(nms_version="v2", max_detections_per_class=10, max_total_detections=100), "one max_num_detections"),
+    (dict(proposal_nms="tiled"), "proposal_nms is a setting of two-stage sweeps"),
+    (dict(proposal_top_k=10), "proposal_top_k is a setting of proposal_nms tiled"),
+    (dict(proposal_nms="v9"), "proposal_nms must be one of batched, tiled"),
 ])
 def test_bad_v2_settings(kwargs, message):
     cache, dataset = random_case(1, "one_stage")

@@ -122,6 +122,9 @@ class SweepEngine:
       nms_version: ``"batched"`` or ``"v2"`` (`grid.check_nms_version`); v2 runs
         `nms_v2.tiled_nms` whatever ``nms_backend`` says.
       pre_nms_top_k: v2's candidates per (image, class).
+      proposal_nms, proposal_top_k: two-stage: the first stage's NMS, ``"batched"`` or
+        ``"tiled"`` (Model Garden's ``roi_generator.use_batched_nms: false``, its default: the
+        top ``proposal_top_k`` per level, then `nms_v2.tiled_nms`).
     """
 
     def __init__(
@@ -141,6 +144,8 @@ class SweepEngine:
         first_stage: Mapping[float, tuple[np.ndarray, np.ndarray]] | None = None,
         nms_version: str = "batched",
         pre_nms_top_k: int = 0,
+        proposal_nms: str = "batched",
+        proposal_top_k: int = 0,
     ):
         started = time.perf_counter()
         self.cache = cache
@@ -207,8 +212,9 @@ class SweepEngine:
         self._walk_memo: tuple | None = None
         self._output_memo: tuple | None = None
         self.nms_version = nms_version
-        if nms_version == "v2":
-            self._v2_groups = self._prepare_v2(int(pre_nms_top_k))
+        self.pre_nms_top_k = int(pre_nms_top_k)
+        self.proposal_nms = proposal_nms
+        self.proposal_top_k = int(proposal_top_k)
         self._workspace = nms_ops.WalkWorkspace()
         self._rows: dict[tuple, list[SweepRow]] = {}
         logger.info(
@@ -242,6 +248,9 @@ class SweepEngine:
         (ties by row), at most ``num_proposals`` each: (global rows, offsets)."""
         if nms_iou in self._first_stage_memo:
             return self._first_stage_memo[nms_iou]
+        if self.proposal_nms == "tiled":
+            self._first_stage_memo[nms_iou] = value = self._first_stage_tiled(nms_iou)
+            return value
         cache = self.cache
         levels = np.asarray(cache.row_level) if (self.per_level and cache.row_level is not None) else None
         rows, offsets = nms_ops.class_agnostic_nms_batched(
@@ -257,13 +266,36 @@ class SweepEngine:
         self._first_stage_memo[nms_iou] = (rows, offsets)
         return rows, offsets
 
-    def walk_input(self, key: tuple):
-        """(positions among the candidates or None for all of them, their `GreedyWalk`,
-        per-image offsets) for NMS setting ``key``; the same for every ``iou_threshold`` of one
-        first-stage setting, so it is kept for the next key."""
-        stage_key = key[:-1]
-        if self._walk_memo is not None and self._walk_memo[0] == stage_key:
-            return self._walk_memo[1]
+    def _first_stage_tiled(self, nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+        """`first_stage` as Model Garden's ``roi_generator`` with ``use_batched_nms: false``: per
+        FPN level (in recorded order) the top ``proposal_top_k`` rows by objectness (ties by
+        row), objectness above the
+        lowest threshold, `nms_v2.tiled_nms` keeping at most ``num_proposals``; the levels merged
+        by descending objectness, ties by (level, position), the first ``num_proposals``."""
+        cache = self.cache
+        boxes = np.asarray(cache.row_boxes, np.float32)
+        objectness = np.asarray(cache.row_objectness, np.float32)
+        levels = np.asarray(cache.row_level)
+        row_offsets = np.asarray(cache.row_offsets, np.int64)
+        lowest = np.float32(min(self.axes["nms_score_threshold"]))
+        kept, offsets = [], [0]
+        for i in range(self.num_images):
+            lo, hi = int(row_offsets[i]), int(row_offsets[i + 1])
+            merged = []
+            for level in dict.fromkeys(levels[lo:hi].tolist()):  # Model Garden records them in its order
+                rows = lo + np.flatnonzero(levels[lo:hi] == level)
+                rows = rows[np.argsort(-objectness[rows], kind="stable")][:self.proposal_top_k]
+                rows = rows[objectness[rows] > lowest]  # a prefix
+                merged.append(rows[nms_v2.tiled_nms(boxes[rows], nms_iou, self.num_proposals)])
+            merged = np.concatenate(merged) if merged else np.zeros(0, np.int64)
+            merged = merged[np.argsort(-objectness[merged], kind="stable")][:self.num_proposals]
+            kept.append(merged)
+            offsets.append(offsets[-1] + len(merged))
+        return (np.concatenate(kept) if kept else np.zeros(0, np.int64)), np.asarray(offsets, np.int64)
+
+    def picked(self, stage_key: tuple) -> np.ndarray | None:
+        """Positions among the candidates that reach the (second-stage) NMS at ``stage_key`` (the
+        key without its IoU threshold), in visiting order; None for all of them."""
         agnostic = stage_key[-1]
         if self.kind == CacheKind.ONE_STAGE:
             picked = None  # every candidate, in the order already prepared
@@ -286,6 +318,17 @@ class SweepEngine:
             everything = np.arange(len(self.cand)) if picked is None else picked
             _, first = np.unique(self.cand_row[everything], return_index=True)
             picked = everything[np.sort(first)]
+        return picked
+
+    def walk_input(self, key: tuple):
+        """(positions among the candidates or None for all of them, their `GreedyWalk`,
+        per-image offsets) for NMS setting ``key``; the same for every ``iou_threshold`` of one
+        first-stage setting, so it is kept for the next key."""
+        stage_key = key[:-1]
+        if self._walk_memo is not None and self._walk_memo[0] == stage_key:
+            return self._walk_memo[1]
+        agnostic = stage_key[-1]
+        picked = self.picked(stage_key)
         if picked is None:
             offsets = self.cand_offsets
             data, group, num_groups = self.cand_data, self.cand_group, self.num_groups
@@ -299,34 +342,42 @@ class SweepEngine:
         self._walk_memo = (stage_key, value)
         return value
 
-    def _prepare_v2(self, pre_nms_top_k: int) -> list[np.ndarray]:
-        """Per (image, class) with candidates: their positions among ``cand``, the top
-        ``pre_nms_top_k`` by descending score, ties by row (Model Garden's ``tf.nn.top_k`` over
-        all anchors: those under the lowest threshold rank below these)."""
+    def _v2_groups(self, picked: np.ndarray | None) -> list[np.ndarray]:
+        """Per (image, class) with candidates among ``picked`` (None: all of them): their
+        positions among ``cand``, the top ``pre_nms_top_k`` in visiting order (descending score,
+        ties by row or proposal rank: Model Garden's ``tf.nn.top_k``; entries under the lowest
+        threshold would rank below these)."""
+        everything = np.arange(len(self.cand)) if picked is None else picked
         num_classes = len(self.cache.meta.category_ids)
-        group = self.cand_image * num_classes + self.cand_class
-        order = np.argsort(group, kind="stable")  # within a group: the visiting order
-        starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]]) if len(order) else order
-        return [part[:pre_nms_top_k] for part in np.split(order, starts[1:])] if len(order) else []
+        group = self.cand_image[everything] * num_classes + self.cand_class[everything]
+        order = everything[np.argsort(group, kind="stable")]  # within a group: the visiting order
+        if not len(order):
+            return []
+        group = self.cand_image[order] * num_classes + self.cand_class[order]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        return [part[:self.pre_nms_top_k] for part in np.split(order, starts[1:])]
 
-    def _detections_v2(self, iou_threshold: float) -> np.ndarray:
+    def _detections_v2(self, key: tuple) -> np.ndarray:
         """Cache entries Model Garden's v2 keeps at the lowest score threshold, image by image
         in output order."""
+        stage_key = key[:-1]
+        if self._walk_memo is None or self._walk_memo[0] != stage_key:
+            self._walk_memo = (stage_key, self._v2_groups(self.picked(stage_key)))
         cap = self.max_total
-        kept = [group[nms_v2.tiled_nms(self.cand_boxes[group], iou_threshold, cap)] for group in self._v2_groups]
+        kept = [group[nms_v2.tiled_nms(self.cand_boxes[group], key[-1], cap)] for group in self._walk_memo[1]]
         picked = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-        rank = np.concatenate([np.arange(len(k)) for k in kept]) if kept else picked
+        position = np.concatenate([np.arange(len(k)) for k in kept]) if kept else picked
         image = self.cand_image[picked]
-        order = np.lexsort((rank, self.cand_class[picked], -self.cand_score[picked], image))
+        order = np.lexsort((position, self.cand_class[picked], -self.cand_score[picked], image))
         picked, image = picked[order], image[order]
-        position = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
-        return self.cand[picked[position < cap]]
+        rank = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
+        return self.cand[picked[rank < cap]]
 
     def _detections(self, key: tuple) -> np.ndarray:
         """Cache entries kept by NMS at the lowest score threshold, image by image in output
         order."""
         if self.nms_version == "v2":
-            return self._detections_v2(key[-1])
+            return self._detections_v2(key)
         picked, walk, offsets = self.walk_input(key)
         cand = self.cand if picked is None else self.cand[picked]
         if self.nms_backend == "reference":

@@ -14,6 +14,7 @@ from detsearch.params import ONE_STAGE_THRESHOLDS, TWO_STAGE_THRESHOLDS, ParamSp
 __all__ = [
     "EXTRA_AXES",
     "NMS_VERSIONS",
+    "PROPOSAL_NMS",
     "check_axes",
     "check_cache",
     "check_first_stage",
@@ -124,34 +125,54 @@ def check_options(cache: DetectionCache, kind: CacheKind, max_detections_per_cla
 
 
 NMS_VERSIONS = ("batched", "v2")
-"""Model Garden's ``detection_generator.nms_version`` values a one-stage sweep reproduces:
-``batched`` (greedy NMS, `detsearch.detection.nms`) and ``v2``, its default (pre-NMS top-k and
-tiled NMS, `detsearch.detection.nms_v2`)."""
+"""Model Garden's ``detection_generator.nms_version`` values a sweep reproduces: ``batched``
+(greedy NMS, `detsearch.detection.nms`) and ``v2``, its default (pre-NMS top-k and tiled NMS,
+`detsearch.detection.nms_v2`)."""
+
+PROPOSAL_NMS = ("batched", "tiled")
+"""Two-stage first-stage NMS: ``batched`` (Model Garden's ``roi_generator.use_batched_nms:
+true``, greedy) or ``tiled`` (``use_batched_nms: false``, its default: the top-k proposals per
+level, then the tiled NMS of v2)."""
 
 
 def check_nms_version(nms_version: str, kind: CacheKind, agnostic: tuple[bool, ...], max_detections_per_class: int,
-                      max_total_detections: int, pre_nms_top_k) -> int:
-    """Checks ``nms_version`` against the other settings; returns ``pre_nms_top_k`` (v2: default
-    5000, Model Garden's; batched: ignored, must be None)."""
+                      max_total_detections: int, pre_nms_top_k, proposal_nms: str = "batched", proposal_top_k=None,
+                      num_proposals: int = 0, per_level: bool = False) -> tuple[int, int]:
+    """Checks the NMS versions against the other settings; returns ``(pre_nms_top_k,
+    proposal_top_k)`` with the defaults filled in (5000 and 1000, Model Garden's) and 0 where
+    the setting does not apply."""
     if nms_version not in NMS_VERSIONS:
         raise ValueError(f"nms_version must be one of {', '.join(NMS_VERSIONS)}, got {nms_version!r}")
-    if nms_version == "batched":
-        if pre_nms_top_k is not None:
-            raise ValueError("pre_nms_top_k is a setting of nms_version v2")
-        return 0
-    if kind != CacheKind.ONE_STAGE:
-        raise ValueError("nms_version v2 is reproduced for one-stage caches; two-stage sweeps run batched NMS")
-    if True in agnostic:
-        raise ValueError("nms_version v2 is swept class-aware; class-agnostic v2 NMS is not reproduced")
-    if max_detections_per_class != max_total_detections:
-        raise ValueError(f"nms_version v2 caps each class and each image at one max_num_detections; got "
-                         f"max_detections_per_class {max_detections_per_class} and max_total_detections "
-                         f"{max_total_detections}")
-    if pre_nms_top_k is None:
-        return 5000
-    if isinstance(pre_nms_top_k, bool) or not isinstance(pre_nms_top_k, (int, np.integer)) or pre_nms_top_k < 1:
-        raise ValueError(f"pre_nms_top_k must be an integer >= 1, got {pre_nms_top_k!r}")
-    return int(pre_nms_top_k)
+    if proposal_nms not in PROPOSAL_NMS:
+        raise ValueError(f"proposal_nms must be one of {', '.join(PROPOSAL_NMS)}, got {proposal_nms!r}")
+    if nms_version == "batched" and pre_nms_top_k is not None:
+        raise ValueError("pre_nms_top_k is a setting of nms_version v2")
+    if proposal_nms == "batched" and proposal_top_k is not None:
+        raise ValueError("proposal_top_k is a setting of proposal_nms tiled")
+    top_k = _positive("pre_nms_top_k", 5000 if pre_nms_top_k is None else pre_nms_top_k) if nms_version == "v2" else 0
+    proposals = _positive("proposal_top_k", 1000 if proposal_top_k is None else proposal_top_k) if proposal_nms == "tiled" else 0
+    if nms_version == "v2":
+        if True in agnostic:
+            raise ValueError("nms_version v2 is swept class-aware; class-agnostic v2 NMS is not reproduced")
+        if max_detections_per_class != max_total_detections:
+            raise ValueError(f"nms_version v2 caps each class and each image at one max_num_detections; got "
+                             f"max_detections_per_class {max_detections_per_class} and max_total_detections "
+                             f"{max_total_detections}")
+        if kind == CacheKind.TWO_STAGE and top_k < num_proposals:
+            raise ValueError(f"pre_nms_top_k {top_k} < num_proposals {num_proposals}: Model Garden's top-k would then "
+                             "rank the all-zero padding proposals too, which the cache does not record")
+    if proposal_nms == "tiled":
+        if kind != CacheKind.TWO_STAGE:
+            raise ValueError("proposal_nms is a setting of two-stage sweeps")
+        if not per_level:
+            raise ValueError("proposal_nms tiled runs per FPN level: it needs the cache's row_level and per_level")
+    return top_k, proposals
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def check_floor(cache: DetectionCache, axes: Mapping[str, tuple[float, ...]]) -> None:

@@ -91,6 +91,8 @@ def sweep(
     nms_backend: str = "fast",
     nms_version: str = "batched",
     pre_nms_top_k: int | None = None,
+    proposal_nms: str = "batched",
+    proposal_top_k: int | None = None,
     executor: Executor | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
@@ -148,6 +150,11 @@ def sweep(
         per-class top ``pre_nms_top_k``, then its tiled NMS, which suppresses at IoU >= the
         threshold, see `detsearch.detection.nms_v2`). v2 needs one cap for classes and images.
       pre_nms_top_k: v2's candidates per image and class (default 5000, Model Garden's).
+      proposal_nms: two-stage: the first stage's NMS (`grid.PROPOSAL_NMS`): ``"batched"`` (the
+        semantics above) or ``"tiled"`` (Model Garden's ``roi_generator.use_batched_nms: false``,
+        its default: per level the top ``proposal_top_k`` by objectness, then v2's tiled NMS).
+      proposal_top_k: with ``"tiled"``: proposals per level before NMS (default 1000, Model
+        Garden's ``test_pre_nms_top_k``); the cache must hold at least these per level.
       executor: where the grid's NMS settings run: None or ``"local"`` (this process),
         ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
         forked processes that inherit the prepared engine). One task per NMS setting
@@ -185,7 +192,9 @@ def sweep(
                          f"got executor {executor!r}: use the grid strategy or the local executor")
     per_class_cap, total_cap, num_proposals, per_level = check_options(
         cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
-    pre_nms_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap, pre_nms_top_k)
+    pre_nms_top_k, proposal_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap,
+                                                      pre_nms_top_k, proposal_nms, proposal_top_k, num_proposals,
+                                                      per_level)
     check_floor(cache, axes)
     check_first_stage(cache, kind, axes, num_proposals, per_level)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
@@ -199,6 +208,8 @@ def sweep(
         swept_agnostic=class_agnostic is not None,
         nms_version=nms_version,
         pre_nms_top_k=pre_nms_top_k,
+        proposal_nms=proposal_nms,
+        proposal_top_k=proposal_top_k,
     )
     if holdout is not None:
         chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
