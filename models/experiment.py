@@ -10,9 +10,11 @@ ground truth from ``task.annotation_file`` or, when that is empty, from the reco
 Garden's evaluator builds it; image ids are the records' ``source_id``; boxes go back to the
 original image the evaluator's way (divided by ``image_info``'s scale, float32).
 
-Supported now: one-stage (RetinaNet) experiments whose post-processing is Model Garden's
-default ``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`) or ``batched``;
-anything else is refused with one line naming the setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
+Supported now: RetinaNet experiments whose post-processing is Model Garden's default
+``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`) or ``batched``, and
+Faster R-CNN experiments (``include_mask: false``) with a v2 second stage and either first
+stage (``roi_generator.use_batched_nms``); anything else is refused with one line naming the
+setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
 that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
 ``validation_step`` and its ``COCOEvaluator`` at given thresholds (the proof the sweep's row is
 Model Garden's own number).
@@ -137,9 +139,9 @@ def check_supported(config) -> CacheKind:
     """The experiment's `CacheKind` when the sweep reproduces its post-processing exactly;
     otherwise ValueError naming the setting and the value that would make it so."""
     kind = kind_of(config)
-    if kind == CacheKind.TWO_STAGE:
-        raise ValueError("task.model: Faster/Mask R-CNN experiments are not supported yet; RetinaNet experiments are")
     model = config.task.model
+    if kind == CacheKind.TWO_STAGE:
+        _check_two_stage(model)
     generator = model.detection_generator
     if generator.nms_version not in NMS_VERSIONS:
         raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}: the sweep reproduces "
@@ -167,6 +169,35 @@ def check_supported(config) -> CacheKind:
     if not data.input_path:
         raise ValueError("task.validation_data.input_path is empty: the validation TFRecords are read from it")
     return kind
+
+
+def _check_two_stage(model) -> None:
+    """The Faster R-CNN settings the two-stage sweep reproduces (ValueError naming any other)."""
+    prefix = "task.model"
+    if model.include_mask:
+        raise ValueError(f"{prefix}.include_mask true: Mask R-CNN's masks are not reproduced; a Faster R-CNN "
+                         "(include_mask false) is")
+    if model.roi_sampler.cascade_iou_thresholds:
+        raise ValueError(f"{prefix}.roi_sampler.cascade_iou_thresholds {model.roi_sampler.cascade_iou_thresholds}: "
+                         "Cascade R-CNN heads are not reproduced")
+    if getattr(model, "outer_boxes_scale", 1.0) != 1.0:
+        raise ValueError(f"{prefix}.outer_boxes_scale {model.outer_boxes_scale}: outer boxes are not reproduced")
+    if model.detection_head.class_agnostic_bbox_pred:
+        raise ValueError(f"{prefix}.detection_head.class_agnostic_bbox_pred true: per-class boxes are reproduced")
+    generator, proposals = model.detection_generator, model.roi_generator
+    if generator.nms_version != "v2":
+        raise ValueError(f"{prefix}.detection_generator.nms_version {generator.nms_version!r}: a two-stage experiment "
+                         "is reproduced with v2 (Model Garden's default; other versions also report the all-zero "
+                         "padding proposals as detections)")
+    if generator.pre_nms_top_k < proposals.test_num_proposals:
+        raise ValueError(f"{prefix}.detection_generator.pre_nms_top_k {generator.pre_nms_top_k} < "
+                         f"roi_generator.test_num_proposals {proposals.test_num_proposals}: not reproduced")
+    if proposals.test_pre_nms_min_size_threshold > 0:
+        raise ValueError(f"{prefix}.roi_generator.test_pre_nms_min_size_threshold "
+                         f"{proposals.test_pre_nms_min_size_threshold}: the size filter is not reproduced; set it to 0")
+    if proposals.use_batched_nms and proposals.test_pre_nms_top_k < proposals.test_num_proposals:
+        raise ValueError(f"{prefix}.roi_generator.test_pre_nms_top_k {proposals.test_pre_nms_top_k} < test_num_proposals "
+                         f"{proposals.test_num_proposals} with use_batched_nms: not reproduced")
 
 
 def thresholds_override(kind: CacheKind, thresholds: Mapping[str, float]) -> dict[str, Any]:
@@ -224,7 +255,9 @@ def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | 
     override = thresholds_override(kind, thresholds or {})
     if decoded_only:
         generator = override.setdefault("task", {}).setdefault("model", {}).setdefault("detection_generator", {})
-        generator.update(apply_nms=False, return_decoded=True)
+        generator.update(apply_nms=False)
+        if kind == CacheKind.ONE_STAGE:
+            generator.update(return_decoded=True)
     return hyperparams.override_params_dict(config, override, is_strict=True)
 
 
@@ -252,11 +285,19 @@ class Experiment:
     @property
     def nms_options(self) -> dict[str, Any]:
         """`detsearch.detection.sweep.sweep`'s NMS settings for the config's post-processing:
-        its ``nms_version`` (v2 with its ``pre_nms_top_k``) and its cap per class and image."""
-        generator = self.config.task.model.detection_generator
+        its ``nms_version`` (v2 with its ``pre_nms_top_k``); two-stage also the first stage's
+        (``roi_generator``: NMS, per-level top-k, ``test_num_proposals``)."""
+        model = self.config.task.model
+        generator = model.detection_generator
         options: dict[str, Any] = {"nms_version": generator.nms_version}
         if generator.nms_version == "v2":
             options["pre_nms_top_k"] = int(generator.pre_nms_top_k)
+        if self.kind == CacheKind.TWO_STAGE:
+            proposals = model.roi_generator
+            options["num_proposals"] = int(proposals.test_num_proposals)
+            options["per_level"] = True
+            if not proposals.use_batched_nms:
+                options.update(proposal_nms="tiled", proposal_top_k=int(proposals.test_pre_nms_top_k))
         return options
 
     def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False):
@@ -361,21 +402,12 @@ def load_experiment(name: str, config_files: Sequence[str] = (), params_override
     return Experiment(name=name, config=config, kind=kind, checkpoint=resolve_checkpoint(model_dir, checkpoint))
 
 
-class Recorder:
-    """Records an experiment's validation batches: the model with its decoded boxes and scores
-    returned before NMS, one traced function, and the per-image rows and entries.
+class OneStageForward:
+    """Per-batch recording of a RetinaNet: the model returning its decoded boxes and scores
+    before NMS, one traced function."""
 
-    `add` takes one ``(images, labels)`` batch of the task's pipeline; `cache` builds the
-    `DetectionCache` (images by ``source_id``) and the ground truth. `record` is the whole pass.
-    """
-
-    def __init__(self, experiment: Experiment, score_floor: float):
+    def __init__(self, model):
         import tensorflow as tf
-
-        self.experiment = experiment
-        self.score_floor = float(score_floor)
-        self.floor = np.float32(score_floor)
-        self.task, model = experiment.build(decoded_only=True)
 
         @tf.function(autograph=False, reduce_retracing=True)
         def decoded(images, anchors, image_shape):
@@ -383,38 +415,69 @@ class Recorder:
             return outputs["decoded_boxes"], outputs["decoded_box_scores"]
 
         self._decoded = decoded
-        self._records: list[dict[str, Any]] = []
-        self._groundtruths: list[dict[str, np.ndarray]] = []
-        self.num_classes = None
 
-    def trace(self, images, labels) -> None:
-        """Runs the forward pass once on a batch, recording nothing (traces the function)."""
-        self._decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
-
-    def add(self, images, labels) -> int:
-        """Records one batch; returns its number of images."""
+    def records(self, images, labels, floor: np.float32, scale: np.ndarray) -> tuple[list[dict[str, Any]], int]:
+        """Per image: the anchors with a score >= ``floor`` as rows (boxes divided by ``scale``)
+        and their entries; and the number of score columns."""
         boxes, scores = self._decoded(images, labels["anchor_boxes"], labels["image_info"][:, 1, :])
         boxes, scores = boxes.numpy()[:, :, 0, :], scores.numpy()
-        self.num_classes = scores.shape[-1]
-        info = labels["image_info"].numpy()
-        source_ids = labels["groundtruths"]["source_id"].numpy()
-        self._groundtruths.append({k: v.numpy() for k, v in labels["groundtruths"].items()})
-        # As COCOEvaluator maps boxes back: divided by the (y, x) scale, in float32.
-        scale = np.tile(info[:, 2:3, :], [1, 1, 2]).astype(np.float32)
-        original = (boxes / scale).astype(np.float32)
-        for i in range(len(source_ids)):
-            rows, classes = np.nonzero(scores[i] >= self.floor)  # row-major: sorted by (anchor, class)
+        records = []
+        for i in range(len(boxes)):
+            rows, classes = np.nonzero(scores[i] >= floor)  # row-major: sorted by (anchor, class)
             first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
             anchors, entry_row = rows[first], np.cumsum(first) - 1
-            self._records.append({
-                "image_id": int(source_ids[i]),
-                "size": (int(round(info[i, 0, 0])), int(round(info[i, 0, 1]))),
-                "row_boxes": original[i][anchors],
+            records.append({
+                "row_boxes": (boxes[i][anchors] / scale[i]).astype(np.float32),
                 "entry_row": entry_row.astype(np.int64),
                 "entry_class": classes.astype(np.int64),
                 "entry_score": scores[i][rows, classes],
             })
-        return len(source_ids)
+        return records, scores.shape[-1]
+
+
+class Recorder:
+    """Records an experiment's validation batches through its kind's forward pass
+    (`OneStageForward`, `experiment_two_stage.TwoStageForward`): per image, rows and entries
+    in original image pixels.
+
+    `add` takes one ``(images, labels)`` batch of the task's pipeline; `cache` builds the
+    `DetectionCache` (images by ``source_id``) and the ground truth. `record` is the whole pass.
+    """
+
+    def __init__(self, experiment: Experiment, score_floor: float):
+        self.experiment = experiment
+        self.score_floor = float(score_floor)
+        self.floor = np.float32(score_floor)
+        self.task, model = experiment.build(decoded_only=True)
+        if experiment.kind == CacheKind.TWO_STAGE:
+            from detsearch.models.experiment_two_stage import TwoStageForward
+
+            self.forward = TwoStageForward(model, experiment.config.task.model)
+        else:
+            self.forward = OneStageForward(model)
+        self._records: list[dict[str, Any]] = []
+        self._groundtruths: list[dict[str, np.ndarray]] = []
+        self.num_classes = None
+
+    def add(self, images, labels, *, keep: bool = True) -> int:
+        """Records one batch (``keep`` False: runs it only, e.g. to trace); returns its number
+        of images."""
+        info = labels["image_info"].numpy()
+        # As COCOEvaluator maps boxes back: divided by the (y, x) scale, in float32.
+        scale = np.tile(info[:, 2, :], [1, 2]).astype(np.float32)
+        records, self.num_classes = self.forward.records(images, labels, self.floor, scale)
+        if not keep:
+            return len(records)
+        source_ids = labels["groundtruths"]["source_id"].numpy()
+        self._groundtruths.append({k: v.numpy() for k, v in labels["groundtruths"].items()})
+        for i, item in enumerate(records):
+            item.update(image_id=int(source_ids[i]), size=(int(round(info[i, 0, 0])), int(round(info[i, 0, 1]))))
+            self._records.append(item)
+        return len(records)
+
+    def trace(self, images, labels) -> None:
+        """Runs the forward pass once on a batch, recording nothing (traces the functions)."""
+        self.add(images, labels, keep=False)
 
     def cache(self):
         """``(DetectionCache, ground truth dict)`` of every batch added."""
@@ -427,24 +490,33 @@ class Recorder:
         keep = [c for c in range(1, self.num_classes + 1) if c in known]
         position = np.full(self.num_classes, -1, np.int64)
         position[np.asarray(keep, np.int64) - 1] = np.arange(len(keep))
+        two_stage = self.experiment.kind == CacheKind.TWO_STAGE
+        proposals = self.experiment.config.task.model.roi_generator if two_stage else None
         builder = CacheBuilder(CacheSettings(
-            kind=CacheKind.ONE_STAGE, category_ids=tuple(keep), score_floor=self.score_floor,
+            kind=self.experiment.kind, category_ids=tuple(keep), score_floor=self.score_floor,
+            num_proposals=int(proposals.test_num_proposals) if two_stage else None,
             source={"experiment": self.experiment.name, "checkpoint": self.experiment.checkpoint}))
         for item in sorted(self._records, key=lambda record: record["image_id"]):
             mapped = position[item["entry_class"]]
             alive = mapped >= 0
+            extra = {}
+            if two_stage:
+                extra = dict(entry_boxes=item["entry_boxes"][alive], row_objectness=item["row_objectness"],
+                             row_level=item["row_level"])
             builder.add_image(item["image_id"], item["size"], row_boxes=item["row_boxes"],
                               entry_row=item["entry_row"][alive], entry_class=mapped[alive],
-                              entry_score=item["entry_score"][alive])
+                              entry_score=item["entry_score"][alive], **extra)
         return builder.build(), ground_truth
 
 
 def record(experiment: Experiment, score_floor: float, progress: Callable[[int], None] | None = None):
-    """The one-stage cache of the validation set and its COCO ground truth dict (`Recorder`).
+    """The cache of the validation set and its COCO ground truth dict (`Recorder`).
 
-    Returns ``(cache, ground_truth)``: a `DetectionCache` of the decoded boxes (original image
-    pixels, as Model Garden's evaluator maps them) and sigmoid scores before NMS with score >=
-    ``score_floor``, and the ground truth (``task.annotation_file``, else built from the records).
+    Returns ``(cache, ground_truth)``: a `DetectionCache` of the raw predictions before NMS
+    (one-stage: decoded boxes and sigmoid scores; two-stage: proposals and the second stage of
+    each, see `experiment_two_stage`) with score >= ``score_floor``, boxes in original image
+    pixels as Model Garden's evaluator maps them, and the ground truth (``task.annotation_file``,
+    else built from the records).
     """
     recorder = Recorder(experiment, score_floor)
     for images, labels in experiment.batches(recorder.task):

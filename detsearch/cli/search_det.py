@@ -321,7 +321,7 @@ def search_experiment(args, started) -> int:
     from tqdm import tqdm
 
     from detsearch.atomic import write_json_atomic
-    from detsearch.detection.cache import write_cache
+    from detsearch.detection.cache import CacheKind, write_cache
     from detsearch.detection.cocoeval import STAT_NAMES
     from detsearch.detection.sweep import sweep
     from detsearch.models import experiment as garden
@@ -333,13 +333,16 @@ def search_experiment(args, started) -> int:
                        "sweep on OUT/cache")
     if args.search_training:
         raise BadInput("--search-training with --experiment is not supported yet")
-    args.model = "ssd"  # the one-stage grid
-    flags = threshold_flags(args)
     out = Path(args.out or f"out/search_det_{args.experiment}")
     files = [f for f in (args.config_file or "").split(",") if f.strip()]
     try:
         experiment = garden.load_experiment(args.experiment, files, args.params_override, model_dir=args.model_dir,
                                             checkpoint=args.checkpoint)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    args.model = "faster_rcnn" if experiment.kind == CacheKind.TWO_STAGE else "ssd"  # the grid of its kind
+    try:
+        flags = threshold_flags(args)
     except ValueError as error:
         raise BadInput(str(error)) from None
     defaults = experiment.thresholds

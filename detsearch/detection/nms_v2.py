@@ -31,9 +31,10 @@ larger cap, as for greedy NMS.
 
 `generate_detections_v2_reference` is Model Garden's code transcribed line by line (every
 tile, every dot, the batch), the oracle the tests hold against its TensorFlow function.
-`tiled_nms` is step 3 for one image on the boxes that pass the score threshold only (the
-sweep's path). Both sum the loop's IoUs in float64, where TensorFlow sums in float32: only a
-change within float32 rounding of exactly 0.5 could be judged otherwise.
+`tiled_nms` is step 3 for one image on the boxes that pass the score threshold only, its loop
+run to the fixed point on the entries > 0.5 alone (the sweep's path). The transcription sums
+the loop's IoUs in float64 where TensorFlow sums in float32, and the fast path stops at the
+fixed point: only a change within float32 rounding of exactly 0.5 could be judged otherwise.
 """
 
 from __future__ import annotations
@@ -175,6 +176,52 @@ def generate_detections_v2_reference(boxes: np.ndarray, scores: np.ndarray, *, p
     return out
 
 
+def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`bbox_overlap` of ``[n, 4]`` and ``[m, 4]`` boxes without the -1 padding rule (for boxes
+    after score filtering, whose coordinates are >= 0 or which are dots): the same float32
+    operations in the same order."""
+    ay0, ax0, ay1, ax1 = (a[:, k:k + 1] for k in range(4))
+    by0, bx0, by1, bx1 = (b[None, :, k] for k in range(4))
+    width = np.minimum(ax1, bx1)
+    width -= np.maximum(ax0, bx0)
+    np.maximum(width, np.float32(0), out=width)
+    height = np.minimum(ay1, by1)
+    height -= np.maximum(ay0, by0)
+    np.maximum(height, np.float32(0), out=height)
+    width *= height  # i_area
+    union = (ay1 - ay0) * (ax1 - ax0) + (by1 - by0) * (bx1 - bx0)
+    union -= width
+    union += np.float32(1e-8)
+    width /= union
+    return width
+
+
+def _tile_suppressed(iou: np.ndarray, threshold: np.float32) -> np.ndarray:
+    """Which boxes of one tile Model Garden's loop suppresses, from the tile's IoU matrix: its
+    fixed point computed on the entries that drive it. Rows are cleared ("can no longer
+    suppress") only through entries > 0.5 between boxes with such entries; the loop runs on
+    those alone, as booleans, to the fixed point Model Garden's loop stops at (property (a));
+    then a box is suppressed when a row not cleared holds an entry ``>= threshold`` for it."""
+    n = len(iou)
+    upper = np.triu(np.ones((n, n), bool), 1)
+    weak = upper & (iou >= threshold) & (iou > 0)
+    strong = weak & (iou > np.float32(_HALF))
+    involved = np.flatnonzero(strong.any(0) | strong.any(1))
+    cleared = np.zeros(n, bool)
+    if len(involved):
+        edges = strong[np.ix_(involved, involved)]
+        done = np.zeros(len(involved), bool)
+        while True:
+            live = edges & ~done[:, None]
+            can = ~live.any(0)
+            newly = (live & can[:, None]).any(0) & ~done
+            if not newly.any():
+                break
+            done |= newly
+        cleared[involved] = done
+    return (weak & ~cleared[:, None]).any(0)
+
+
 def tiled_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> np.ndarray:
     """`sorted_nms_padded_reference` for one image given only its real boxes: those that passed
     the score threshold, sorted (a prefix of its sorted list, at positions ``0..n-1``; the
@@ -191,10 +238,8 @@ def tiled_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> 
         hi = min(len(boxes), lo + NMS_TILE_SIZE)
         earlier = boxes[:lo][alive[:lo]]
         if len(earlier):
-            alive[lo:hi] &= ~(bbox_overlap(earlier[None], boxes[None, lo:hi])[0] >= threshold).any(0)
+            alive[lo:hi] &= ~(_pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
         tile = boxes[lo:hi] * alive[lo:hi, None]  # suppressed boxes become dots
-        iou = bbox_overlap(tile[None], tile[None])
-        iou = iou * (np.triu(np.ones((hi - lo, hi - lo), bool), 1)[None] & (iou >= threshold)).astype(np.float32)
-        alive[lo:hi] &= ~(_self_suppression(iou)[0].sum(0, dtype=np.float64) > 0)
+        alive[lo:hi] &= ~_tile_suppressed(_pairwise_overlap(tile, tile), threshold)
         selected[lo:hi] = alive[lo:hi] & (tile > 0).any(1)
     return np.flatnonzero(selected)[:max_output_size]

@@ -140,6 +140,17 @@ def test_batched_first_stage_with_a_v2_second_stage_equals_reference(seed, iou, 
     assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
+@pytest.mark.parametrize("cap", [5, 40, 100])
+def test_long_candidate_lists_equal_reference(cap):
+    # Hundreds of candidates per class and image: the sweep extends a class's list only as far as
+    # the image's output can reach; the reference runs all of it.
+    cache, dataset = random_case(11, "one_stage", num_images=3, num_classes=2, max_rows=400, floor=0.01)
+    spec = ParamSpec(score_threshold=[0.01, 0.3], iou_threshold=[0.3, 0.5, 0.7])
+    kwargs = dict(nms_version="v2", max_detections=cap)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
 def test_v2_differs_from_batched_and_sweeps_caps():
     cache, dataset = random_case(7, "one_stage", max_rows=60, num_images=8)
     spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.3, 0.5, 0.7])

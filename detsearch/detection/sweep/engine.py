@@ -362,16 +362,42 @@ class SweepEngine:
         in output order."""
         stage_key = key[:-1]
         if self._walk_memo is None or self._walk_memo[0] != stage_key:
-            self._walk_memo = (stage_key, self._v2_groups(self.picked(stage_key)))
-        cap = self.max_total
-        kept = [group[nms_v2.tiled_nms(self.cand_boxes[group], key[-1], cap)] for group in self._walk_memo[1]]
-        picked = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-        position = np.concatenate([np.arange(len(k)) for k in kept]) if kept else picked
+            groups = self._v2_groups(self.picked(stage_key))
+            image_of = np.asarray([self.cand_image[g[0]] for g in groups], np.int64)
+            bounds = np.searchsorted(image_of, np.arange(self.num_images + 1))
+            self._walk_memo = (stage_key, [groups[bounds[i]:bounds[i + 1]] for i in range(self.num_images)])
+        kept = []
+        for groups in self._walk_memo[1]:
+            kept.extend(self._v2_image(groups, key[-1]))
+        picked = np.concatenate([group[chosen] for group, chosen in kept]) if kept else np.zeros(0, np.int64)
+        position = np.concatenate([np.arange(len(chosen)) for _, chosen in kept]) if kept else picked
         image = self.cand_image[picked]
         order = np.lexsort((position, self.cand_class[picked], -self.cand_score[picked], image))
         picked, image = picked[order], image[order]
         rank = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
-        return self.cand[picked[rank < cap]]
+        return self.cand[picked[rank < self.max_total]]
+
+    def _v2_image(self, groups: list[np.ndarray], iou_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One image's classes through `nms_v2.tiled_nms`, each only as far down its list as the
+        image's output can reach: a class's selection on a prefix of its list is the selection's
+        prefix (`nms_v2`, property (b)), so a prefix is extended only while its next candidate
+        scores at least the image's ``max_total``-th selected score (then to every candidate that
+        does) and the class has fewer than ``max_total`` selected. Returns ``(group, selected
+        positions)`` per class."""
+        cap = self.max_total
+        lengths = [min(len(group), 128) for group in groups]
+        chosen = [None] * len(groups)
+        todo = range(len(groups))
+        while todo:
+            for c in todo:
+                chosen[c] = nms_v2.tiled_nms(self.cand_boxes[groups[c][:lengths[c]]], iou_threshold, cap)
+            scores = np.concatenate([self.cand_score[g[sel]] for g, sel in zip(groups, chosen)])
+            cut = np.partition(scores, len(scores) - cap)[len(scores) - cap] if len(scores) >= cap else -np.inf
+            todo = [c for c, group in enumerate(groups)
+                    if lengths[c] < len(group) and len(chosen[c]) < cap and self.cand_score[group[lengths[c]]] >= cut]
+            for c in todo:  # every candidate scoring at least the cut (the cut only rises)
+                lengths[c] = int(np.count_nonzero(self.cand_score[groups[c]] >= cut))
+        return list(zip(groups, chosen))
 
     def _detections(self, key: tuple) -> np.ndarray:
         """Cache entries kept by NMS at the lowest score threshold, image by image in output

@@ -1,0 +1,105 @@
+"""The forward pass that records a Model Garden Faster R-CNN experiment (two-stage cache).
+
+The experiment's own restored model (``task.build_model()``, its detection generator with
+``apply_nms`` off), taken apart where NMS would run:
+
+- rows: per FPN level (Model Garden's order, ``sorted`` level names), the proposals Model
+  Garden's first stage ranks before its NMS: its own ``_multilevel_propose_rois`` (sigmoid,
+  decoding, clipping, ``top_k``) with NMS skipped, the top ``test_pre_nms_top_k`` by objectness
+  (``use_batched_nms: false``, its default) or every anchor (``use_batched_nms: true``, whose
+  NMS has no top-k);
+- entries: the second stage on every row: ROI align, box head and the detection generator's
+  decoding (per-class boxes, softmax scores without the background), on chunks of
+  ``test_num_proposals`` ROIs, the shape it has at inference. The box head treats each ROI on
+  its own, so any first-stage setting selects rows whose second stage is already recorded.
+
+Model Garden also sends all-zero padding ROIs to the second stage when fewer proposals survive;
+their decoded boxes are all zero, which v2 NMS never selects (`detsearch.detection.nms_v2`), so
+they are not recorded (`experiment.check_supported` requires v2 for two-stage experiments).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TwoStageForward"]
+
+
+class TwoStageForward:
+    """Per-batch recording of a Faster R-CNN (`records`), two traced functions."""
+
+    def __init__(self, model, model_config):
+        import tensorflow as tf
+
+        self.model = model
+        proposals = model_config.roi_generator
+        self.chunk = int(proposals.test_num_proposals)
+        self.every_anchor = bool(proposals.use_batched_nms)
+        self.top_k = int(proposals.test_pre_nms_top_k)
+        self.weights = list(model._cascade_layer_to_weights[0])  # pylint: disable=protected-access
+        self._proposals = tf.function(self._proposals_fn, autograph=False, reduce_retracing=True)
+        self._second_stage = tf.function(self._second_stage_fn, autograph=False, reduce_retracing=True)
+
+    def _proposals_fn(self, images, anchors, image_shape):
+        import tensorflow as tf
+        from official.vision.modeling.layers import roi_generator
+
+        model = self.model
+        features = model.decoder(model.backbone(images, training=False), training=False)
+        rpn_scores, rpn_boxes = model.rpn_head(features, training=False)
+        batch = tf.shape(images)[0]
+        rois, objectness, levels = [], [], []
+        for level in sorted(rpn_scores):  # Model Garden's order
+            _, height, width, per_location = rpn_scores[level].get_shape().as_list()
+            count = height * width * per_location
+            if not self.every_anchor:
+                count = min(count, self.top_k)
+            level_rois, level_scores = roi_generator._multilevel_propose_rois(  # pylint: disable=protected-access
+                {level: rpn_boxes[level]}, {level: rpn_scores[level]}, {level: anchors[level]}, image_shape,
+                pre_nms_top_k=count, pre_nms_score_threshold=0.0, pre_nms_min_size_threshold=0.0,
+                nms_iou_threshold=0.0, num_proposals=count, use_batched_nms=self.every_anchor)
+            rois.append(level_rois)
+            objectness.append(tf.reshape(level_scores, [batch, count]))
+            levels.append(tf.fill([batch, count], int(level)))
+        return features, tf.concat(rois, 1), tf.concat(objectness, 1), tf.concat(levels, 1)
+
+    def _second_stage_fn(self, features, rois, image_shape):
+        model = self.model
+        class_outputs, box_outputs = model.detection_head[0](model.roi_aligner(features, rois), training=False)
+        decoded = model.detection_generator(box_outputs, class_outputs, rois, image_shape, self.weights,
+                                            bbox_per_class=True)
+        return decoded["decoded_boxes"], decoded["decoded_box_scores"]
+
+    def records(self, images, labels, floor: np.float32, scale: np.ndarray) -> tuple[list[dict[str, Any]], int]:
+        """Per image of the batch: rows (``row_boxes`` divided by ``scale`` as Model Garden's
+        evaluator maps boxes back, ``row_objectness``, ``row_level``) and entries with score >=
+        ``floor`` (``entry_row``, ``entry_class`` = score column, ``entry_score``,
+        ``entry_boxes``); and the number of score columns."""
+        import tensorflow as tf
+
+        image_shape = labels["image_info"][:, 1, :]
+        features, rois, objectness, levels = self._proposals(images, labels["anchor_boxes"], image_shape)
+        rois, objectness, levels = rois.numpy(), objectness.numpy(), levels.numpy()
+        total = rois.shape[1]
+        padded = -(-total // self.chunk) * self.chunk
+        chunks = np.zeros((rois.shape[0], padded, 4), np.float32)
+        chunks[:, :total] = rois
+        parts = [self._second_stage(features, tf.constant(chunks[:, start:start + self.chunk]), image_shape)
+                 for start in range(0, padded, self.chunk)]
+        boxes = np.concatenate([p[0].numpy() for p in parts], 1)[:, :total]
+        scores = np.concatenate([p[1].numpy() for p in parts], 1)[:, :total]
+        records = []
+        for i in range(rois.shape[0]):
+            rows, classes = np.nonzero(scores[i] >= floor)  # row-major: by (proposal, class)
+            records.append({
+                "row_boxes": (rois[i] / scale[i]).astype(np.float32),
+                "row_objectness": objectness[i].astype(np.float32),
+                "row_level": levels[i].astype(np.int64),
+                "entry_row": rows.astype(np.int64),
+                "entry_class": classes.astype(np.int64),
+                "entry_score": scores[i][rows, classes],
+                "entry_boxes": (boxes[i][rows, classes] / scale[i]).astype(np.float32),
+            })
+        return records, scores.shape[-1]
