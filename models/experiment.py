@@ -42,6 +42,7 @@ __all__ = [
     "THRESHOLD_KEYS",
     "config_path",
     "check_records",
+    "create_variables",
     "check_supported",
     "evaluate_with_model_garden",
     "export_experiment",
@@ -309,7 +310,7 @@ class Experiment:
         config = _with_thresholds(self.config, self.kind, thresholds, decoded_only=decoded_only)
         task = task_factory.get_task(config.task)
         model = task.build_model()
-        _create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
+        create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
         checkpoint = tf.train.Checkpoint(model=model)
         try:
             checkpoint.read(self.checkpoint).expect_partial().assert_existing_objects_matched()
@@ -323,8 +324,8 @@ class Experiment:
         return iter(task.build_inputs(self.config.task.validation_data))
 
 
-def _create_variables(model, model_config) -> None:
-    """One call of a RetinaNet on zeros: Keras creates the head's variables on first call."""
+def create_variables(model, model_config) -> None:
+    """One call of the model on zeros: Keras creates the heads' variables on first call."""
     import tensorflow as tf
     from official.vision.ops import anchor
 
@@ -393,13 +394,15 @@ def check_records(config) -> list[str]:
 
 
 def load_experiment(name: str, config_files: Sequence[str] = (), params_override: str | None = None, *,
-                    model_dir: str | None = None, checkpoint: str | None = None) -> Experiment:
+                    model_dir: str | None = None, checkpoint: str | None = None,
+                    trained: bool = True) -> Experiment:
     """Loads and checks an experiment (`load_config`, `check_supported`, `check_records`) and
-    finds its checkpoint."""
+    finds its checkpoint (``trained`` False: none yet, ``checkpoint`` is empty)."""
     config = load_config(name, config_files, params_override)
     kind = check_supported(config)
     check_records(config)
-    return Experiment(name=name, config=config, kind=kind, checkpoint=resolve_checkpoint(model_dir, checkpoint))
+    found = resolve_checkpoint(model_dir, checkpoint) if trained else ""
+    return Experiment(name=name, config=config, kind=kind, checkpoint=found)
 
 
 class OneStageForward:

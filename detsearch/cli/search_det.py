@@ -196,8 +196,8 @@ def finish(args, out: Path, num_images: int, result, defaults, checkpoint, start
     write_outputs(result, out / "sweep")
     best = result.best_row
     summary = {
-        "model": args.model, "preset": args.preset, "checkpoint": checkpoint,
-        **({"experiment": args.experiment} if args.experiment else {}),
+        **({"experiment": args.experiment} if args.experiment else {"model": args.model, "preset": args.preset}),
+        "checkpoint": checkpoint,
         "images": num_images, "objective": result.objective, "tolerance": result.tolerance,
         "chosen": {"params": result.best_params, "map": best.stats[0], "ap50": best.stats[1],
                    "dets_per_image": best.dets_per_image},
@@ -228,34 +228,84 @@ def finish(args, out: Path, num_images: int, result, defaults, checkpoint, start
     print(f"wrote {out / 'sweep'} (result.json, report.md, plots), {out / 'summary.json'} ({summary['seconds']:.0f} s)")
 
 
-def search_training(args, out: Path, flags, val, started, options) -> int:
-    """``--search-training``: selector, final training, cache, sweep, export (`detsearch.models.search`)."""
-    from tqdm import tqdm
+def training_lists(args) -> dict[str, list[float]]:
+    """The training candidate lists of ``--weight-decays``, ``--momentums``, ``--learning-rates``."""
+    return {"weight_decay": non_negatives(args.weight_decays, "--weight-decays"),
+            "momentum": non_negatives(args.momentums, "--momentums"),
+            "learning_rate": positives(args.learning_rates, "--learning-rates")}
 
-    from detsearch import report
-    from detsearch.params import ParamSpec
+
+def selector_config(args, lists, acc_name: str, loss_name: str):
+    """The `SelectorConfig` of the selector flags (the learning rate searched without a list)."""
     from detsearch.selector import SelectorConfig
-    from detsearch.models.export import export_detector
-    from detsearch.models.restore import load_detector
-    from detsearch.models.search import ACC_NAME, LOSS_NAME, search_detector
 
-    train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
-    train_set = dataset_from_args(train_args)
-    lists = {"weight_decay": non_negatives(args.weight_decays, "--weight-decays"),
-             "momentum": non_negatives(args.momentums, "--momentums"),
-             "learning_rate": positives(args.learning_rates, "--learning-rates")}
-    lists.update({name: flags[name] if flags[name] is not None else values
-                  for name, values in DEFAULT_GRIDS[args.model].items()})
-    param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
-    param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
-    config = SelectorConfig(
-        total_steps=args.trial_steps, by_acc=not args.by_loss, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=args.window,
+    return SelectorConfig(
+        total_steps=args.trial_steps, by_acc=not args.by_loss, acc_name=acc_name, loss_name=loss_name, window=args.window,
         max_thres=args.max_thres, warmup_steps=args.warmup_steps, warmup_lr=args.warmup_lr,
         evaluate_every_n_steps=args.evaluate_every_n_steps, init_learning_rate=args.init_learning_rate,
         end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
         lr_refine_factors=tuple(positives(args.lr_refine_factors, "--lr-refine-factors")
                                 if args.lr_refine_factors.strip() else ()),
         **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
+
+
+def experiment_training(args, experiment, out: Path):
+    """``--search-training`` with ``--experiment``: the selector on the experiment's own train
+    step, ``OUT/training.yaml``, Model Garden's trainer with the choice into ``OUT/train``
+    (`detsearch.models.experiment_training`). Returns the trained experiment and the summary's
+    entries."""
+    from tqdm import tqdm
+
+    from detsearch import report
+    from detsearch.models.experiment_training import LOSS_NAME, config_training, search_training
+    from detsearch.params import ParamSpec
+
+    if not args.by_loss:
+        raise BadInput("--search-training with --experiment judges trials by the task's loss: add --by-loss")
+    lists = training_lists(args)
+    config = selector_config(args, lists, "AP", LOSS_NAME)
+    own = config_training(experiment.config)  # the config's values are the defaults
+    param_spec = ParamSpec(**{"momentum": args.momentum, **own})
+    param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
+    per_trial = args.trial_steps + args.warmup_steps
+    bar = tqdm(desc="selector", unit="step", dynamic_ncols=True)
+    try:
+        selection, chosen, path, trained = search_training(
+            experiment, out, param_spec=param_spec, param_list_spec=param_list_spec, config=config, seed=args.seed,
+            on_trial=lambda name, index, reused, curve: (bar.update(max(0, index * per_trial - bar.n)),
+                                                         bar.set_postfix_str(name)),
+            on_step=lambda step: bar.update(1), on_train=bar.close)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    finally:
+        bar.close()
+    if selection is not None:
+        print(report.summary_table(selection))
+        report.plot_lr_test(selection, out / "lr_range.png", args.window)
+        report.plot_stages(selection, out / "candidates.png", args.window)
+    print(f"  training parameters:  {describe(chosen)} -> {path} (Model Garden trained with it into {out / 'train'})")
+    return trained, {"selected": chosen, "training_yaml": str(path),
+                     "selection": None if selection is None else selection.to_dict()}
+
+
+def search_training(args, out: Path, flags, val, started, options) -> int:
+    """``--search-training``: selector, final training, cache, sweep, export (`detsearch.models.search`)."""
+    from tqdm import tqdm
+
+    from detsearch import report
+    from detsearch.params import ParamSpec
+    from detsearch.models.export import export_detector
+    from detsearch.models.restore import load_detector
+    from detsearch.models.search import ACC_NAME, LOSS_NAME, search_detector
+
+    train_args = argparse.Namespace(**{**vars(args), "split": args.train_split})
+    train_set = dataset_from_args(train_args)
+    lists = training_lists(args)
+    lists.update({name: flags[name] if flags[name] is not None else values
+                  for name, values in DEFAULT_GRIDS[args.model].items()})
+    param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
+    param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    config = selector_config(args, lists, ACC_NAME, LOSS_NAME)
     refined = len(config.lr_refine_factors) + 1 if config.lr_refine_factors and config.search_learning_rate else 0
     trials = 1 + refined + sum(
         len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
@@ -331,13 +381,13 @@ def search_experiment(args, started) -> int:
     if options["class_agnostic"] is not None:
         raise BadInput("--class-agnostic: the experiment's NMS is class-aware as configured; sweep it with detsearch "
                        "sweep on OUT/cache")
-    if args.search_training:
-        raise BadInput("--search-training with --experiment is not supported yet")
     out = Path(args.out or f"out/search_det_{args.experiment}")
     files = [f for f in (args.config_file or "").split(",") if f.strip()]
     try:
+        if args.search_training and (args.model_dir or args.checkpoint):
+            raise ValueError("--search-training trains the experiment into OUT/train: drop --model-dir and --checkpoint")
         experiment = garden.load_experiment(args.experiment, files, args.params_override, model_dir=args.model_dir,
-                                            checkpoint=args.checkpoint)
+                                            checkpoint=args.checkpoint, trained=not args.search_training)
     except ValueError as error:
         raise BadInput(str(error)) from None
     args.model = "faster_rcnn" if experiment.kind == CacheKind.TWO_STAGE else "ssd"  # the grid of its kind
@@ -345,6 +395,9 @@ def search_experiment(args, started) -> int:
         flags = threshold_flags(args)
     except ValueError as error:
         raise BadInput(str(error)) from None
+    selected = {}
+    if args.search_training:
+        experiment, selected = experiment_training(args, experiment, out)
     defaults = experiment.thresholds
     grid = threshold_grid(args, flags, defaults)
     if options["max_detections"] is not None:  # the config's own cap is a candidate too
@@ -357,9 +410,12 @@ def search_experiment(args, started) -> int:
             bars.append(tqdm(desc="cache", unit="img", dynamic_ncols=True))
         bars[0].update(count)
 
+    stage_started = time.perf_counter()
+    seconds = {}
     cache, ground_truth = garden.record(experiment, args.score_floor, progress=progress)
     for bar in bars:
         bar.close()
+    seconds["record"] = time.perf_counter() - stage_started
     write_cache(out / "cache", cache)
     ground_truth_file = None
     if not experiment.config.task.annotation_file:
@@ -367,20 +423,29 @@ def search_experiment(args, started) -> int:
         write_json_atomic(ground_truth_file, ground_truth)
     if options["max_detections"] is None:  # the config's own cap, per class and per image
         options.update(max_detections_per_class=experiment.max_detections, max_total_detections=experiment.max_detections)
+    stage_started = time.perf_counter()
     result = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget, **options,
                    **experiment.nms_options)
+    seconds["sweep"] = time.perf_counter() - stage_started
     chosen = {name: value for name, value in result.best_params.items() if name in defaults}
     thresholds_file = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
-    extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults, "nms": experiment.nms_options}
+    extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults, "nms": experiment.nms_options,
+             "stage_seconds": seconds, **selected}
     if args.verify:
         verified = {}
         for name, setting in (("chosen", chosen), ("config", defaults)):
+            stage_started = time.perf_counter()
             row = next(r for r in result.table if all(r.params[k] == v for k, v in setting.items()))
             theirs = garden.evaluate_with_model_garden(experiment, setting, ground_truth_file=ground_truth_file)
             verified[name] = max(abs(theirs[n] - ours) for n, ours in zip(STAT_NAMES, row.stats))
+            seconds[f"model_garden_evaluation_{name}"] = time.perf_counter() - stage_started
         extra["model_garden_max_abs_diff"] = verified
     if args.export:
+        stage_started = time.perf_counter()
         extra["export"] = str(garden.export_experiment(experiment, chosen, args.export))
+        seconds["export"] = time.perf_counter() - stage_started
+    for name, value in seconds.items():
+        seconds[name] = round(value, 2)
     finish(args, out, result.num_images, result, defaults, experiment.checkpoint, started, extra)
     print(f"  thresholds for Model Garden: {thresholds_file} (official.vision.train --config_file ...,{thresholds_file})")
     if args.export:

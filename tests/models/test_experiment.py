@@ -210,3 +210,46 @@ def test_records_that_do_not_fit_are_one_line(trained, tmp_path, capsys):
 def test_experiment_flags_need_experiment(capsys):
     assert cli.main(["search-det", "--model-dir", "somewhere"]) == 2
     assert "--model-dir needs --experiment" in capsys.readouterr().err
+
+
+def test_search_training_on_the_experiments_own_train_step(trained, tmp_path, capsys):
+    from official.modeling import hyperparams
+
+    from detsearch.models.experiment import load_config
+
+    root, config_file, _ = trained
+    out = tmp_path / "out"
+    arguments = ["--config-file", str(config_file), "--out", str(out), "--params-override", "trainer.train_steps=10",
+                 "--search-training", "--by-loss", "--trial-steps", "10", "--warmup-steps", "0",
+                 "--evaluate-every-n-steps", "5", "--weight-decays", "1e-4,1e-3", "--momentums", "0.9",
+                 "--score-thresholds", "0.05", "--iou-thresholds", "0.5"]
+    code, printed, err = search(arguments, capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    selected = summary["selected"]
+    assert set(selected) == {"learning_rate", "momentum", "weight_decay"} and summary["selection"]["trials_run"] > 0
+    # training.yaml is a strict override holding the choice; Model Garden trained with it.
+    config = hyperparams.override_params_dict(load_config(EXPERIMENT, [config_file]), str(out / "training.yaml"),
+                                              is_strict=True)
+    optimizer = config.trainer.optimizer_config
+    assert optimizer.learning_rate.constant.learning_rate == pytest.approx(selected["learning_rate"], rel=1e-12)
+    assert optimizer.optimizer.sgd.momentum == selected["momentum"]
+    assert config.task.losses.l2_weight_decay == selected["weight_decay"]
+    assert summary["checkpoint"].endswith("ckpt-10") and (out / "thresholds.yaml").exists()
+    # A rerun reuses every trial and the trained model.
+    code, printed, err = search(arguments, capsys)
+    assert code == 0, err
+    again = json.loads((out / "summary.json").read_text())
+    assert again["selection"]["trials_run"] == 0 and again["selected"] == selected
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "judges trials by the task's loss: add --by-loss"),
+    (["--by-loss", "--model-dir", "somewhere"], "drop --model-dir and --checkpoint"),
+])
+def test_search_training_bad_input_is_one_line(trained, tmp_path, capsys, extra, message):
+    _, config_file, _ = trained
+    code, _, err = search(["--config-file", str(config_file), "--out", str(tmp_path / "out"), "--search-training", *extra],
+                          capsys)
+    assert code == 2 and message in err.strip().splitlines()[-1], err
+    assert not (tmp_path / "out").exists()
