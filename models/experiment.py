@@ -40,12 +40,14 @@ __all__ = [
     "Recorder",
     "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
+    "cache_source",
     "config_path",
     "check_records",
     "create_variables",
     "check_supported",
     "evaluate_with_model_garden",
     "export_experiment",
+    "filter_by_class",
     "load_config",
     "load_experiment",
     "record",
@@ -498,7 +500,7 @@ class Recorder:
         builder = CacheBuilder(CacheSettings(
             kind=self.experiment.kind, category_ids=tuple(keep), score_floor=self.score_floor,
             num_proposals=int(proposals.test_num_proposals) if two_stage else None,
-            source={"experiment": self.experiment.name, "checkpoint": self.experiment.checkpoint}))
+            source=cache_source(self.experiment)))
         for item in sorted(self._records, key=lambda record: record["image_id"]):
             mapped = position[item["entry_class"]]
             alive = mapped >= 0
@@ -510,6 +512,24 @@ class Recorder:
                               entry_row=item["entry_row"][alive], entry_class=mapped[alive],
                               entry_score=item["entry_score"][alive], **extra)
         return builder.build(), ground_truth
+
+
+def cache_source(experiment: Experiment) -> dict[str, str]:
+    """A cache's provenance: the experiment, its checkpoint, and a digest of the config's model
+    and validation data settings that the recorded predictions depend on (not the thresholds,
+    not the record files)."""
+    import hashlib
+    import json
+
+    task = experiment.config.task
+    model = task.model.as_dict()
+    model.pop("detection_generator", None)  # applied after the recorded predictions
+    for key in ("test_pre_nms_score_threshold", "test_nms_iou_threshold"):
+        model.get("roi_generator", {}).pop(key, None)
+    data = {k: v for k, v in task.validation_data.as_dict().items() if k != "input_path"}  # shards differ there
+    recorded = {"model": model, "validation_data": data}
+    digest = hashlib.sha256(json.dumps(recorded, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"experiment": experiment.name, "checkpoint": experiment.checkpoint, "config": digest}
 
 
 def record(experiment: Experiment, score_floor: float, progress: Callable[[int], None] | None = None):
@@ -575,16 +595,24 @@ def evaluate_with_model_garden(experiment: Experiment, thresholds: Mapping[str, 
     return {ours: float(logs[theirs]) for ours, theirs in zip(STAT_NAMES, names)}
 
 
-def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], path: str | os.PathLike) -> Path:
+def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], path: str | os.PathLike, *,
+                      class_score_thresholds: Mapping[int, float] | None = None) -> Path:
     """A SavedModel of the experiment at ``thresholds`` through Model Garden's own serving
     module (``export_saved_model_lib.export_inference_graph``, ``image_tensor`` input: uint8
     ``[B, H, W, 3]``): ``path/saved_model``, ``path/checkpoint``, ``path/params.yaml``. Written
-    beside ``path`` and moved into place (`detsearch.atomic.replace_directory`)."""
+    beside ``path`` and moved into place (`detsearch.atomic.replace_directory`).
+
+    With ``class_score_thresholds`` (category id = Model Garden class -> threshold), the
+    SavedModel is Model Garden's wrapped by a filter after its post-processing
+    (`filter_by_class`): a detection of class ``c`` is kept when ``score > threshold[c]``
+    (float32), kept ones move to the front in order, ``num_detections`` counts them; the
+    mapping goes to ``path/class_score_thresholds.json``."""
+    import json
     import shutil
 
     from official.vision.serving import export_saved_model_lib
 
-    from detsearch.atomic import replace_directory
+    from detsearch.atomic import replace_directory, write_bytes_atomic
 
     config = _with_thresholds(experiment.config, experiment.kind, thresholds, decoded_only=False)
     path = Path(path)
@@ -596,7 +624,56 @@ def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], p
             input_type="image_tensor", batch_size=None, input_image_size=list(config.task.model.input_size[:2]),
             params=config, checkpoint_path=experiment.checkpoint, export_dir=str(tmp),
             export_saved_model_subdir="saved_model", export_checkpoint_subdir="checkpoint")
+        if class_score_thresholds:
+            filter_by_class(tmp / "saved_model", class_score_thresholds, int(config.task.model.num_classes))
+            write_bytes_atomic(tmp / "class_score_thresholds.json", json.dumps(
+                {str(k): float(v) for k, v in sorted(class_score_thresholds.items())}, indent=2).encode("utf-8"))
         return replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def filter_by_class(saved_model: Path, class_score_thresholds: Mapping[int, float], num_classes: int) -> None:
+    """Rewrites Model Garden's detection SavedModel at ``saved_model`` as itself followed by a
+    per-class score filter (see `export_experiment`); every other output passes through."""
+    import shutil
+
+    import tensorflow as tf
+
+    limited = np.zeros(num_classes, bool)
+    limits = np.zeros(num_classes, np.float32)
+    for category_id, threshold in class_score_thresholds.items():
+        if not 0 < int(category_id) < num_classes:
+            raise ValueError(f"class {category_id} is not a class of the model (1..{num_classes - 1})")
+        limited[int(category_id)], limits[int(category_id)] = True, np.float32(threshold)
+    inner = tf.saved_model.load(str(saved_model))
+    signature = inner.signatures["serving_default"]
+    module = tf.Module()
+    module.inner = inner
+    limited, limits = tf.constant(limited), tf.constant(limits)
+
+    @tf.function(autograph=False)
+    def serve(**inputs):
+        outputs = dict(signature(**inputs))
+        classes = tf.cast(outputs["detection_classes"], tf.int32)
+        scores = outputs["detection_scores"]
+        positions = tf.range(tf.shape(scores)[1])[None, :]
+        valid = positions < tf.cast(outputs["num_detections"], tf.int32)[:, None]
+        keep = valid & ((scores > tf.gather(limits, classes)) | ~tf.gather(limited, classes))
+        order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
+        kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+        front = positions < kept[:, None]
+        for key in ("detection_boxes", "detection_scores", "detection_classes"):
+            moved = tf.gather(outputs[key], order, axis=1, batch_dims=1)
+            mask = front if moved.shape.rank == 2 else front[:, :, None]
+            outputs[key] = tf.where(mask, moved, tf.zeros_like(moved))
+        outputs["num_detections"] = tf.cast(kept, outputs["num_detections"].dtype)
+        return outputs
+
+    spec = signature.structured_input_signature[1]
+    concrete = serve.get_concrete_function(**spec)
+    filtered = saved_model.with_name(saved_model.name + ".filtered")
+    tf.saved_model.save(module, str(filtered), signatures={"serving_default": concrete})
+    shutil.rmtree(saved_model)
+    filtered.rename(saved_model)

@@ -47,6 +47,7 @@ from pathlib import Path
 from detsearch.cli.args import (BadInput, check_objective, non_negatives, objective_arguments, operating_point_arguments,
                                 operating_point_options, positives, thresholds)
 from detsearch.cli.data import add_dataset_arguments, dataset_from_args
+from detsearch.executor import add_executor_arguments
 
 DEFAULT_GRIDS = {
     "ssd": {
@@ -103,7 +104,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                                                            "(or give --checkpoint PREFIX)")
     garden.add_argument("--export", metavar="DIR",
                         help="with --experiment: a SavedModel at the chosen thresholds through Model Garden's own "
-                             "serving module (DIR/saved_model, DIR/params.yaml)")
+                             "serving module (DIR/saved_model, DIR/params.yaml); with --per-class, filtered by the "
+                             "per-class thresholds after Model Garden's post-processing")
+    add_executor_arguments(garden, gpus=True)  # with --experiment: one cache shard per record file
     garden.add_argument("--verify", action="store_true",
                         help="with --experiment: also run Model Garden's own evaluation at the chosen and at the config's "
                              "thresholds and print the largest difference from the sweep's 12 stats")
@@ -412,11 +415,25 @@ def search_experiment(args, started) -> int:
 
     stage_started = time.perf_counter()
     seconds = {}
-    cache, ground_truth = garden.record(experiment, args.score_floor, progress=progress)
+    if experiment.config.task.annotation_file:  # one shard per record file, resumable, on the executor
+        from detsearch.executor import executor_from_args
+        from detsearch.models.experiment_shards import record_sharded
+
+        try:
+            executor = executor_from_args(args)
+            cache, ground_truth = record_sharded(experiment, out / "cache", args.score_floor, executor=executor,
+                                                 progress=progress)
+        except (ValueError, ImportError) as error:
+            raise BadInput(str(error)) from None
+    else:
+        if args.executor != "local":
+            raise BadInput("--executor ray needs task.annotation_file (the ground truth of each shard's records "
+                           "would name its own categories)")
+        cache, ground_truth = garden.record(experiment, args.score_floor, progress=progress)
+        write_cache(out / "cache", cache)
     for bar in bars:
         bar.close()
     seconds["record"] = time.perf_counter() - stage_started
-    write_cache(out / "cache", cache)
     ground_truth_file = None
     if not experiment.config.task.annotation_file:
         ground_truth_file = out / "annotations.json"  # built from the records, for detsearch sweep
@@ -442,7 +459,9 @@ def search_experiment(args, started) -> int:
         extra["model_garden_max_abs_diff"] = verified
     if args.export:
         stage_started = time.perf_counter()
-        extra["export"] = str(garden.export_experiment(experiment, chosen, args.export))
+        per_class = None if result.per_class is None else result.per_class.thresholds()
+        extra["export"] = str(garden.export_experiment(experiment, chosen, args.export, class_score_thresholds=per_class))
+        extra["export_per_class_thresholds"] = per_class is not None
         seconds["export"] = time.perf_counter() - stage_started
     for name, value in seconds.items():
         seconds[name] = round(value, 2)

@@ -53,6 +53,7 @@ NMS_TILE_SIZE = 512
 """Model Garden's ``nms.NMS_TILE_SIZE``."""
 
 _HALF = 0.5  # the constant of Model Garden's self-suppression loop (not the IoU threshold)
+_UPPER = np.triu(np.ones((NMS_TILE_SIZE, NMS_TILE_SIZE), bool), 1)  # i < j within a tile
 
 
 def bbox_overlap(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -203,8 +204,8 @@ def _tile_suppressed(iou: np.ndarray, threshold: np.float32) -> np.ndarray:
     those alone, as booleans, to the fixed point Model Garden's loop stops at (property (a));
     then a box is suppressed when a row not cleared holds an entry ``>= threshold`` for it."""
     n = len(iou)
-    upper = np.triu(np.ones((n, n), bool), 1)
-    weak = upper & (iou >= threshold) & (iou > 0)
+    weak = _UPPER[:n, :n] & (iou >= threshold)
+    weak &= iou > 0
     strong = weak & (iou > np.float32(_HALF))
     involved = np.flatnonzero(strong.any(0) | strong.any(1))
     cleared = np.zeros(n, bool)

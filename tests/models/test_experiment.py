@@ -7,9 +7,8 @@ tied scores above the thresholds make the order of equal candidates matter (docs
 "Tied scores")."""
 
 import json
-import subprocess
-import sys
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -17,78 +16,19 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 tf = pytest.importorskip("tensorflow")
 
 from detsearch import cli  # noqa: E402
-from detsearch.datasets import demo  # noqa: E402
+from tests.models import garden_cases  # noqa: E402
+from tests.models.garden_cases import train_experiment  # noqa: E402
 
 EXPERIMENT = "retinanet_resnetfpn_coco"
 
-CONFIG = """\
-runtime: {{distribution_strategy: one_device, mixed_precision_dtype: float32}}
-task:
-  init_checkpoint: ''
-  annotation_file: {root}/instances_val.json
-  model:
-    num_classes: 11
-    input_size: [128, 128, 3]
-    min_level: 3
-    max_level: 5
-    anchor: {{num_scales: 2, aspect_ratios: [0.5, 1.0, 2.0], anchor_size: 3.0}}
-    backbone: {{type: resnet, resnet: {{model_id: 18, depth_multiplier: 0.25}}}}
-    decoder: {{type: fpn, fpn: {{num_filters: 32}}}}
-    head: {{num_convs: 1, num_filters: 32}}
-    detection_generator: {{nms_version: batched, max_num_detections: 100}}
-  train_data:
-    input_path: {root}/tfrecords/train*
-    global_batch_size: 8
-    dtype: float32
-    shuffle_buffer_size: 32
-    parser: {{aug_rand_hflip: false, aug_scale_min: 1.0, aug_scale_max: 1.0}}
-  validation_data: {{input_path: '{root}/tfrecords/val*', global_batch_size: 8, dtype: float32, drop_remainder: false}}
-trainer:
-  train_steps: 150
-  validation_steps: -1
-  validation_interval: 150
-  steps_per_loop: 50
-  summary_interval: 50
-  checkpoint_interval: 150
-  optimizer_config:
-    learning_rate: {{type: constant, constant: {{learning_rate: 0.02}}}}
-    warmup: {{type: linear, linear: {{warmup_steps: 10, warmup_learning_rate: 0.001}}}}
-"""
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The demo as TFRecords (Model Garden's create_coco_tf_record), a config, and a model_dir
-    trained by Model Garden's own train_lib.run_experiment."""
-    from official.core import task_factory, train_lib
-
-    from detsearch.models.experiment import load_config
-
-    root = tmp_path_factory.mktemp("garden")
-    data = root / "demo"
-    demo.build_demo(data, num_train=32, num_val=12, image_size=128, seed=3)
-    (data / "tfrecords").mkdir()
-    for split in ("train", "val"):
-        done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
-                               f"--image_dir={data / split}", f"--object_annotations_file={data / f'instances_{split}.json'}",
-                               f"--output_file_prefix={data / 'tfrecords' / split}", "--num_shards=1", "--num_processes=0"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-    config_file = root / "experiment.yaml"
-    config_file.write_text(CONFIG.format(root=data))
-    config = load_config(EXPERIMENT, [config_file])
-    model_dir = root / "model_dir"
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-        task = task_factory.get_task(config.task, logging_dir=str(model_dir))
-    train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config, model_dir=str(model_dir))
-    return root, config_file, model_dir
+    """The shipped ``retinanet_resnet18_demo`` trained 150 steps on a small demo (`garden_cases`)."""
+    return train_experiment(tmp_path_factory.mktemp("garden"), EXPERIMENT, "retinanet_resnet18_demo", num_train=32, steps=150)
 
 
 def search(arguments, capsys):
-    code = cli.main(["search-det", "--experiment", EXPERIMENT, *arguments])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return garden_cases.search(EXPERIMENT, arguments, capsys)
 
 
 @pytest.mark.parametrize("ground_truth", ["annotation_file", "records"])
@@ -116,7 +56,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
     assert (out / "annotations.json").exists() == (ground_truth == "records")
     # thresholds.yaml is a strict Model Garden override holding the choice.
     chosen = summary["chosen"]["params"]
-    config = hyperparams.override_params_dict(load_config(EXPERIMENT, [config_file]), str(out / "thresholds.yaml"),
+    config = hyperparams.override_params_dict(load_config(EXPERIMENT, config_file.split(",")), str(out / "thresholds.yaml"),
                                               is_strict=True)
     generator = config.task.model.detection_generator
     assert (generator.pre_nms_score_threshold, generator.nms_iou_threshold) == (chosen["score_threshold"], chosen["iou_threshold"])
@@ -229,7 +169,7 @@ def test_search_training_on_the_experiments_own_train_step(trained, tmp_path, ca
     selected = summary["selected"]
     assert set(selected) == {"learning_rate", "momentum", "weight_decay"} and summary["selection"]["trials_run"] > 0
     # training.yaml is a strict override holding the choice; Model Garden trained with it.
-    config = hyperparams.override_params_dict(load_config(EXPERIMENT, [config_file]), str(out / "training.yaml"),
+    config = hyperparams.override_params_dict(load_config(EXPERIMENT, config_file.split(",")), str(out / "training.yaml"),
                                               is_strict=True)
     optimizer = config.trainer.optimizer_config
     assert optimizer.learning_rate.constant.learning_rate == pytest.approx(selected["learning_rate"], rel=1e-12)
@@ -253,3 +193,74 @@ def test_search_training_bad_input_is_one_line(trained, tmp_path, capsys, extra,
                           capsys)
     assert code == 2 and message in err.strip().splitlines()[-1], err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_with_per_class_thresholds_filters_model_gardens_output(trained, tmp_path):
+    from detsearch.models import experiment as garden
+
+    root, config_file, model_dir = trained
+    experiment = garden.load_experiment(EXPERIMENT, config_file.split(","), model_dir=str(model_dir))
+    chosen = {"score_threshold": 0.05, "iou_threshold": 0.5}
+    limits = {c: 0.3 for c in range(1, 11, 2)} | {4: 0.0}
+    garden.export_experiment(experiment, chosen, tmp_path / "plain")
+    garden.export_experiment(experiment, chosen, tmp_path / "filtered", class_score_thresholds=limits)
+    assert json.loads((tmp_path / "filtered" / "class_score_thresholds.json").read_text()) == {
+        str(k): v for k, v in sorted(limits.items())}
+    plain = tf.saved_model.load(str(tmp_path / "plain" / "saved_model")).signatures["serving_default"]
+    filtered = tf.saved_model.load(str(tmp_path / "filtered" / "saved_model")).signatures["serving_default"]
+    images = tf.stack([tf.io.decode_image(tf.io.read_file(str(p)), channels=3)
+                       for p in sorted((root / "demo" / "val").iterdir())])
+    ours = {k: v.numpy() for k, v in filtered(inputs=images).items()}
+    theirs = {k: v.numpy() for k, v in plain(inputs=images).items()}
+    assert sorted(ours) == sorted(theirs)
+    dropped = 0
+    for i in range(len(images)):
+        n = int(theirs["num_detections"][i])
+        classes, scores = theirs["detection_classes"][i, :n].astype(int), theirs["detection_scores"][i, :n]
+        keep = np.array([c not in limits or s > np.float32(limits[c]) for c, s in zip(classes, scores)], bool)
+        m = int(ours["num_detections"][i])
+        assert m == keep.sum()
+        dropped += n - m
+        for key in ("detection_boxes", "detection_scores", "detection_classes"):
+            np.testing.assert_array_equal(ours[key][i, :m], theirs[key][i, :n][keep])
+            assert not ours[key][i, m:].any()
+        np.testing.assert_array_equal(ours["image_info"], theirs["image_info"])
+    assert dropped > 0  # the filter was put to work
+
+
+def test_cache_in_shards_one_per_record_file_resumes(trained, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    root, config_file, model_dir = trained
+    data = root / "demo"
+    records = tmp_path / "records"
+    records.mkdir()
+    done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
+                           f"--image_dir={data / 'val'}", f"--object_annotations_file={data / 'instances_val.json'}",
+                           f"--output_file_prefix={records / 'val'}", "--num_shards=3", "--num_processes=0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grid = ["--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.4,0.5"]
+    base = ["--config-file", str(config_file), "--model-dir", str(model_dir), *grid]
+    assert search([*base, "--out", str(tmp_path / "one")], capsys)[0] == 0
+    sharded = [*base, "--out", str(tmp_path / "three"), "--params-override",
+               f"task.validation_data.input_path={records}/val*"]
+    code, _, err = search([*sharded, "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert summary["model_garden_max_abs_diff"]["chosen"] <= 1e-6 and summary["images"] == 12
+    one = json.loads((tmp_path / "one" / "sweep" / "result.json").read_text())["table"]
+    three = json.loads((tmp_path / "three" / "sweep" / "result.json").read_text())["table"]
+    assert three == one  # one shard per file, the same rows as one pass
+    shards = sorted((tmp_path / "three" / "cache" / "shards").iterdir())
+    assert len(shards) == 3
+    # A run killed before its last shard: the others are kept, that one is recorded again.
+    import shutil
+
+    kept = [(s / "meta.json").stat().st_mtime_ns for s in shards[:2]]
+    shutil.rmtree(shards[2])
+    (tmp_path / "three" / "cache" / "meta.json").unlink()
+    assert search(sharded, capsys)[0] == 0
+    assert [(s / "meta.json").stat().st_mtime_ns for s in shards[:2]] == kept and (shards[2] / "meta.json").exists()
+    assert json.loads((tmp_path / "three" / "sweep" / "result.json").read_text())["table"] == one
