@@ -162,7 +162,6 @@ class ExperimentTrainer:
         override = training_override(learning_rates[0], trial.momentum or 0.0, weight_decay)
         optimizer_config = copy.deepcopy(self.config.trainer.optimizer_config)
         optimizer_config.override(override["trainer"]["optimizer_config"], is_strict=False)
-        optimizer_config.warmup.type = None  # the trial's schedule holds the warm-up
         optimizer = optimization.OptimizerFactory(optimizer_config).build_optimizer(schedule)
         train_step = tf.function(lambda inputs: task.train_step(inputs, model, optimizer, metrics=None),
                                  autograph=False, reduce_retracing=True)
