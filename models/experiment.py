@@ -41,6 +41,7 @@ __all__ = [
     "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
     "cache_source",
+    "with_categories",
     "config_path",
     "check_records",
     "create_variables",
@@ -488,13 +489,12 @@ class Recorder:
         """``(DetectionCache, ground truth dict)`` of every batch added."""
         from detsearch.detection.cache import CacheBuilder, CacheSettings
 
-        ground_truth = _ground_truth(self.experiment, self._groundtruths)
-        # Score column c is Model Garden class c + 1, the category id of COCO-format records;
-        # classes without ground truth categories are left out (COCO evaluation ignores them).
-        known = {int(c["id"]) for c in ground_truth["categories"]}
-        keep = [c for c in range(1, self.num_classes + 1) if c in known]
-        position = np.full(self.num_classes, -1, np.int64)
-        position[np.asarray(keep, np.int64) - 1] = np.arange(len(keep))
+        # Score column c is Model Garden class c + 1, the category id of COCO-format records.
+        # Every class is kept: one the ground truth does not name still takes places in an
+        # image's top max_num_detections (its detections are evaluated by no one).
+        keep = list(range(1, self.num_classes + 1))
+        ground_truth = with_categories(_ground_truth(self.experiment, self._groundtruths), keep)
+        position = np.arange(self.num_classes, dtype=np.int64)
         two_stage = self.experiment.kind == CacheKind.TWO_STAGE
         proposals = self.experiment.config.task.model.roi_generator if two_stage else None
         builder = CacheBuilder(CacheSettings(
@@ -512,6 +512,16 @@ class Recorder:
                               entry_row=item["entry_row"][alive], entry_class=mapped[alive],
                               entry_score=item["entry_score"][alive], **extra)
         return builder.build(), ground_truth
+
+
+def with_categories(ground_truth: dict, category_ids) -> dict:
+    """``ground_truth`` with a category (no annotations) for each of ``category_ids`` it does not
+    name. COCO evaluation then gives those categories no precision or recall (-1, left out of
+    every mean), so the 12 stats are those of the original ground truth."""
+    known = {int(c["id"]) for c in ground_truth["categories"]}
+    missing = [{"id": int(c), "name": f"class {int(c)} (not in the ground truth)"} for c in category_ids
+               if int(c) not in known]
+    return {**ground_truth, "categories": [*ground_truth["categories"], *missing]} if missing else ground_truth
 
 
 def cache_source(experiment: Experiment) -> dict[str, str]:

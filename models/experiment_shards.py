@@ -38,7 +38,7 @@ def record_sharded(experiment, path: str | os.PathLike, score_floor: float, *, e
 
     from detsearch.detection.cache import ShardSpec, merge_shards
     from detsearch.executor import LocalExecutor, as_executor
-    from detsearch.models.experiment import check_records
+    from detsearch.models.experiment import check_records, with_categories
 
     annotation_file = experiment.config.task.annotation_file
     if not annotation_file:
@@ -62,7 +62,8 @@ def record_sharded(experiment, path: str | os.PathLike, score_floor: float, *, e
                  on_result=lambda _, images: progress(images) if progress is not None else None)
     with open(annotation_file, encoding="utf-8") as handle:
         ground_truth = json.load(handle)
-    return merge_shards(path), ground_truth
+    cache = merge_shards(path)
+    return cache, with_categories(ground_truth, cache.meta.category_ids)
 
 
 def _record_shard(shared: Mapping[str, Any], index: int) -> int:

@@ -434,10 +434,10 @@ def search_experiment(args, started) -> int:
     for bar in bars:
         bar.close()
     seconds["record"] = time.perf_counter() - stage_started
-    ground_truth_file = None
-    if not experiment.config.task.annotation_file:
-        ground_truth_file = out / "annotations.json"  # built from the records, for detsearch sweep
-        write_json_atomic(ground_truth_file, ground_truth)
+    # The ground truth the sweep scores against (built from the records, or the annotation file
+    # with the model's classes it does not name), for detsearch sweep on OUT/cache.
+    write_json_atomic(out / "annotations.json", ground_truth)
+    ground_truth_file = None if experiment.config.task.annotation_file else out / "annotations.json"
     if options["max_detections"] is None:  # the config's own cap, per class and per image
         options.update(max_detections_per_class=experiment.max_detections, max_total_detections=experiment.max_detections)
     stage_started = time.perf_counter()

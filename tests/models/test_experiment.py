@@ -53,7 +53,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
     caps = {} if ground_truth == "annotation_file" else {"max_detections": 100}  # the config's cap joins the axis
     assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5, **caps}
     assert summary["configurations"] == 6 * (1 if ground_truth == "annotation_file" else 3)
-    assert (out / "annotations.json").exists() == (ground_truth == "records")
+    assert (out / "annotations.json").exists()
     # thresholds.yaml is a strict Model Garden override holding the choice.
     chosen = summary["chosen"]["params"]
     config = hyperparams.override_params_dict(load_config(EXPERIMENT, config_file.split(",")), str(out / "thresholds.yaml"),
@@ -73,6 +73,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
         assert n > 0 and (outputs["detection_scores"][0, :n].numpy() > chosen["score_threshold"]).all()
     # the cache and the ground truth sweep again with detsearch sweep
     annotations = out / "annotations.json" if ground_truth == "records" else root / "demo" / "instances_val.json"
+    assert json.loads((out / "annotations.json").read_text()) == json.loads(annotations.read_text())
     assert cli.main(["sweep", "--cache", str(out / "cache"), "--annotations", str(annotations), "--score-thresholds", "0.05",
                      "--iou-thresholds", "0.5", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
 
@@ -264,3 +265,24 @@ def test_cache_in_shards_one_per_record_file_resumes(trained, tmp_path, capsys):
     assert search(sharded, capsys)[0] == 0
     assert [(s / "meta.json").stat().st_mtime_ns for s in shards[:2]] == kept and (shards[2] / "meta.json").exists()
     assert json.loads((tmp_path / "three" / "sweep" / "result.json").read_text())["table"] == one
+
+
+def test_a_class_the_ground_truth_does_not_name_still_takes_its_places(trained, tmp_path, capsys):
+    # Category 10 left out of the annotation file: Model Garden still outputs class 10, which takes
+    # places among an image's max_num_detections (5 here) and is evaluated by no one.
+    root, config_file, model_dir = trained
+    annotations = json.loads((root / "demo" / "instances_val.json").read_text())
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({**annotations, "categories": [c for c in annotations["categories"] if c["id"] != 10],
+                                   "annotations": [a for a in annotations["annotations"] if a["category_id"] != 10]}))
+    out = tmp_path / "out"
+    code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                           "--params-override", f"task.annotation_file={partial},"
+                           "task.model.detection_generator.max_num_detections=5",
+                           "--score-thresholds", "0.05", "--iou-thresholds", "0.5", "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_garden_max_abs_diff"]["config"] <= 1e-6
+    written = json.loads((out / "annotations.json").read_text())
+    assert [c["id"] for c in written["categories"]] == [*range(1, 10), 10] and written["annotations"] == [
+        a for a in annotations["annotations"] if a["category_id"] != 10]
