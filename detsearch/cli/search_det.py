@@ -503,9 +503,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.experiment:
         return search_experiment(args, time.perf_counter())
-    for flag in ("config_file", "params_override", "model_dir", "verify", "export"):
+    for flag in ("config_file", "params_override", "model_dir", "verify", "export", "ray_address"):
         if getattr(args, flag):
             raise BadInput(f"--{flag.replace('_', '-')} needs --experiment")
+    if args.executor != "local":
+        raise BadInput("--executor needs --experiment (detsearch cache --executor ray shards a trained run's cache)")
     out = Path(args.out or f"out/search_det_{args.model}" + ("_training" if args.search_training else ""))
     run_dir = train_run_dir(args.train_run) if args.train_run else out / "train"
     started = time.perf_counter()

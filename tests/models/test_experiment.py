@@ -151,6 +151,8 @@ def test_records_that_do_not_fit_are_one_line(trained, tmp_path, capsys):
 def test_experiment_flags_need_experiment(capsys):
     assert cli.main(["search-det", "--model-dir", "somewhere"]) == 2
     assert "--model-dir needs --experiment" in capsys.readouterr().err
+    assert cli.main(["search-det", "--executor", "ray"]) == 2
+    assert "--executor needs --experiment" in capsys.readouterr().err
 
 
 def test_search_training_on_the_experiments_own_train_step(trained, tmp_path, capsys):
