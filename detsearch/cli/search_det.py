@@ -24,12 +24,16 @@ resumes the final training from its last checkpoint and the cache from its last 
     detsearch search-det --search-training --weight-decays 1e-4,1e-3 --momentums 0.9,0.95 \\
         --score-thresholds 0.05,0.3 --by-loss
 
-With ``--experiment NAME`` the detector is a trained TF Model Garden experiment (RetinaNet, its
-``nms_version`` v2 or batched): its config (``--config-file``, ``--params-override``, as ``official.vision.train``
-takes them), its checkpoint (``--model-dir`` or ``--checkpoint``), its validation TFRecords and
-ground truth. It writes ``OUT/thresholds.yaml`` (a Model Garden params override), ``OUT/cache``,
+With ``--experiment NAME`` the detector is a trained TF Model Garden experiment (RetinaNet with
+``nms_version`` v2 or batched; Faster R-CNN with Model Garden's default post-processing): its
+config (``--config-file``, ``--params-override``, as ``official.vision.train`` takes them), its
+checkpoint (``--model-dir`` or ``--checkpoint``), its validation TFRecords and ground truth. It
+writes ``OUT/thresholds.yaml`` (a Model Garden params override), ``OUT/cache`` (one shard per
+record file when ``task.annotation_file`` is set, on ``--executor``, resumable),
 ``OUT/sweep/``; ``--export DIR`` a SavedModel through Model Garden's serving module; ``--verify``
-compares with Model Garden's own evaluation (docs/garden.md).
+compares with Model Garden's own evaluation; ``--search-training --by-loss`` first chooses the
+training parameters on the experiment's own train step, writes ``OUT/training.yaml`` and trains
+with Model Garden's trainer into ``OUT/train`` (docs/garden.md).
 
     detsearch search-det --experiment retinanet_resnetfpn_coco --config-file my.yaml \\
         --model-dir runs/retinanet --out out/retinanet --verify
@@ -94,7 +98,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     objective_arguments(parser)
     operating_point_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
-    garden = parser.add_argument_group("a Model Garden experiment as the detector (RetinaNet, NMS v2 or batched)")
+    garden = parser.add_argument_group("a Model Garden experiment as the detector (RetinaNet, Faster R-CNN)")
     garden.add_argument("--experiment", metavar="NAME",
                         help="registered Model Garden experiment, e.g. retinanet_resnetfpn_coco: the model, the "
                              "validation TFRecords and the ground truth come from its config")
@@ -106,7 +110,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="with --experiment: a SavedModel at the chosen thresholds through Model Garden's own "
                              "serving module (DIR/saved_model, DIR/params.yaml); with --per-class, filtered by the "
                              "per-class thresholds after Model Garden's post-processing")
-    add_executor_arguments(garden, gpus=True)  # with --experiment: one cache shard per record file
+    add_executor_arguments(garden, gpus=True)  # one cache shard per record file, each a task
     garden.add_argument("--verify", action="store_true",
                         help="with --experiment: also run Model Garden's own evaluation at the chosen and at the config's "
                              "thresholds and print the largest difference from the sweep's 12 stats")
