@@ -646,10 +646,13 @@ def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], p
 
 def filter_by_class(saved_model: Path, class_score_thresholds: Mapping[int, float], num_classes: int) -> None:
     """Rewrites Model Garden's detection SavedModel at ``saved_model`` as itself followed by a
-    per-class score filter (see `export_experiment`); every other output passes through."""
+    per-class score filter (`detsearch.models.export.keep_above_class_thresholds`, as the
+    preset exports apply it); every other output passes through."""
     import shutil
 
     import tensorflow as tf
+
+    from detsearch.models.export import keep_above_class_thresholds
 
     limited = np.zeros(num_classes, bool)
     limits = np.zeros(num_classes, np.float32)
@@ -666,19 +669,14 @@ def filter_by_class(saved_model: Path, class_score_thresholds: Mapping[int, floa
     @tf.function(autograph=False)
     def serve(**inputs):
         outputs = dict(signature(**inputs))
-        classes = tf.cast(outputs["detection_classes"], tf.int32)
-        scores = outputs["detection_scores"]
-        positions = tf.range(tf.shape(scores)[1])[None, :]
-        valid = positions < tf.cast(outputs["num_detections"], tf.int32)[:, None]
-        keep = valid & ((scores > tf.gather(limits, classes)) | ~tf.gather(limited, classes))
-        order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
-        kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
-        front = positions < kept[:, None]
-        for key in ("detection_boxes", "detection_scores", "detection_classes"):
-            moved = tf.gather(outputs[key], order, axis=1, batch_dims=1)
-            mask = front if moved.shape.rank == 2 else front[:, :, None]
-            outputs[key] = tf.where(mask, moved, tf.zeros_like(moved))
-        outputs["num_detections"] = tf.cast(kept, outputs["num_detections"].dtype)
+        filtered = keep_above_class_thresholds(
+            {"detection_boxes": outputs["detection_boxes"], "detection_scores": outputs["detection_scores"],
+             "detection_category_ids": outputs["detection_classes"],
+             "num_detections": tf.cast(outputs["num_detections"], tf.int32)},
+            tf.cast(outputs["detection_classes"], tf.int32), limited, limits)
+        outputs.update(detection_boxes=filtered["detection_boxes"], detection_scores=filtered["detection_scores"],
+                       detection_classes=filtered["detection_category_ids"],
+                       num_detections=tf.cast(filtered["num_detections"], outputs["num_detections"].dtype))
         return outputs
 
     spec = signature.structured_input_signature[1]

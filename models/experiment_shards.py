@@ -19,10 +19,10 @@ from typing import Any, Callable, Mapping
 __all__ = ["record_sharded"]
 
 
-def _count_records(files: list[str]) -> int:
+def _count_records(path: str) -> int:
     import tensorflow as tf
 
-    return int(tf.data.TFRecordDataset(files).reduce(0, lambda count, _: count + 1))
+    return int(tf.data.TFRecordDataset(path).reduce(0, lambda count, _: count + 1))
 
 
 def record_sharded(experiment, path: str | os.PathLike, score_floor: float, *, executor: Any = None,
@@ -45,7 +45,7 @@ def record_sharded(experiment, path: str | os.PathLike, score_floor: float, *, e
         raise ValueError("sharded caching needs task.annotation_file (each shard's ground truth built from its own "
                          "records would name its own categories)")
     files = check_records(experiment.config)
-    counts = [_count_records([f]) for f in files]
+    counts = [_count_records(f) for f in files]
     total = sum(counts)
     specs, start = [], 0
     for index, count in enumerate(c for c in counts if c):
@@ -88,4 +88,3 @@ def _record_shard(shared: Mapping[str, Any], index: int) -> int:
     cache, _ = record(dataclasses.replace(experiment, config=config), shared["floor"])
     write_cache(shared["path"], cache, shard=spec)
     return spec.size
-

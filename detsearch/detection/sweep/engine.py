@@ -269,9 +269,9 @@ class SweepEngine:
     def _first_stage_tiled(self, nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
         """`first_stage` as Model Garden's ``roi_generator`` with ``use_batched_nms: false``: per
         FPN level (in recorded order) the top ``proposal_top_k`` rows by objectness (ties by
-        row), objectness above the
-        lowest threshold, `nms_v2.tiled_nms` keeping at most ``num_proposals``; the levels merged
-        by descending objectness, ties by (level, position), the first ``num_proposals``."""
+        row), objectness above the lowest threshold, `nms_v2.tiled_nms` keeping at most
+        ``num_proposals``; the levels merged by descending objectness, ties by (level,
+        position), the first ``num_proposals``."""
         cache = self.cache
         boxes = np.asarray(cache.row_boxes, np.float32)
         objectness = np.asarray(cache.row_objectness, np.float32)
@@ -349,11 +349,11 @@ class SweepEngine:
         threshold would rank below these)."""
         everything = np.arange(len(self.cand)) if picked is None else picked
         num_classes = len(self.cache.meta.category_ids)
-        group = self.cand_image[everything] * num_classes + self.cand_class[everything]
-        order = everything[np.argsort(group, kind="stable")]  # within a group: the visiting order
-        if not len(order):
+        if not len(everything):
             return []
-        group = self.cand_image[order] * num_classes + self.cand_class[order]
+        group = self.cand_image[everything] * num_classes + self.cand_class[everything]
+        by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
+        order, group = everything[by_group], group[by_group]
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         return [part[:self.pre_nms_top_k] for part in np.split(order, starts[1:])]
 
