@@ -6,7 +6,7 @@ from typing import Callable, Mapping
 
 from detsearch.params import TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, ModelSize, SearchResult, SelectorConfig
-from detsearch.selector.hyperselector import check_search_specs
+from detsearch.selector.hyperselector import check_search_specs, default_final_steps
 
 
 def search(build_model: Callable, train_dataset, loss_fn: Callable, *, param_spec: ParamSpec,
@@ -17,7 +17,8 @@ def search(build_model: Callable, train_dataset, loss_fn: Callable, *, param_spe
            warmup_lr: float = 0.01, evaluate_every_n_steps: int = 1, init_learning_rate: float | None = None,
            end_learning_rate: float | None = None, search_learning_rate: bool = True, lr_rule: str | None = None,
            output_dir: str | None = None, seed: int = 0, log_every_n_steps: int = 0,
-           on_trial: Callable | None = None, on_step: Callable | None = None) -> SearchResult:
+           on_trial: Callable | None = None, on_step: Callable | None = None, final_steps: int | None = None,
+           horizon_rule: str | None = None) -> SearchResult:
     """Chooses learning_rate, weight_decay and momentum for a Keras model.
 
     The parameters mean what they mean in `detsearch.moxing.auto.search` (see
@@ -32,6 +33,8 @@ def search(build_model: Callable, train_dataset, loss_fn: Callable, *, param_spe
       eval_dataset: batches for ``select_by_eval`` (``evaluation_total_steps`` are used).
       output_dir: trial journal directory (a restarted search reuses finished trials).
       on_trial, on_step: progress callbacks (see `HyperSelector`).
+      final_steps, horizon_rule: the final training budget the learning rate is scaled to, and
+        how (as in `detsearch.moxing.auto.search`; None: 1000 steps or ``total_steps``).
 
     Returns:
       `SearchResult`; ``result.param_spec`` holds the chosen values.
@@ -40,7 +43,10 @@ def search(build_model: Callable, train_dataset, loss_fn: Callable, *, param_spe
 
     param_list_spec = ParamSpec() if param_list_spec is None else param_list_spec
     config_kwargs = {} if lr_rule is None else {"lr_rule": lr_rule}
+    if horizon_rule is not None:
+        config_kwargs["horizon_rule"] = horizon_rule
     config = SelectorConfig(
+        final_steps=default_final_steps(total_steps) if final_steps is None else final_steps,
         total_steps=total_steps, by_acc=by_acc, acc_name=acc_name, loss_name=loss_name, window=window,
         max_thres=max_thres, weight_decay_diff_thres=weight_decay_diff_thres, warmup_steps=warmup_steps,
         warmup_lr=warmup_lr, evaluate_every_n_steps=evaluate_every_n_steps, init_learning_rate=init_learning_rate,

@@ -33,7 +33,15 @@ def summary_table(result: SearchResult) -> str:
         lines.append(f"{stage.name} candidates (tail {result.metric}):")
         for i, (candidate, score) in enumerate(zip(stage.candidates, stage.scores)):
             mark = "  <- chosen" if i == stage.chosen else ("  (tie)" if i in stage.tied else "")
+            if i in stage.tied and stage.noise and 0 < stage.noise[i] < math.inf:
+                mark += f" within noise (+-{stage.noise[i]:.3g})"
             lines.append(f"  {stage.name} {candidate:<10g} {result.metric} {_fmt(metric_value(result, score))}{mark}")
+    horizon = result.horizon
+    if horizon is not None:
+        how = (f"{horizon.rule} rule" if horizon.rule != "fit" else
+               "fitted" if horizon.fitted is not None else "fit had too few points: fallback exponent")
+        lines.append(f"horizon: lr {horizon.learning_rate:.4g} on {horizon.trial_steps}-step trials x {horizon.factor:.3g} "
+                     f"= (trial / final {horizon.final_steps} steps) ** {horizon.exponent:.2f} ({how})")
     chosen = ", ".join(f"{k}={v:.4g}" for k, v in result.param_spec.to_dict().items())
     lines.append(f"chosen: {chosen}")
     lines.append(f"trials: {result.trials_run} run, {result.trials_reused} reused; {result.steps_spent} steps; "

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from detsearch.cli.args import non_negatives
+from detsearch.selector.rules import HORIZON_RULES
 
 HELP = "classification search on MNIST (the seed's program): selector, final training, export, report"
 DESCRIPTION = __doc__
@@ -30,7 +31,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="directory of the four MNIST IDX gz files (prepared offline when missing; "
                              "default: $DETSEARCH_DATA_DIR/mnist or data/mnist)")
     parser.add_argument("--train-url", default="out/search_cls", help="output directory")
-    parser.add_argument("--model", default="softmax", choices=["softmax", "cnn"], help="network (softmax: the seed's)")
+    parser.add_argument("--model", default="softmax", choices=["softmax", "mlp", "cnn"], help="network (softmax: the seed's)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--total-steps", type=int, default=100, help="steps of every search trial")
     parser.add_argument("--evaluation-total-steps", type=int, default=10, help="batches averaged into a curve point")
@@ -45,6 +46,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--max-thres", type=int, default=10)
     parser.add_argument("--lr-rule", default=None, help="LR choice rule (default: the documented one)")
+    parser.add_argument("--horizon-rule", default=None, choices=HORIZON_RULES,
+                        help="scale the trials' learning rate to --max-number-of-steps: sqrt, fit or none "
+                             "(default: the documented one)")
     parser.add_argument("--seed", type=int, default=0)
     from detsearch.executor import add_executor_arguments
 
@@ -87,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
     mnist = mnist_data.input_data.read_data_sets(str(data_dir), one_hot=True, seed=args.seed)
     input_fn, model_fn, optimizer_fn = make_program(mnist, args.model, args.batch_size)
     out = Path(args.train_url)
-    trials = 1 + len(param_list_spec.candidates("weight_decay")) + len(param_list_spec.candidates("momentum"))
+    from detsearch.selector import SelectorConfig
+    from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
+
+    ladder = SelectorConfig(total_steps=args.total_steps, final_steps=args.max_number_of_steps,
+                            horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).refine_factors()
+    trials = (1 + len(ladder) + len(param_list_spec.candidates("weight_decay"))
+              + len(param_list_spec.candidates("momentum")))
     started = time.perf_counter()
     bar = tqdm(total=trials * args.total_steps, desc="search", unit="step", leave=True)
 
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             select_by_eval=args.select_by_eval, by_acc=not args.by_loss, window=args.window,
             max_thres=args.max_thres, log_every_n_steps=0, param_spec=param_spec, param_list_spec=param_list_spec,
             output_dir=str(out / "search"), seed=args.seed, lr_rule=args.lr_rule, on_trial=on_trial,
+            final_steps=args.max_number_of_steps, horizon_rule=args.horizon_rule,
             on_step=lambda step: bar.update(1), executor=executor, return_result=True)
     except (TypeError, ValueError) as exc:
         bar.close()

@@ -52,6 +52,8 @@ from detsearch.cli.args import (BadInput, check_objective, non_negatives, object
                                 operating_point_options, positives, thresholds)
 from detsearch.cli.data import add_dataset_arguments, dataset_from_args
 from detsearch.executor import add_executor_arguments
+from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
+from detsearch.selector.rules import HORIZON_RULES
 
 DEFAULT_GRIDS = {
     "ssd": {
@@ -134,6 +136,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     group.add_argument("--init-learning-rate", type=float, default=None, help="LR range start (default per size)")
     group.add_argument("--end-learning-rate", type=float, default=None, help="LR range end (default per size)")
     group.add_argument("--lr-rule", default=None, help="LR choice rule (default: the documented one)")
+    group.add_argument("--horizon-rule", dest="horizon_rule", default=None, choices=HORIZON_RULES,
+                       help="scale the trials' learning rate to the final budget (--steps, or the experiment's "
+                            "trainer.train_steps): sqrt, fit or none (default: the documented one)")
     group.add_argument("--lr-refine-factors", dest="lr_refine_factors", default="0.31623,3.1623",
                        help="also train the rule's pick times these (default 10^-0.5, 10^0.5; '' takes the pick)")
     group.add_argument("--checkpoint-path", default=None,
@@ -242,8 +247,9 @@ def training_lists(args) -> dict[str, list[float]]:
             "learning_rate": positives(args.learning_rates, "--learning-rates")}
 
 
-def selector_config(args, lists, acc_name: str, loss_name: str):
-    """The `SelectorConfig` of the selector flags (the learning rate searched without a list)."""
+def selector_config(args, lists, acc_name: str, loss_name: str, final_steps: int | None):
+    """The `SelectorConfig` of the selector flags (the learning rate searched without a list),
+    choosing for ``final_steps`` of final training."""
     from detsearch.selector import SelectorConfig
 
     return SelectorConfig(
@@ -253,6 +259,7 @@ def selector_config(args, lists, acc_name: str, loss_name: str):
         end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
         lr_refine_factors=tuple(positives(args.lr_refine_factors, "--lr-refine-factors")
                                 if args.lr_refine_factors.strip() else ()),
+        final_steps=final_steps, horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE,
         **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
 
 
@@ -270,7 +277,7 @@ def experiment_training(args, experiment, out: Path):
     if not args.by_loss:
         raise BadInput("--search-training with --experiment judges trials by the task's loss: add --by-loss")
     lists = training_lists(args)
-    config = selector_config(args, lists, "AP", LOSS_NAME)
+    config = selector_config(args, lists, "AP", LOSS_NAME, int(experiment.config.trainer.train_steps))
     own = config_training(experiment.config)  # the config's values are the defaults
     param_spec = ParamSpec(**{"momentum": args.momentum, **own})
     param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
@@ -312,8 +319,8 @@ def search_training(args, out: Path, flags, val, started, options) -> int:
                   for name, values in DEFAULT_GRIDS[args.model].items()})
     param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
     param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
-    config = selector_config(args, lists, ACC_NAME, LOSS_NAME)
-    refined = len(config.lr_refine_factors) + 1 if config.lr_refine_factors and config.search_learning_rate else 0
+    config = selector_config(args, lists, ACC_NAME, LOSS_NAME, args.steps)
+    refined = len(config.refine_factors()) + 1 if config.refine_factors() and config.search_learning_rate else 0
     trials = 1 + refined + sum(
         len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
     per_trial = args.trial_steps + args.warmup_steps

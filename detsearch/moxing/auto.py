@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from detsearch.moxing.specs import ExportKeys, ModeKeys
 from detsearch.params import TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, ModelSize, SearchResult, SelectorConfig
+from detsearch.selector.hyperselector import DEFAULT_FINAL_STEPS, default_final_steps
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
            search_learning_rate: bool = True, param_spec: ParamSpec | None = None,
            param_list_spec: ParamSpec | None = None, *, output_dir: str | None = None, seed: int = 0,
            lr_rule: str | None = None, on_trial: Callable | None = None,
-           on_step: Callable | None = None, executor=None, return_result: bool = False) -> ParamSpec | SearchResult:
+           on_step: Callable | None = None, executor=None, return_result: bool = False,
+           final_steps: int | None = None, horizon_rule: str | None = None) -> ParamSpec | SearchResult:
     """Chooses learning_rate, weight_decay and momentum from short pre-training runs.
 
     Every argument of MoXing's ``mox.auto.search`` has the effect documented in
@@ -98,6 +100,13 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
       return_result: (detsearch) return the full `SearchResult` (curves, scores, trials) instead
         of its ``param_spec``. For a detection model its ``param_spec`` keeps the threshold lists
         of ``param_list_spec`` (what `run` takes).
+      final_steps: (detsearch) the steps of the final training the choice is for (``run``'s
+        ``max_number_of_steps``): the learning rate found on ``total_steps``-step trials is
+        scaled to it (docs/hyperselector.md, "Horizon"). None: ``run``'s default budget
+        (`DEFAULT_FINAL_STEPS`), or ``total_steps`` when larger. ``final_steps=total_steps``
+        turns the correction off.
+      horizon_rule: (detsearch) how the learning rate is scaled (`rules.HORIZON_RULES`;
+        default: the documented one).
 
     Returns:
       ``param_spec`` with the chosen values (MoXing's contract), or with ``return_result`` the
@@ -119,7 +128,10 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     if checkpoint_path is not None and not os.path.exists(checkpoint_path) and not os.path.exists(checkpoint_path + ".index"):
         raise ValueError(f"checkpoint_path {checkpoint_path} does not exist")
     config_kwargs = {} if lr_rule is None else {"lr_rule": lr_rule}
+    if horizon_rule is not None:
+        config_kwargs["horizon_rule"] = horizon_rule
     config = SelectorConfig(
+        final_steps=default_final_steps(total_steps) if final_steps is None else final_steps,
         total_steps=total_steps, by_acc=bool(by_acc), acc_name=acc_name, loss_name=loss_name, window=window,
         max_thres=max_thres, weight_decay_diff_thres=weight_decay_diff_thres, warmup_steps=warmup_steps,
         warmup_lr=warmup_lr, evaluate_every_n_steps=evaluate_every_n_steps, init_learning_rate=init_learning_rate,
@@ -168,7 +180,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
 
 
 def run(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, run_mode: str = ModeKeys.TRAIN,
-        batch_size: int = 1, auto_batch: bool = False, log_dir: str | None = None, max_number_of_steps: int = 1000,
+        batch_size: int = 1, auto_batch: bool = False, log_dir: str | None = None, max_number_of_steps: int = DEFAULT_FINAL_STEPS,
         log_every_n_steps: int = 10, export_model: str | None = None, param_spec: ParamSpec | None = None,
         checkpoint_path: str | None = None, save_checkpoint_steps: int = 500, seed: int = 0,
         return_details: bool = False) -> dict[str, Any]:

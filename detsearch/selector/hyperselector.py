@@ -9,12 +9,18 @@ The algorithm (documented in docs/hyperselector.md):
    (`rules.LR_RULES`) picks the learning rate. With ``search_learning_rate=False`` the
    learning rate is ``param_spec.learning_rate``, or the best of a ``learning_rate`` candidate
    list.
+   With a final budget (``final_steps``) the pick and its neighbours (`HORIZON_LADDER`) are
+   trained at constant learning rates and the best tail wins.
 2. weight_decay. One trial per candidate at the chosen learning rate (constant) and the default
-   momentum; candidates within ``weight_decay_diff_thres`` of the best tie, and the tied
-   candidate nearest the default weight_decay wins (`rules.choose_weight_decay`).
+   momentum; candidates within ``weight_decay_diff_thres`` of the best, or within the measured
+   noise (``noise_ties``), tie, and the tied candidate nearest the default weight_decay wins
+   (`rules.choose_weight_decay`).
 3. momentum. One trial per candidate at the chosen weight_decay and the same effective
-   learning rate ``lr / (1 - momentum)`` as the range test; the best tail wins, and the learning
-   rate is rescaled to the chosen momentum.
+   learning rate ``lr / (1 - momentum)`` as the range test; the best tail wins (with
+   ``noise_ties``, the default among those within the noise), and the learning rate is rescaled
+   to the chosen momentum.
+4. Horizon. With ``final_steps``, the learning rate is scaled by
+   ``(total_steps / final_steps) ** alpha`` (``horizon_rule``, `rules.HORIZON_RULES`).
 
 Every trial starts from the same initial weights and sees the same batches in the same order
 (the trainer guarantees this); only the hyperparameters differ. Finished trials go to a
@@ -67,6 +73,26 @@ DEFAULT_LR_RANGE = {
 momentum. Large networks diverge at learning rates about ten times smaller."""
 
 
+DEFAULT_HORIZON_RULE = "fourth_root"
+"""`SelectorConfig.horizon_rule` by default (measured in tools/bench_selector.py)."""
+
+HORIZON_LADDER = (10 ** -1, 10 ** -0.5, 10 ** 0.5)
+"""Learning-rate factors around the range test's pick trained as constant learning-rate trials
+when a horizon rule scales the choice to ``final_steps`` and ``lr_refine_factors`` gives none:
+the rule scales the best constant learning rate of the trials, not the range test's pick."""
+
+
+DEFAULT_FINAL_STEPS = 1000
+"""The final budget `mox.auto.search` and `detsearch.search` choose for when not told:
+``mox.auto.run``'s default ``max_number_of_steps`` (MoXing's signature has no final budget;
+the seed program trains 1000 steps)."""
+
+
+def default_final_steps(total_steps: int) -> int:
+    """`DEFAULT_FINAL_STEPS`, or the trials' own length when that is longer (no correction)."""
+    return max(DEFAULT_FINAL_STEPS, total_steps) if isinstance(total_steps, int) else DEFAULT_FINAL_STEPS
+
+
 def model_size_from_parameters(num_parameters: int) -> ModelSize:
     return ModelSize.LARGE if num_parameters >= LARGE_MODEL_PARAMETERS else ModelSize.SMALL
 
@@ -94,7 +120,14 @@ class SelectorConfig:
       lr_rule: name in `rules.LR_RULES`.
       lr_refine_factors: after the range test, a ``learning_rate`` candidate stage over the
         rule's pick times 1 and each factor (e.g. ``(10 ** -0.5, 10 ** 0.5)``), trained and
-        judged like the other candidates; empty (the default): the rule's pick is taken as is.
+        judged like the other candidates; empty (the default): the rule's pick is taken as is,
+        unless the horizon fit needs the stage (then `HORIZON_LADDER`).
+      final_steps: the training budget the choice is for (an extension of MoXing's signature).
+        None: the trials' own length, no horizon correction and no `HORIZON_LADDER`.
+      horizon_rule: name in `rules.HORIZON_RULES`: how the learning rate chosen on
+        ``total_steps``-step trials is scaled to ``final_steps``.
+      noise_ties: weight_decay and momentum candidates whose tails differ from the best by less
+        than the measured noise (`rules.noise_bands`) tie, and the default wins among ties.
     """
 
     total_steps: int
@@ -113,6 +146,9 @@ class SelectorConfig:
     search_learning_rate: bool = True
     lr_rule: str = rules.DEFAULT_LR_RULE
     lr_refine_factors: tuple[float, ...] = ()
+    final_steps: int | None = None
+    horizon_rule: str = DEFAULT_HORIZON_RULE
+    noise_ties: bool = True
 
     def __post_init__(self):
         def integer(name, minimum):
@@ -127,6 +163,10 @@ class SelectorConfig:
         integer("max_thres", 0)
         integer("warmup_steps", 0)
         integer("evaluate_every_n_steps", 1)
+        if self.final_steps is not None:
+            integer("final_steps", 1)
+        if self.horizon_rule not in rules.HORIZON_RULES:
+            raise ValueError(f"unknown horizon rule {self.horizon_rule!r}; known: {', '.join(rules.HORIZON_RULES)}")
         if self.evaluate_every_n_steps > self.total_steps:
             raise ValueError(f"evaluate_every_n_steps ({self.evaluate_every_n_steps}) is larger than "
                              f"total_steps ({self.total_steps}): no curve point would be recorded")
@@ -152,6 +192,15 @@ class SelectorConfig:
             raise ValueError(f"unknown lr rule {self.lr_rule!r}; known rules: {', '.join(rules.LR_RULES)}")
         if not self.acc_name or not self.loss_name:
             raise ValueError("acc_name and loss_name must be non-empty")
+
+    def refine_factors(self) -> tuple[float, ...]:
+        """The learning-rate factors trained around the range test's pick: ``lr_refine_factors``,
+        or `HORIZON_LADDER` when a horizon rule scales the choice to a ``final_steps`` other than
+        the trials' length."""
+        if (not self.lr_refine_factors and self.final_steps not in (None, self.total_steps)
+                and self.horizon_rule != "none"):
+            return HORIZON_LADDER
+        return self.lr_refine_factors
 
     @property
     def metric_name(self) -> str:
@@ -201,6 +250,7 @@ class Stage:
     tied: tuple[int, ...]
     curves: tuple[Curve, ...]
     learning_rates: tuple[float, ...]
+    noise: tuple[float, ...] = ()
 
     @property
     def value(self) -> float:
@@ -214,8 +264,36 @@ class Stage:
             "chosen": self.chosen,
             "tied": list(self.tied),
             "learning_rates": list(self.learning_rates),
+            "noise": [n if math.isfinite(n) else repr(n) for n in self.noise],
             "curves": [c.to_dict() for c in self.curves],
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Horizon:
+    """How the trials' learning rate was scaled to the final budget.
+
+    Attributes:
+      rule: name in `rules.HORIZON_RULES`.
+      trial_steps, final_steps: the trials' length and the budget chosen for.
+      exponent: ``alpha`` of ``(trial_steps / final_steps) ** alpha``.
+      fitted: the ``fit`` rule's exponent before any fallback (None: too few interior horizons).
+      optima: per horizon of the fit, (steps, best learning rate, interior).
+      factor: what the trials' learning rate was multiplied by.
+      learning_rate: the trials' choice before the factor.
+    """
+
+    rule: str
+    trial_steps: int
+    final_steps: int
+    exponent: float
+    fitted: float | None
+    optima: tuple[tuple[float, float, bool], ...]
+    factor: float
+    learning_rate: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "optima": [list(o) for o in self.optima]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +315,7 @@ class SearchResult:
     trials_reused: int
     steps_spent: int
     seconds: float
+    horizon: Horizon | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -250,11 +329,12 @@ class SearchResult:
             "trials_reused": self.trials_reused,
             "steps_spent": self.steps_spent,
             "seconds": self.seconds,
+            "horizon": None if self.horizon is None else self.horizon.to_dict(),
         }
 
 
 class HyperSelector:
-    """Runs the three stages against a trainer.
+    """Runs the stages against a trainer.
 
     Args:
       trainer: produces curves (`Trainer`).
@@ -398,14 +478,42 @@ class HyperSelector:
         curves = self._run_all(trials)
         scores = [math.inf if curve.diverged else rules.tail_score(self._values(curve), c.window, loss=self._loss(curve))
                   for curve in curves]
+        bands = None
+        if c.noise_ties and name != "learning_rate":
+            bands = rules.noise_bands(scores, [self._values(curve)[-c.window:] for curve in curves])
         if name == "weight_decay":
-            chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres, default)
-            tied = rules.ties(scores, c.weight_decay_diff_thres)
+            chosen = rules.choose_weight_decay(candidates, scores, c.weight_decay_diff_thres, default, bands)
+            tied = rules.ties(scores, c.weight_decay_diff_thres, bands)
+        elif name == "momentum":
+            chosen = rules.choose_momentum(candidates, scores, default, bands)
+            tied = rules.ties(scores, 0.0, bands)
         else:
             chosen = rules.choose_best(candidates, scores, name)
             tied = [chosen]
         return Stage(name, tuple(candidates), tuple(scores), chosen, tuple(tied), tuple(curves),
-                     tuple(learning_rates))
+                     tuple(learning_rates), () if bands is None else tuple(bands))
+
+    def horizon(self, learning_rate: float, ladder: Stage | None) -> Horizon | None:
+        """The horizon correction of ``learning_rate`` (None without ``final_steps``).
+
+        ``fit`` reads the constant learning-rate trials of ``ladder`` (the learning_rate stage);
+        without one, or with too few interior optima, it falls back to
+        `rules.FIT_FALLBACK_EXPONENT`.
+        """
+        c = self.config
+        if c.final_steps is None:
+            return None
+        fitted, optima = None, []
+        if c.horizon_rule == "fit" and ladder is not None:
+            curves = [(curve.steps, self._values(curve)) for curve in ladder.curves]
+            fitted, optima = rules.fit_horizon_exponent(ladder.candidates, curves, c.total_steps)
+        if c.horizon_rule == "fit":
+            exponent = rules.FIT_FALLBACK_EXPONENT if fitted is None else fitted
+        else:
+            exponent = rules.HORIZON_EXPONENTS[c.horizon_rule]
+        factor = rules.horizon_factor(exponent, c.total_steps, c.final_steps)
+        return Horizon(c.horizon_rule, c.total_steps, c.final_steps, exponent, fitted, tuple(optima), factor,
+                       learning_rate)
 
     def select(self, param_spec: ParamSpec, param_list_spec: ParamSpec | None = None) -> SearchResult:
         """Chooses learning_rate, weight_decay and momentum.
@@ -435,10 +543,11 @@ class HyperSelector:
         if c.search_learning_rate:
             lr_test = self.lr_range_test(model_size, chosen["momentum"], chosen["weight_decay"])
             chosen["learning_rate"] = lr_test.learning_rate
-            if c.lr_refine_factors:
+            refine = c.refine_factors()
+            if refine:
                 # The rule's pick and its neighbours, trained like the candidates (the trial at
                 # the pick itself is the weight_decay stage's default trial: journaled once).
-                factors = sorted({1.0, *c.lr_refine_factors})
+                factors = sorted({1.0, *refine})
                 stage = self.candidate_stage("learning_rate", [lr_test.learning_rate * f for f in factors], chosen)
                 chosen["learning_rate"] = stage.value
                 stages.append(stage)
@@ -452,10 +561,15 @@ class HyperSelector:
                 chosen[name] = stage.value
                 chosen["learning_rate"] = stage.learning_rates[stage.chosen]
                 stages.append(stage)
+        ladder = next((stage for stage in stages if stage.name == "learning_rate"), None)
+        # A learning rate the user fixed (no range test, no list) is theirs: no correction.
+        horizon = self.horizon(chosen["learning_rate"], ladder) if lr_test or ladder else None
+        if horizon is not None:
+            chosen["learning_rate"] *= horizon.factor
         result_spec = param_spec.replace(**{k: v for k, v in chosen.items() if v is not None})
         return SearchResult(result_spec, c.metric_name, c.by_acc, model_size, lr_test, tuple(stages),
                             self._trials_run, self._trials_reused, self._steps_spent,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, horizon)
 
 
 def _run_trial(source: tuple[str, Any, bool], trial: TrialSpec) -> Curve:

@@ -16,6 +16,10 @@ LOSS_EXPLOSION_FACTOR = 4.0
 """A smoothed loss above this multiple of the best smoothed loss so far counts as diverged
 (fastai's LR finder stops at the same factor)."""
 
+RISE_MARGIN = 0.1
+"""A run of rising points counts as divergence only once it is this fraction above the best
+smoothed loss so far (a flat, noisy start drifts up a little without diverging)."""
+
 LEADING_SKIP_FRACTION = 0.1
 """LR rules ignore this leading fraction of the range test's points."""
 
@@ -69,8 +73,9 @@ def cut_index(smoothed_badness: np.ndarray, max_thres: int, loss: np.ndarray | N
     The curve is cut at the first of:
       - a non-finite smoothed value, or a non-finite raw ``loss`` value;
       - a run of more than ``max_thres`` consecutive worsening points (each point worse than the
-        one before it): the cut is placed where that run began, since every learning rate
-        after it belongs to the divergence;
+        one before it) that has risen more than `RISE_MARGIN` x |best so far| above the best:
+        the cut is placed where that run began, since every learning rate after it belongs to
+        the divergence;
       - when ``explosion_check``: a smoothed badness above ``LOSS_EXPLOSION_FACTOR`` times the
         best so far (only meaningful for a positive loss; pass False for accuracy curves).
 
@@ -101,7 +106,7 @@ def cut_index(smoothed_badness: np.ndarray, max_thres: int, loss: np.ndarray | N
             return i
         if i > 0 and value > values[i - 1]:
             run += 1
-            if run > max_thres:
+            if run > max_thres and value - best > RISE_MARGIN * abs(best):
                 return i - run + 1
         else:
             run = 0
@@ -206,12 +211,13 @@ def tail_score(values: np.ndarray, window: int, loss: np.ndarray | None = None) 
     return float(np.mean(tail))
 
 
-def ties(scores: Sequence[float], diff_thres: float) -> list[int]:
+def ties(scores: Sequence[float], diff_thres: float, bands: Sequence[float] | None = None) -> list[int]:
     """Indices of candidates that tie with the best.
 
-    A candidate ties when ``score - best <= diff_thres * |best|`` (scores are badness, lower is
-    better; the threshold is relative so that it means the same for a loss and an accuracy).
-    No candidate ties when every score is +inf.
+    A candidate ties when ``score - best <= max(diff_thres * |best|, band)``: scores are badness
+    (lower is better); the threshold is relative so that it means the same for a loss and an
+    accuracy; ``bands`` (optional, per candidate) is the measured noise of its difference from
+    the best (`noise_bands`). No candidate ties when every score is +inf.
     """
     if diff_thres < 0:
         raise ValueError(f"diff threshold must be >= 0, got {diff_thres!r}")
@@ -219,11 +225,12 @@ def ties(scores: Sequence[float], diff_thres: float) -> list[int]:
     best = min(scores)
     if not math.isfinite(best):
         return []
-    return [i for i, s in enumerate(scores) if s - best <= diff_thres * abs(best)]
+    bands = [0.0] * len(scores) if bands is None else [float(b) for b in bands]
+    return [i for i, s in enumerate(scores) if s - best <= max(diff_thres * abs(best), bands[i])]
 
 
 def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], diff_thres: float,
-                        default: float | None = None) -> int:
+                        default: float | None = None, bands: Sequence[float] | None = None) -> int:
     """Index of the chosen weight_decay.
 
     Among the candidates that tie with the best (`ties`), the one closest to ``default`` (the
@@ -236,16 +243,29 @@ def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], di
     Raises:
       ValueError: every candidate diverged.
     """
-    tied = ties(scores, diff_thres)
+    return _default_among_ties("weight_decay", candidates, scores, diff_thres, default, bands,
+                               lambda v: math.log(v + WEIGHT_DECAY_LOG_FLOOR))
+
+
+def choose_momentum(candidates: Sequence[float], scores: Sequence[float], default: float | None,
+                    bands: Sequence[float] | None = None) -> int:
+    """Index of the chosen momentum: among the candidates whose tails tie with the best within
+    the measured noise (``bands``), the one nearest ``default`` in ``log(1 - momentum)`` (the
+    log of the step-size multiplier); the best score when there is no default.
+
+    Raises:
+      ValueError: every candidate diverged.
+    """
+    return _default_among_ties("momentum", candidates, scores, 0.0, default, bands, lambda v: math.log1p(-v))
+
+
+def _default_among_ties(name, candidates, scores, diff_thres, default, bands, scale) -> int:
+    tied = ties(scores, diff_thres, bands)
     if not tied:
-        raise ValueError(f"every weight_decay candidate diverged: {list(candidates)}")
+        raise ValueError(f"every {name} candidate diverged: {list(candidates)}")
     if default is None:
         return min(tied, key=lambda i: (scores[i], i))
-
-    def distance(value: float) -> float:
-        return abs(math.log(value + WEIGHT_DECAY_LOG_FLOOR) - math.log(default + WEIGHT_DECAY_LOG_FLOOR))
-
-    return min(tied, key=lambda i: (distance(candidates[i]), scores[i], i))
+    return min(tied, key=lambda i: (abs(scale(candidates[i]) - scale(default)), scores[i], i))
 
 
 def choose_best(candidates: Sequence[float], scores: Sequence[float], name: str) -> int:
@@ -258,3 +278,138 @@ def choose_best(candidates: Sequence[float], scores: Sequence[float], name: str)
     if not any(math.isfinite(s) for s in scores):
         raise ValueError(f"every {name} candidate diverged: {list(candidates)}")
     return int(np.argmin(scores))  # argmin returns the first of equal minima
+
+
+# Horizon correction: trials are short, the final training is long, and the best constant
+# learning rate falls with the training length (docs/hyperselector.md, "Horizon").
+
+HORIZON_EXPONENTS = {"none": 0.0, "fourth_root": 0.25, "sqrt": 0.5}
+"""Fixed horizon rules: the learning rate is scaled by ``(trial / final) ** exponent``. ``sqrt``
+is SGD's best constant step on a convex problem (``1 / sqrt(T)`` in the number of steps ``T``);
+``fourth_root`` measured best across the benchmark's models (docs/hyperselector.md)."""
+
+HORIZON_RULES = (*HORIZON_EXPONENTS, "fit")
+"""``fit``: scaled by ``(trial / final) ** alpha`` with ``alpha`` fitted from the constant
+learning-rate trials (`fit_horizon_exponent`), ``fourth_root``'s exponent when the fit has too
+few points."""
+
+FIT_FALLBACK_EXPONENT = HORIZON_EXPONENTS["fourth_root"]
+
+HORIZON_FRACTIONS = (0.25, 0.5, 1.0)
+"""Horizons, as fractions of a trial's length, at which `fit_horizon_exponent` locates the best
+learning rate."""
+
+MAX_HORIZON_EXPONENT = 1.0
+"""A fitted exponent is clipped to ``[0, MAX_HORIZON_EXPONENT]``."""
+
+NOISE_BLOCKS = 5
+"""`paired_noise` splits a tail into this many consecutive blocks."""
+
+NOISE_SIGMAS = 2.0
+"""Two candidates tie when their tails differ by less than this many standard errors."""
+
+
+def horizon_score(steps: np.ndarray, values: np.ndarray, horizon: float) -> float:
+    """Badness of a constant learning-rate trial had it stopped at ``horizon`` steps: the mean
+    of its points in the second half of that horizon, ``horizon / 2 < step <= horizon`` (for the
+    whole trial and ``window`` = half its points, the same points as `tail_score`). +inf when
+    no such point, or a non-finite one."""
+    steps = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    inside = (steps > horizon / 2) & (steps <= horizon)
+    if not inside.any() or not np.all(np.isfinite(values[steps <= horizon])):
+        return math.inf
+    return float(np.mean(values[inside]))
+
+
+def best_log_lr(log_lrs: Sequence[float], scores: Sequence[float]) -> tuple[float, bool]:
+    """The log learning rate of the lowest score, refined by the vertex of the parabola through
+    the best candidate and its two neighbours (clipped to their span).
+
+    ``log_lrs`` must be increasing. Returns (log learning rate, interior): interior is False when
+    the best is the first or last candidate (the optimum may lie beyond) or every score is +inf.
+    """
+    x = np.asarray(log_lrs, dtype=np.float64)
+    y = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(y).any():
+        return math.nan, False
+    i = int(np.argmin(y))
+    if i == 0 or i == len(y) - 1 or not np.isfinite(y[i - 1:i + 2]).all():
+        return float(x[i]), False
+    x0, x1, x2 = x[i - 1:i + 2]
+    y0, y1, y2 = y[i - 1:i + 2]
+    denominator = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denominator
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denominator
+    if not a > 0:  # flat or concave: no vertex to trust
+        return float(x1), True
+    return float(np.clip(-b / (2 * a), x0, x2)), True
+
+
+def fit_horizon_exponent(learning_rates: Sequence[float], curves: Sequence[tuple[np.ndarray, np.ndarray]],
+                         total_steps: int) -> tuple[float | None, list[tuple[float, float, bool]]]:
+    """Fits ``alpha`` in ``best_lr(T) ~ T ** -alpha`` from constant learning-rate trials.
+
+    For every horizon ``h`` in `HORIZON_FRACTIONS` of ``total_steps``, each trial is scored as if
+    it had stopped at ``h`` (`horizon_score`) and the best learning rate is located
+    (`best_log_lr`). ``alpha`` is minus the least-squares slope of log best learning rate on log
+    horizon over the horizons whose best is interior, clipped to ``[0, MAX_HORIZON_EXPONENT]``.
+
+    Args:
+      learning_rates: the trials' constant learning rates (any order).
+      curves: per trial, (steps [P], badness [P]).
+      total_steps: the trials' length.
+
+    Returns:
+      (alpha, or None with fewer than two interior horizons; per horizon (h, best learning rate,
+      interior)).
+    """
+    order = np.argsort(learning_rates)
+    log_lrs = np.log(np.asarray(learning_rates, dtype=np.float64)[order])
+    found = []
+    for fraction in HORIZON_FRACTIONS:
+        horizon = fraction * total_steps
+        scores = [horizon_score(*curves[i], horizon) for i in order]
+        log_lr, interior = best_log_lr(log_lrs, scores)
+        found.append((horizon, math.exp(log_lr) if math.isfinite(log_lr) else math.nan, interior))
+    points = [(math.log(h), math.log(lr)) for h, lr, interior in found if interior]
+    if len(points) < 2:
+        return None, found
+    x, y = np.array(points).T
+    slope = float(np.polyfit(x, y, 1)[0])
+    return float(np.clip(-slope, 0.0, MAX_HORIZON_EXPONENT)), found
+
+
+def horizon_factor(exponent: float, trial_steps: int, final_steps: int) -> float:
+    """The factor from the trials' best learning rate to the final run's:
+    ``(trial_steps / final_steps) ** exponent``."""
+    return (trial_steps / final_steps) ** exponent
+
+
+def paired_noise(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard error of the mean difference between two tails measured on the same batches.
+
+    The difference is cut into `NOISE_BLOCKS` consecutive blocks (neighbouring points share
+    batches, so single points are not independent) and the standard error of the block means
+    is returned; 0 when the tails are too short to block (fewer than `NOISE_BLOCKS` points),
+    +inf when either is not finite.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if not np.all(np.isfinite(d)):
+        return math.inf
+    if len(d) < NOISE_BLOCKS:
+        return 0.0
+    size = len(d) // NOISE_BLOCKS
+    means = d[len(d) - size * NOISE_BLOCKS:].reshape(NOISE_BLOCKS, size).mean(axis=1)
+    return float(np.std(means, ddof=1) / math.sqrt(NOISE_BLOCKS))
+
+
+def noise_bands(scores: Sequence[float], tails: Sequence[np.ndarray]) -> list[float]:
+    """Per candidate, `NOISE_SIGMAS` standard errors of its tail's difference from the best
+    candidate's (`paired_noise`); 0 for the best itself and +inf for a diverged candidate."""
+    scores = [float(s) for s in scores]
+    if not any(math.isfinite(s) for s in scores):
+        return [math.inf] * len(scores)
+    best = int(np.argmin(scores))
+    return [0.0 if i == best else (NOISE_SIGMAS * paired_noise(tails[i], tails[best]) if math.isfinite(s) else math.inf)
+            for i, s in enumerate(scores)]

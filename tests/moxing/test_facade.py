@@ -140,8 +140,15 @@ def test_search_by_loss_picks_a_converging_lr_and_weight_decay():
     assert 1e-3 < chosen.learning_rate < 1.0
     # with no decay the loss reaches 0; decay 0.1 keeps w away from 1 (a real difference > 5%)
     assert chosen.weight_decay == 0.0
-    assert result.trials_run == 3
+    # chosen for mox.auto.run's default 1000 steps: the ladder (4 constant learning rates, the
+    # best shared with the weight_decay stage), then the scale (20 / 1000) ** 0.25
+    assert result.trials_run == 6 and result.horizon.final_steps == 1000
+    assert chosen.learning_rate == pytest.approx(result.horizon.learning_rate * (20 / 1000) ** 0.25)
     assert search(by_acc=False, init_learning_rate=1e-3, end_learning_rate=3.0) == chosen  # MoXing's return value
+    # final_steps=total_steps: MoXing's stages only, no scaling
+    moxing = search(by_acc=False, init_learning_rate=1e-3, end_learning_rate=3.0, return_result=True, final_steps=20)
+    assert moxing.trials_run == 3 and moxing.horizon.factor == 1.0
+    assert moxing.param_spec.learning_rate == moxing.lr_test.learning_rate
 
 
 def test_run_resumes_and_refuses_a_foreign_checkpoint(tmp_path):

@@ -167,3 +167,67 @@ def test_curve_round_trip_keeps_nan():
     curve = Curve(np.array([1, 2]), np.array([0.1, 0.2]), {"loss": np.array([1.0, np.nan])}, True, 2)
     back = Curve.from_dict(json.loads(json.dumps(curve.to_dict())))
     assert back.diverged and np.isnan(back.metric("loss")[1]) and back.steps.tolist() == [1, 2]
+
+
+def test_horizon_scales_the_ladders_best_to_the_final_budget():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    lists = ParamSpec(weight_decay=[1e-3, 1e-4], momentum=[0.95, 0.9])
+    plain = HyperSelector(NumpyTrainer(), config(noise_ties=False)).select(param_spec, lists)
+    assert plain.horizon is None and [s.name for s in plain.stages] == ["weight_decay", "momentum"]
+    trainer = NumpyTrainer()
+    result = HyperSelector(trainer, config(final_steps=1000)).select(param_spec, lists)
+    ladder = result.stages[0]
+    pick = result.lr_test.learning_rate
+    assert pick == plain.lr_test.learning_rate
+    assert ladder.name == "learning_rate"
+    np.testing.assert_allclose(ladder.candidates, [pick * f for f in (0.1, 10 ** -0.5, 1.0, 10 ** 0.5)])
+    h = result.horizon
+    assert h.rule == "fourth_root" and h.exponent == 0.25 and h.factor == pytest.approx(0.1 ** 0.25)
+    momentum = result.stages[-1]
+    assert h.learning_rate == momentum.learning_rates[momentum.chosen]  # after the momentum rescaling
+    assert result.param_spec.learning_rate == pytest.approx(h.learning_rate * 0.1 ** 0.25)
+    # range test + 4 learning rates + 1 new weight decay + 1 new momentum (the ladder's best at the
+    # default weight decay and momentum is shared by three stages)
+    assert trainer.runs == result.trials_run == 7 and result.trials_reused == 2
+    # lr_refine_factors (1,): the range test's pick alone, scaled
+    alone = HyperSelector(NumpyTrainer(), config(final_steps=1000, horizon_rule="sqrt", lr_refine_factors=(1.0,),
+                                                 noise_ties=False)).select(param_spec, lists)
+    assert alone.horizon.factor == pytest.approx(0.1 ** 0.5)
+    assert alone.param_spec.learning_rate == pytest.approx(plain.param_spec.learning_rate * 0.1 ** 0.5)
+    assert alone.steps_spent == plain.steps_spent
+    none = HyperSelector(NumpyTrainer(), config(final_steps=1000, horizon_rule="none")).select(param_spec, lists)
+    assert none.horizon.factor == 1.0 and none.stages[0].name == "weight_decay"  # no ladder
+    json.dumps(result.to_dict())
+
+
+def test_fit_horizon_reads_the_ladder():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    result = HyperSelector(NumpyTrainer(), config(final_steps=1000, horizon_rule="fit")).select(
+        param_spec, ParamSpec(weight_decay=[1e-3, 1e-4]))
+    ladder = result.stages[0]
+    h = result.horizon
+    assert [o[0] for o in h.optima] == [25, 50, 100]
+    assert h.exponent == (0.25 if h.fitted is None else h.fitted) and 0 <= h.exponent <= 1
+    assert h.factor == pytest.approx(0.1 ** h.exponent)
+    assert result.param_spec.learning_rate == pytest.approx(ladder.value * h.factor)
+
+
+def test_a_fixed_learning_rate_is_not_corrected():
+    result = HyperSelector(NumpyTrainer(), config(search_learning_rate=False, final_steps=1000)).select(
+        ParamSpec(learning_rate=0.05, momentum=0.9), ParamSpec(momentum=[0.95, 0.9]))
+    assert result.horizon is None
+    assert result.param_spec.learning_rate in (0.05, 0.05 * 0.05 / 0.1)
+
+
+def test_momentum_ties_within_noise_keep_the_default():
+    # On this problem momentum 0.99 scores a hair better than the default 0.8 at one effective
+    # learning rate: the best score takes 0.99, noise ties keep the default.
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.8, weight_decay=0.0)
+    lists = ParamSpec(momentum=[0.99, 0.8])
+    plain = HyperSelector(NumpyTrainer(), config(noise_ties=False)).select(param_spec, lists)
+    noisy = HyperSelector(NumpyTrainer(), config(noise_ties=True)).select(param_spec, lists)
+    stage = noisy.stages[0]
+    assert plain.stages[0].scores == stage.scores and stage.scores[0] < stage.scores[1]
+    assert plain.param_spec.momentum == 0.99
+    assert stage.tied == (0, 1) and stage.noise[0] == 0.0 and stage.noise[1] > stage.scores[1] - stage.scores[0]
+    assert noisy.param_spec.momentum == 0.8

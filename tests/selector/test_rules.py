@@ -45,6 +45,17 @@ def test_short_worsening_runs_are_tolerated():
     assert rules.cut_index(values, max_thres=1) == 6
 
 
+def test_a_slow_drift_up_is_not_a_divergence():
+    # A flat start whose loss drifts up 2% over 15 points (easier first batches), then the descent
+    # and a real divergence: only the divergence cuts.
+    start = 2.27 + 0.003 * np.arange(15)
+    descent = np.linspace(2.3, 1.4, 30)
+    divergence = 1.4 * 1.5 ** np.arange(1, 13)
+    values = np.concatenate([start, descent, divergence])
+    assert rules.cut_index(values, max_thres=10, explosion_check=False) == 45
+    assert rules.cut_index(start, max_thres=10) == len(start)
+
+
 def test_cut_at_nan_loss_and_explosion():
     values = np.array([1.0, 0.8, 0.5, 0.4])
     assert rules.cut_index(values, 10, loss=np.array([1, 1, np.nan, 1.0])) == 2
@@ -138,3 +149,71 @@ def test_choose_best_prefers_first_of_equal_scores():
     assert rules.choose_best([0.9, 0.95], [math.inf, 0.3], "momentum") == 1
     with pytest.raises(ValueError, match="every momentum candidate diverged"):
         rules.choose_best([0.9], [math.inf], "momentum")
+
+
+def test_horizon_score_reads_the_second_half_of_the_horizon():
+    steps = np.arange(1, 101)
+    values = steps.astype(float)
+    assert rules.horizon_score(steps, values, 100) == np.mean(np.arange(51, 101))
+    assert rules.horizon_score(steps, values, 20) == np.mean(np.arange(11, 21))
+    assert rules.horizon_score(steps, values, 0.5) == math.inf  # no point inside
+    bad = values.copy()
+    bad[4] = np.nan  # a NaN before the horizon: the trial diverged on the way
+    assert rules.horizon_score(steps, bad, 20) == math.inf
+    assert rules.tail_score(values, 50) == rules.horizon_score(steps, values, 100)
+
+
+def test_best_log_lr_finds_the_vertex_of_a_parabola():
+    x = np.log([0.01, 0.03, 0.1, 0.3])
+    true = math.log(0.05)
+    scores = (x - true) ** 2 + 1.0
+    value, interior = rules.best_log_lr(x, scores)
+    assert interior and value == pytest.approx(true, abs=1e-12)
+    assert rules.best_log_lr(x, x) == (x[0], False)  # best at the edge: not interior
+    assert rules.best_log_lr(x, [1.0, 0.5, 0.5, 1.0])[1]
+    assert rules.best_log_lr(x, [math.inf] * 4)[1] is False
+
+
+def test_fit_horizon_exponent_recovers_a_power_law():
+    # loss(lr, t) = (log lr - log best(t))^2 with best(t) = 0.3 * t^-0.4: the fit finds 0.4.
+    lrs = 0.3 * 10.0 ** np.linspace(-2, 0.5, 11)
+    steps = np.arange(1, 201)
+    alpha = 0.4
+
+    def curve(lr):
+        return steps, (math.log(lr) - np.log(0.3 * steps ** -alpha)) ** 2
+
+    fitted, optima = rules.fit_horizon_exponent(lrs, [curve(lr) for lr in lrs], 200)
+    assert [h for h, _, _ in optima] == [50, 100, 200]
+    assert all(interior for _, _, interior in optima)
+    assert fitted == pytest.approx(alpha, abs=0.03)
+    # every optimum at the edge of the ladder: no fit
+    fitted, _ = rules.fit_horizon_exponent(lrs[:2], [curve(lr) for lr in lrs[:2]], 200)
+    assert fitted is None
+
+
+def test_paired_noise_and_noise_bands():
+    rng = np.random.default_rng(0)
+    common = rng.normal(0, 1.0, 50)  # shared batches: cancels in the paired difference
+    a = common + 0.01 * rng.normal(size=50)
+    b = common + 0.3 + 0.01 * rng.normal(size=50)
+    noise = rules.paired_noise(a, b)
+    assert 0 < noise < 0.01
+    assert rules.paired_noise(a[:3], b[:3]) == 0.0
+    assert rules.paired_noise(a, np.full(50, np.nan)) == math.inf
+    bands = rules.noise_bands([float(np.mean(a)), float(np.mean(b)), math.inf], [a, b, b])
+    assert bands[0] == 0.0 and bands[1] == pytest.approx(rules.NOISE_SIGMAS * noise) and bands[2] == math.inf
+
+
+def test_ties_within_noise_and_default_momentum():
+    scores = [1.00, 1.02, 1.30]
+    assert rules.ties(scores, 0.0) == [0]
+    assert rules.ties(scores, 0.0, bands=[0.0, 0.05, 0.05]) == [0, 1]
+    assert rules.ties(scores, 0.025, bands=[0.0, 0.0, 0.5]) == [0, 1, 2]  # relative or noise band
+    # momentum: among the tied candidates the default wins; a clearly better one replaces it
+    assert rules.choose_momentum([0.99, 0.9], [1.0, 1.02], 0.9, bands=[0.0, 0.05]) == 1
+    assert rules.choose_momentum([0.99, 0.9], [1.0, 1.02], 0.9, bands=[0.0, 0.01]) == 0
+    assert rules.choose_momentum([0.99, 0.9], [1.0, 1.02], None, bands=[0.0, 0.05]) == 0
+    assert rules.choose_weight_decay([1e-2, 1e-4], [1.0, 1.02], 0.0, default=1e-4, bands=[0.0, 0.05]) == 1
+    with pytest.raises(ValueError, match="every momentum candidate diverged"):
+        rules.choose_momentum([0.9], [math.inf], 0.9)

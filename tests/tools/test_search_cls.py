@@ -31,10 +31,13 @@ def test_search_cls_writes_its_report_and_resumes(tmp_path):
     assert set(result["chosen"]) == {"learning_rate", "momentum", "weight_decay"}
     assert result["chosen"]["weight_decay"] in (1e-3, 1e-4) and result["chosen"]["momentum"] in (0.95, 0.9)
     assert 0.5 < result["test_accuracy"] <= 1.0
-    assert result["search"]["trials_run"] + result["search"]["trials_reused"] == 5
+    # the range test, the ladder of 4 constant learning rates (chosen for the final 60 steps),
+    # 2 weight decays and 2 momentums
+    assert result["search"]["trials_run"] + result["search"]["trials_reused"] == 9
+    assert result["search"]["horizon"]["final_steps"] == 60
     for name in ("lr_range.png", "candidates.png", "train/model/saved_model.pb"):
         assert (out / name).exists(), name
-    assert len(list((out / "search" / "tensorboard").iterdir())) == 5  # a run per curve: lr test, 2 wd, 2 momentum
+    assert len(list((out / "search" / "tensorboard").iterdir())) == 9  # a run per curve
     assert "chosen:" in first.stdout
 
     second = run(out)
