@@ -1,4 +1,5 @@
-"""MNIST classifiers as MoXing programs (graph mode): the seed's softmax regression and a small CNN.
+"""MNIST classifiers as MoXing programs (graph mode): the seed's softmax regression, a 2-layer MLP
+and a small CNN.
 
 ``make_program(mnist, model)`` returns ``(input_fn, model_fn, optimizer_fn)`` in the seed's
 style. ``input_fn(TRAIN)`` streams ``mnist.train.next_batch``; ``input_fn(EVAL)`` walks the test
@@ -12,7 +13,8 @@ import tensorflow as tf
 import detsearch.moxing as mox
 
 v1 = tf.compat.v1
-MODELS = ("softmax", "cnn")
+MODELS = ("softmax", "mlp", "cnn")
+MLP_HIDDEN = 256
 
 
 def make_program(mnist, model: str = "softmax", batch_size: int = 50):
@@ -40,6 +42,16 @@ def make_program(mnist, model: str = "softmax", batch_size: int = 50):
         b = v1.get_variable("b", initializer=tf.zeros([10]))
         return tf.matmul(x, w) + b
 
+    def mlp(x):
+        net = x
+        for i, (inputs, outputs) in enumerate(((784, MLP_HIDDEN), (MLP_HIDDEN, 10))):
+            kernel = v1.get_variable(f"dense{i}/kernel", [inputs, outputs], initializer=v1.glorot_uniform_initializer())
+            bias = v1.get_variable(f"dense{i}/bias", [outputs], initializer=v1.zeros_initializer())
+            net = tf.matmul(net, kernel) + bias
+            if i == 0:
+                net = tf.nn.relu(net)
+        return net
+
     def cnn(x):
         net = tf.reshape(x, [-1, 28, 28, 1])
         for i, filters in enumerate((16, 32)):
@@ -53,7 +65,7 @@ def make_program(mnist, model: str = "softmax", batch_size: int = 50):
         bias = v1.get_variable("dense/bias", [10], initializer=v1.zeros_initializer())
         return tf.matmul(net, kernel) + bias
 
-    network = softmax if model == "softmax" else cnn
+    network = {"softmax": softmax, "mlp": mlp, "cnn": cnn}[model]
 
     def model_fn(inputs, run_mode, **kwargs):
         x, y_ = inputs
