@@ -105,7 +105,10 @@ def plot_stages(result: SearchResult, path: str | os.PathLike, window: int) -> N
             ax.plot(curve.steps, values, linewidth=2.5 if i == stage.chosen else 1.2, label=label)
         ax.set_xlabel("step")
         ax.set_ylabel(f"{result.metric} (smoothed)")
-        ax.set_title(f"{stage.name} candidates")
+        title = f"{stage.name} candidates"
+        if stage.name == "learning_rate" and result.horizon is not None and result.horizon.factor != 1.0:
+            title += f" (x{result.horizon.factor:.3g} for {result.horizon.final_steps} final steps)"
+        ax.set_title(title)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -129,6 +129,13 @@ class ExperimentTrainer:
             variable.assign(value)
         return task, model
 
+    def save(self, weight_decay: float, prefix: str) -> str:
+        """Writes the weights the last trial at ``weight_decay`` ended with as a checkpoint
+        (``tf.train.Checkpoint(model=...)``, what `detsearch.models.experiment.Experiment`
+        restores); returns its path."""
+        _, model, _ = self._models[float(weight_decay)]
+        return self._tf.train.Checkpoint(model=model).write(prefix)
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             digest = hashlib.sha256()

@@ -1,26 +1,32 @@
-"""HyperSelector vs an exhaustive grid on real MNIST (the seed's softmax model and a small CNN).
+"""HyperSelector vs its grid and vs the defaults it starts from, over several seeds.
 
-    python tools/bench_selector.py                  # both models
-    python tools/bench_selector.py --models softmax
+    python tools/bench_selector.py                      # MNIST: softmax (the seed's), MLP, small CNN
+    python tools/bench_selector.py --models softmax --seeds 0,1,2
+    python tools/bench_selector.py --task detection     # tiny SSD on the MNIST detection demo
+    python tools/bench_selector.py --task experiment    # a Model Garden experiment (RetinaNet demo)
 
-For each model: run the search with the seed's settings (100-step trials, weight_decay
-[1e-2, 1e-3, 1e-4], momentum [0.99, 0.95, 0.9]), train its choice for the final budget (1000
-steps, as the seed's mox.auto.run), and train every point of a grid (``--grid-lrs`` log-spaced
-learning rates x the weight_decay list x the momentum list) for the same budget. Every final run
-replays the same recorded batches from the same initial weights and is scored on the full MNIST
-test split. Also trains what each LR rule (fastai's valley / steep / minimum-over-10, and plain
-minimum) would have picked on the same range test. Prints accuracies and steps.
+Every number is a mean ± std over ``--seeds`` (each seed: its own data order and initial
+weights; the search and every final run of that seed share them).
 
-    python tools/bench_selector.py --task detection
+MNIST: per seed, the search with the seed program's settings (100-step trials, weight_decay
+[1e-2, 1e-3, 1e-4], momentum [0.99, 0.95, 0.9], defaults lr 0.1 / wd 1e-4 / momentum 0.9) under
+each selector rule (``variants``: the trials they share come from one journal), the choice
+trained for the final budget (1000 steps, as the seed's mox.auto.run) and scored on the 10,000
+test images; against the defaults and a grid of ``--grid-lrs`` log-spaced learning rates x the
+two lists (72 runs per seed), trained the same way.
 
-Detection: the tiny SSD on the MNIST detection demo (2000 train / 500 val images). The selector
-(LR range test, the rule's pick refined over x10^-0.5, x1, x10^0.5, then weight_decay [1e-4,
-1e-3] and momentum [0.9, 0.95] trials, all of 200 steps, judged by the training loss and,
-separately, by validation AP) against a grid of ``--grid-lrs``
-log-spaced learning rates x the same lists; every final run trains ``--det-final-steps`` steps
-(after the same warm-up) from the same initial weights on the same batches, and is scored by COCO
-mAP on all 500 val images through Model Garden's own post-processing at its default thresholds.
-Finished runs are kept in ``--out`` (a rerun reuses them).
+Detection: the tiny SSD (2000 train / 500 val), 200-step trials after a 20-step warm-up,
+weight_decay [1e-4, 1e-3], momentum [0.9, 0.95], the range test's pick refined over x10^-0.5,
+x1, x10^0.5; judged by validation AP or by loss; every final run 600 steps after the same
+warm-up, scored by COCO mAP on the 500 val images through Model Garden's post-processing at its
+default thresholds. Grid: 5 learning rates (0.003 to 0.3) x the lists.
+
+Experiment: the selector on the experiment's own train step (`ExperimentTrainer`, by loss),
+final runs of ``trainer.train_steps`` with the task's train step, scored by Model Garden's own
+evaluation; grid: 5 learning rates (0.005 to 0.08) at the config's weight decay and momentum.
+
+Finished final runs and trial journals are kept under ``--out`` (a rerun reuses them). Prints
+one block per model and the rows of docs/hyperselector.md's validation table.
 """
 
 from __future__ import annotations
@@ -40,9 +46,68 @@ import numpy as np
 
 WEIGHT_DECAYS = (1e-2, 1e-3, 1e-4)
 MOMENTUMS = (0.99, 0.95, 0.9)
-DEFAULT_MOMENTUM = 0.9  # the seed's param_spec
+DEFAULTS = {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 1e-4}  # the seed's param_spec
 BATCH_SIZE = 50
 TEST_BATCHES = 10000 // BATCH_SIZE
+SEARCH_STEPS = 100  # the seed's total_steps
+
+
+def variants(final_steps: int) -> dict[str, dict]:
+    """Selector rules compared on the same searches: name -> SelectorConfig overrides. Trials
+    they share come from one journal, so each is run once."""
+    from detsearch.selector.hyperselector import HORIZON_LADDER
+
+    def horizon(rule, ladder=True):  # lr_refine_factors (1,): the range test's pick alone, no ladder
+        return {"horizon_rule": rule, "final_steps": final_steps, **({} if ladder else {"lr_refine_factors": (1.0,)})}
+
+    return {
+        "moxing: pick, 5% ties": {"noise_ties": False, "horizon_rule": "none"},
+        "pick, noise ties": {"horizon_rule": "none"},
+        "ladder": {"horizon_rule": "none", "lr_refine_factors": HORIZON_LADDER},
+        "pick x sqrt": horizon("sqrt", ladder=False),
+        "ladder x sqrt": horizon("sqrt"),
+        "ladder x fit": horizon("fit"),
+        "pick x fourth_root": horizon("fourth_root", ladder=False),
+        "ladder x fourth_root (shipped)": horizon("fourth_root"),
+    }
+
+
+class FinalRuns:
+    """Final-run results kept in a JSON file (a rerun reuses them)."""
+
+    def __init__(self, path: Path):
+        import json
+
+        self.path = path
+        self.done = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str, compute) -> float:
+        from detsearch.atomic import write_json_atomic
+
+        if key not in self.done:
+            self.done[key] = compute()
+            write_json_atomic(self.path, self.done)
+        return self.done[key]
+
+
+def mnist_program(model: str, seed: int):
+    """A fresh MNIST stream shuffled by ``seed`` (every trainer reads its batches from the start)."""
+    from detsearch.datasets import mnist as mnist_data
+    from detsearch.models.mnist import make_program
+
+    mnist = mnist_data.input_data.read_data_sets(str(mnist_data.ensure(None)), one_hot=True, seed=seed)
+    return make_program(mnist, model, BATCH_SIZE)
+
+
+def final_trainer(model: str, seed: int, final_steps: int):
+    """Trains ``final_steps`` on seed ``seed``'s batches from its initial weights; scores the test split."""
+    import detsearch.moxing as mox
+    from detsearch.training.graph import GraphTrainer
+
+    input_fn, model_fn, optimizer_fn = mnist_program(model, seed)
+    return GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(**DEFAULTS), batch_size=BATCH_SIZE,
+                        auto_batch=False, num_batches=final_steps, metric_names=["accuracy"], loss_name="loss",
+                        select_by_eval=True, evaluation_total_steps=TEST_BATCHES, log_every_n_steps=0, seed=seed)
 
 
 def final_accuracy(trainer, final_steps, learning_rate, momentum, weight_decay) -> float:
@@ -56,92 +121,146 @@ def final_accuracy(trainer, final_steps, learning_rate, momentum, weight_decay) 
     return accuracy if math.isfinite(accuracy) else 0.0
 
 
-def bench(model: str, args) -> dict:
+def search(model: str, seed: int, overrides: dict, out: Path):
+    """The seed's search (100-step trials, its lists and defaults) with a rule variant."""
+    import dataclasses
+
     import detsearch.moxing as mox
-    from detsearch.datasets import mnist as mnist_data
-    from detsearch.selector.hyperselector import coupled_learning_rate
+    from detsearch.selector import HyperSelector, Journal, SelectorConfig
     from detsearch.training.graph import GraphTrainer
-    from detsearch.models.mnist import make_program
 
-    mnist = mnist_data.input_data.read_data_sets(str(mnist_data.ensure(None)), one_hot=True, seed=args.seed)
-    input_fn, model_fn, optimizer_fn = make_program(mnist, model, BATCH_SIZE)
+    input_fn, model_fn, optimizer_fn = mnist_program(model, seed)
+    trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(**DEFAULTS), batch_size=BATCH_SIZE,
+                           auto_batch=False, num_batches=SEARCH_STEPS, metric_names=["accuracy"], loss_name="loss",
+                           select_by_eval=False, evaluation_total_steps=10, log_every_n_steps=0, seed=seed)
+    config = dataclasses.replace(SelectorConfig(total_steps=SEARCH_STEPS, by_acc=True), **overrides)
+    selector = HyperSelector(trainer, config, Journal(out / "journal" / f"{model}-{seed}"))
+    return selector.select(mox.auto.ParamSpec(**DEFAULTS),
+                           mox.auto.ParamSpec(weight_decay=list(WEIGHT_DECAYS), momentum=list(MOMENTUMS)))
 
-    started = time.perf_counter()
-    chosen = mox.auto.search(input_fn=input_fn, model_fn=model_fn, optimizer_fn=optimizer_fn, batch_size=BATCH_SIZE,
-                             auto_batch=False, total_steps=100, evaluation_total_steps=10, select_by_eval=False,
-                             log_every_n_steps=0, seed=args.seed,
-                             param_spec=mox.auto.ParamSpec(weight_decay=1e-4, momentum=DEFAULT_MOMENTUM,
-                                                           learning_rate=0.1),
-                             param_list_spec=mox.auto.ParamSpec(weight_decay=list(WEIGHT_DECAYS),
-                                                                momentum=list(MOMENTUMS)),
-                             return_result=True)
-    search_seconds = time.perf_counter() - started
-    result, chosen = chosen, chosen.param_spec
 
-    # One trainer for every final run: same recorded batches, same initial weights, test-split scoring.
-    trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9),
-                           batch_size=BATCH_SIZE, auto_batch=False, num_batches=args.final_steps,
-                           metric_names=["accuracy"], loss_name="loss", select_by_eval=True,
-                           evaluation_total_steps=TEST_BATCHES, log_every_n_steps=0, seed=args.seed)
-    started = time.perf_counter()
-    ours = final_accuracy(trainer, args.final_steps, chosen.learning_rate, chosen.momentum, chosen.weight_decay)
-    final_seconds = time.perf_counter() - started
-    # What each rule's pick would have become: rescaled from the range test's momentum to the
-    # chosen one as the momentum stage does.
-    rules = {}
-    for name, lr in result.lr_test.picks.items():
-        lr = coupled_learning_rate(lr, DEFAULT_MOMENTUM, chosen.momentum)
-        rules[name] = (lr, final_accuracy(trainer, args.final_steps, lr, chosen.momentum, chosen.weight_decay))
-
+def bench(model: str, args) -> dict:
+    out = Path(args.out)
+    runs = FinalRuns(out / "final_runs.json")
+    seeds = [int(s) for s in args.seeds.split(",")]
     learning_rates = np.logspace(math.log10(args.grid_min_lr), math.log10(args.grid_max_lr), args.grid_lrs)
-    grid = {}
-    started = time.perf_counter()
-    for i, (lr, wd, momentum) in enumerate(itertools.product(learning_rates, WEIGHT_DECAYS, MOMENTUMS)):
-        grid[(float(lr), wd, momentum)] = final_accuracy(trainer, args.final_steps, lr, momentum, wd)
-        print(f"  [{model}] grid {i + 1}/{len(learning_rates) * 9}: lr {lr:.4g} wd {wd:g} momentum {momentum:g} "
-              f"-> {grid[(float(lr), wd, momentum)]:.4f}", file=sys.stderr, flush=True)
-    grid_seconds = time.perf_counter() - started
-    best = max(grid, key=grid.get)
-    return {
-        "model": model, "chosen": chosen, "ours": ours, "rules": rules, "rule": result.lr_test.rule,
-        "search_steps": result.steps_spent, "search_seconds": search_seconds, "final_seconds": final_seconds,
-        "grid": grid, "best": best, "grid_seconds": grid_seconds, "final_steps": args.final_steps,
-    }
+    grid_points = [(float(lr), wd, m) for lr, wd, m in itertools.product(learning_rates, WEIGHT_DECAYS, MOMENTUMS)]
+    trainers = {}
+
+    def final(seed, lr, momentum, wd):
+        def compute():
+            if seed not in trainers:
+                trainers[seed] = final_trainer(model, seed, args.final_steps)
+            return final_accuracy(trainers[seed], args.final_steps, lr, momentum, wd)
+
+        return runs.get(f"{model} seed {seed} steps {args.final_steps} lr {lr!r} m {momentum!r} wd {wd!r}", compute)
+
+    grid = {p: [final(seed, p[0], p[2], p[1]) for seed in seeds] for p in grid_points}
+    print(f"  [{model}] grid done", file=sys.stderr, flush=True)
+    defaults = [final(seed, DEFAULTS["learning_rate"], DEFAULTS["momentum"], DEFAULTS["weight_decay"]) for seed in seeds]
+    chosen = {}
+    for name, overrides in variants(args.final_steps).items():
+        rows = []
+        for seed in seeds:
+            started = time.perf_counter()
+            result = search(model, seed, overrides, out)
+            seconds = time.perf_counter() - started
+            p = result.param_spec
+            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
+                         "accuracy": final(seed, p.learning_rate, p.momentum, p.weight_decay),
+                         "steps": result.steps_spent, "seconds": seconds, "result": result})
+        chosen[name] = rows
+        print(f"  [{model}] {name}: " + ", ".join(f"{r['accuracy']:.4f}" for r in rows), file=sys.stderr, flush=True)
+    return {"model": model, "seeds": seeds, "grid": grid, "defaults": defaults, "chosen": chosen,
+            "final_steps": args.final_steps}
+
+
+def spread(values) -> str:
+    values = np.asarray(values, dtype=np.float64) * 100
+    return f"{values.mean():6.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:4.2f}"
 
 
 def report(r: dict) -> None:
-    grid_values = np.array(list(r["grid"].values()))
-    best_params, best = r["best"], r["grid"][r["best"]]
-    ours_steps = r["search_steps"] + r["final_steps"]
+    grid = r["grid"]
+    means = {p: float(np.mean(v)) for p, v in grid.items()}
+    best = max(means, key=means.get)
+    best_mean = means[best]
+    defaults_mean = float(np.mean(r["defaults"]))
+    grid_steps = len(grid) * r["final_steps"]
+    print(f"\n== {r['model']}: test score (%), mean ± std over seeds {r['seeds']}, {r['final_steps']} final steps ==")
+    print(f"grid best    {spread(grid[best])}   lr {best[0]:.4g} wd {best[1]:g} momentum {best[2]:g}  "
+          f"({len(grid)} points x {r['final_steps']} = {grid_steps} steps per seed; "
+          f"median point {np.median(list(means.values())) * 100:.2f})")
+    d = r.get("defaults_params", DEFAULTS)
+    print(f"defaults     {spread(r['defaults'])}   lr {d['learning_rate']:g} wd {d['weight_decay']:g} "
+          f"momentum {d['momentum']:g}   gap {(defaults_mean - best_mean) * 100:+.2f}")
+    for name, rows in r["chosen"].items():
+        accuracies = [row["accuracy"] for row in rows]
+        mean = float(np.mean(accuracies))
+        steps = np.mean([row["steps"] for row in rows]) + r["final_steps"]
+        worst_vs_defaults = min(a - d for a, d in zip(accuracies, r["defaults"])) * 100
+        print(f"{name:<32} {spread(accuracies)}   vs grid {(mean - best_mean) * 100:+.2f}   vs defaults "
+              f"{(mean - defaults_mean) * 100:+.2f} (worst seed {worst_vs_defaults:+.2f})   steps {steps:.0f} = "
+              f"{steps / grid_steps:.1%}")
+        for row in rows:
+            lr, wd, m = row["params"]
+            print(f"    seed {row['seed']}: lr {lr:.4g} wd {wd:g} momentum {m:g} -> {row['accuracy'] * 100:.2f}"
+                  f"{describe(row['result'])}")
+
+
+def markdown(r: dict) -> None:
+    """The rows of docs/hyperselector.md's validation table."""
+    means = {p: float(np.mean(v)) for p, v in r["grid"].items()}
+    best = max(means, key=means.get)
     grid_steps = len(r["grid"]) * r["final_steps"]
-    chosen = r["chosen"]
-    print(f"\n== {r['model']} ==")
-    print(f"ours:        lr {chosen.learning_rate:.4g} wd {chosen.weight_decay:g} momentum {chosen.momentum:g} "
-          f"-> test accuracy {r['ours']:.4f}  ({r['search_steps']} search + {r['final_steps']} final = {ours_steps} steps; "
-          f"search {r['search_seconds']:.1f} s)")
-    print(f"grid best:   lr {best_params[0]:.4g} wd {best_params[1]:g} momentum {best_params[2]:g} "
-          f"-> test accuracy {best:.4f}  ({len(r['grid'])} runs = {grid_steps} steps; {r['grid_seconds']:.0f} s)")
-    print(f"grid median: {np.median(grid_values):.4f}   grid worst: {grid_values.min():.4f}")
-    gap = (best - r["ours"]) * 100
-    print(f"gap to grid best: {gap:.2f} points (target <= 0.5)   steps: {ours_steps / grid_steps:.1%} of the grid's "
-          f"(target <= 10%)   -> {'MET' if gap <= 0.5 and ours_steps <= 0.1 * grid_steps else 'MISSED'}")
-    print("LR rules on the same range test (each pick rescaled to, and trained with, the chosen wd/momentum):")
-    for name, (lr, accuracy) in r["rules"].items():
-        mark = "  <- shipped" if name == r["rule"] else ""
-        print(f"  {name:<16} lr {lr:<10.4g} test accuracy {accuracy:.4f}{mark}")
+    print(f"\n| {r['model']} | rule | ours | defaults | grid best | gap to grid | vs defaults | steps |")
+    for name, rows in r["chosen"].items():
+        values = [row["accuracy"] for row in rows]
+        steps = np.mean([row["steps"] for row in rows]) + r["final_steps"]
+        print(f"| | {name} | {spread(values).strip()} | {spread(r['defaults']).strip()} | {spread(r['grid'][best]).strip()} "
+              f"| {(np.mean(values) - means[best]) * 100:+.2f} | {(np.mean(values) - np.mean(r['defaults'])) * 100:+.2f} "
+              f"| {steps:,.0f} ({steps / grid_steps:.1%}) |")
+
+
+def describe(result) -> str:
+    """The horizon correction and any ties within noise, in words."""
+    parts = []
+    h = result.horizon
+    if h is not None and h.rule != "none":
+        fitted = "" if h.rule != "fit" else (" (fit failed: fallback)" if h.fitted is None else " (fitted)")
+        parts.append(f"x{h.factor:.3g} for {h.trial_steps}->{h.final_steps} steps, alpha {h.exponent:.2f}{fitted}")
+    for stage in result.stages:
+        if stage.noise and len(stage.tied) > 1:
+            parts.append(f"{stage.name} tie within noise: " + ", ".join(
+                f"{stage.candidates[i]:g} ({stage.scores[i]:+.4f})" for i in stage.tied))
+    return ("   [" + "; ".join(parts) + "]") if parts else ""
 
 
 DET_WEIGHT_DECAYS = (1e-4, 1e-3)
 DET_MOMENTUMS = (0.9, 0.95)
-DET_DEFAULTS = {"momentum": 0.9, "weight_decay": 1e-4}
-DET_WARMUP = (20, 1e-3)
-DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # detsearch.models.search.LR_REFINE_FACTORS  # steps, learning rate: every trial and final run starts this way
+DET_DEFAULTS = {"learning_rate": 0.02, "momentum": 0.9, "weight_decay": 1e-4}  # detsearch search-det's
+DET_WARMUP = (20, 1e-3)  # steps, learning rate: every trial and final run starts this way
+DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # detsearch.models.search.LR_REFINE_FACTORS
+
+
+def detection_variants(final_steps: int) -> dict[str, dict]:
+    """Selector rules for the detector: name -> SelectorConfig overrides (trials shared through one journal)."""
+    def horizon(rule, by_acc=True):
+        return {"by_acc": by_acc, "horizon_rule": rule, "final_steps": final_steps}
+
+    return {
+        "by AP, ladder, 5% ties (before)": {"by_acc": True, "noise_ties": False, "horizon_rule": "none"},
+        "by AP, ladder, noise ties": {"by_acc": True, "horizon_rule": "none"},
+        "by AP, ladder x sqrt": horizon("sqrt"),
+        "by AP, ladder x fit": horizon("fit"),
+        "by AP, ladder x fourth_root (shipped)": horizon("fourth_root"),
+        "by loss, ladder x fourth_root": horizon("fourth_root", by_acc=False),
+    }
 
 
 def bench_detection(args) -> dict:
-    import json
+    import dataclasses
 
-    from detsearch.atomic import write_json_atomic
     from detsearch.detection.cocoeval import evaluate_results
     from detsearch.params import ParamSpec
     from detsearch.selector import HyperSelector, Journal, SelectorConfig
@@ -151,105 +270,191 @@ def bench_detection(args) -> dict:
     from detsearch.models.search import ACC_NAME, LOSS_NAME, DetectionTrainer
 
     out = Path(args.out)
+    runs = FinalRuns(out / "final_runs.json")
+    seeds = [int(s) for s in args.seeds.split(",")]
     train_set = load_dataset("demo", "train")
     val_set = load_dataset("demo", "val")
     ground_truth = val_set.to_coco_json()
-    trainer = DetectionTrainer("ssd", "tiny", train_set, val_set=val_set, eval_images=100, seed=args.seed,
-                               evaluation_total_steps=5)
     warmup_steps, warmup_lr = DET_WARMUP
     final_steps = args.det_final_steps
-    done_path = out / "final_runs.json"
-    done = json.loads(done_path.read_text()) if done_path.is_file() else {}
+    trainers = {}
 
-    def final_map(lr: float, momentum: float, weight_decay: float) -> float:
-        """val mAP after the final budget; kept in final_runs.json (a rerun reuses it)."""
-        key = f"{trainer.fingerprint()[:16]} {final_steps} {lr!r} {momentum!r} {weight_decay!r}"
-        if key not in done:
+    def trainer(seed):
+        if seed not in trainers:
+            trainers[seed] = DetectionTrainer("ssd", "tiny", train_set, val_set=val_set, eval_images=100, seed=seed,
+                                              evaluation_total_steps=5)
+        return trainers[seed]
+
+    def final_map(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
+        """val mAP (500 images) after the final budget."""
+        def compute():
+            t = trainer(seed)
             schedule = LrSchedule(start=lr, steps=final_steps, warmup_steps=warmup_steps, warmup_lr=warmup_lr)
-            curve = trainer.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
-            value = 0.0
-            if not curve.diverged:
-                stats = evaluate_results(ground_truth, predict_results(trainer.detector, val_set)).stats
-                value = max(0.0, float(stats[0]))
-            done[key] = value
-            write_json_atomic(done_path, done)
-        return done[key]
+            curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
+            if curve.diverged:
+                return 0.0
+            stats = evaluate_results(ground_truth, predict_results(t.detector, val_set)).stats
+            return max(0.0, float(stats[0]))
 
-    selections = {}
-    for judge in ("loss", "AP"):
-        config = SelectorConfig(total_steps=args.det_trial_steps, by_acc=judge == "AP", acc_name=ACC_NAME,
-                                loss_name=LOSS_NAME, window=5, max_thres=3, warmup_steps=warmup_steps,
-                                warmup_lr=warmup_lr, evaluate_every_n_steps=5, lr_refine_factors=DET_LR_REFINE)
-        started = time.perf_counter()
-        result = HyperSelector(trainer, config, Journal(out / "journal")).select(
-            ParamSpec(**DET_DEFAULTS), ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS)))
-        seconds = time.perf_counter() - started
-        chosen = result.param_spec
-        value = final_map(chosen.learning_rate, chosen.momentum, chosen.weight_decay)
-        # steps_spent: every distinct trial of this search (also those the other judge ran first)
-        steps = result.steps_spent + warmup_steps + final_steps
-        selections[judge] = {"chosen": chosen, "map": value, "steps": steps, "seconds": seconds, "result": result}
-        print(f"  [detection] selector by {judge}: lr {chosen.learning_rate:.4g} wd {chosen.weight_decay:g} "
-              f"momentum {chosen.momentum:g} -> val mAP {value:.4f}", file=sys.stderr, flush=True)
+        return runs.get(f"ssd seed {seed} steps {final_steps} lr {lr!r} m {momentum!r} wd {weight_decay!r}", compute)
+
+    defaults = [final_map(seed, DET_DEFAULTS["learning_rate"], DET_DEFAULTS["momentum"], DET_DEFAULTS["weight_decay"])
+                for seed in seeds]
+    chosen = {}
+    for name, overrides in detection_variants(final_steps).items():
+        rows = []
+        for seed in seeds:
+            config = dataclasses.replace(
+                SelectorConfig(total_steps=args.det_trial_steps, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=5,
+                               max_thres=3, warmup_steps=warmup_steps, warmup_lr=warmup_lr, evaluate_every_n_steps=5,
+                               lr_refine_factors=DET_LR_REFINE), **overrides)
+            started = time.perf_counter()
+            result = HyperSelector(trainer(seed), config, Journal(out / "journal" / f"ssd-{seed}")).select(
+                ParamSpec(**DET_DEFAULTS),
+                ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS)))
+            seconds = time.perf_counter() - started
+            p = result.param_spec
+            # steps_spent: every distinct trial of this search (also those another variant ran first)
+            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
+                         "accuracy": final_map(seed, p.learning_rate, p.momentum, p.weight_decay),
+                         "steps": result.steps_spent, "seconds": seconds, "result": result})
+        chosen[name] = rows
+        print(f"  [detection] {name}: " + ", ".join(f"{r['accuracy']:.4f}" for r in rows), file=sys.stderr, flush=True)
     learning_rates = np.logspace(math.log10(args.det_grid_min_lr), math.log10(args.det_grid_max_lr), args.grid_lrs)
     grid = {}
-    started = time.perf_counter()
-    combos = list(itertools.product(learning_rates, DET_WEIGHT_DECAYS, DET_MOMENTUMS))
-    for i, (lr, wd, momentum) in enumerate(combos):
-        grid[(float(lr), wd, momentum)] = final_map(float(lr), momentum, wd)
-        print(f"  [detection] grid {i + 1}/{len(combos)}: lr {lr:.4g} wd {wd:g} momentum {momentum:g} "
-              f"-> val mAP {grid[(float(lr), wd, momentum)]:.4f}", file=sys.stderr, flush=True)
-    return {"selections": selections, "grid": grid, "grid_seconds": time.perf_counter() - started,
-            "final_steps": final_steps, "warmup_steps": warmup_steps}
+    for i, (lr, wd, m) in enumerate(itertools.product(learning_rates, DET_WEIGHT_DECAYS, DET_MOMENTUMS)):
+        grid[(float(lr), wd, m)] = [final_map(seed, float(lr), m, wd) for seed in seeds]
+        print(f"  [detection] grid {i + 1}: lr {lr:.4g} wd {wd:g} momentum {m:g} -> "
+              + ", ".join(f"{v:.4f}" for v in grid[(float(lr), wd, m)]), file=sys.stderr, flush=True)
+    return {"model": "detection: tiny SSD, val mAP", "seeds": seeds, "grid": grid, "defaults": defaults,
+            "chosen": chosen, "final_steps": warmup_steps + final_steps, "defaults_params": DET_DEFAULTS}
 
 
-def report_detection(r: dict) -> None:
-    grid = r["grid"]
-    values = np.array(list(grid.values()))
-    best_params = max(grid, key=grid.get)
-    best = grid[best_params]
-    per_run = r["warmup_steps"] + r["final_steps"]
-    grid_steps = len(grid) * per_run
-    print("\n== detection: tiny SSD on the MNIST detection demo (val mAP, 500 images) ==")
-    print(f"grid best:   lr {best_params[0]:.4g} wd {best_params[1]:g} momentum {best_params[2]:g} -> mAP {best:.4f}  "
-          f"({len(grid)} runs x {per_run} = {grid_steps} steps; grid median {np.median(values):.4f}, "
-          f"worst {values.min():.4f})")
-    for judge, s in r["selections"].items():
-        chosen = s["chosen"]
-        gap = (best - s["map"]) * 100
-        met = gap <= 1.0 and s["steps"] <= 0.2 * grid_steps
-        print(f"selector by {judge:<4}: lr {chosen.learning_rate:.4g} wd {chosen.weight_decay:g} momentum "
-              f"{chosen.momentum:g} -> mAP {s['map']:.4f}  gap {gap:.2f} points (target <= 1)  steps {s['steps']} = "
-              f"{s['steps'] / grid_steps:.1%} of the grid's (target <= 20%)  search {s['seconds']:.0f} s  -> "
-              f"{'MET' if met else 'MISSED'}")
+EXP_DEFAULT_MOMENTUM = 0.9
+EXP_TRIAL = {"total_steps": 60, "warmup_steps": 10, "warmup_lr": 1e-3, "window": 10, "max_thres": 5}
+
+
+def bench_experiment(args) -> dict:
+    """One Model Garden experiment: the selector on the experiment's own train step
+    (`ExperimentTrainer`, judged by loss) against a grid of learning rates; every final run trains
+    ``trainer.train_steps`` with the task's train step and is scored by Model Garden's own
+    evaluation (``validation_step`` + ``COCOEvaluator``, AP at the config's thresholds)."""
+    import dataclasses
+    import tempfile
+
+    from detsearch.models.experiment import Experiment, evaluate_with_model_garden, load_experiment
+    from detsearch.models.experiment_training import LOSS_NAME, ExperimentTrainer, config_training
+    from detsearch.params import ParamSpec
+    from detsearch.selector import HyperSelector, Journal, SelectorConfig
+    from detsearch.selector.curves import LrSchedule, TrialSpec
+
+    out = Path(args.out)
+    runs = FinalRuns(out / "final_runs.json")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    experiment = load_experiment(args.experiment, [args.config_file], trained=False)
+    own = config_training(experiment.config)
+    defaults = {"momentum": EXP_DEFAULT_MOMENTUM, **own}
+    train_steps = int(experiment.config.trainer.train_steps)
+    warmup = experiment.config.trainer.optimizer_config.warmup.get()
+    warmup_steps, warmup_lr = int(warmup.warmup_steps), float(warmup.warmup_learning_rate)
+    final_steps = train_steps - warmup_steps
+    trainers = {}
+
+    def final_ap(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
+        def compute():
+            if seed not in trainers:
+                trainers[seed] = ExperimentTrainer(experiment, num_batches=train_steps, seed=seed)
+            t = trainers[seed]
+            schedule = LrSchedule(start=lr, steps=final_steps, warmup_steps=warmup_steps, warmup_lr=warmup_lr)
+            curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
+            if curve.diverged:
+                return 0.0
+            with tempfile.TemporaryDirectory() as tmp:
+                trained = Experiment(name=experiment.name, config=experiment.config, kind=experiment.kind,
+                                     checkpoint=t.save(weight_decay, str(Path(tmp) / "ckpt")))
+                return max(0.0, evaluate_with_model_garden(trained)["AP"])
+
+        value = runs.get(f"{experiment.name} {args.config_file} seed {seed} steps {train_steps} lr {lr!r} "
+                         f"m {momentum!r} wd {weight_decay!r}", compute)
+        print(f"  [experiment] seed {seed} lr {lr:.4g} m {momentum:g} wd {weight_decay:g} -> AP {value:.4f}",
+              file=sys.stderr, flush=True)
+        return value
+
+    lists = ParamSpec(weight_decay=[float(v) for v in args.exp_weight_decays.split(",")],
+                      momentum=[float(v) for v in args.exp_momentums.split(",")])
+    chosen = {}
+    for name, overrides in {"pick, 5% ties (before)": {"noise_ties": False, "horizon_rule": "none"},
+                            "ladder x fourth_root (shipped)": {"horizon_rule": "fourth_root", "final_steps": final_steps},
+                            "ladder x sqrt": {"horizon_rule": "sqrt", "final_steps": final_steps}}.items():
+        rows = []
+        for seed in seeds:
+            config = dataclasses.replace(SelectorConfig(by_acc=False, loss_name=LOSS_NAME, **EXP_TRIAL), **overrides)
+            trainer = ExperimentTrainer(experiment, num_batches=config.total_steps + config.warmup_steps, seed=seed)
+            result = HyperSelector(trainer, config, Journal(out / "journal" / f"experiment-{seed}")).select(
+                ParamSpec(**defaults), lists)
+            p = result.param_spec
+            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
+                         "accuracy": final_ap(seed, p.learning_rate, p.momentum, p.weight_decay),
+                         "steps": result.steps_spent, "result": result})
+        chosen[name] = rows
+    default_values = [final_ap(seed, defaults["learning_rate"], defaults["momentum"], defaults["weight_decay"])
+                      for seed in seeds]
+    learning_rates = np.logspace(math.log10(args.exp_grid_min_lr), math.log10(args.exp_grid_max_lr), args.grid_lrs)
+    grid = {}
+    for lr, wd, m in itertools.product(learning_rates, lists.candidates("weight_decay"), lists.candidates("momentum")):
+        grid[(float(lr), wd, m)] = [final_ap(seed, float(lr), m, wd) for seed in seeds]
+    return {"model": f"Model Garden {experiment.name} ({args.config_file}), COCO AP by Model Garden's evaluator",
+            "seeds": seeds, "grid": grid, "defaults": default_values, "chosen": chosen, "final_steps": train_steps,
+            "defaults_params": defaults}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="softmax,cnn", help="comma-separated: softmax, cnn")
+    parser.add_argument("--models", default="softmax,mlp,cnn", help="comma-separated: softmax, mlp, cnn")
     parser.add_argument("--final-steps", type=int, default=1000, help="final training budget per run")
     parser.add_argument("--grid-lrs", type=int, default=None,
                         help="log-spaced learning rates in the grid (default 8; detection 5)")
     parser.add_argument("--grid-min-lr", type=float, default=1e-3)
     parser.add_argument("--grid-max-lr", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--task", choices=("classification", "detection"), default="classification")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (data order and initial weights)")
+    parser.add_argument("--task", choices=("classification", "detection", "experiment"), default="classification")
+    parser.add_argument("--experiment", default="retinanet_resnetfpn_coco", help="experiment: registered name")
+    parser.add_argument("--config-file", dest="config_file", default="models/experiments/retinanet_resnet18_demo.yaml",
+                        help="experiment: its override YAML (data/demo/tfrecords must exist: docs/garden.md)")
+    parser.add_argument("--exp-weight-decays", dest="exp_weight_decays", default="1e-4")
+    parser.add_argument("--exp-momentums", dest="exp_momentums", default="0.9")
+    parser.add_argument("--exp-grid-min-lr", dest="exp_grid_min_lr", type=float, default=0.005)
+    parser.add_argument("--exp-grid-max-lr", dest="exp_grid_max_lr", type=float, default=0.08)
     parser.add_argument("--det-final-steps", dest="det_final_steps", type=int, default=600,
                         help="detection: final training budget per run (after the warm-up)")
     parser.add_argument("--det-trial-steps", dest="det_trial_steps", type=int, default=200,
                         help="detection: steps of every selector trial (after the warm-up)")
     parser.add_argument("--det-grid-min-lr", dest="det_grid_min_lr", type=float, default=3e-3)
     parser.add_argument("--det-grid-max-lr", dest="det_grid_max_lr", type=float, default=0.3)
-    parser.add_argument("--out", default="out/bench_selector_detection", help="detection: finished runs kept here")
+    parser.add_argument("--out", default=None, help="finished runs and journals kept here (a rerun reuses them); "
+                        "default out/bench_selector, detection out/bench_selector_detection")
     args = parser.parse_args(argv)
     if args.task == "detection":
+        args.out = args.out or "out/bench_selector_detection"
         args.grid_lrs = args.grid_lrs or 5
-        report_detection(bench_detection(args))
+        r = bench_detection(args)
+        report(r)
+        markdown(r)
         return 0
+    if args.task == "experiment":
+        args.out = args.out or "out/bench_selector_experiment"
+        args.grid_lrs = args.grid_lrs or 5
+        r = bench_experiment(args)
+        report(r)
+        markdown(r)
+        return 0
+    args.out = args.out or "out/bench_selector"
     args.grid_lrs = args.grid_lrs or 8
     results = [bench(model, args) for model in args.models.split(",")]
     for r in results:
         report(r)
+    for r in results:
+        markdown(r)
     return 0
 
 
