@@ -339,6 +339,7 @@ def bench_experiment(args) -> dict:
     (`ExperimentTrainer`, judged by loss) against a grid of learning rates; every final run trains
     ``trainer.train_steps`` with the task's train step and is scored by Model Garden's own
     evaluation (``validation_step`` + ``COCOEvaluator``, AP at the config's thresholds)."""
+    import contextlib
     import dataclasses
     import tempfile
 
@@ -369,7 +370,7 @@ def bench_experiment(args) -> dict:
             curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
             if curve.diverged:
                 return 0.0
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # pycocotools prints
                 trained = Experiment(name=experiment.name, config=experiment.config, kind=experiment.kind,
                                      checkpoint=t.save(weight_decay, str(Path(tmp) / "ckpt")))
                 return max(0.0, evaluate_with_model_garden(trained)["AP"])
@@ -389,7 +390,10 @@ def bench_experiment(args) -> dict:
         rows = []
         for seed in seeds:
             config = dataclasses.replace(SelectorConfig(by_acc=False, loss_name=LOSS_NAME, **EXP_TRIAL), **overrides)
-            trainer = ExperimentTrainer(experiment, num_batches=config.total_steps + config.warmup_steps, seed=seed)
+            if ("search", seed) not in trainers:
+                trainers[("search", seed)] = ExperimentTrainer(
+                    experiment, num_batches=config.total_steps + config.warmup_steps, seed=seed)
+            trainer = trainers[("search", seed)]
             result = HyperSelector(trainer, config, Journal(out / "journal" / f"experiment-{seed}")).select(
                 ParamSpec(**defaults), lists)
             p = result.param_spec

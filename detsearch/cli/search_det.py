@@ -16,8 +16,9 @@ With ``--search-training`` the learning rate, momentum and weight decay are chos
 HyperSelector (an LR range test and candidate trials of ``--trial-steps`` steps, from the same
 initial weights and batches; ``OUT/selector/journal.jsonl`` keeps finished trials), the final model
 is trained with the choice, then cached and swept as above, and exported with the chosen
-thresholds (``OUT/export``, a SavedModel). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show
-the curves. A killed run started again with the same arguments reuses every finished trial,
+thresholds (``OUT/export``, a SavedModel). The learning rate is chosen for the final budget
+(``--steps``; with ``--experiment`` the config's ``trainer.train_steps``) by ``--horizon-rule``
+(docs/hyperselector.md). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show the curves. A killed run started again with the same arguments reuses every finished trial,
 resumes the final training from its last checkpoint and the cache from its last shard.
 
     detsearch search-det --search-training                      # demo, tiny SSD
