@@ -36,7 +36,6 @@ import itertools
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -139,6 +138,15 @@ def search(model: str, seed: int, overrides: dict, out: Path):
                            mox.auto.ParamSpec(weight_decay=list(WEIGHT_DECAYS), momentum=list(MOMENTUMS)))
 
 
+def choice(seed: int, result, final) -> dict:
+    """One seed's search result and the score of its choice after the final run. ``steps``: every
+    distinct trial of the search (also those another variant ran first, from the journal)."""
+    p = result.param_spec
+    return {"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
+            "accuracy": final(seed, p.learning_rate, p.momentum, p.weight_decay), "steps": result.steps_spent,
+            "result": result}
+
+
 def bench(model: str, args) -> dict:
     out = Path(args.out)
     runs = FinalRuns(out / "final_runs.json")
@@ -162,13 +170,7 @@ def bench(model: str, args) -> dict:
     for name, overrides in variants(args.final_steps).items():
         rows = []
         for seed in seeds:
-            started = time.perf_counter()
-            result = search(model, seed, overrides, out)
-            seconds = time.perf_counter() - started
-            p = result.param_spec
-            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
-                         "accuracy": final(seed, p.learning_rate, p.momentum, p.weight_decay),
-                         "steps": result.steps_spent, "seconds": seconds, "result": result})
+            rows.append(choice(seed, search(model, seed, overrides, out), final))
         chosen[name] = rows
         print(f"  [{model}] {name}: " + ", ".join(f"{r['accuracy']:.4f}" for r in rows), file=sys.stderr, flush=True)
     return {"model": model, "seeds": seeds, "grid": grid, "defaults": defaults, "chosen": chosen,
@@ -308,16 +310,10 @@ def bench_detection(args) -> dict:
                 SelectorConfig(total_steps=args.det_trial_steps, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=5,
                                max_thres=3, warmup_steps=warmup_steps, warmup_lr=warmup_lr, evaluate_every_n_steps=5,
                                lr_refine_factors=DET_LR_REFINE), **overrides)
-            started = time.perf_counter()
             result = HyperSelector(trainer(seed), config, Journal(out / "journal" / f"ssd-{seed}")).select(
                 ParamSpec(**DET_DEFAULTS),
                 ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS)))
-            seconds = time.perf_counter() - started
-            p = result.param_spec
-            # steps_spent: every distinct trial of this search (also those another variant ran first)
-            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
-                         "accuracy": final_map(seed, p.learning_rate, p.momentum, p.weight_decay),
-                         "steps": result.steps_spent, "seconds": seconds, "result": result})
+            rows.append(choice(seed, result, final_map))
         chosen[name] = rows
         print(f"  [detection] {name}: " + ", ".join(f"{r['accuracy']:.4f}" for r in rows), file=sys.stderr, flush=True)
     learning_rates = np.logspace(math.log10(args.det_grid_min_lr), math.log10(args.det_grid_max_lr), args.grid_lrs)
@@ -396,10 +392,7 @@ def bench_experiment(args) -> dict:
             trainer = trainers[("search", seed)]
             result = HyperSelector(trainer, config, Journal(out / "journal" / f"experiment-{seed}")).select(
                 ParamSpec(**defaults), lists)
-            p = result.param_spec
-            rows.append({"seed": seed, "params": (p.learning_rate, p.weight_decay, p.momentum),
-                         "accuracy": final_ap(seed, p.learning_rate, p.momentum, p.weight_decay),
-                         "steps": result.steps_spent, "result": result})
+            rows.append(choice(seed, result, final_ap))
         chosen[name] = rows
     default_values = [final_ap(seed, defaults["learning_rate"], defaults["momentum"], defaults["weight_decay"])
                       for seed in seeds]
@@ -436,25 +429,14 @@ def main(argv=None) -> int:
     parser.add_argument("--det-grid-min-lr", dest="det_grid_min_lr", type=float, default=3e-3)
     parser.add_argument("--det-grid-max-lr", dest="det_grid_max_lr", type=float, default=0.3)
     parser.add_argument("--out", default=None, help="finished runs and journals kept here (a rerun reuses them); "
-                        "default out/bench_selector, detection out/bench_selector_detection")
+                        "default out/bench_selector[_detection|_experiment]")
     args = parser.parse_args(argv)
-    if args.task == "detection":
-        args.out = args.out or "out/bench_selector_detection"
-        args.grid_lrs = args.grid_lrs or 5
-        r = bench_detection(args)
-        report(r)
-        markdown(r)
-        return 0
-    if args.task == "experiment":
-        args.out = args.out or "out/bench_selector_experiment"
-        args.grid_lrs = args.grid_lrs or 5
-        r = bench_experiment(args)
-        report(r)
-        markdown(r)
-        return 0
-    args.out = args.out or "out/bench_selector"
-    args.grid_lrs = args.grid_lrs or 8
-    results = [bench(model, args) for model in args.models.split(",")]
+    out, lrs, run = {"classification": ("out/bench_selector", 8, lambda: [bench(m, args) for m in args.models.split(",")]),
+                     "detection": ("out/bench_selector_detection", 5, lambda: [bench_detection(args)]),
+                     "experiment": ("out/bench_selector_experiment", 5, lambda: [bench_experiment(args)])}[args.task]
+    args.out = args.out or out
+    args.grid_lrs = args.grid_lrs or lrs
+    results = run()
     for r in results:
         report(r)
     for r in results:

@@ -1,31 +1,11 @@
 """The MNIST programs (softmax, MLP, CNN): each builds, has the parameters its docstring says and
 learns on seeded digit-like data."""
 
-import numpy as np
 import pytest
 
+from tests.tiny_mnist import TinyMnist
+
 pytestmark = pytest.mark.tf
-
-
-class Split:
-    def __init__(self, images, labels):
-        self.images, self.labels, self._next = images, labels, 0
-
-    def next_batch(self, batch_size):
-        start = self._next
-        self._next = (start + batch_size) % (len(self.images) - batch_size + 1)
-        return self.images[start:start + batch_size], self.labels[start:start + batch_size]
-
-
-class TinyMnist:
-    def __init__(self, seed=0, examples=600):
-        rng = np.random.default_rng(seed)
-        centers = rng.uniform(0, 1, (10, 784)).astype(np.float32)
-        labels = rng.integers(0, 10, examples)
-        images = np.clip(centers[labels] + rng.normal(0, 0.3, (examples, 784)), 0, 1).astype(np.float32)
-        one_hot = np.eye(10, dtype=np.float32)[labels]
-        self.train = Split(images[:500], one_hot[:500])
-        self.test = Split(images[500:], one_hot[500:])
 
 
 @pytest.mark.parametrize("model, parameters", [
@@ -39,7 +19,7 @@ def test_each_program_builds_and_learns(model, parameters):
     from detsearch.selector.curves import LrSchedule, TrialSpec
     from detsearch.training.graph import GraphTrainer
 
-    input_fn, model_fn, optimizer_fn = make_program(TinyMnist(), model, batch_size=20)
+    input_fn, model_fn, optimizer_fn = make_program(TinyMnist(examples=600, train=500), model, batch_size=20)
     trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9),
                            batch_size=20, auto_batch=False, num_batches=60, metric_names=["accuracy"],
                            loss_name="loss", select_by_eval=True, evaluation_total_steps=5, log_every_n_steps=0)
