@@ -61,6 +61,31 @@ def training_override(learning_rate: float, momentum: float, weight_decay: float
     }
 
 
+def step_learning_rates(values):
+    """A tf_keras learning-rate schedule giving the ``k``-th update (the optimizer's
+    ``iterations`` = k, from 0) ``values[k]`` (the last value beyond the end).
+
+    A ``PiecewiseConstantDecay`` over boundaries 1..n-1 gives ``values[k - 1]`` from the second
+    update on (its intervals are closed on the right), and its ``tf.case`` of n branches exceeds
+    Python's recursion limit near 400 steps.
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    class StepLookup(tf_keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, values):
+            self.values = [float(v) for v in values]
+
+        def __call__(self, step):
+            table = tf.constant(self.values, tf.float32)
+            return tf.gather(table, tf.minimum(tf.cast(step, tf.int32), len(self.values) - 1))
+
+        def get_config(self):
+            return {"values": self.values}
+
+    return StepLookup(values)
+
+
 class ExperimentTrainer:
     """Short training runs of an experiment for `detsearch.selector.HyperSelector`.
 
@@ -146,7 +171,7 @@ class ExperimentTrainer:
             first = self._tf.nest.flatten(self.batches[0]) + self._tf.nest.flatten(self.batches[-1])
             digest.update(arrays_fingerprint([np.asarray(t) for t in first]).encode())
             digest.update(str(len(self.batches)).encode())
-            digest.update(source_fingerprint(ExperimentTrainer.run, training_override).encode())
+            digest.update(source_fingerprint(ExperimentTrainer.run, training_override, step_learning_rates).encode())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -157,15 +182,13 @@ class ExperimentTrainer:
         return (LOSS_NAME,)
 
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve:
-        import tf_keras
         from official.modeling import optimization
 
         tf = self._tf
         weight_decay = trial.weight_decay if trial.weight_decay is not None else self.config.task.losses.l2_weight_decay
         task, model = self._model(weight_decay)
         learning_rates = [float(v) for v in trial.schedule.values()]
-        schedule = tf_keras.optimizers.schedules.PiecewiseConstantDecay(
-            list(range(1, len(learning_rates))), learning_rates) if len(learning_rates) > 1 else learning_rates[0]
+        schedule = step_learning_rates(learning_rates)
         override = training_override(learning_rates[0], trial.momentum or 0.0, weight_decay)
         optimizer_config = copy.deepcopy(self.config.trainer.optimizer_config)
         optimizer_config.override(override["trainer"]["optimizer_config"], is_strict=False)
