@@ -252,10 +252,10 @@ def detection_variants(final_steps: int) -> dict[str, dict]:
 
     return {
         "by AP, ladder, 5% ties (before)": {"by_acc": True, "noise_ties": False, "horizon_rule": "none"},
-        "by AP, ladder, noise ties": {"by_acc": True, "horizon_rule": "none"},
+        "by AP, ladder, noise ties (shipped)": {"by_acc": True, "horizon_rule": "none"},
         "by AP, ladder x sqrt": horizon("sqrt"),
         "by AP, ladder x fit": horizon("fit"),
-        "by AP, ladder x fourth_root (shipped)": horizon("fourth_root"),
+        "by AP, ladder x fourth_root": horizon("fourth_root"),
         "by loss, ladder x fourth_root": horizon("fourth_root", by_acc=False),
     }
 
@@ -380,8 +380,11 @@ def bench_experiment(args) -> dict:
     lists = ParamSpec(weight_decay=[float(v) for v in args.exp_weight_decays.split(",")],
                       momentum=[float(v) for v in args.exp_momentums.split(",")])
     chosen = {}
+    from detsearch.selector.hyperselector import HORIZON_LADDER
+
     for name, overrides in {"pick, 5% ties (before)": {"noise_ties": False, "horizon_rule": "none"},
-                            "ladder x fourth_root (shipped)": {"horizon_rule": "fourth_root", "final_steps": final_steps},
+                            "ladder, no horizon (shipped)": {"horizon_rule": "none", "lr_refine_factors": HORIZON_LADDER},
+                            "ladder x fourth_root": {"horizon_rule": "fourth_root", "final_steps": final_steps},
                             "ladder x sqrt": {"horizon_rule": "sqrt", "final_steps": final_steps}}.items():
         rows = []
         for seed in seeds:

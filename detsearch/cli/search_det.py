@@ -18,7 +18,7 @@ initial weights and batches; ``OUT/selector/journal.jsonl`` keeps finished trial
 is trained with the choice, then cached and swept as above, and exported with the chosen
 thresholds (``OUT/export``, a SavedModel). The learning rate is chosen for the final budget
 (``--steps``; with ``--experiment`` the config's ``trainer.train_steps``) by ``--horizon-rule``
-(docs/hyperselector.md). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show the curves. A killed run started again with the same arguments reuses every finished trial,
+(docs/hyperselector.md; none by default for detectors, where scaling measured worse). ``OUT/lr_range.png`` and ``OUT/candidates.png`` show the curves. A killed run started again with the same arguments reuses every finished trial,
 resumes the final training from its last checkpoint and the cache from its last shard.
 
     detsearch search-det --search-training                      # demo, tiny SSD
@@ -53,7 +53,7 @@ from detsearch.cli.args import (BadInput, check_objective, non_negatives, object
                                 operating_point_options, positives, thresholds)
 from detsearch.cli.data import add_dataset_arguments, dataset_from_args
 from detsearch.executor import add_executor_arguments
-from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
+from detsearch.selector.hyperselector import DETECTOR_HORIZON_RULE
 from detsearch.selector.rules import HORIZON_RULES
 
 DEFAULT_GRIDS = {
@@ -139,7 +139,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr-rule", default=None, help="LR choice rule (default: the documented one)")
     group.add_argument("--horizon-rule", dest="horizon_rule", default=None, choices=HORIZON_RULES,
                        help="scale the trials' learning rate to the final budget (--steps, or the experiment's "
-                            "trainer.train_steps): sqrt, fit or none (default: the documented one)")
+                            "trainer.train_steps): fourth_root, sqrt, fit or none (default none: measured best "
+                            "for detectors)")
     group.add_argument("--lr-refine-factors", dest="lr_refine_factors", default="0.31623,3.1623",
                        help="also train the rule's pick times these (default 10^-0.5, 10^0.5; '' takes the pick)")
     group.add_argument("--checkpoint-path", default=None,
@@ -260,7 +261,7 @@ def selector_config(args, lists, acc_name: str, loss_name: str, final_steps: int
         end_learning_rate=args.end_learning_rate, search_learning_rate=not lists["learning_rate"],
         lr_refine_factors=tuple(positives(args.lr_refine_factors, "--lr-refine-factors")
                                 if args.lr_refine_factors.strip() else ()),
-        final_steps=final_steps, horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE,
+        final_steps=final_steps, horizon_rule=args.horizon_rule or DETECTOR_HORIZON_RULE,
         **({} if args.lr_rule is None else {"lr_rule": args.lr_rule}))
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from detsearch.moxing.specs import ExportKeys, ModeKeys
 from detsearch.params import TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, ModelSize, SearchResult, SelectorConfig
-from detsearch.selector.hyperselector import DEFAULT_FINAL_STEPS, default_final_steps
+from detsearch.selector.hyperselector import DEFAULT_FINAL_STEPS, DETECTOR_HORIZON_RULE, default_final_steps
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
         (`DEFAULT_FINAL_STEPS`), or ``total_steps`` when larger. ``final_steps=total_steps``
         turns the correction off.
       horizon_rule: (detsearch) how the learning rate is scaled (`rules.HORIZON_RULES`;
-        default: the documented one).
+        default: ``fourth_root``, ``none`` for a detection model).
 
     Returns:
       ``param_spec`` with the chosen values (MoXing's contract), or with ``return_result`` the
@@ -128,6 +128,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     if checkpoint_path is not None and not os.path.exists(checkpoint_path) and not os.path.exists(checkpoint_path + ".index"):
         raise ValueError(f"checkpoint_path {checkpoint_path} does not exist")
     config_kwargs = {} if lr_rule is None else {"lr_rule": lr_rule}
+    if horizon_rule is None and isinstance(model_fn, SearchableModel):
+        horizon_rule = DETECTOR_HORIZON_RULE
     if horizon_rule is not None:
         config_kwargs["horizon_rule"] = horizon_rule
     config = SelectorConfig(

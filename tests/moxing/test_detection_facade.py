@@ -41,6 +41,9 @@ def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn,
     # range test, its pick and two neighbours, one more weight decay
     assert result.metric == "AP" and result.trials_run == 5
     assert [stage.name for stage in result.stages] == ["learning_rate", "weight_decay"]
+    # a detection model's default horizon rule is none: the ladder's choice as is
+    assert result.horizon.rule == "none" and result.horizon.factor == 1.0
+    assert chosen.learning_rate == result.stages[1].learning_rates[result.stages[1].chosen]
     assert chosen.momentum == 0.9 and chosen.weight_decay in (1e-4, 1e-3)
     assert chosen.score_threshold == (0.05, 0.3)  # chosen on the final model by run
 
