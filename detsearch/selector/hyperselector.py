@@ -126,7 +126,7 @@ class SelectorConfig:
       lr_refine_factors: after the range test, a ``learning_rate`` candidate stage over the
         rule's pick times 1 and each factor (e.g. ``(10 ** -0.5, 10 ** 0.5)``), trained and
         judged like the other candidates; empty (the default): the rule's pick is taken as is,
-        unless the horizon fit needs the stage (then `HORIZON_LADDER`).
+        unless a horizon rule scales the choice to ``final_steps`` (then `HORIZON_LADDER`).
       final_steps: the training budget the choice is for (an extension of MoXing's signature).
         None: the trials' own length, no horizon correction and no `HORIZON_LADDER`.
       horizon_rule: name in `rules.HORIZON_RULES`: how the learning rate chosen on
