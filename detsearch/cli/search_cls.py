@@ -47,8 +47,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-thres", type=int, default=10)
     parser.add_argument("--lr-rule", default=None, help="LR choice rule (default: the documented one)")
     parser.add_argument("--horizon-rule", default=None, choices=HORIZON_RULES,
-                        help="scale the trials' learning rate to --max-number-of-steps: sqrt, fit or none "
-                             "(default: the documented one)")
+                        help="scale the trials' learning rate to --max-number-of-steps: fourth_root (default), "
+                             "sqrt, fit or none")
     parser.add_argument("--seed", type=int, default=0)
     from detsearch.executor import add_executor_arguments
 
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     ladder = SelectorConfig(total_steps=args.total_steps, final_steps=args.max_number_of_steps,
                             horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).refine_factors()
-    trials = (1 + len(ladder) + len(param_list_spec.candidates("weight_decay"))
-              + len(param_list_spec.candidates("momentum")))
+    trials = (1 + (len(ladder) + 1 if ladder else 0) + len(param_list_spec.candidates("weight_decay"))
+              + len(param_list_spec.candidates("momentum")))  # every trial asked for, reused ones too
     started = time.perf_counter()
     bar = tqdm(total=trials * args.total_steps, desc="search", unit="step", leave=True)
 
