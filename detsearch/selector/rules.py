@@ -217,7 +217,7 @@ def ties(scores: Sequence[float], diff_thres: float, bands: Sequence[float] | No
     A candidate ties when ``score - best <= max(diff_thres * |best|, band)``: scores are badness
     (lower is better); the threshold is relative so that it means the same for a loss and an
     accuracy; ``bands`` (optional, per candidate) is the measured noise of its difference from
-    the best (`noise_bands`). No candidate ties when every score is +inf.
+    the best (`noise_bands`). A diverged candidate (+inf) never ties.
     """
     if diff_thres < 0:
         raise ValueError(f"diff threshold must be >= 0, got {diff_thres!r}")
@@ -226,7 +226,7 @@ def ties(scores: Sequence[float], diff_thres: float, bands: Sequence[float] | No
     if not math.isfinite(best):
         return []
     bands = [0.0] * len(scores) if bands is None else [float(b) for b in bands]
-    return [i for i, s in enumerate(scores) if s - best <= max(diff_thres * abs(best), bands[i])]
+    return [i for i, s in enumerate(scores) if math.isfinite(s) and s - best <= max(diff_thres * abs(best), bands[i])]
 
 
 def choose_weight_decay(candidates: Sequence[float], scores: Sequence[float], diff_thres: float,

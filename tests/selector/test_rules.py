@@ -210,6 +210,10 @@ def test_ties_within_noise_and_default_momentum():
     assert rules.ties(scores, 0.0) == [0]
     assert rules.ties(scores, 0.0, bands=[0.0, 0.05, 0.05]) == [0, 1]
     assert rules.ties(scores, 0.025, bands=[0.0, 0.0, 0.5]) == [0, 1, 2]  # relative or noise band
+    # a diverged candidate's band is +inf (noise_bands): it still never ties, default or not
+    diverged = [1.0, math.inf]
+    assert rules.ties(diverged, 0.0, bands=rules.noise_bands(diverged, [np.ones(10), np.ones(10)])) == [0]
+    assert rules.choose_weight_decay([1e-2, 1e-3], diverged, 0.05, default=1e-3, bands=[0.0, math.inf]) == 0
     # momentum: among the tied candidates the default wins; a clearly better one replaces it
     assert rules.choose_momentum([0.99, 0.9], [1.0, 1.02], 0.9, bands=[0.0, 0.05]) == 1
     assert rules.choose_momentum([0.99, 0.9], [1.0, 1.02], 0.9, bands=[0.0, 0.01]) == 0
