@@ -533,6 +533,28 @@ def test_reader_never_sees_a_mix_while_a_writer_replaces(tmp_path):
         thread.join()
 
 
+def test_a_replace_right_after_the_reader_opened_the_directory_is_read_again(tmp_path, monkeypatch):
+    # The reader holds the old directory, which the replace moves aside and deletes before the
+    # reader opens meta.json: it must read the new cache, not call the old one "not a cache".
+    from detsearch.detection.cache import reader
+
+    path = tmp_path / "c"
+    a, b = make_cache(seed=1, num_images=4), make_cache(seed=2, num_images=4)
+    write_cache(path, a)
+    opened = reader._Directory.__init__
+    replaced = []
+
+    def open_then_replace(self, where):
+        opened(self, where)
+        if not replaced:
+            replaced.append(True)
+            write_cache(path, b)
+
+    monkeypatch.setattr(reader._Directory, "__init__", open_then_replace)
+    assert_same(b, read_cache(path))
+    assert replaced
+
+
 # --------------------------------------------------------------------------------------------
 # Corruption
 

@@ -176,6 +176,14 @@ def _describe_missing(path: Path) -> str:
     return f"{path}: no cache here" + (f" ({'; '.join(hints)})" if hints else "")
 
 
+def _moved(directory: _Directory) -> bool:
+    """The opened directory is no longer the one at its path (or nothing is there now)."""
+    try:
+        return not directory.still_at_path()
+    except FileNotFoundError:
+        return True
+
+
 def _open_cache_once(path: Path, verify: bool) -> tuple[DetectionCache, ShardSpec | None]:
     try:
         directory = _Directory(path)
@@ -192,6 +200,8 @@ def _open_cache_once(path: Path, verify: bool) -> tuple[DetectionCache, ShardSpe
                 meta_stat = os.fstat(handle.fileno())
                 data = handle.read()
         except FileNotFoundError:
+            if _moved(directory):  # a replace moved this directory aside (and is removing it)
+                raise _ChangedWhileReading from None
             if (path / SHARDS_DIR).is_dir():
                 count = sum(1 for entry in os.scandir(path / SHARDS_DIR) if SHARD_NAME.fullmatch(entry.name))
                 raise CacheError(
