@@ -94,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from detsearch.selector import SelectorConfig
     from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
 
-    ladder = SelectorConfig(total_steps=args.total_steps, final_steps=args.max_number_of_steps,
-                            horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).refine_factors()
-    trials = (1 + (len(ladder) + 1 if ladder else 0) + len(param_list_spec.candidates("weight_decay"))
-              + len(param_list_spec.candidates("momentum")))  # every trial asked for, reused ones too
+    trials = SelectorConfig(total_steps=args.total_steps, final_steps=args.max_number_of_steps,
+                            horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).planned_trials(param_list_spec)
     started = time.perf_counter()
     bar = tqdm(total=trials * args.total_steps, desc="search", unit="step", leave=True)
 

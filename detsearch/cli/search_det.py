@@ -322,9 +322,7 @@ def search_training(args, out: Path, flags, val, started, options) -> int:
     param_list_spec = ParamSpec(**{name: values for name, values in lists.items() if values})
     param_spec = ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
     config = selector_config(args, lists, ACC_NAME, LOSS_NAME, args.steps)
-    refined = len(config.refine_factors()) + 1 if config.refine_factors() and config.search_learning_rate else 0
-    trials = 1 + refined + sum(
-        len(param_list_spec.candidates(n) or ()) for n in ("weight_decay", "momentum", "learning_rate"))
+    trials = config.planned_trials(param_list_spec)
     per_trial = args.trial_steps + args.warmup_steps
     bar = tqdm(total=trials * per_trial, desc="selector", unit="step", dynamic_ncols=True)
     state = {"train": None, "cache": None}

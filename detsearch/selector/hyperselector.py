@@ -207,6 +207,13 @@ class SelectorConfig:
             return HORIZON_LADDER
         return self.lr_refine_factors
 
+    def planned_trials(self, param_list_spec: ParamSpec) -> int:
+        """The trials a search asks for, reused ones included (what ``on_trial`` counts): the
+        range test, the ladder (`refine_factors` and the pick), one per listed candidate."""
+        refine = self.refine_factors() if self.search_learning_rate else ()
+        return (int(self.search_learning_rate) + (len(refine) + 1 if refine else 0)
+                + sum(len(param_list_spec.candidates(n) or ()) for n in TRAINING_PARAMS))
+
     @property
     def metric_name(self) -> str:
         return self.acc_name if self.by_acc else self.loss_name
@@ -509,13 +516,13 @@ class HyperSelector:
         if c.final_steps is None:
             return None
         fitted, optima = None, []
-        if c.horizon_rule == "fit" and ladder is not None:
-            curves = [(curve.steps, self._values(curve)) for curve in ladder.curves]
-            fitted, optima = rules.fit_horizon_exponent(ladder.candidates, curves, c.total_steps)
-        if c.horizon_rule == "fit":
-            exponent = rules.FIT_FALLBACK_EXPONENT if fitted is None else fitted
-        else:
+        if c.horizon_rule != "fit":
             exponent = rules.HORIZON_EXPONENTS[c.horizon_rule]
+        else:
+            if ladder is not None:
+                curves = [(curve.steps, self._values(curve)) for curve in ladder.curves]
+                fitted, optima = rules.fit_horizon_exponent(ladder.candidates, curves, c.total_steps)
+            exponent = rules.FIT_FALLBACK_EXPONENT if fitted is None else fitted
         factor = rules.horizon_factor(exponent, c.total_steps, c.final_steps)
         return Horizon(c.horizon_rule, c.total_steps, c.final_steps, exponent, fitted, tuple(optima), factor,
                        learning_rate)

@@ -231,3 +231,18 @@ def test_momentum_ties_within_noise_keep_the_default():
     assert plain.param_spec.momentum == 0.99
     assert stage.tied == (0, 1) and stage.noise[0] == 0.0 and stage.noise[1] > stage.scores[1] - stage.scores[0]
     assert noisy.param_spec.momentum == 0.8
+
+
+def test_planned_trials_counts_what_on_trial_reports():
+    param_spec = ParamSpec(learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+    lists = ParamSpec(weight_decay=[1e-3, 1e-4], momentum=[0.95, 0.9])
+    for kwargs in ({}, {"final_steps": 1000}, {"lr_refine_factors": (0.5,)}):
+        seen = []
+        cfg = config(**kwargs)
+        HyperSelector(NumpyTrainer(), cfg, on_trial=lambda *a: seen.append(a)).select(param_spec, lists)
+        assert cfg.planned_trials(lists) == len(seen), kwargs
+    seen = []
+    cfg = config(search_learning_rate=False)
+    listed = ParamSpec(learning_rate=[0.1, 0.01], momentum=[0.95, 0.9])
+    HyperSelector(NumpyTrainer(), cfg, on_trial=lambda *a: seen.append(a)).select(ParamSpec(momentum=0.9), listed)
+    assert cfg.planned_trials(listed) == len(seen) == 4
