@@ -159,7 +159,7 @@ def write_plots(result: SweepResult, out: Path) -> dict[str, float]:
                                                                   base_threshold=result.best_params["score_threshold"]))
     table = list(result.table)
     values = np.array([np.nan if result.objective_of(r) is None else result.objective_of(r) for r in table])
-    chosen = next(i for i, r in enumerate(table) if dict(r.params) == result.best_params)
+    chosen = next(i for i, r in enumerate(table) if dict(r.params) == dict(result.best_row.params))
     top = result.top_row or result.best_row
     best = next(i for i, r in enumerate(table) if dict(r.params) == dict(top.params))
     timed("pareto.png", lambda path: plots.write_pareto(
@@ -205,10 +205,11 @@ def render_report(result: SweepResult) -> str:
         "|" + "---:|" * (len(names) + 6) + "---|",
     ]
     top_params = dict((result.top_row or result.best_row).params)
+    chosen_params = dict(result.best_row.params)
     for row in result.table:
         value = objective_value(row, result.objective, result.budget)
         params = dict(row.params)
-        mark = "**chosen**" if params == result.best_params else ("highest" if params == top_params else "")
+        mark = "**chosen**" if params == chosen_params else ("highest" if params == top_params else "")
         cells = [_value(row.params[n]) for n in names] + [
             f"{row.stats[0]:.4f}",
             f"{row.stats[1]:.4f}",
@@ -309,7 +310,7 @@ def write_heatmap(result: SweepResult, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    best = result.best_params
+    best = dict(result.best_row.params)  # the grid's values, as the table's rows hold them
     panels = [("score_threshold", "iou_threshold", {k: v for k, v in best.items() if k.startswith("nms_")})]
     if result.kind == CacheKind.TWO_STAGE:
         panels.append(("nms_score_threshold", "nms_iou_threshold", {k: best[k] for k in ("score_threshold", "iou_threshold")}))

@@ -17,7 +17,7 @@ from detsearch import cli
 from detsearch.detection.cache import import_coco_detections
 from detsearch.detection.cocoeval import load_ground_truth
 from detsearch.detection.sweep import sweep, sweep_reference
-from detsearch.detection.sweep.engine import float32_cut
+from detsearch.detection.sweep.cuts import float32_cut
 from detsearch.params import ParamSpec
 
 pytest.importorskip("pycocotools")

@@ -62,10 +62,11 @@ from detsearch.detection import nms_v2
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, Matches, ragged_arange
+from detsearch.detection.sweep.cuts import float32_cut
 from detsearch.detection.sweep.grid import row_params
 from detsearch.detection.sweep.result import SweepRow, make_row
 
-__all__ = ["SweepEngine", "break_ties", "float32_cut", "visiting_order"]
+__all__ = ["SweepEngine", "break_ties", "visiting_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -494,23 +495,6 @@ class SweepEngine:
         """Position of the row with ``params`` within `rows` of its key."""
         cap_index = self.caps.index(params["max_detections"]) if self.caps else 0
         return cap_index * len(self.score_thresholds) + self.score_thresholds.index(params["score_threshold"])
-
-
-def float32_cut(threshold: float) -> float:
-    """The float64 ``c`` with ``s > c`` exactly when ``float32(s) > float32(threshold)``, for
-    every float64 ``s``: NMS keeps ``score > threshold`` in float32 (TensorFlow's kernels), and
-    COCO matching sees the float64 scores, so the sweep cuts them at ``c``.
-
-    ``float32(s) > t`` (t a float32) means ``s`` rounds to the next float32 ``u`` or above:
-    ``s`` beyond the midpoint ``m`` of ``t`` and ``u``, or ``s == m`` when round-half-even goes
-    to ``u`` (``u``'s last mantissa bit is 0). For float32 scores ``s > c`` is ``s > t``.
-    """
-    t = np.float32(threshold)
-    u = np.nextafter(t, np.float32(np.inf))
-    middle = (float(t) + float(u)) / 2  # exact: float32 values have 24-bit mantissas
-    if int(np.asarray(u).view(np.uint32)) & 1 == 0:
-        return float(np.nextafter(middle, -np.inf))
-    return middle
 
 
 def visiting_order(image: np.ndarray, score: np.ndarray, row: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -13,12 +13,16 @@ Precision, recall and F1 are those of COCO matching at IoU 0.5, area "all", 100 
 image, crowd and ignored boxes excluded (the pooled F1 of a `SweepRow` is the same figure over
 all categories). Ties between cuts go to the higher cut (fewer detections).
 
-A cut keeps the detections whose float32 score is at least some score ``s``; it is written as a
-``score_threshold`` with the meaning it has everywhere (keep ``float32(score) >
-float32(score_threshold)``): the next lower float32 score among the category's detections of
-the configuration, or the configuration's own score threshold when there is none below. So
-applying the thresholds to the configuration's output keeps exactly the detections the figures
-count. Categories without ground truth keep the configuration's threshold, with no figures.
+A cut keeps the detections whose float32 score is at least some score ``s`` (the curve counts
+equal float32 scores together, as NMS and the export compare them). It is written as a
+``score_threshold`` with the meaning it has everywhere, keep ``score > score_threshold``, and
+separating (`cuts.threshold_between`): at or above the highest dropped score of the category's
+detections of the configuration and strictly below the lowest kept one, as the scores are given
+(float64 from a COCO results file) and as float32 (the model's output), preferring the shortest
+decimal between them; the configuration's own threshold where nothing is dropped. So applying
+the thresholds to the configuration's output, in either precision, keeps exactly the detections
+the figures count. Categories without ground truth keep the configuration's threshold, with no
+figures.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from detsearch.detection.cocoeval import STAT_NAMES, CocoEvaluation, Matches
+from detsearch.detection.sweep.cuts import float32_cut, threshold_between
 
 __all__ = [
     "PER_CLASS_RULES",
@@ -220,14 +225,15 @@ class ChosenDetails:
     names: tuple[str, ...]
 
 
-def cut_threshold(kept_scores: np.ndarray, output_scores: np.ndarray, base_threshold: float) -> float:
-    """The ``score_threshold`` keeping output scores ``>= kept_scores[-1]`` (float32 values):
-    the next lower output score, else ``base_threshold``; with nothing kept, the top score."""
-    output = np.asarray(output_scores, np.float64).astype(np.float32)
-    if len(kept_scores) == 0:
-        return float(output.max()) if output.size else float(base_threshold)
-    lower = output[output < np.float32(kept_scores[-1])]
-    return float(lower.max()) if lower.size else float(base_threshold)
+def cut_threshold(lowest_kept: float | None, output_scores: np.ndarray, base_threshold: float) -> float:
+    """The separating ``score_threshold`` keeping the output scores (as given) whose float32 is
+    ``>= lowest_kept`` (a float32 value; None keeps nothing): ``base_threshold`` where nothing
+    of the output is dropped."""
+    output = np.asarray(output_scores, np.float64)
+    kept = np.zeros(len(output), bool) if lowest_kept is None else output.astype(np.float32) >= np.float32(lowest_kept)
+    dropped_max = float(output[~kept].max()) if (~kept).any() else None
+    kept_min = float(output[kept].min()) if kept.any() else None
+    return threshold_between(dropped_max, kept_min, base_threshold)
 
 
 def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_scores: np.ndarray, rule: PerClassRule,
@@ -243,8 +249,6 @@ def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_s
       names: category names by position.
       num_images: images evaluated (for detections per image).
     """
-    from detsearch.detection.sweep.engine import float32_cut  # the sweep's float32 rule, one place
-
     matcher = matches.matcher
     curves = class_curves(matches)
     output_category = np.asarray(output_category, np.int64)
@@ -260,7 +264,7 @@ def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_s
         if rule.kind == "recall" and not reached:
             thresholds.append(float(base_threshold))  # out of reach: everything the configuration keeps
         else:
-            thresholds.append(cut_threshold(curve.scores[: index + 1], scores_k, base_threshold))
+            thresholds.append(cut_threshold(curve.scores[index] if index >= 0 else None, scores_k, base_threshold))
         chosen.append((index, reached))
     cuts = np.array([float32_cut(t) for t in thresholds])
     evaluation = matches.evaluate_per_category(cuts)

@@ -96,8 +96,11 @@ class SweepResult:
       kind: the cache's `CacheKind` (a ``str``: ``"one_stage"`` or ``"two_stage"``).
       objective: the objective name; ``budget`` its detections-per-image budget (or None).
       strategy: ``"grid"`` or ``"coordinate"``.
-      best: the chosen thresholds as a `ParamSpec` (``best_params`` as a dict, with
-        ``max_detections`` / ``class_agnostic`` when swept).
+      best: the chosen thresholds as written (thresholds.yaml, exports) as a `ParamSpec`
+        (``best_params`` as a dict, with ``max_detections`` / ``class_agnostic`` when swept).
+        Score thresholds are separating (`cuts.separating_threshold` on the cache's scores):
+        ``score > t`` keeps the chosen row's candidates in float32 and in float64. That is the
+        grid's value unless a cached score lies where the two precisions disagree about it.
       best_row: the chosen configuration's `SweepRow` (`select_best` with ``tolerance``).
       table: every evaluated configuration, ordered by parameters.
       num_images: images evaluated (the images it chose on, with a holdout).
@@ -127,7 +130,8 @@ class SweepResult:
 
     @property
     def best_params(self) -> dict[str, Any]:
-        return dict(self.best_row.params)
+        """The chosen row's parameters with the thresholds as written (`best`)."""
+        return {**self.best_row.params, **self.best.to_dict()}
 
     def objective_of(self, row: SweepRow) -> float | None:
         """``row``'s objective value; None when it breaks the budget."""

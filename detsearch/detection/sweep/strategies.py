@@ -18,6 +18,7 @@ import numpy as np
 
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
+from detsearch.detection.sweep.cuts import separating_threshold
 from detsearch.detection.sweep.engine import SweepEngine
 from detsearch.detection.sweep.grid import (
     check_cache,
@@ -253,13 +254,14 @@ def _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, bud
         time.perf_counter() - started,
         dict(best_row.params),
     )
-    chosen, per_class = chosen_details(engine, best_row, rule)
+    written = written_thresholds(cache, kind, best_row.params)
+    chosen, per_class = chosen_details(engine, best_row, rule, written["score_threshold"])
     return SweepResult(
         kind=kind,
         objective=objective,
         budget=budget,
         strategy=strategy,
-        best=thresholds_of(best_row.params),
+        best=thresholds_of(written),
         best_row=best_row,
         table=table,
         num_images=engine.num_images,
@@ -270,9 +272,26 @@ def _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, bud
     )
 
 
-def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None) -> tuple[ChosenDetails, PerClassResult | None]:
+def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each score threshold made separating on the cache's scores
+    (`cuts.separating_threshold`): ``score_threshold`` on the candidates' scores,
+    ``nms_score_threshold`` on the proposals' objectness."""
+    written = dict(params)
+    written["score_threshold"] = separating_threshold(params["score_threshold"], cache.entry_score)
+    if kind == CacheKind.TWO_STAGE:
+        written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
+    for name in ("score_threshold", "nms_score_threshold"):
+        if name in params and written[name] != params[name]:
+            logger.warning("sweep: %s %r is written as %r: a cached score lies where float32 and float64 disagree "
+                           "about %r", name, params[name], written[name], params[name])
+    return written
+
+
+def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None,
+                   written_threshold: float | None = None) -> tuple[ChosenDetails, PerClassResult | None]:
     """The chosen configuration's evaluation and score curves, and its per-category thresholds
-    under ``rule`` (None: not asked)."""
+    under ``rule`` (None: not asked) on top of its score threshold as written (default: the
+    row's)."""
     started = time.perf_counter()
     key = key_of(engine.kind, row.params)
     dets, matches = engine.capped(key, row.params.get("max_detections"))
@@ -293,7 +312,8 @@ def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None
     per_class = None
     if rule is not None:
         category = engine.class_pos[engine.entry_class[dets[kept]]]
-        per_class = per_class_thresholds(above, category, scores[kept], rule, threshold, names, engine.num_images)
+        base = threshold if written_threshold is None else written_threshold
+        per_class = per_class_thresholds(above, category, scores[kept], rule, base, names, engine.num_images)
     logger.info("sweep: chosen configuration's curves%s in %.2fs", " and per-class thresholds" if rule else "",
                 time.perf_counter() - started)
     return details, per_class

@@ -1,0 +1,91 @@
+"""Score cuts: what a ``score_threshold`` keeps, in float32 and in float64.
+
+The sweep keeps a detection when ``float32(score) > float32(threshold)``: TensorFlow's NMS
+kernels, Model Garden's post-processing and a SavedModel compare in float32. A user applying a
+written threshold to a COCO results file compares the file's float64 scores, ``score >
+threshold``. The two agree on most scores, not on all: ``0.746062 > float32(0.746062)`` is true
+in float64, and a float32 score equal to ``float32(0.05)`` passes ``> 0.05`` in float64 only.
+
+Every threshold the project writes (the chosen configuration's, per-class thresholds, hence
+thresholds.yaml and the exports) is therefore a *separating* threshold: it lies at or above
+the highest dropped score and strictly below the lowest kept one, both as float64 and as
+float32, so ``score > t`` selects the same detections whichever precision compares them.
+
+Such a threshold always exists for a float32 cut: every kept score rounds to a float32 above
+every dropped score's, so the highest dropped score itself separates (float32 rounding is
+monotonic). `separating_threshold` prefers, in order: the threshold as asked, when it already
+separates; the shortest decimal strictly between the two scores; the highest dropped score.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["float32_cut", "separates", "separating_threshold"]
+
+
+def float32_cut(threshold: float) -> float:
+    """The float64 ``c`` with ``s > c`` exactly when ``float32(s) > float32(threshold)``, for
+    every float64 ``s``: NMS keeps ``score > threshold`` in float32 (TensorFlow's kernels), and
+    COCO matching sees the float64 scores, so the sweep cuts them at ``c``.
+
+    ``float32(s) > t`` (t a float32) means ``s`` rounds to the next float32 ``u`` or above:
+    ``s`` beyond the midpoint ``m`` of ``t`` and ``u``, or ``s == m`` when round-half-even goes
+    to ``u`` (``u``'s last mantissa bit is 0). For float32 scores ``s > c`` is ``s > t``.
+    """
+    t = np.float32(threshold)
+    u = np.nextafter(t, np.float32(np.inf))
+    middle = (float(t) + float(u)) / 2  # exact: float32 values have 24-bit mantissas
+    if int(np.asarray(u).view(np.uint32)) & 1 == 0:
+        return float(np.nextafter(middle, -np.inf))
+    return middle
+
+
+def separates(threshold: float, dropped: float | None, kept: float | None) -> bool:
+    """Whether ``score > threshold`` drops ``dropped`` (the highest dropped score) and keeps
+    ``kept`` (the lowest kept one) both in float64 and in float32; None: no such score."""
+    t32 = np.float32(threshold)
+    if dropped is not None and (dropped > threshold or np.float32(dropped) > t32):
+        return False
+    return kept is None or (kept > threshold and np.float32(kept) > t32)
+
+
+def separating_threshold(threshold: float, scores: np.ndarray) -> float:
+    """A threshold keeping, of ``scores`` (as given, any float dtype), exactly those with
+    ``float32(score) > float32(threshold)``, whether compared in float64 or in float32.
+
+    ``threshold`` itself where it does; otherwise the shortest decimal strictly between the
+    highest dropped and the lowest kept score that does (the highest dropped score where no
+    decimal of up to 17 digits does).
+    """
+    threshold = float(threshold)
+    scores = np.asarray(scores, np.float64).ravel()
+    kept_mask = scores > float32_cut(threshold)
+    dropped = float(scores[~kept_mask].max()) if (~kept_mask).any() else None
+    kept = float(scores[kept_mask].min()) if kept_mask.any() else None
+    return threshold_between(dropped, kept, threshold)
+
+
+def threshold_between(dropped: float | None, kept: float | None, preferred: float) -> float:
+    """The separating threshold (`separates`) for the highest dropped and the lowest kept score:
+    ``preferred`` where it separates, else the shortest decimal that does, else ``dropped``.
+
+    ``dropped`` and ``kept`` must be separable in float32 (``float32(dropped) <
+    float32(kept)``); ValueError otherwise. With ``kept`` None every threshold at or above
+    ``dropped`` separates; with ``dropped`` None, ``preferred`` must be below ``kept``.
+    """
+    if separates(preferred, dropped, kept):
+        return float(preferred)
+    if dropped is None:
+        raise ValueError(f"threshold {preferred!r} does not keep the lowest score {kept!r}")
+    if kept is not None and not np.float32(dropped) < np.float32(kept):
+        raise ValueError(f"scores {dropped!r} and {kept!r} are one float32 value: no threshold separates them")
+    target = dropped if kept is None else (dropped + kept) / 2
+    for digits in range(1, 18):
+        scale = 10.0 ** digits
+        for candidate in (round(target, digits), math.ceil(target * scale) / scale, math.floor(target * scale) / scale):
+            if candidate != dropped and separates(candidate, dropped, kept):
+                return candidate
+    return dropped
