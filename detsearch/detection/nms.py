@@ -8,7 +8,7 @@ which ``tf.image.combined_non_max_suppression`` shares except for ties, see belo
   if ``score > float32(score_threshold)`` (a score equal to the threshold is dropped).
 - A candidate is suppressed when its IoU with an already kept box of the same group is
   ``> float32(iou_threshold)`` (an IoU exactly equal to the threshold does not suppress).
-- IoU is `detsearch.detection.boxes.iou_yxyx` (the kernel's float32 formula, bit for bit;
+- IoU is the kernel's float32 formula, bit for bit (`detsearch.detection.boxes.iou_yxyx`;
   boxes with zero area never suppress nor get suppressed).
 - Candidates are visited by descending score; equal scores are visited lower index first
   (the kernel's priority queue). ``combined_non_max_suppression`` orders equal scores with
@@ -24,7 +24,9 @@ which ``tf.image.combined_non_max_suppression`` shares except for ties, see belo
 
 Implementations:
 
-- ``*_reference``: plain greedy loops in NumPy, one image at a time (the tests' reference);
+- ``*_reference``: plain greedy loops, one image at a time (the tests' reference), defined in
+  `detsearch.detection.reference_nms` with code of their own (IoU, visiting order, merge) and
+  re-exported here;
 - ``*_tf``: the same passes through ``tf.image.non_max_suppression_with_scores`` (on a GPU
   when TensorFlow has one);
 - ``*_batched`` / `greedy_walk`: many images at once. Per-class NMS is a vectorized NumPy walk
@@ -46,7 +48,9 @@ import math
 
 import numpy as np
 
-from detsearch.detection.boxes import _ordered, iou_yxyx
+from detsearch.detection.boxes import _ordered
+from detsearch.detection.reference_nms import (class_agnostic_nms_reference, nms_reference,
+                                               per_class_nms_reference)
 
 __all__ = [
     "DEFAULT_MAX_DETECTIONS_PER_CLASS",
@@ -115,12 +119,6 @@ def _check_inputs(boxes, scores, classes=None):
     return boxes, scores, classes.astype(np.int64, copy=False)
 
 
-def _visit_order(scores: np.ndarray, score_threshold: np.float32) -> np.ndarray:
-    """Indices with ``score > score_threshold`` by descending score, ties lower index first."""
-    candidates = np.flatnonzero(scores > score_threshold)
-    return candidates[np.lexsort((candidates, -scores[candidates]))]
-
-
 def _merge(indices: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
     """Sorts kept indices by descending score (ties ascending index) and keeps ``limit``."""
     indices = np.asarray(indices, np.int64)
@@ -128,82 +126,10 @@ def _merge(indices: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
     return indices[order][:limit]
 
 
-# --------------------------------------------------------------------------------------------
-# NumPy reference
-
-
-def nms_reference(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_output_size=None) -> np.ndarray:
-    """Single-group greedy NMS, a plain loop (the reference the fast paths are tested against).
-
-    Args:
-      boxes: ``[N, 4]`` yxyx.
-      scores: ``[N]``.
-      iou_threshold: suppresses a box whose IoU with a kept box is ``> iou_threshold``; in [0, 1].
-      score_threshold: keeps only boxes with ``score > score_threshold``.
-      max_output_size: stop after this many kept boxes (None: no limit).
-
-    Returns:
-      int64 indices of the kept boxes by descending score (ties: lower index first).
-    """
-    boxes, scores = _check_inputs(boxes, scores)
-    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
-    limit = _check_cap("max_output_size", max_output_size, len(boxes))
-    kept: list[int] = []
-    for index in _visit_order(scores, score_t):
-        if len(kept) >= limit:
-            break
-        if kept and (iou_yxyx(boxes[index : index + 1], boxes[kept])[0] > iou_t).any():
-            continue
-        kept.append(int(index))
-    return np.asarray(kept, np.int64)
-
-
-def per_class_nms_reference(
-    boxes,
-    scores,
-    classes,
-    *,
-    iou_threshold,
-    score_threshold=-math.inf,
-    max_detections_per_class=DEFAULT_MAX_DETECTIONS_PER_CLASS,
-    max_total_detections=DEFAULT_MAX_TOTAL_DETECTIONS,
-) -> np.ndarray:
-    """Per-class greedy NMS of one image (NumPy reference).
-
-    Args:
-      boxes: ``[N, 4]`` yxyx, one box per candidate (a candidate is a (box, class) pair).
-      scores: ``[N]``.
-      classes: ``[N]`` integer class of each candidate.
-      iou_threshold: suppresses a box whose IoU with a kept box of the same class is
-        ``> iou_threshold``.
-      score_threshold: keeps only candidates with ``score > score_threshold``.
-      max_detections_per_class: at most this many kept per class (default 100).
-      max_total_detections: at most this many in total (default 100).
-
-    Returns:
-      int64 indices by descending score; equal scores by ascending index.
-    """
-    boxes, scores, classes = _check_inputs(boxes, scores, classes)
-    per_class = _check_cap("max_detections_per_class", max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS)
-    total = _check_cap("max_total_detections", max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS)
-    kept = []
-    for value in np.unique(classes):
-        members = np.flatnonzero(classes == value)
-        selected = nms_reference(
-            boxes[members],
-            scores[members],
-            iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
-            max_output_size=per_class,
-        )
-        kept.append(members[selected])
-    return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, total)
-
-
 def _class_agnostic(single_class_nms, boxes, scores, iou_threshold, score_threshold, max_output_size,
                     levels) -> np.ndarray:
-    """Class-agnostic NMS with ``single_class_nms`` (the reference or the TF op), per level when
-    ``levels`` is given, then the merge by descending score."""
+    """Class-agnostic NMS with ``single_class_nms`` (the TF op), per level when ``levels`` is
+    given, then the merge by descending score."""
     boxes, scores = _check_inputs(boxes, scores)
     limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
     if levels is None:
@@ -219,33 +145,6 @@ def _class_agnostic(single_class_nms, boxes, scores, iou_threshold, score_thresh
                                     score_threshold=score_threshold, max_output_size=limit)
         kept.append(members[selected])
     return _merge(np.concatenate(kept) if kept else np.zeros(0, np.int64), scores, limit)
-
-
-def class_agnostic_nms_reference(
-    boxes,
-    scores,
-    *,
-    iou_threshold,
-    score_threshold=-math.inf,
-    max_output_size=DEFAULT_NUM_PROPOSALS,
-    levels=None,
-) -> np.ndarray:
-    """Class-agnostic NMS with a top-N cap (Faster R-CNN first stage), NumPy reference.
-
-    Args:
-      boxes: ``[N, 4]`` yxyx proposals.
-      scores: ``[N]`` objectness.
-      iou_threshold: suppresses a proposal whose IoU with a kept one (of the same level when
-        ``levels`` is given) is ``> iou_threshold``.
-      score_threshold: keeps only proposals with ``objectness > score_threshold``.
-      max_output_size: keep the best this many after merging the levels (default 1000).
-      levels: optional ``[N]`` integer FPN level; NMS then runs per level, as Model Garden's
-        multilevel ROI generator does, before the merge.
-
-    Returns:
-      int64 indices by descending objectness; equal scores by ascending index.
-    """
-    return _class_agnostic(nms_reference, boxes, scores, iou_threshold, score_threshold, max_output_size, levels)
 
 
 # --------------------------------------------------------------------------------------------
