@@ -1,5 +1,6 @@
 """The sweep's table equals the slow reference (NMS from scratch + pycocotools) everywhere."""
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 
 import detsearch.detection.sweep as sweep_module
 from detsearch.detection import cocoeval
+from detsearch.detection.cache import import_coco_detections
+from detsearch.detection.pycoco import pycocotools_stats
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import random_case, table_dicts
@@ -18,6 +21,7 @@ from tests.detection.sweep_cases import random_case, table_dicts
 # Two-stage tests are marked tf: the first stage runs the TensorFlow op. One-stage ones are NumPy only.
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
+REPO = Path(__file__).resolve().parents[2]
 
 
 thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]), min_size=1, max_size=3, unique=True)
@@ -26,6 +30,42 @@ ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size
 
 # ------------------------------------------------------------------------------------------
 # equality with the reference
+
+# What each reference may import of the project (None: anything the module offers): the cache
+# reader, the COCO JSON loader, the pycocotools wrapper, the other references and the types it
+# returns; no code of the fast path, so no bug can sit on both sides of a comparison.
+REFERENCE_IMPORTS = {
+    "detsearch/detection/reference_nms.py": {},
+    "detsearch/detection/reference_nms_v2.py": {},
+    "detsearch/detection/sweep/_reference.py": {
+        "detsearch.detection.cache": {"CacheKind", "DetectionCache"},
+        "detsearch.detection.cocoeval": {"GroundTruth", "load_ground_truth"},
+        "detsearch.detection.pycoco": None,
+        "detsearch.detection.reference_nms": None,
+        "detsearch.detection.reference_nms_v2": None,
+        "detsearch.detection.sweep.result": {"DEFAULT_TOLERANCE", "SweepResult", "SweepRow"},
+        "detsearch.params": {"ParamSpec"},
+    },
+}
+
+
+@pytest.mark.parametrize("path", sorted(REFERENCE_IMPORTS))
+def test_the_references_share_no_code_with_the_fast_path(path):
+    allowed = REFERENCE_IMPORTS[path]
+    for node in ast.walk(ast.parse((REPO / path).read_text())):
+        if isinstance(node, ast.Import):
+            imported = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            imported = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in imported:
+            if module.split(".")[0] != "detsearch":
+                continue
+            assert module in allowed, f"{path} imports {module}"
+            assert allowed[module] is None or name in allowed[module], f"{path} imports {name} from {module}"
+
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -173,16 +213,17 @@ def test_progress_and_json():
 def test_fixture_cache_against_pycocotools():
     """The COCO demo detections as one-stage candidates: with no suppression (IoU threshold 1)
     and a zero score threshold every box survives, and the row equals pycocotools on the
-    boxes as stored (float32)."""
-    cache_module = pytest.importorskip("detsearch.detection.cache")
+    results file itself, stat by stat (the cache keeps the file's float64 boxes and scores)."""
     annotations = DATA / "instances_val2014_100.json"
-    cache = cache_module.import_coco_detections(DATA / "instances_val2014_fakebbox100_results.json", annotations)
+    detections = DATA / "instances_val2014_fakebbox100_results.json"
+    cache = import_coco_detections(detections, annotations)
     spec = ParamSpec(score_threshold=[0.0, 0.5], iou_threshold=[0.5, 1.0])
     fast = sweep_module.sweep(cache, annotations, spec)
     assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, annotations, spec))
     everything = next(r for r in fast.table if r.params == {"score_threshold": 0.0, "iou_threshold": 1.0})
     assert everything.dets_per_image == 7.34
-    assert abs(everything.stats[0] - 0.505) < 0.002  # float32 boxes move AP slightly from 0.50458
+    assert everything.stats == pycocotools_stats(json.loads(annotations.read_text()), json.loads(detections.read_text()))
+    assert round(everything.stats[0], 3) == 0.505
 
 
 # ------------------------------------------------------------------------------------------

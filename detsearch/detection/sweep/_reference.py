@@ -1,26 +1,33 @@
-"""The sweep's slow, obviously correct oracle: every configuration from scratch, NMS by the
-NumPy reference and COCO evaluation by pycocotools. The tests compare `sweep` with it."""
+"""The sweep's slow, obviously correct oracle: every configuration from scratch, NMS by the plain
+references (`detsearch.detection.reference_nms`, `detsearch.detection.reference_nms_v2`) and COCO
+evaluation by pycocotools (`detsearch.detection.pycoco`). The tests compare `sweep` with it.
+
+It shares no code with the fast path beyond the cache reader and the COCO JSON loader: the
+settings' defaults, each row's figures, the table's order and the choice among rows are written
+here again, plainly, so that a bug in the fast path cannot pass by being on both sides.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import numpy as np
 
-from detsearch.detection import nms as nms_ops
-from detsearch.detection import nms_v2
-from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1
-from detsearch.detection.sweep.grid import (check_axes, check_cache, check_floor, check_nms_version, check_options,
-                                            grid_axes, threshold_names)
-from detsearch.detection.sweep.result import (DEFAULT_TOLERANCE, SweepResult, check_objective, make_row, row_sort_key,
-                                              select_best, thresholds_of)
+from detsearch.detection.reference_nms import class_agnostic_nms_reference, per_class_nms_reference
+from detsearch.detection.reference_nms_v2 import generate_detections_v2_reference, sorted_nms_padded_reference
+from detsearch.detection.sweep.result import DEFAULT_TOLERANCE, SweepResult, SweepRow
 from detsearch.params import ParamSpec
 
 __all__ = ["reference_detections", "sweep_reference"]
+
+_ONE_STAGE = ("score_threshold", "iou_threshold")
+_TWO_STAGE = ("nms_score_threshold", "nms_iou_threshold", "score_threshold", "iou_threshold")
+_OBJECTIVES = ("map", "ap50", "f1", "map_at_budget")
 
 
 def sweep_reference(
@@ -43,64 +50,128 @@ def sweep_reference(
     proposal_top_k: int | None = None,
 ) -> SweepResult:
     """`sweep` (grid strategy) the obvious way: for every configuration, NMS from scratch with
-    the NumPy reference, then pycocotools' COCOeval. Slow; the tests' oracle.
+    the plain references, then pycocotools' COCOeval. Slow; the tests' oracle.
 
     Candidates reach the reference NMS in the fast path's tie order: one-stage entries by
     (row, class); two-stage entries by (proposal rank after the first stage, class).
-    The arguments are `sweep`'s (grid strategy, this process); pycocotools must be installed.
+    The arguments and their defaults are `sweep`'s (grid strategy, this process): caps 100 per
+    class and per image (both the row's ``max_detections`` when that axis is given),
+    ``num_proposals`` the cache's (else 1000), per FPN level when a two-stage cache records
+    levels, ``pre_nms_top_k`` 5000 (v2) and ``proposal_top_k`` 1000 (tiled). Only the checks
+    the reference itself needs are made; pycocotools must be installed.
     """
-    kind = check_cache(cache)
-    axes = grid_axes(param_list_spec, kind)
-    check_objective(objective, budget)
-    caps, agnostic = check_axes(max_detections, class_agnostic)
-    per_class_cap, total_cap, num_proposals, per_level = check_options(
-        cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
-    pre_nms_top_k, proposal_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap,
-                                                      pre_nms_top_k, proposal_nms, proposal_top_k, num_proposals,
-                                                      per_level)
-    check_floor(cache, axes)
+    if not isinstance(cache, DetectionCache):
+        raise TypeError(f"cache must be a detsearch.detection.cache.DetectionCache, got {type(cache).__name__}")
+    if not isinstance(param_list_spec, ParamSpec):
+        raise TypeError(f"param_list_spec must be a ParamSpec, got {type(param_list_spec).__name__}")
+    if objective not in _OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known objectives: {', '.join(_OBJECTIVES)}")
+    if objective == "map_at_budget" and budget is None:
+        raise ValueError("objective map_at_budget needs a budget")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    meta = cache.meta
+    kind = CacheKind(meta.kind)
+    names = _ONE_STAGE if kind == CacheKind.ONE_STAGE else _TWO_STAGE
+    if sorted(param_list_spec.names()) != sorted(names):
+        raise ValueError(f"a {kind} sweep takes {', '.join(names)}; got {', '.join(param_list_spec.names())}")
+    axes = [sorted(set(param_list_spec.candidates(name))) for name in names]
+    lowest = min(param_list_spec.candidates("score_threshold"))
+    if np.float32(lowest) < np.float32(meta.score_floor):
+        raise ValueError(f"score_threshold {lowest:g} is below the cache's score floor {meta.score_floor:g}")
+    extra = {}
+    if max_detections is not None:
+        if max_detections_per_class is not None or max_total_detections is not None:
+            raise ValueError("max_detections sets the cap per class and per image; do not give the caps with it")
+        extra["max_detections"] = sorted({int(v) for v in np.atleast_1d(max_detections).tolist()})
+    if class_agnostic is not None:
+        extra["class_agnostic"] = sorted({bool(v) for v in np.atleast_1d(class_agnostic).tolist()})
+    options = dict(
+        max_detections_per_class=100 if max_detections_per_class is None else int(max_detections_per_class),
+        max_total_detections=100 if max_total_detections is None else int(max_total_detections),
+        num_proposals=int(num_proposals or meta.num_proposals or 1000),
+        per_level=(kind == CacheKind.TWO_STAGE and cache.row_level is not None) if per_level is None else bool(per_level),
+        nms_version=nms_version,
+        pre_nms_top_k=(5000 if pre_nms_top_k is None else int(pre_nms_top_k)) if nms_version == "v2" else 0,
+        proposal_nms=proposal_nms,
+        proposal_top_k=(1000 if proposal_top_k is None else int(proposal_top_k)) if proposal_nms == "tiled" else 0,
+    )
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     coco_gt = coco_ground_truth(gt)
-    image_ids = list(cache.meta.image_ids)
-    names = threshold_names(kind)
-    table = []
-    extra = {}
-    if caps is not None:
-        extra["max_detections"] = caps
-    if class_agnostic is not None:
-        extra["class_agnostic"] = agnostic
-    for values in itertools.product(*(axes[name] for name in names), *extra.values()):
-        params = dict(zip(names + tuple(extra), values))
-        results = reference_detections(cache, params, num_proposals=num_proposals, per_level=per_level,
-                                       max_detections_per_class=per_class_cap, max_total_detections=total_cap,
-                                       nms_version=nms_version, pre_nms_top_k=pre_nms_top_k, proposal_nms=proposal_nms,
-                                       proposal_top_k=proposal_top_k)
+    image_ids = list(meta.image_ids)
+    rows = []
+    for values in itertools.product(*axes, *extra.values()):
+        params = {name: float(value) for name, value in zip(names, values)}
+        params.update(zip(extra, values[len(names):]))
+        results = reference_detections(cache, params, **options)
         evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
+        stats = tuple(float(v) for v in evaluator.stats)
         f1, f1_max, f1_max_score = pycocotools_f1(evaluator)
-        table.append(make_row(params, evaluator.stats, len(results), len(image_ids), f1, f1_max, f1_max_score))
-    table = tuple(sorted(table, key=row_sort_key))
-    best_row = select_best(table, objective, budget, tolerance)
+        rows.append(SweepRow(
+            params=params,
+            stats=stats,
+            recall=stats[8],  # AR@100
+            ap50=stats[1],
+            dets_per_image=len(results) / len(image_ids) if image_ids else 0.0,
+            f1=float(f1),
+            f1_max=float(f1_max),
+            f1_max_score=f1_max_score,
+        ))
+    table = tuple(sorted(rows, key=lambda row: tuple(row.params.values())))  # thresholds in MoXing order, then extras
+    best_row = _choose(table, objective, budget, tolerance)
     return SweepResult(
         kind=kind,
         objective=objective,
         budget=budget,
         strategy="grid",
-        best=thresholds_of(best_row.params),
+        best=ParamSpec(**{name: best_row.params[name] for name in names}),
         best_row=best_row,
         table=table,
         num_images=len(image_ids),
         tolerance=float(tolerance),
-        top_row=select_best(table, objective, budget),
+        top_row=_choose(table, objective, budget, 0.0),
     )
+
+
+def _choose(rows: Sequence[SweepRow], objective: str, budget: float | None, tolerance: float) -> SweepRow:
+    """The row a sweep must choose: among the rows whose objective value is at least the highest
+    value minus ``tolerance`` (a row over the budget has no value), the fewest detections per
+    image; among those the highest value; then the earlier row."""
+    valued = [(_objective(row, objective, budget), row) for row in rows]
+    valued = [(value, row) for value, row in valued if value is not None]
+    if not valued:
+        raise ValueError("no configuration to choose from" + (f" within budget {budget:g}" if budget is not None else ""))
+    top = max(value for value, _ in valued)
+    near = [(value, row) for value, row in valued if value >= top - tolerance]
+    fewest = min(row.dets_per_image for _, row in near)
+    near = [(value, row) for value, row in near if row.dets_per_image == fewest]
+    highest = max(value for value, _ in near)
+    return next(row for value, row in near if value == highest)
+
+
+def _objective(row: SweepRow, objective: str, budget: float | None) -> float | None:
+    if objective == "map":
+        return row.stats[0]
+    if objective == "ap50":
+        return row.stats[1]
+    if objective == "f1":
+        return row.f1
+    return row.stats[0] if row.dets_per_image <= budget else None  # map_at_budget
+
+
+def _xywh(boxes) -> np.ndarray:
+    """COCO ``[x, y, width, height]`` of yxyx boxes, in float64 on the values as stored."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
 
 
 def reference_detections(cache: DetectionCache, params, *, num_proposals: int, per_level: bool,
                          max_detections_per_class: int, max_total_detections: int, nms_version: str = "batched",
                          pre_nms_top_k: int = 0, proposal_nms: str = "batched", proposal_top_k: int = 0) -> list[dict]:
     """COCO results of one configuration (``params`` as a row's), NMS from scratch with the
-    NumPy references; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` keeps
+    plain references; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` keeps
     each box's best class (ties: the lower class) and runs one NMS per image. ``nms_version``
-    v2 and ``proposal_nms`` tiled run Model Garden's code as transcribed in `nms_v2`."""
+    v2 and ``proposal_nms`` tiled run Model Garden's code as transcribed in `reference_nms_v2`."""
     kind = CacheKind(cache.meta.kind)
     meta = cache.meta
     category_ids = list(meta.category_ids)
@@ -127,7 +198,7 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
             if proposal_nms == "tiled":
                 survivors = _tiled_proposals(row_boxes, objectness, levels, params, proposal_top_k, num_proposals)
             else:
-                survivors = nms_ops.class_agnostic_nms_reference(
+                survivors = class_agnostic_nms_reference(
                     row_boxes,
                     objectness,
                     iou_threshold=params["nms_iou_threshold"],
@@ -160,7 +231,7 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
                         best[row] = position
                 chosen = np.sort(np.fromiter(best.values(), np.int64, len(best)))
                 entries, boxes, scores, classes = entries[chosen], boxes[chosen], scores[chosen], classes[chosen]
-            kept = nms_ops.per_class_nms_reference(
+            kept = per_class_nms_reference(
                 boxes,
                 scores,
                 np.zeros(len(classes), np.int64) if agnostic else classes,
@@ -172,7 +243,7 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
         if kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:  # the boxes as given
             xywh = np.asarray(cache.row_xywh)[np.asarray(cache.entry_row)[entries[kept]]]
         else:
-            xywh = yxyx_to_xywh(boxes[kept])
+            xywh = _xywh(boxes[kept])
         for k, box in zip(kept, xywh):
             results.append(
                 {
@@ -187,8 +258,9 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
 
 def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposals: int) -> np.ndarray:
     """Model Garden's ``_multilevel_propose_rois`` with ``use_batched_nms: false`` on one image's
-    recorded rows (per level, in its order): per level the score filter, the top ``top_k``, `nms_v2.sorted_nms_padded_reference` keeping ``num_proposals``; the
-    levels' outputs merged by ``top_k`` over their concatenation. Returns the local rows kept."""
+    recorded rows (per level, in its order): per level the score filter, the top ``top_k``,
+    `reference_nms_v2.sorted_nms_padded_reference` keeping ``num_proposals``; the levels'
+    outputs merged by ``top_k`` over their concatenation. Returns the local rows kept."""
     threshold = np.float32(params["nms_score_threshold"])
     scores_out, rows_out = [], []
     for level in dict.fromkeys(levels.tolist()):  # the recorded level order
@@ -200,7 +272,7 @@ def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposal
         passed = scores > threshold
         scores, level_boxes = np.where(passed, scores, np.float32(-1)), level_boxes * passed[:, None]
         order = np.argsort(-scores, kind="stable")[:top_k]
-        out_scores, _, positions = nms_v2.sorted_nms_padded_reference(
+        out_scores, _, positions = sorted_nms_padded_reference(
             scores[order][None], level_boxes[order][None], min(len(rows), num_proposals), params["nms_iou_threshold"])
         scores_out.append(out_scores[0])
         rows_out.append(np.where(positions[0] >= 0, rows[order][np.maximum(positions[0], 0)], -1))
@@ -214,7 +286,8 @@ def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposal
 def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int) -> np.ndarray:
     """Model Garden's v2 generator on one image's candidates (row or proposal ``rank`` is the
     anchor index; classes as columns; candidates not recorded score 0 and pass no threshold),
-    through `nms_v2.generate_detections_v2_reference`. Returns the candidates kept, in order."""
+    through `reference_nms_v2.generate_detections_v2_reference`. Returns the candidates kept, in
+    order."""
     num_rows = int(rank.max()) + 1 if len(rank) else 1
     dense_scores = np.zeros((1, num_rows, num_classes), np.float32)
     dense_boxes = np.zeros((1, num_rows, num_classes, 4), np.float32)
@@ -222,7 +295,7 @@ def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_n
     dense_scores[0, rank, classes] = scores
     dense_boxes[0, rank, classes] = boxes
     candidate[rank, classes] = np.arange(len(rank))
-    _, _, out_classes, valid, anchors = nms_v2.generate_detections_v2_reference(
+    _, _, out_classes, valid, anchors = generate_detections_v2_reference(
         dense_boxes, dense_scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
         nms_iou_threshold=params["iou_threshold"], max_num_detections=cap)
     return candidate[anchors[0, :int(valid[0])], out_classes[0, :int(valid[0])]]
