@@ -13,8 +13,8 @@ from detsearch.detection.cocoeval import load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval
 from detsearch.detection.sweep._reference import reference_detections
 from detsearch.detection.sweep.holdout import split_images, subset_cache
-from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut, cut_threshold
-from detsearch.detection.sweep.result import make_row, select_best
+from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut
+from detsearch.detection.sweep.result import SweepRow, select_best
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import random_case, table_dicts
 
@@ -27,27 +27,43 @@ ONE_STAGE_OPTIONS = dict(num_proposals=1000, per_level=False, max_detections_per
 # the choice: within tolerance of the best, fewest detections per image
 
 
-def _row(value, dets):
-    return make_row({"score_threshold": value, "iou_threshold": 0.5}, [value] + [0.0] * 11, dets, 1, 0.0, 0.0, None)
+def _row(value, ap50, f1, dets):
+    return SweepRow(params={"score_threshold": 0.1, "iou_threshold": 0.5}, stats=(value, ap50) + (0.0,) * 10, recall=0.0,
+                    ap50=ap50, dets_per_image=float(dets), f1=f1, f1_max=f1, f1_max_score=None)
 
 
-def _select_reference(rows, tolerance):
-    top = max(r.stats[0] for r in rows)
-    near = [r for r in rows if r.stats[0] >= top - tolerance]
-    fewest = min(r.dets_per_image for r in near)
-    return max((r for r in near if r.dets_per_image == fewest), key=lambda r: r.stats[0])
+def _select_reference(rows, objective, budget, tolerance):
+    """The documented choice, plainly: of the rows within ``tolerance`` of the highest value
+    (rows over the budget have none), the fewest detections per image, then the highest value,
+    then the earlier row; None when no row has a value."""
+    value = {"map": lambda r: r.stats[0], "ap50": lambda r: r.stats[1], "f1": lambda r: r.f1,
+             "map_at_budget": lambda r: r.stats[0] if r.dets_per_image <= budget else None}[objective]
+    valued = [(value(r), r) for r in rows if value(r) is not None]
+    if not valued:
+        return None
+    top = max(v for v, _ in valued)
+    near = [(v, r) for v, r in valued if v >= top - tolerance]
+    fewest = min(r.dets_per_image for _, r in near)
+    near = [(v, r) for v, r in near if r.dets_per_image == fewest]
+    highest = max(v for v, _ in near)
+    return next(r for v, r in near if v == highest)
 
 
-@settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.tuples(st.sampled_from([0.3, 0.3005, 0.301, 0.302, 0.31]), st.integers(0, 5)), min_size=1, max_size=8),
-       tolerance=st.sampled_from([0.0, 0.0005, 0.001, 0.002, 0.05]))
-def test_select_best_takes_the_fewest_detections_within_the_tolerance(values, tolerance):
-    rows = [_row(v, d) for v, d in values]
-    chosen = select_best(rows, "map", tolerance=tolerance)
-    expected = _select_reference(rows, tolerance)
-    assert (chosen.stats[0], chosen.dets_per_image) == (expected.stats[0], expected.dets_per_image)
-    if tolerance == 0:
-        assert chosen.stats[0] == max(r.stats[0] for r in rows)
+values = st.sampled_from([0.3, 0.3005, 0.301, 0.302, 0.31])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(values, values, values, st.integers(0, 5)), min_size=1, max_size=8),
+       tolerance=st.sampled_from([0.0, 0.0005, 0.001, 0.002, 0.05]),
+       objective=st.sampled_from(["map", "ap50", "f1", "map_at_budget"]), budget=st.sampled_from([0, 2, 5]))
+def test_select_best_takes_the_fewest_detections_within_the_tolerance(rows, tolerance, objective, budget):
+    rows = [_row(*row) for row in rows]
+    expected = _select_reference(rows, objective, budget, tolerance)
+    if expected is None:
+        with pytest.raises(ValueError, match="no configuration has <= "):
+            select_best(rows, objective, budget, tolerance)
+        return
+    assert select_best(rows, objective, budget, tolerance) is expected  # the same row: ties to the earlier one
 
 
 @pytest.mark.parametrize("tolerance", [-0.1, math.inf, math.nan, "0.1", True])
@@ -145,15 +161,49 @@ def test_coordinate_search_over_the_extra_axes():
 # per-class thresholds
 
 
-def _per_class_reference(cache, dataset, params, rule, options=ONE_STAGE_OPTIONS):
-    """Thresholds and figures from reference NMS + pycocotools' own evaluateImg matches."""
+def _figures(true_positives, counted, ground_truth):
+    """(precision, recall, F1) of ``counted`` detections holding ``true_positives``."""
+    precision = true_positives / counted if counted else None
+    recall = true_positives / ground_truth if ground_truth else 0.0
+    f1 = 2 * true_positives / (counted + ground_truth) if counted + ground_truth else 0.0
+    return precision, recall, f1
+
+
+def _rule_cut(scores, true_positive, ground_truth, rule):
+    """One category's cut under ``rule``, from its counted detections (``scores`` any order,
+    ``true_positive`` bools) as per_class.py's docstring states the rule, by trying every cut:
+    ``(lowest float32 score kept, or None for nothing, or "all" for everything the
+    configuration keeps; the cut's figures; whether the rule's target was reached)``. A cut
+    keeps the detections whose float32 score is at least one of their float32 values; ties
+    between cuts go to the higher cut."""
+    as_float32 = [np.float32(v) for v in scores]
+    cuts = [(None, _figures(0, 0, ground_truth))]  # highest first: nothing, then each distinct value
+    for value in sorted(set(as_float32), reverse=True):
+        kept = [k for k, v in enumerate(as_float32) if v >= value]
+        cuts.append((value, _figures(sum(bool(true_positive[k]) for k in kept), len(kept), ground_truth)))
+    if rule.kind == "f1":
+        best = max(figures[2] for _, figures in cuts)
+        return next((value, figures, True) for value, figures in cuts if figures[2] == best)
+    if rule.kind == "precision":  # the lowest cut reaching the precision
+        reaching = [(value, figures) for value, figures in cuts if figures[0] is not None and figures[0] >= rule.target]
+        return (*reaching[-1], True) if reaching else (None, cuts[0][1], False)
+    reaching = [(value, figures) for value, figures in cuts if figures[1] >= rule.target]  # the highest reaching the recall
+    return (*reaching[0], True) if reaching else ("all", cuts[-1][1], False)
+
+
+def _check_per_class(result, cache, dataset, rule, options=ONE_STAGE_OPTIONS):
+    """``result.per_class`` against reference NMS + pycocotools' own evaluateImg matches: for
+    each category the detections the rule keeps, computed here, are exactly those its threshold
+    keeps with ``score > t`` in float64 and in float32; the figures, counts, AP and the stats
+    with every cut applied are pycocotools'."""
+    rule = PerClassRule.parse(rule)
     gt = load_ground_truth(dataset)
     coco_gt = coco_ground_truth(gt)
     image_ids = list(cache.meta.image_ids)
-    results = reference_detections(cache, params, **options)
+    results = reference_detections(cache, dict(result.best_row.params), **options)
     evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
     all_area = list(evaluator.params.areaRng[0])
-    out = {}
+    expected = {}
     for category in gt.category_ids:
         scores, true_positive, ground_truth = [], [], 0
         for e in evaluator.evalImgs:
@@ -163,35 +213,49 @@ def _per_class_reference(cache, dataset, params, rule, options=ONE_STAGE_OPTIONS
             counted = ~np.asarray(e["dtIgnore"][0], bool)
             scores += np.asarray(e["dtScores"])[counted].tolist()
             true_positive += (np.asarray(e["dtMatches"][0]) != 0)[counted].tolist()
-        curve = ScoreCurve.from_detections(scores, true_positive, ground_truth)
-        output = [r["score"] for r in results if r["category_id"] == category]
+        output = [k for k, r in enumerate(results) if r["category_id"] == category]
         if ground_truth == 0:
-            out[int(category)] = (params["score_threshold"], None)
+            expected[int(category)] = (set(output), None, True)
             continue
-        index, reached = choose_cut(curve, rule)
-        threshold = (params["score_threshold"] if rule.kind == "recall" and not reached
-                     else cut_threshold(curve.scores[: index + 1], np.asarray(output), params["score_threshold"]))
-        out[int(category)] = (threshold, curve.figures(index))
-    kept = [r for r in results if np.float32(r["score"]) > np.float32(out[r["category_id"]][0])]
-    filtered = pycocotools_eval(coco_gt, load_results(coco_gt, kept), image_ids)
-    ap = {}
+        lowest, figures, reached = _rule_cut(scores, true_positive, ground_truth, rule)
+        if lowest is None:
+            kept = set()
+        elif lowest == "all":
+            kept = set(output)
+        else:
+            kept = {k for k in output if np.float32(results[k]["score"]) >= lowest}
+        expected[int(category)] = (kept, figures, reached)
+    assert sorted(c.category_id for c in result.per_class.classes) == sorted(expected)
+    for entry in result.per_class.classes:
+        kept, figures, reached = expected[entry.category_id]
+        output = [k for k, r in enumerate(results) if r["category_id"] == entry.category_id]
+        t = entry.score_threshold
+        assert {k for k in output if results[k]["score"] > t} == kept, (entry, "float64")
+        assert {k for k in output if np.float32(results[k]["score"]) > np.float32(t)} == kept, (entry, "float32")
+        assert entry.detections == len(kept)
+        assert entry.reached == reached
+        assert (entry.precision, entry.recall, entry.f1) == (figures or (None, None, None))
+    chosen = sorted(set().union(*(kept for kept, _, _ in expected.values())))
+    filtered = pycocotools_eval(coco_gt, load_results(coco_gt, [results[k] for k in chosen]), image_ids)
+    assert result.per_class.stats == tuple(float(v) for v in filtered.stats)
+    assert result.per_class.dets_per_image == len(chosen) / len(image_ids)
     for k, category in enumerate(gt.category_ids):
+        entry = next(c for c in result.per_class.classes if c.category_id == category)
+        if expected[int(category)][1] is None:
+            assert entry.ap is None
+            continue
         values = filtered.eval["precision"][:, :, k, 0, -1]
-        ap[int(category)] = float(np.mean(values[values > -1])) if (values > -1).any() else -1.0
-    return out, ap, tuple(float(v) for v in filtered.stats)
+        assert entry.ap == (float(np.mean(values[values > -1])) if (values > -1).any() else -1.0)
+    return expected
 
 
-def _brute_force_cut(curve, rule):
-    cuts = list(range(-1, len(curve.scores)))
-    figures = {i: curve.figures(i) for i in cuts}
-    if rule.kind == "f1":
-        best = max(figures[i][2] for i in cuts)
-        return min(i for i in cuts if figures[i][2] == best), True
-    if rule.kind == "precision":
-        ok = [i for i in cuts if figures[i][0] is not None and figures[i][0] >= rule.target]
-        return (max(ok), True) if ok else (-1, False)
-    ok = [i for i in cuts if figures[i][1] >= rule.target]
-    return (min(ok), True) if ok else (len(curve.scores) - 1, False)
+def _brute_force_cut(scores, tp, ground_truth, rule):
+    """choose_cut's index over the distinct float32 scores, descending (-1: nothing), by `_rule_cut`."""
+    lowest, _, reached = _rule_cut(scores, tp, ground_truth, rule)
+    distinct = sorted({np.float32(v) for v in scores}, reverse=True)
+    if lowest is None:
+        return -1, reached
+    return (len(distinct) - 1 if lowest == "all" else distinct.index(lowest)), reached
 
 
 @settings(max_examples=300, deadline=None)
@@ -202,7 +266,9 @@ def test_choose_cut_equals_brute_force(tp, ground_truth, rule):
     ground_truth = max(ground_truth, sum(tp))
     curve = ScoreCurve.from_detections(scores, tp, ground_truth)
     rule = PerClassRule.parse(rule)
-    assert choose_cut(curve, rule) == _brute_force_cut(curve, rule)
+    expected = _brute_force_cut(scores, tp, ground_truth, rule)
+    assert choose_cut(curve, rule) == expected
+    assert curve.figures(expected[0]) == _rule_cut(scores, tp, ground_truth, rule)[1]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -211,19 +277,31 @@ def test_per_class_thresholds_equal_pycocotools(seed, rule):
     cache, dataset = random_case(seed, "one_stage", num_images=8, max_rows=50, ties=seed % 2 == 1)
     spec = ParamSpec(score_threshold=[0.1], iou_threshold=[0.5])
     result = sweep_module.sweep(cache, dataset, spec, per_class=rule)
-    expected, ap, stats = _per_class_reference(cache, dataset, dict(result.best_row.params), PerClassRule.parse(rule))
-    assert result.per_class.stats == stats
-    for entry in result.per_class.classes:
-        threshold, figures = expected[entry.category_id]
-        assert entry.score_threshold == threshold
-        if figures is None:
-            assert (entry.precision, entry.recall, entry.f1, entry.ap) == (None, None, None, None)
-        else:
-            assert (entry.precision, entry.recall, entry.f1) == figures
-            assert entry.ap == ap[entry.category_id]
+    expected = _check_per_class(result, cache, dataset, rule)
+    assert any(figures is None for _, figures, _ in expected.values())  # a category without ground truth
     payload = result.to_dict()
-    assert payload["per_class_rule"] == rule.replace("precision:0.6", "precision:0.6")
+    assert payload["per_class_rule"] == rule
     assert {"category_id", "name", "score_threshold", "precision", "recall", "f1", "ap"} <= set(payload["per_class"][0])
+
+
+def _float64_scores(cache, seed):
+    """``cache`` with its scores moved off float32 by less than a float32 step: many pairs equal
+    in float32 and different as given (where ``score > t`` can disagree between precisions)."""
+    from detsearch.detection.cache import DetectionCache
+
+    scores = np.asarray(cache.entry_score, np.float64).astype(np.float32).astype(np.float64)
+    jitter = np.random.default_rng(seed).uniform(-1, 1, len(scores)) * np.spacing(np.float32(scores)).astype(np.float64) * 0.4
+    return DetectionCache.from_arrays(cache.meta, **{**cache.arrays(), "entry_score": np.clip(scores + jitter, 0.05, 1.0)})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("rule", ["f1", "precision:0.6", "recall:0.5"])
+def test_per_class_thresholds_on_float64_scores(seed, rule):
+    cache, dataset = random_case(seed, "one_stage", num_images=8, max_rows=50, ties=True)
+    cache = _float64_scores(cache, seed)
+    assert cache.entry_score.dtype == np.float64
+    result = sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), per_class=rule)
+    _check_per_class(result, cache, dataset, rule)
 
 
 @pytest.mark.tf
@@ -233,12 +311,7 @@ def test_two_stage_per_class_thresholds_equal_pycocotools(rule):
     spec = ParamSpec(nms_score_threshold=[0.2], nms_iou_threshold=[0.5], score_threshold=[0.1], iou_threshold=[0.5])
     result = sweep_module.sweep(cache, dataset, spec, per_class=rule)
     options = dict(num_proposals=cache.meta.num_proposals, per_level=True, max_detections_per_class=100, max_total_detections=100)
-    expected, ap, stats = _per_class_reference(cache, dataset, dict(result.best_row.params), PerClassRule.parse(rule), options)
-    assert result.per_class.stats == stats
-    for entry in result.per_class.classes:
-        threshold, figures = expected[entry.category_id]
-        assert entry.score_threshold == threshold
-        assert (entry.precision, entry.recall, entry.f1) == (figures or (None, None, None))
+    _check_per_class(result, cache, dataset, rule, options)
 
 
 @pytest.mark.parametrize("text", ["f2", "precision", "precision:0", "recall:1.5", "recall:x", "precision:-0.1", ""])
@@ -254,7 +327,6 @@ def test_bad_per_class_rule(text):
 
 @pytest.mark.parametrize("seed", [0, 5])
 def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotools(seed):
-    pytest.importorskip("detsearch.detection.bootstrap")
     cache, dataset = random_case(seed, "one_stage", num_images=12, max_rows=50)
     spec = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.6])
     result = sweep_module.sweep(cache, dataset, spec, holdout=0.4, seed=seed, replicates=50)
@@ -276,7 +348,6 @@ def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotoo
 
 
 def test_holdout_with_swept_caps_scores_the_chosen_cap():
-    pytest.importorskip("detsearch.detection.bootstrap")
     cache, dataset = random_case(2, "one_stage", num_images=12, max_rows=50)
     spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5])
     result = sweep_module.sweep(cache, dataset, spec, holdout=0.4, seed=1, replicates=20, max_detections=[1, 3, 100],
