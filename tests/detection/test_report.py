@@ -55,8 +55,10 @@ def test_report_names_the_trade_off_per_class_and_holdout(tmp_path):
     report = render_report(result)
     assert tradeoff_line(result) in report
     top, best = result.top_row, result.best_row
-    if top is not best:
-        assert f"{best.stats[0] - top.stats[0]:+.4f} AP" in tradeoff_line(result)
+    assert dict(best.params) != dict(top.params) and best.dets_per_image < top.dets_per_image  # the tolerance traded here
+    assert tradeoff_line(result).startswith(f"{best.stats[0] - top.stats[0]:+.4f} AP, ")
+    assert tradeoff_line(sweep(cache, dataset, spec, tolerance=0)) == (
+        "the highest AP is also the fewest detections within tolerance 0")
     assert "## Held-out images" in report and "## Per class" in report
     document = per_class_document(result)
     assert document["keep"] == "score > score_threshold" and document["configuration"] == result.best_params
