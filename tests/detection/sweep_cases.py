@@ -91,3 +91,9 @@ def random_case(seed, kind="one_stage", num_images=5, num_classes=3, max_rows=30
 
 def table_dicts(result):
     return [row.to_dict() for row in result.table]
+
+
+def outcome(result):
+    """What a sweep decides, to compare with the reference's: its table, the chosen row (the
+    tolerance rule) and the row with the highest objective."""
+    return table_dicts(result), result.best_row.to_dict(), (result.top_row or result.best_row).to_dict()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_v2
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import random_case, table_dicts
+from tests.detection.sweep_cases import outcome, random_case, table_dicts
 
 
 def clustered(seed, batch, anchors, classes, quantize=False):
@@ -87,6 +87,22 @@ def test_tiled_nms_on_real_boxes_is_the_port(seed, score, iou, cap):
             np.testing.assert_array_equal(ours, greedy(boxes[b][passed[b]], iou, cap))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiled_nms_at_ious_exactly_at_the_threshold(seed):
+    # Boxes on a coarse integer grid over two tiles: duplicates (IoU 1) and many pairs whose IoU
+    # (Model Garden's arithmetic) is exactly a threshold tried, within a tile and across tiles.
+    rng = np.random.default_rng(seed)
+    corner = rng.integers(1, 30, (700, 2))
+    boxes = np.concatenate([corner, corner + rng.integers(1, 5, (700, 2))], 1).astype(np.float32)
+    scores = np.linspace(1, 0.01, len(boxes)).astype(np.float32)
+    iou = reference_nms_v2.bbox_overlap(boxes[None], boxes[None])[0]
+    present = np.unique(iou[np.triu_indices(len(boxes), 1)])
+    for threshold in [0.5, 1.0, *rng.choice(present[(present > 0.05) & (present < 1)], 4, replace=False)]:
+        assert (iou[np.triu_indices(len(boxes), 1)] == np.float32(threshold)).any()
+        _, _, positions = reference_nms_v2.sorted_nms_padded_reference(scores[None], boxes[None], 1000, threshold)
+        np.testing.assert_array_equal(nms_v2.tiled_nms(boxes, threshold, 1000), positions[0][positions[0] >= 0])
+
+
 def test_below_half_the_tiled_nms_is_not_greedy():
     # Box 1 is suppressed by box 0 at IoU 0.4 (threshold 0.3) but overlaps box 2 by more than
     # 0.5: Model Garden's loop still lets it suppress box 2; greedy NMS keeps box 2.
@@ -112,7 +128,7 @@ def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
     cap, top_k = cap_top_k
     kwargs = dict(nms_version="v2", pre_nms_top_k=top_k, max_detections_per_class=cap, max_total_detections=cap)
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -128,7 +144,7 @@ def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores
     kwargs = dict(nms_version=second_stage, proposal_nms="tiled", proposal_top_k=proposal_top_k,
                   max_detections_per_class=5, max_total_detections=5 if second_stage == "v2" else 8)
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
 @pytest.mark.tf
@@ -139,7 +155,7 @@ def test_batched_first_stage_with_a_v2_second_stage_equals_reference(seed, iou, 
     spec = ParamSpec(nms_score_threshold=[0.0, 0.2], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.3], iou_threshold=iou)
     kwargs = dict(nms_version="v2", max_detections=[3, 100])
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
 @pytest.mark.parametrize("cap", [5, 40, 100])
@@ -150,7 +166,7 @@ def test_long_candidate_lists_equal_reference(cap):
     spec = ParamSpec(score_threshold=[0.01, 0.3], iou_threshold=[0.3, 0.5, 0.7])
     kwargs = dict(nms_version="v2", max_detections=cap)
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
 def test_v2_differs_from_batched_and_sweeps_caps():
@@ -159,7 +175,7 @@ def test_v2_differs_from_batched_and_sweeps_caps():
     v2 = sweep_module.sweep(cache, dataset, spec, nms_version="v2", max_detections=[2, 100])
     batched = sweep_module.sweep(cache, dataset, spec, max_detections=[2, 100])
     assert table_dicts(v2) != table_dicts(batched)
-    assert table_dicts(v2) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, nms_version="v2",
+    assert outcome(v2) == outcome(sweep_module.sweep_reference(cache, dataset, spec, nms_version="v2",
                                                                        max_detections=[2, 100]))
 
 

@@ -16,7 +16,7 @@ from detsearch.detection.sweep.holdout import split_images, subset_cache
 from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut
 from detsearch.detection.sweep.result import SweepRow, select_best
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import random_case, table_dicts
+from tests.detection.sweep_cases import outcome, random_case, table_dicts
 
 pytest.importorskip("pycocotools")
 
@@ -100,7 +100,7 @@ def test_one_stage_axes_equal_reference(seed, caps, agnostic, ties):
     kwargs = dict(max_detections=caps, class_agnostic=agnostic, tolerance=0)
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
     slow = sweep_module.sweep_reference(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(slow)
+    assert outcome(fast) == outcome(slow)
     assert len(fast.table) == 4 * len(caps) * (2 if agnostic == (False, True) else 1)
     assert all(("class_agnostic" in row.params) == (agnostic is not None) and row.params["max_detections"] in caps for row in fast.table)
 
@@ -117,7 +117,7 @@ def test_float64_scores_that_tie_in_float32_under_a_cap():
     jittered = DetectionCache.from_arrays(cache.meta, **{**cache.arrays(), "entry_score": np.clip(scores + jitter, 0.05, 1.0)})
     spec = ParamSpec(score_threshold=[0.05], iou_threshold=[0.5, 1.0])
     kwargs = dict(max_detections=[1, 2, 5])
-    assert table_dicts(sweep_module.sweep(jittered, dataset, spec, **kwargs)) == table_dicts(
+    assert outcome(sweep_module.sweep(jittered, dataset, spec, **kwargs)) == outcome(
         sweep_module.sweep_reference(jittered, dataset, spec, **kwargs))
 
 
@@ -129,7 +129,7 @@ def test_two_stage_axes_equal_reference(seed, caps, agnostic):
     cache, dataset = random_case(seed, "two_stage", ties=True)
     spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5], score_threshold=[0.05, 0.4], iou_threshold=[0.5])
     kwargs = dict(max_detections=caps, class_agnostic=agnostic)
-    assert table_dicts(sweep_module.sweep(cache, dataset, spec, **kwargs)) == table_dicts(
+    assert outcome(sweep_module.sweep(cache, dataset, spec, **kwargs)) == outcome(
         sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
 
 
@@ -333,7 +333,7 @@ def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotoo
     gt = load_ground_truth(dataset)
     chosen, held = split_images(cache.meta.image_ids, 0.4, seed, gt)
     on_rest = sweep_module.sweep_reference(subset_cache(cache, chosen), dataset, spec)
-    assert table_dicts(result) == table_dicts(on_rest)
+    assert outcome(result) == outcome(on_rest)
     held_ids = sorted(cache.meta.image_ids[i] for i in held)
     assert list(result.holdout.image_ids) == held_ids
     held_cache = subset_cache(cache, held)

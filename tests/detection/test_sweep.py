@@ -16,7 +16,7 @@ from detsearch.detection.cache import import_coco_detections
 from detsearch.detection.pycoco import pycocotools_stats
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import random_case, table_dicts
+from tests.detection.sweep_cases import outcome, random_case, table_dicts
 
 # Two-stage tests are marked tf: the first stage runs the TensorFlow op. One-stage ones are NumPy only.
 
@@ -69,13 +69,22 @@ def test_the_references_share_no_code_with_the_fast_path(path):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(), caps=st.sampled_from([(100, 100), (3, 7), (1, 2)]))
-def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps):
+@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(), caps=st.sampled_from([(100, 100), (3, 7), (1, 2)]),
+       objective=st.sampled_from([("map", None), ("ap50", None), ("f1", None), ("map_at_budget", 4.0)]),
+       tolerance=st.sampled_from([0.0, 0.001, 0.02]))
+def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps, objective, tolerance):
     cache, dataset = random_case(seed, "one_stage", ties=ties)
     spec = ParamSpec(score_threshold=scores, iou_threshold=iou)
-    kwargs = dict(max_detections_per_class=caps[0], max_total_detections=caps[1])
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    kwargs = dict(max_detections_per_class=caps[0], max_total_detections=caps[1], objective=objective[0], budget=objective[1],
+                  tolerance=tolerance)
+    try:
+        fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    except ValueError as error:  # every configuration over the budget
+        assert "detections per image" in str(error)
+        with pytest.raises(ValueError, match="budget"):
+            sweep_module.sweep_reference(cache, dataset, spec, **kwargs)
+        return
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
     assert len(fast.table) == len(scores) * len(iou)
 
 
@@ -96,7 +105,20 @@ def test_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, io
     spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=nms_ious, score_threshold=scores, iou_threshold=iou)
     kwargs = dict(max_detections_per_class=5, max_total_detections=8)
     fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+
+
+def test_crowded_images_equal_reference():
+    # The random cases rarely keep more than 10 detections per image and category, where AR@10
+    # and AR@100 part, nor more than 100 per image, where COCO's cap cuts: a row that took the
+    # wrong recall, or the cap in the wrong place, would still agree there.
+    cache, dataset = random_case(37, "one_stage", num_images=4, num_classes=1, max_rows=250, floor=0.01)
+    spec = ParamSpec(score_threshold=[0.01, 0.5], iou_threshold=[0.5, 1.0])
+    kwargs = dict(max_detections_per_class=300, max_total_detections=300)
+    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert all(row.stats[7] < row.stats[8] for row in fast.table)  # AR@10 < AR@100
+    assert max(row.dets_per_image for row in fast.table) > 100
 
 
 @pytest.mark.tf
@@ -105,7 +127,7 @@ def test_reference_nms_backend_agrees():
     spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5], score_threshold=[0.05, 0.4], iou_threshold=[0.5, 0.7])
     fast = sweep_module.sweep(cache, dataset, spec)
     slow = sweep_module.sweep(cache, dataset, spec, nms_backend="reference")
-    assert table_dicts(fast) == table_dicts(slow)
+    assert outcome(fast) == outcome(slow)
 
 
 @pytest.mark.parametrize("kind", ["one_stage", pytest.param("two_stage", marks=pytest.mark.tf)])
@@ -118,7 +140,7 @@ def test_worker_processes_give_the_same_table(kind):
     calls = []
     parallel = sweep_module.sweep(cache, dataset, spec, executor=ProcessExecutor(2),
                                   progress=lambda done, total: calls.append((done, total)))
-    assert table_dicts(parallel) == table_dicts(sweep_module.sweep(cache, dataset, spec))
+    assert outcome(parallel) == outcome(sweep_module.sweep(cache, dataset, spec))
     assert calls[-1][0] == calls[-1][1]
     with pytest.raises(ValueError, match="coordinate strategy runs in this process"):
         sweep_module.sweep(cache, dataset, spec, executor=ProcessExecutor(2), strategy="coordinate")
@@ -129,7 +151,7 @@ def test_first_stage_settings_without_levels():
     cache, dataset = random_case(5, "two_stage", levels=True, num_proposals=6)
     spec = ParamSpec(nms_score_threshold=[0.0], nms_iou_threshold=[0.5], score_threshold=[0.05], iou_threshold=[0.5])
     fast = sweep_module.sweep(cache, dataset, spec, per_level=False)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec, per_level=False))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, per_level=False))
 
 
 # ------------------------------------------------------------------------------------------
@@ -147,7 +169,7 @@ def test_score_axis_is_a_prefix_and_map_never_rises_with_the_score_threshold():
     assert all(a >= b for a, b in zip(dets, dets[1:]))
     # each row equals an evaluation of NMS run at that threshold from scratch
     reference = sweep_module.sweep_reference(cache, dataset, ParamSpec(score_threshold=scores, iou_threshold=[0.5]))
-    assert table_dicts(result) == table_dicts(reference)
+    assert outcome(result) == outcome(reference)
 
 
 def test_objectives():
@@ -219,7 +241,7 @@ def test_fixture_cache_against_pycocotools():
     cache = import_coco_detections(detections, annotations)
     spec = ParamSpec(score_threshold=[0.0, 0.5], iou_threshold=[0.5, 1.0])
     fast = sweep_module.sweep(cache, annotations, spec)
-    assert table_dicts(fast) == table_dicts(sweep_module.sweep_reference(cache, annotations, spec))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, annotations, spec))
     everything = next(r for r in fast.table if r.params == {"score_threshold": 0.0, "iou_threshold": 1.0})
     assert everything.dets_per_image == 7.34
     assert everything.stats == pycocotools_stats(json.loads(annotations.read_text()), json.loads(detections.read_text()))
@@ -287,5 +309,5 @@ def test_cache_without_entries_sweeps_to_zero_detections(kind):
     if kind == "two_stage":
         spec = spec.replace(nms_score_threshold=[0.0], nms_iou_threshold=[0.7])
     result = sweep_module.sweep(cache, dataset, spec)
-    assert table_dicts(result) == table_dicts(sweep_module.sweep_reference(cache, dataset, spec))
+    assert outcome(result) == outcome(sweep_module.sweep_reference(cache, dataset, spec))
     assert all(row.dets_per_image == 0 for row in result.table)
