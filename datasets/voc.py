@@ -19,9 +19,10 @@ regions with ``intersection / detection area`` rather than IoU; that is the only
 Ids. Image ids are 1, 2, ... over the xml files sorted by file name (then full path).
 Category ids are 1..K in the order of ``class_names``, or of the sorted names found.
 
-Real sample. :func:`fetch_deepforest_sample` extracts the four aerial images with VOC XML that
-the PyPI wheel ``deepforest==2.1.0`` ships under ``deepforest/data/`` (the package is never
-imported or installed). Measured with this module: 4 images, 951 boxes (574 + 279 + 61 + 37,
+Real sample. :func:`fetch_deepforest_sample` copies the four aerial images with VOC XML that
+the PyPI package ``deepforest==2.1.0`` ships under ``deepforest/data/``: from an installed copy
+(``pip install --no-deps deepforest==2.1.0``; its files are read, the package is never imported),
+else from its wheel, downloaded with pip when not given. Measured with this module: 4 images, 951 boxes (574 + 279 + 61 + 37,
 one per ``<object>``, each with a ``<bndbox>``), 0 difficult; classes Tree 914, Dead 28,
 Alive 9 (all three are trees).
 """
@@ -31,10 +32,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections.abc import Iterable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +260,20 @@ def _download_wheel(directory: Path) -> Path:
     return download_wheel(DEEPFOREST_REQUIREMENT, directory, DatasetError)
 
 
+def _installed_sample() -> Path | None:
+    """``deepforest/data/`` of an installed ``deepforest==2.1.0`` holding every sample file, found
+    through the distribution's metadata (the package is not imported); None otherwise."""
+    name, version = DEEPFOREST_REQUIREMENT.split("==")
+    try:
+        distribution = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    directory = Path(str(distribution.locate_file(DEEPFOREST_MEMBER_DIR)))
+    if distribution.version != version or not all((directory / n).is_file() for n in DEEPFOREST_FILES):
+        return None
+    return directory
+
+
 def _complete(data_dir: Path) -> bool:
     return all((data_dir / name).is_file() for name in DEEPFOREST_FILES)
 
@@ -267,21 +284,23 @@ def fetch_deepforest_sample(
 ) -> Path:
     """Returns a directory with the deepforest VOC sample, extracting it when missing.
 
-    The four xml files and the images they name (:data:`DEEPFOREST_FILES`) come from the
-    ``deepforest==2.1.0`` wheel: ``wheel`` if given, else one fetched with
-    ``python -m pip download --no-deps``. Each extracted file is checked against its pinned
-    sha256, then moved into place with ``os.replace``; the set counts as present only when
-    all eight files are there. Load it with ``load_voc(fetch_deepforest_sample())``.
+    The four xml files and the images they name (:data:`DEEPFOREST_FILES`) come from
+    ``deepforest==2.1.0``: its wheel ``wheel`` if given, else the files of an installed
+    ``deepforest==2.1.0`` (read, never imported), else a wheel fetched with
+    ``python -m pip download --no-deps``. Each file is checked against its pinned sha256, then
+    moved into place with ``os.replace``; the set counts as present only when all eight files
+    are there. Load it with ``load_voc(fetch_deepforest_sample())``.
 
     Args:
         data_dir: Target directory; None means :func:`default_deepforest_dir`.
-        wheel: Optional local path of the wheel.
+        wheel: Optional local path of the wheel; given, it is read even where the package is
+            installed.
 
     Returns:
         ``data_dir`` as a Path (flat: xml files beside their images).
 
     Raises:
-        DatasetError: The wheel cannot be obtained or read, or a file's sha256 differs.
+        DatasetError: The files cannot be obtained or read, or a file's sha256 differs.
     """
     data_dir = default_deepforest_dir() if data_dir is None else Path(data_dir)
     if _complete(data_dir):
@@ -289,21 +308,27 @@ def fetch_deepforest_sample(
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".deepforest-", dir=data_dir) as tmp:
         tmp_dir = Path(tmp)
-        wheel_path = Path(wheel) if wheel is not None else _download_wheel(tmp_dir)
-        try:
-            with zipfile.ZipFile(wheel_path) as archive:
+        installed = _installed_sample() if wheel is None else None
+        if installed is not None:
+            source = f"installed {DEEPFOREST_REQUIREMENT} ({installed})"
+            try:
                 for name in DEEPFOREST_FILES:
-                    (tmp_dir / name).write_bytes(archive.read(DEEPFOREST_MEMBER_DIR + name))
-        except (OSError, KeyError, zipfile.BadZipFile) as exc:
-            raise DatasetError(
-                f"wheel {wheel_path}: cannot extract the VOC sample ({exc})"
-            ) from exc
+                    shutil.copyfile(installed / name, tmp_dir / name)
+            except OSError as exc:
+                raise DatasetError(f"{source}: cannot copy the VOC sample ({exc})") from exc
+        else:
+            wheel_path = Path(wheel) if wheel is not None else _download_wheel(tmp_dir)
+            source = f"wheel {wheel_path}"
+            try:
+                with zipfile.ZipFile(wheel_path) as archive:
+                    for name in DEEPFOREST_FILES:
+                        (tmp_dir / name).write_bytes(archive.read(DEEPFOREST_MEMBER_DIR + name))
+            except (OSError, KeyError, zipfile.BadZipFile) as exc:
+                raise DatasetError(f"{source}: cannot extract the VOC sample ({exc})") from exc
         for name, expected in DEEPFOREST_FILES.items():
             digest = _sha256(tmp_dir / name)
             if digest != expected:
-                raise DatasetError(
-                    f"wheel {wheel_path}: {name} has sha256 {digest}, expected {expected}"
-                )
+                raise DatasetError(f"{source}: {name} has sha256 {digest}, expected {expected}")
         for name in DEEPFOREST_FILES:
             os.replace(tmp_dir / name, data_dir / name)
     logger.info("Extracted the deepforest VOC sample into %s", data_dir)
