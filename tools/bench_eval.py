@@ -13,7 +13,9 @@ timed is the evaluator's own path from the results file on disk to the 12 stats:
   ``COCOeval(gt, dt, "bbox")``, ``evaluate()``, ``accumulate()``, ``summarize()``.
 
 Each evaluator runs ``--repeat`` times (best time kept). "identical" compares all 12 stats
-bitwise with pycocotools'. An evaluator that is not installed is reported and skipped
+bitwise with pycocotools' (so pycocotools always runs); the exit status is 1 when an
+evaluator's stats are not identical, and each such evaluator is named: its time is then not the
+time of the same evaluation. An evaluator that is not installed is reported and skipped
 (``pip install 'detsearch[bench]'``).
 
 Usage:
@@ -128,6 +130,8 @@ def main(argv=None) -> int:
     gt = make_ground_truth(rng, args.images)
     results = make_results(rng, gt, args.per_image)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if "pycocotools" in skip:
+        parser.error("pycocotools cannot be skipped: it is the reference of the identical column")
     with tempfile.TemporaryDirectory() as scratch:
         gt_path, results_path = Path(scratch) / "gt.json", Path(scratch) / "results.json"
         gt_path.write_text(json.dumps(gt))
@@ -146,19 +150,24 @@ def main(argv=None) -> int:
                 print(f"{name}: not installed ({error}); pip install 'detsearch[bench]'")
                 continue
             rows[name] = best_time(evaluate, args.repeat)
-    reference = rows.get("pycocotools", (None, None))[1]
+    if "pycocotools" not in rows:
+        print("pycocotools is not installed: nothing to compare the stats with")
+        return 1
+    reference = rows["pycocotools"][1]
     anchor = rows.get("hotcoco", (None, None))[0]
     print(f"\n{'evaluator':<28} {'seconds':>8} {'vs hotcoco':>11}  identical to pycocotools (12 stats)")
+    failures = []
     for name, (seconds, stats) in sorted(rows.items(), key=lambda item: item[1][0]):
         ratio = f"{seconds / anchor:.2f}x" if anchor else "-"
-        if reference is None:
-            same = "(pycocotools not run)"
-        else:
-            diff = float(np.max(np.abs(np.asarray(stats) - reference)))
-            same = "yes" if np.array_equal(np.asarray(stats), reference) else f"no (max |diff| {diff:.2e})"
-        print(f"{name:<28} {seconds:>8.2f} {ratio:>11}  {same}")
+        diff = float(np.max(np.abs(np.asarray(stats) - reference)))
+        same = bool(np.array_equal(np.asarray(stats), reference))
+        if not same:
+            failures.append(f"{name}: 12 stats not identical to pycocotools' (max |diff| {diff:.2e})")
+        print(f"{name:<28} {seconds:>8.2f} {ratio:>11}  {'yes' if same else f'no (max |diff| {diff:.2e})'}")
     print(f"\nAP {rows['detsearch (detsearch eval)'][1][0]:.4f}")
-    return 0
+    for failure in failures:
+        print(f"CHECK FAILED: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ Then, in one run, it measures:
    and the sweep's table (and, reported apart, faster-coco-eval, which can differ from
    pycocotools in the last bit).
 
+The naive grid totals are extrapolated, not measured: the mean cost of the timed
+configurations times the grid's size; every line that prints one says so. The exit status is 1
+when a correctness check fails (the one-process and the multi-process tables differ, or a timed
+configuration's stats differ from pycocotools'), and the failed checks are named.
+
 Scores are made unique within an image: ``combined_non_max_suppression`` orders equal scores
 with an unstable sort, which would make the baseline differ on ties only.
 
@@ -247,7 +252,8 @@ def run(args) -> int:
     sweep_peak = peak_memory_gb()
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
     print(f"peak memory after the sweeps: {sweep_peak:.2f} GB (main process), {child_peak:.2f} GB (largest worker)", flush=True)
-    identical = same
+    failures = [] if same else ["one-stage sweep table: 1 process and the worker processes differ"]
+    identical = True  # every timed configuration's stats equal pycocotools'
     identical_fast = True
     fast_difference = 0.0
 
@@ -275,6 +281,9 @@ def run(args) -> int:
             same_coco = np.array_equal(np.asarray(row.stats), stats_coco)
             same_fast = np.array_equal(np.asarray(row.stats), stats_fast)
             identical &= same_coco
+            if not same_coco:
+                failures.append(f"{label} {params}: the sweep's 12 stats differ from pycocotools' "
+                                f"(max |diff| {float(np.abs(np.asarray(row.stats) - stats_coco).max()):.3g})")
             identical_fast &= same_fast
             fast_difference = max(fast_difference, float(np.abs(np.asarray(row.stats) - stats_fast).max()))
             nms_times.append(nms_seconds)
@@ -293,7 +302,8 @@ def run(args) -> int:
 
     print()
     print("=" * 78)
-    print("per configuration:")
+    print(f"per configuration (naive: mean of the {args.baseline_configs} timed configuration(s); sweep: its measured "
+          f"total / configurations):")
     print(f"{'':22s}{'naive+pycocotools':>20s}{'naive+faster-coco':>20s}{'sweep':>12s}{'x pycoco':>10s}{'x fce':>8s}")
     for label, (naive, naive_fast, ours) in report.items():
         name = label if "process" in label else f"{label}, {args.workers} proc."
@@ -301,18 +311,32 @@ def run(args) -> int:
     total_one = report["one-stage"][0] * len(one_result.table)
     total_two = report["two-stage"][0] * len(two_result.table)
     print(
-        f"grid totals: one-stage {len(one_result.table)} configs naive {total_one / 60:.1f} min vs sweep {one_seconds:.1f} s; "
-        f"two-stage {len(two_result.table)} configs naive {total_two / 3600:.1f} h vs sweep {two_seconds / 60:.1f} min"
+        f"grid totals: one-stage {len(one_result.table)} configs naive {total_one / 60:.1f} min (extrapolated: "
+        f"{args.baseline_configs} timed x {len(one_result.table)}) vs sweep {one_seconds:.1f} s (measured); "
+        f"two-stage {len(two_result.table)} configs naive {total_two / 3600:.1f} h (extrapolated: "
+        f"{args.baseline_configs} timed x {len(two_result.table)}) vs sweep {two_seconds / 60:.1f} min (measured)"
     )
     print(
         f"peak memory: {sweep_peak:.2f} GB main process + {child_peak:.2f} GB largest worker after the sweeps; "
         f"{peak_memory_gb():.2f} GB main process overall (with the baselines)"
     )
     print(f"every compared configuration's 12 stats identical to pycocotools (bitwise): {identical}")
-    print(f"... and to faster-coco-eval: {identical_fast} (largest difference {fast_difference:.3g})")
+    print(f"... and to faster-coco-eval: {identical_fast} (largest difference {fast_difference:.3g}; "
+          "faster-coco-eval may differ in the last bit, not a check)")
     print(f"best one-stage {one_result.best_params} AP {one_result.best_row.stats[0]:.4f}")
     print(f"best two-stage {two_result.best_params} AP {two_result.best_row.stats[0]:.4f}")
-    return 0 if identical else 1
+    return report_checks(failures)
+
+
+def report_checks(failures: list[str]) -> int:
+    """Prints each failed correctness check; the exit status: 0 when none failed, else 1."""
+    for failure in failures:
+        print(f"CHECK FAILED: {failure}", flush=True)
+    if failures:
+        print(f"{len(failures)} correctness check(s) failed: the timings above compare different results")
+        return 1
+    print("all correctness checks passed")
+    return 0
 
 
 END_TO_END_GRID = {"score_threshold": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5],
@@ -357,6 +381,11 @@ def end_to_end(args) -> int:
 
     from detsearch.detection.cache import import_coco_detections
 
+    try:
+        import hotcoco  # noqa: F401
+    except ImportError as error:
+        print(f"the end-to-end baseline needs hotcoco ({error}); pip install 'detsearch[bench]'")
+        return 2
     rng = np.random.default_rng(args.seed)
     gt = make_ground_truth(rng, args.images)
     cache = make_one_stage_cache(rng, gt, rows_per_image=args.rows_per_image)
@@ -391,14 +420,21 @@ def end_to_end(args) -> int:
 
     coco_gt = coco_ground_truth(gt)
     baseline = []
-    identical = True
+    failures = []
     for score_threshold, iou_threshold in END_TO_END_BASELINE[: args.baseline_configs]:
         results, nms_seconds = one_stage_baseline_nms(tf, imported, gt, score_threshold, iou_threshold)
         hot_stats, hot_seconds = hotcoco_eval(gt, results)
         py_stats, py_seconds = pycocotools_eval(coco_gt, results)
         row = next(r for r in table if r["params"] == {"score_threshold": score_threshold, "iou_threshold": iou_threshold})
-        same = list(row["stats"]) == [float(v) for v in py_stats] and np.array_equal(hot_stats, py_stats)
-        identical &= same
+        sweep_same = list(row["stats"]) == [float(v) for v in py_stats]
+        hot_same = bool(np.array_equal(hot_stats, py_stats))
+        same = sweep_same and hot_same
+        if not sweep_same:
+            failures.append(f"score {score_threshold:g} iou {iou_threshold:g}: the sweep CLI's 12 stats differ from "
+                            "pycocotools'")
+        if not hot_same:
+            failures.append(f"score {score_threshold:g} iou {iou_threshold:g}: hotcoco's 12 stats differ from "
+                            "pycocotools' (the baseline it times is not the same evaluation)")
         baseline.append((nms_seconds, hot_seconds, py_seconds))
         print(f"baseline score {score_threshold:g} iou {iou_threshold:g}: TF NMS {nms_seconds:.2f}s, hotcoco "
               f"{hot_seconds:.2f}s, pycocotools {py_seconds:.2f}s; stats identical (sweep, hotcoco, pycocotools): {same}",
@@ -408,13 +444,15 @@ def end_to_end(args) -> int:
     print(f"import of the {megabytes:.0f} MB JSON (import_coco_detections): {import_seconds:.2f} s")
     print(f"detsearch sweep CLI, 1 configuration, end to end (process start, import, sweep, report): {one_seconds:.2f} s")
     print(f"detsearch sweep CLI, {configs} configurations, end to end: {grid_seconds:.2f} s")
-    print(f"per configuration: TF NMS {nms:.2f} s + hotcoco {hot:.2f} s = {nms + hot:.2f} s; "
+    timed = len(baseline)
+    print(f"per configuration (mean of {timed} timed): TF NMS {nms:.2f} s + hotcoco {hot:.2f} s = {nms + hot:.2f} s; "
           f"TF NMS + pycocotools {nms + py:.2f} s")
-    print(f"{configs}-configuration grid: sweep {grid_seconds:.1f} s vs TF NMS + hotcoco {configs * (nms + hot):.1f} s "
-          f"({configs * (nms + hot) / grid_seconds:.1f}x) vs TF NMS + pycocotools {configs * (nms + py):.1f} s "
-          f"({configs * (nms + py) / grid_seconds:.1f}x)")
-    print(f"timed configurations' 12 stats identical (sweep, hotcoco, pycocotools): {identical}")
-    return 0
+    print(f"{configs}-configuration grid: sweep {grid_seconds:.1f} s (measured) vs TF NMS + hotcoco "
+          f"{configs * (nms + hot):.1f} s ({configs * (nms + hot) / grid_seconds:.1f}x) vs TF NMS + pycocotools "
+          f"{configs * (nms + py):.1f} s ({configs * (nms + py) / grid_seconds:.1f}x); both naive totals extrapolated: "
+          f"the mean of {timed} timed configuration(s) x {configs}")
+    print(f"timed configurations' 12 stats identical (sweep, hotcoco, pycocotools): {not failures}")
+    return report_checks(failures)
 
 
 def main(argv=None) -> int:
