@@ -25,13 +25,19 @@ Experiment: the selector on the experiment's own train step (`ExperimentTrainer`
 final runs of ``trainer.train_steps`` with the task's train step, scored by Model Garden's own
 evaluation; grid: 5 learning rates (0.005 to 0.08) at the config's weight decay and momentum.
 
-Finished final runs and trial journals are kept under ``--out`` (a rerun reuses them). Prints
-one block per model and the rows of docs/hyperselector.md's validation table.
+Finished final runs and trial journals are kept under ``--out`` (a rerun reuses them). A trial
+is keyed, as in every search's journal, by its trainer's fingerprint (data, initial weights, the
+model's source); a final run by that fingerprint too plus the source of the modules that train
+and score it (`run_fingerprint`), so a run made before a change to the training or scoring code
+is run again, never reused. Prints one block per model and the rows of docs/hyperselector.md's
+validation table.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import itertools
 import math
 import os
@@ -71,8 +77,26 @@ def variants(final_steps: int) -> dict[str, dict]:
     }
 
 
+def run_fingerprint(trainer, modules: tuple[str, ...], *functions) -> str:
+    """What a final run's score depends on besides its hyperparameters: ``trainer.fingerprint()``
+    (the trial journal's key: data, initial weights, the model's source) and the source of the
+    code that trains and scores it: the trainer's own module, ``modules`` (importable names) and
+    ``functions`` (this benchmark's scoring code). 16 hex digits."""
+    import importlib
+
+    digest = hashlib.sha256(trainer.fingerprint().encode())
+    names = sorted({type(trainer).__module__, "detsearch.training.base", "detsearch.selector.curves", *modules})
+    for name in names:
+        digest.update(name.encode())
+        digest.update(Path(inspect.getsourcefile(importlib.import_module(name))).read_bytes())
+    for function in functions:
+        digest.update(inspect.getsource(function).encode())
+    return digest.hexdigest()[:16]
+
+
 class FinalRuns:
-    """Final-run results kept in a JSON file (a rerun reuses them)."""
+    """Final-run results kept in a JSON file (a rerun reuses them). Keys name the run's seed and
+    hyperparameters and end with its `run_fingerprint`."""
 
     def __init__(self, path: Path):
         import json
@@ -155,13 +179,19 @@ def bench(model: str, args) -> dict:
     grid_points = [(float(lr), wd, m) for lr, wd, m in itertools.product(learning_rates, WEIGHT_DECAYS, MOMENTUMS)]
     trainers = {}
 
+    fingerprints = {}
+
     def final(seed, lr, momentum, wd):
+        if seed not in trainers:
+            trainers[seed] = final_trainer(model, seed, args.final_steps)
+            fingerprints[seed] = run_fingerprint(trainers[seed], ("detsearch.models.mnist",), final_trainer,
+                                                 final_accuracy)
+
         def compute():
-            if seed not in trainers:
-                trainers[seed] = final_trainer(model, seed, args.final_steps)
             return final_accuracy(trainers[seed], args.final_steps, lr, momentum, wd)
 
-        return runs.get(f"{model} seed {seed} steps {args.final_steps} lr {lr!r} m {momentum!r} wd {wd!r}", compute)
+        return runs.get(f"{model} seed {seed} steps {args.final_steps} lr {lr!r} m {momentum!r} wd {wd!r} "
+                        f"code {fingerprints[seed]}", compute)
 
     grid = {p: [final(seed, p[0], p[2], p[1]) for seed in seeds] for p in grid_points}
     print(f"  [{model}] grid done", file=sys.stderr, flush=True)
@@ -287,6 +317,8 @@ def bench_detection(args) -> dict:
                                               evaluation_total_steps=5)
         return trainers[seed]
 
+    fingerprints = {}
+
     def final_map(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
         """val mAP (500 images) after the final budget."""
         def compute():
@@ -298,7 +330,12 @@ def bench_detection(args) -> dict:
             stats = evaluate_results(ground_truth, predict_results(t.detector, val_set)).stats
             return max(0.0, float(stats[0]))
 
-        return runs.get(f"ssd seed {seed} steps {final_steps} lr {lr!r} m {momentum!r} wd {weight_decay!r}", compute)
+        if seed not in fingerprints:
+            fingerprints[seed] = run_fingerprint(
+                trainer(seed), ("detsearch.models.train", "detsearch.models.record", "detsearch.models.detector",
+                                "detsearch.models.ssd", "detsearch.detection.cocoeval"), compute)
+        return runs.get(f"ssd seed {seed} steps {final_steps} lr {lr!r} m {momentum!r} wd {weight_decay!r} "
+                        f"code {fingerprints[seed]}", compute)
 
     defaults = [final_map(seed, DET_DEFAULTS["learning_rate"], DET_DEFAULTS["momentum"], DET_DEFAULTS["weight_decay"])
                 for seed in seeds]
@@ -358,9 +395,10 @@ def bench_experiment(args) -> dict:
     trainers = {}
 
     def final_ap(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
+        if seed not in trainers:
+            trainers[seed] = ExperimentTrainer(experiment, num_batches=train_steps, seed=seed)
+
         def compute():
-            if seed not in trainers:
-                trainers[seed] = ExperimentTrainer(experiment, num_batches=train_steps, seed=seed)
             t = trainers[seed]
             schedule = LrSchedule(start=lr, steps=final_steps, warmup_steps=warmup_steps, warmup_lr=warmup_lr)
             curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
@@ -371,8 +409,10 @@ def bench_experiment(args) -> dict:
                                      checkpoint=t.save(weight_decay, str(Path(tmp) / "ckpt")))
                 return max(0.0, evaluate_with_model_garden(trained)["AP"])
 
+        if ("code", seed) not in trainers:
+            trainers[("code", seed)] = run_fingerprint(trainers[seed], ("detsearch.models.experiment",), compute)
         value = runs.get(f"{experiment.name} {args.config_file} seed {seed} steps {train_steps} lr {lr!r} "
-                         f"m {momentum!r} wd {weight_decay!r}", compute)
+                         f"m {momentum!r} wd {weight_decay!r} code {trainers[('code', seed)]}", compute)
         print(f"  [experiment] seed {seed} lr {lr:.4g} m {momentum:g} wd {weight_decay:g} -> AP {value:.4f}",
               file=sys.stderr, flush=True)
         return value
