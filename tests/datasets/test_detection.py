@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")  # opencv comes with the tf extra
-
 from detsearch.datasets.detection import (
     BOX_TOLERANCE,
     DatasetError,
@@ -145,7 +143,7 @@ def test_annotation_ids_are_kept(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# tf.data pipeline.
+# tf.data pipeline (OpenCV writes the images: tf tests only).
 # ---------------------------------------------------------------------------
 
 RED_BGR = (0, 0, 255)
@@ -153,6 +151,8 @@ RED_BGR = (0, 0, 255)
 
 def write_images(root: Path) -> DetectionDataset:
     """Three images whose single red rectangle is box 0; box 1 of image 1 is a crowd region."""
+    import cv2
+
     specs = [  # (image_id, height, width, red yxyx)
         (11, 40, 80, (10, 20, 30, 60)),
         (12, 60, 30, (6, 3, 54, 27)),
@@ -250,6 +250,7 @@ def test_pipeline_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         make_tf_dataset(dataset, 16, 0, training=False)
 
+    import cv2
     import tensorflow as tf
 
     (tmp_path / "12.png").unlink()

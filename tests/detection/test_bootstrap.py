@@ -177,7 +177,7 @@ def test_unit_weights_equal_evaluate_bitwise(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_bootstrap_weights_equal_pycocotools_on_duplicated_data(seed):
-    pytest.importorskip("pycocotools")
+    pytest.importorskip("pycocotools", reason="the oracle: pip install 'detsearch[coco]'")
     rng = np.random.default_rng(100 + seed)
     for case in range(6):
         dataset, results = random_case(rng, many_per_group=case == 0)
@@ -209,7 +209,7 @@ def test_heavy_weights_equal_reference(seed):
 
 def test_reference_equals_pycocotools_on_a_tie_heavy_case():
     # The slow reference itself against the oracle, on a case with ties inside images.
-    pytest.importorskip("pycocotools")
+    pytest.importorskip("pycocotools", reason="the oracle: pip install 'detsearch[coco]'")
     rng = np.random.default_rng(7)
     dataset, results = random_case(rng, many_per_group=True)
     matches = matched(dataset, results)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 
 from detsearch.detection.boxes import area_yxyx, check_yxyx, iou_xywh, iou_yxyx, xywh_to_yxyx, yxyx_to_xywh
 
@@ -48,6 +47,7 @@ def test_iou_yxyx_hand_computed():
 
 
 def test_iou_xywh_matches_pycocotools_bitwise():
+    mask_utils = pytest.importorskip("pycocotools.mask", reason="the oracle: pip install 'detsearch[coco]'")
     rng = np.random.default_rng(1)
     dt = np.concatenate([rng.uniform(0, 200, (60, 2)), rng.uniform(0.5, 80, (60, 2))], axis=1)
     gt = np.concatenate([rng.uniform(0, 200, (25, 2)), rng.uniform(0.5, 80, (25, 2))], axis=1)

@@ -15,10 +15,6 @@ import pytest
 from detsearch import cli
 from detsearch.detection.results import read_results
 
-pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "data" / "coco_val2014_100"
 ANNOTATIONS = FIXTURE / "instances_val2014_100.json"
@@ -26,6 +22,11 @@ RESULTS = FIXTURE / "instances_val2014_fakebbox100_results.json"
 
 
 def pycocotools(annotations, results) -> tuple[np.ndarray, list[str]]:
+    """The oracle (the coco extra; ``detsearch eval`` itself runs on the core install)."""
+    pytest.importorskip("pycocotools", reason="the oracle: pip install 'detsearch[coco]'")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         gt = COCO(str(annotations))
         evaluator = COCOeval(gt, gt.loadRes(str(results)), "bbox")

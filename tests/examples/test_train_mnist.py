@@ -11,9 +11,6 @@ import pytest
 
 from detsearch.datasets import mnist
 
-pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.tf
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,9 +22,10 @@ def test_seed_program_differs_only_in_imports():
     assert not any("tensorflow.examples" in line or "moxing.tensorflow" in line for line in program)
 
 
+@pytest.mark.tf
 @pytest.mark.slow
-def test_seed_program_searches_trains_and_exports(tmp_path):
-    data_dir = mnist.ensure(mnist.default_data_dir())
+def test_seed_program_searches_trains_and_exports(tmp_path, real_mnist_dir):
+    data_dir = real_mnist_dir
     out = tmp_path / "train_url"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([sys.executable, "-m", "examples.train_mnist", f"--data_url={data_dir}",

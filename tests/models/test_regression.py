@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("official")
-
+from detsearch.datasets import demo
 from detsearch.detection.sweep import sweep
 from detsearch.params import ParamSpec
 from detsearch.models.data import load_dataset
-from detsearch.models.record import record_cache
-from detsearch.models.restore import load_detector
+
+# detsearch.models.record and .restore import TensorFlow and Model Garden: the tests import them.
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models" / "checkpoints" / "ssd_tiny_demo"
@@ -28,11 +28,20 @@ PINNED = {
 TOLERANCE = 0.003
 
 
-@pytest.mark.slow
-def test_shipped_checkpoint_map_is_pinned(tmp_path):
+@pytest.fixture(scope="module")
+def val(sandbox, real_mnist_dir):
+    """The demo's val split, as a user loads it: the default set in its default directory, which
+    is under the session's temporary data root (tests/conftest.py), built there once."""
+    assert demo.default_demo_dir().is_relative_to(sandbox)  # never ./data
+    return load_dataset("demo", "val")
+
+
+def test_shipped_checkpoint_map_is_pinned(val, tmp_path):
+    from detsearch.models.record import record_cache
+    from detsearch.models.restore import load_detector
+
     detector, _ = load_detector(SHIPPED)
     assert detector.thresholds["score_threshold"] == 0.05 and detector.thresholds["iou_threshold"] == 0.5
-    val = load_dataset("demo", "val")
     assert len(val) == 500
     cache = record_cache(detector, val, tmp_path / "cache", score_floor=0.01)
     result = sweep(cache, val.to_coco_json(), ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5]))
@@ -43,8 +52,7 @@ def test_shipped_checkpoint_map_is_pinned(tmp_path):
         assert row.dets_per_image == pytest.approx(dets, rel=0.02)
 
 
-@pytest.mark.slow
-def test_shipped_checkpoint_through_detsearch_eval_expect(tmp_path, capsys):
+def test_shipped_checkpoint_through_detsearch_eval_expect(val, tmp_path, capsys):
     """The regression check a user's CI runs: final detections (Model Garden's post-processing
     at the default thresholds) through ``detsearch eval --expect`` against the recorded stats
     (tests/models/data/shipped_eval.json, written by the same command)."""
@@ -52,9 +60,9 @@ def test_shipped_checkpoint_through_detsearch_eval_expect(tmp_path, capsys):
 
     from detsearch import cli
     from detsearch.models.record import predict_results
+    from detsearch.models.restore import load_detector
 
     detector, _ = load_detector(SHIPPED)
-    val = load_dataset("demo", "val")
     (tmp_path / "gt.json").write_text(json.dumps(val.to_coco_json()))
     (tmp_path / "dt.json").write_text(json.dumps(predict_results(detector, val)))
     expected = ROOT / "tests" / "models" / "data" / "shipped_eval.json"

@@ -7,20 +7,24 @@ import json
 
 import pytest
 
-pytest.importorskip("tensorflow")
-
 import detsearch.moxing as mox
 from detsearch.datasets import demo
-from detsearch.moxing import auto
-from detsearch.models.search import DetectionModel
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 
+def detection_model(*args, **kwargs):
+    """A `detsearch.models.search.DetectionModel`, imported when a test runs (it imports
+    TensorFlow), not when the module is collected."""
+    from detsearch.models.search import DetectionModel
+
+    return DetectionModel(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
-def input_fn(tmp_path_factory):
+def input_fn(tmp_path_factory, real_mnist_dir):
     root = tmp_path_factory.mktemp("demo") / "set"
-    demo.build_demo(root, num_train=32, num_val=8, image_size=128, seed=7)
+    demo.build_demo(root, num_train=32, num_val=8, image_size=128, seed=7, mnist_dir=real_mnist_dir)
     sets = {mox.ModeKeys.TRAIN: demo.load_demo(root, "train"), mox.ModeKeys.EVAL: demo.load_demo(root, "val")}
     return lambda run_mode: sets[run_mode]
 
@@ -32,7 +36,7 @@ def optimizer_fn(**kwargs):
 
 def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn, tmp_path):
     chosen = mox.auto.search(
-        input_fn, DetectionModel("ssd", eval_images=8), optimizer_fn, batch_size=4, auto_batch=False, total_steps=8,
+        input_fn, detection_model("ssd", eval_images=8), optimizer_fn, batch_size=4, auto_batch=False, total_steps=8,
         evaluation_total_steps=2, acc_name="AP", window=2, warmup_steps=2, evaluate_every_n_steps=4,
         param_spec=mox.auto.ParamSpec(momentum=0.9, weight_decay=1e-4),
         param_list_spec=mox.auto.ParamSpec(weight_decay=[1e-4, 1e-3], score_threshold=[0.05, 0.3]),
@@ -47,7 +51,7 @@ def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn,
     assert chosen.momentum == 0.9 and chosen.weight_decay in (1e-4, 1e-3)
     assert chosen.score_threshold == (0.05, 0.3)  # chosen on the final model by run
 
-    metrics = mox.auto.run(input_fn, DetectionModel("ssd"), optimizer_fn, batch_size=4, log_dir=str(tmp_path / "run"),
+    metrics = mox.auto.run(input_fn, detection_model("ssd"), optimizer_fn, batch_size=4, log_dir=str(tmp_path / "run"),
                            max_number_of_steps=6, param_spec=chosen, export_model=mox.ExportKeys.TF_SERVING,
                            return_details=True)
     assert "loss" in metrics["metrics"]
@@ -67,12 +71,12 @@ def test_a_detection_model_refuses_other_optimizers(input_fn, tmp_path):
         return mox.get_optimizer_fn("adam", learning_rate=kwargs["param_spec"].learning_rate)()
 
     with pytest.raises(ValueError, match="momentum SGD"):
-        mox.auto.search(input_fn, DetectionModel("ssd"), adam, batch_size=4, auto_batch=False, total_steps=8,
+        mox.auto.search(input_fn, detection_model("ssd"), adam, batch_size=4, auto_batch=False, total_steps=8,
                         evaluation_total_steps=2, acc_name="AP", param_spec=mox.auto.ParamSpec(momentum=0.9))
 
 
 def test_input_fn_must_give_detection_images(tmp_path):
     with pytest.raises(TypeError, match="DetectionDataset"):
-        mox.auto.search(lambda mode: [1, 2, 3], DetectionModel("ssd"), optimizer_fn, batch_size=4, auto_batch=False,
+        mox.auto.search(lambda mode: [1, 2, 3], detection_model("ssd"), optimizer_fn, batch_size=4, auto_batch=False,
                         total_steps=8, evaluation_total_steps=2, acc_name="AP",
                         param_spec=mox.auto.ParamSpec(momentum=0.9))

@@ -18,10 +18,12 @@ MAPPED = {"detsearch": ROOT / "detsearch", "detsearch/models": ROOT / "models", 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    # Built without isolation, by the environment's setuptools: it needs `wheel` for bdist_wheel
-    # (TensorFlow's dependencies bring it; a bare NumPy-only environment may lack it).
-    pytest.importorskip("setuptools")
-    pytest.importorskip("wheel")
+    # Built without isolation (an isolated build would download setuptools), by the environment's
+    # setuptools: it needs `wheel` for bdist_wheel (TensorFlow's dependencies bring it; a bare
+    # NumPy-only environment may lack it).
+    reason = "builds the wheel offline with this environment's setuptools and wheel: pip install setuptools wheel"
+    pytest.importorskip("setuptools", reason=reason)
+    pytest.importorskip("wheel", reason=reason)
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")
     # A copy of the tree keeps the checkout free of build/ and *.egg-info.

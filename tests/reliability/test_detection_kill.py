@@ -20,21 +20,25 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--search-training", "--max_images", "24", "--trial_steps", "10", "--evaluate_every_n_steps", "5",
         "--window", "2", "--warmup_steps", "2", "--steps", "30", "--weight-decays", "1e-4,1e-3", "--momentums",
         "0.9", "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5", "--lr-refine-factors", ""]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def command(out: Path) -> list[str]:
     return [sys.executable, "tools/search_det.py", *ARGS, "--out", str(out)]
 
 
+def environment() -> dict[str, str]:
+    # read when a test runs: $DETSEARCH_DATA_DIR is the session's (tests/conftest.py), not ./data
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def run(out: Path) -> dict:
-    proc = subprocess.run(command(out), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command(out), cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "summary.json").read_text())
 
 
 def run_until_killed(out: Path, ready) -> None:
-    proc = subprocess.Popen(command(out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command(out), cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
         while not ready() and proc.poll() is None and time.monotonic() < deadline:
@@ -54,7 +58,7 @@ def same_outcome(summary: dict, reference: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, real_mnist_dir):  # the demo's digits, where the script looks
     return run(tmp_path_factory.mktemp("reference") / "out")
 
 

@@ -132,14 +132,14 @@ def read_or_cache_error(path: Path, verify: bool = True) -> str:
     return "ok"
 
 
-def check_signed_meta(data) -> str:
+def check_signed_meta(data, scratch_root: Path) -> str:
     meta = json.loads((GOOD_CACHE / "meta.json").read_text())
     damaged = {k: v for k, v in meta.items() if k != "meta_sha256"}
     if data.draw(st.integers(0, 3)) == 0:  # free-form provenance: any JSON goes (the controls)
         damaged["source"] = mutate(data, damaged["source"])
     else:
         damaged = mutate(data, damaged)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = Path(scratch) / "cache"
         shutil.copytree(GOOD_CACHE, path)
         payload = sign(damaged) if isinstance(damaged, dict) else damaged
@@ -154,10 +154,10 @@ ARRAY_VALUES = {
 ARRAYS = sorted(n for n in cache_module.ARRAY_NAMES if (GOOD_CACHE / f"{n}.npy").exists())
 
 
-def check_signed_array(data) -> str:
+def check_signed_array(data, scratch_root: Path) -> str:
     chooser = data.draw(st.randoms(use_true_random=False))
     name = chooser.choice(ARRAYS)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = Path(scratch) / "cache"
         shutil.copytree(GOOD_CACHE, path)
         array = np.load(path / f"{name}.npy")
@@ -199,10 +199,10 @@ def message_names(error: Exception, source: str) -> None:
     assert str(error).startswith(f"{source}: "), str(error)
 
 
-def check_ground_truth(data) -> str:
+def check_ground_truth(data, scratch_root: Path) -> str:
     """`cocoeval.load_ground_truth` (what ``python -m detsearch sweep --annotations`` reads):
     a GroundTruth, or a ValueError naming the file."""
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = write_json(Path(scratch) / "gt.json", mutate(data, GOOD_ANNOTATIONS))
         try:
             ground_truth = load_ground_truth(path)
@@ -215,14 +215,14 @@ def check_ground_truth(data) -> str:
     return "ok"
 
 
-def check_results_importer(data) -> str:
+def check_results_importer(data, scratch_root: Path) -> str:
     """`import_coco_detections` as ``--detections`` uses it (a file, and the annotations the
     CLI has already loaded as a JSON object): a valid cache, or a CacheError naming the file
     (or the annotations, when those are what is wrong)."""
     annotations = mutate(data, GOOD_ANNOTATIONS, rounds=st.integers(0, 1))
     if not isinstance(annotations, dict):
         annotations = GOOD_ANNOTATIONS
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = write_json(Path(scratch) / "raw.json", mutate(data, GOOD_DETECTIONS))
         try:
             cache = import_coco_detections(str(path), annotations)
@@ -234,8 +234,8 @@ def check_results_importer(data) -> str:
     return "ok"
 
 
-def check_coco_dataset(data) -> str:
-    with tempfile.TemporaryDirectory() as scratch:
+def check_coco_dataset(data, scratch_root: Path) -> str:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = write_json(Path(scratch) / "instances.json", mutate(data, GOOD_ANNOTATIONS))
         try:
             dataset = load_coco(path, path.parent, check_images=False)
@@ -253,7 +253,7 @@ VOC_FIELDS = ["filename", "width", "height", "depth", "name", "difficult", "xmin
 VOC_TEXT = ["", " ", "0", "1", "-3", "1e400", "nan", "inf", "12.5", "cat", "a\nb", "<", "&", "]]>", "<x/>"]
 
 
-def check_voc(data) -> str:
+def check_voc(data, scratch_root: Path) -> str:
     """`load_voc`: element texts replaced (escaped or raw, so also malformed XML), elements
     dropped, bytes cut: a dataset, or a DatasetError naming the file."""
     text = GOOD_VOC
@@ -277,7 +277,7 @@ def check_voc(data) -> str:
             text = text[:start] + text[stop + len(field) + 3:]
     if chooser.random() < 0.1:
         text = text[: chooser.randrange(len(text) + 1)]
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
         path = Path(scratch) / "image.xml"
         path.write_text(text, encoding="utf-8")
         try:
@@ -301,13 +301,13 @@ CHECKS = {
 
 
 @pytest.mark.parametrize("reader", sorted(CHECKS))
-def test_reader_gives_a_valid_result_or_its_own_error_naming_the_source(reader):
+def test_reader_gives_a_valid_result_or_its_own_error_naming_the_source(reader, tmp_path):
     outcomes = {"error": 0, "ok": 0}
 
     @FUZZ
     @given(data=st.data())
     def fuzz(data):
-        outcomes[CHECKS[reader](data)] += 1
+        outcomes[CHECKS[reader](data, tmp_path)] += 1
 
     fuzz()
     # A mutation strategy that only ever produced errors (or only valid inputs) would test little.

@@ -5,7 +5,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    ray = pytest.importorskip("ray")  # a guard only: CI installs the ray extra and runs these
+    # a guard only: CI installs the ray extra and runs these
+    ray = pytest.importorskip("ray", reason="needs Ray: pip install 'detsearch[ray]'")
     from detsearch.executor import RayExecutor
 
     if ray.is_initialized():

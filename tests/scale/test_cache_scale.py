@@ -14,11 +14,11 @@ FLOOR = 0.05
 
 
 @pytest.fixture(scope="module")
-def val_set(tmp_path_factory):
+def val_set(tmp_path_factory, real_mnist_dir):
     from detsearch.datasets import demo
 
     root = tmp_path_factory.mktemp("demo") / "set"
-    demo.build_demo(root, num_train=1, num_val=5, image_size=128, seed=4)
+    demo.build_demo(root, num_train=1, num_val=5, image_size=128, seed=4, mnist_dir=real_mnist_dir)
     return demo.load_demo(root, "val")
 
 

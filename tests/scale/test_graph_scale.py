@@ -41,7 +41,7 @@ def test_a_pickled_graph_trainer_trains_like_the_original():
     trainer = GraphTrainer(input_fn, model_fn, optimizer_fn, mox.auto.ParamSpec(learning_rate=0.1, momentum=0.9),
                            batch_size=20, auto_batch=False, num_batches=10, metric_names=["accuracy"],
                            loss_name="loss", select_by_eval=False, evaluation_total_steps=2, log_every_n_steps=0)
-    cloudpickle = pytest.importorskip("cloudpickle")  # comes with ray
+    cloudpickle = pytest.importorskip("cloudpickle", reason="needs cloudpickle (comes with Ray): pip install 'detsearch[ray]'")
     copy = pickle.loads(cloudpickle.dumps(trainer))  # as Ray ships it
     assert copy.input_fn is None and copy._model is None  # the data pipeline and the session stay here
     flat = lambda t: [a for batch in t.batches for a in batch] + list(t.initial_values)  # noqa: E731

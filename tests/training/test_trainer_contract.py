@@ -1,10 +1,10 @@
 """The `Trainer` contract (detsearch.training.base.Trainer), checked over every trainer:
 the NumPy test trainer, the graph-mode (MoXing) trainer, the Keras trainer and the detection
-trainer. Each factory builds a trainer from a weight seed and a data seed."""
+trainer. Each factory builds a trainer from a weight seed, a data seed and a scratch directory
+(pytest's); the TensorFlow ones import it when called, so that the module is collected without it."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ STEPS = 6
 WARMUP = 2
 
 
-def numpy_trainer(weights_seed: int, data_seed: int):
+def numpy_trainer(weights_seed: int, data_seed: int, scratch: Path):
     from tests.selector.numpy_trainer import NumpyTrainer
 
     trainer = NumpyTrainer(steps=WARMUP + STEPS, evaluation_total_steps=1, seed=data_seed)
@@ -32,8 +32,9 @@ def _features(data_seed: int):
     return inputs, labels
 
 
-def graph_trainer(weights_seed: int, data_seed: int):
-    tf = pytest.importorskip("tensorflow")
+def graph_trainer(weights_seed: int, data_seed: int, scratch: Path):
+    import tensorflow as tf
+
     import detsearch.moxing as mox
     from detsearch.params import ParamSpec
     from detsearch.training.graph import GraphTrainer
@@ -62,9 +63,10 @@ def graph_trainer(weights_seed: int, data_seed: int):
                         select_by_eval=False, evaluation_total_steps=1, log_every_n_steps=0, seed=weights_seed)
 
 
-def keras_trainer(weights_seed: int, data_seed: int):
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+def keras_trainer(weights_seed: int, data_seed: int, scratch: Path):
+    import keras
+    import tensorflow as tf
+
     from detsearch.params import ParamSpec
     from detsearch.training.keras import KerasTrainer
 
@@ -81,12 +83,11 @@ def keras_trainer(weights_seed: int, data_seed: int):
                         evaluation_total_steps=1, seed=weights_seed)
 
 
-def detection_trainer(weights_seed: int, data_seed: int):
-    pytest.importorskip("tensorflow")
+def detection_trainer(weights_seed: int, data_seed: int, scratch: Path):
     from detsearch.datasets import demo
     from detsearch.models.search import DetectionTrainer
 
-    directory = Path(tempfile.mkdtemp(prefix="contract-demo-")) / "set"
+    directory = scratch / f"demo-{data_seed}"  # reused by the factory's later calls with this data seed
     demo.build_demo(directory, num_train=8, num_val=4, image_size=128, seed=data_seed)
     return DetectionTrainer("ssd", "tiny", demo.load_demo(directory, "train"), batch_size=4,
                             evaluation_total_steps=1, seed=weights_seed)
@@ -106,8 +107,8 @@ def _trial(start: float, end: float | None, momentum: float, weight_decay: float
 
 
 @pytest.mark.parametrize("factory", FACTORIES)
-def test_trainer_contract(factory):
-    trainer = factory(0, 0)
+def test_trainer_contract(factory, tmp_path):
+    trainer = factory(0, 0, tmp_path)
     assert isinstance(trainer, Trainer)
     assert trainer.num_parameters() > 0
     names = trainer.metric_names()
@@ -129,26 +130,26 @@ def test_trainer_contract(factory):
     assert set(names) <= set(first.metrics)
 
     # the fingerprint names the data, the initial weights and the model, and only those
-    assert trainer.fingerprint() == factory(0, 0).fingerprint()
-    assert trainer.fingerprint() != factory(1, 0).fingerprint()
-    assert trainer.fingerprint() != factory(0, 1).fingerprint()
+    assert trainer.fingerprint() == factory(0, 0, tmp_path).fingerprint()
+    assert trainer.fingerprint() != factory(1, 0, tmp_path).fingerprint()
+    assert trainer.fingerprint() != factory(0, 1, tmp_path).fingerprint()
 
 
 @pytest.mark.tf
-def test_the_keras_trainer_leaves_the_process_seeds_as_they_were():
+def test_the_keras_trainer_leaves_the_process_seeds_as_they_were(tmp_path):
     import random
 
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from tensorflow.python.eager import context
 
     random.seed(7)
     np.random.seed(7)
     tf.random.set_seed(7)
     before = (random.getstate(), np.random.get_state()[1].copy(), context.global_seed())
-    first = keras_trainer(3, 0)
+    first = keras_trainer(3, 0, tmp_path)
     after = (random.getstate(), np.random.get_state()[1].copy(), context.global_seed())
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2] == after[2]
     # the weights still come from the trainer's seed alone
     np.random.seed(123)
-    again = keras_trainer(3, 0)
+    again = keras_trainer(3, 0, tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(first.initial_weights, again.initial_weights))
