@@ -552,7 +552,7 @@ def group_demo(ctx: Context) -> list[Figure]:
                            f"{highest['map'] - chosen['map']:+.4f} AP over a threshold that keeps "
                            f"{chosen['dets_per_image']:.0f}")),
         figure("demo.default_thresholds", f"AP {default['map']:.4f} / AP50 {default['ap50']:.4f}", command,
-               (models, f"reach AP {default['map']:.4f} / AP50 {default['ap50']:.4f} (SSD)")),
+               (models, f"reach AP {default['map']:.4f} / AP50 {default['ap50']:.4f} (SSD")),
         figure("demo.highest", f"{highest['map']:.4f} at " + ", ".join(f"{k} {v:g}" for k, v in highest["params"].items()),
                command, (models, f"the sweep's best settings give {highest['map']:.4f} (" +
                          ", ".join(f"{k} {v:g}" for k, v in highest["params"].items()) + ")")),
@@ -706,7 +706,7 @@ def group_timing(ctx: Context) -> list[Figure]:
     memory = f", peak RSS {ran.max_rss_mb:.0f} MB" if ran.max_rss_mb else ""
     figures.append(figure("timing.search_det_train_run", f"{seconds_text(ran.seconds)}{memory}; {ran.load}",
                           f"DETSEARCH_DATA_DIR={work / 'data'} /usr/bin/time -v {show(argv)}",
-                          ("README.md", f"({about_text(ran.seconds)})", "checkpoint shipped with the package"),
+                          ("README.md", f"({about_text(ran.seconds)}", "checkpoint shipped with the package"),
                           timing=True))
     return figures
 
