@@ -3,11 +3,11 @@
 The experiment's own restored model (``task.build_model()``, its detection generator with
 ``apply_nms`` off), taken apart where NMS would run:
 
-- rows: per FPN level (Model Garden's order, ``sorted`` level names), the proposals Model
-  Garden's first stage ranks before its NMS: its own ``_multilevel_propose_rois`` (sigmoid,
-  decoding, clipping, ``top_k``) with NMS skipped, the top ``test_pre_nms_top_k`` by objectness
-  (``use_batched_nms: false``, its default) or every anchor (``use_batched_nms: true``, whose
-  NMS has no top-k);
+- rows (`rank_proposals`): per FPN level (Model Garden's order, ``sorted`` level names), the
+  proposals Model Garden's first stage ranks before its NMS: its own ``_multilevel_propose_rois``
+  (sigmoid, decoding, clipping, ``top_k``) with NMS skipped, the top ``test_pre_nms_top_k`` by
+  objectness (``use_batched_nms: false``, its default) or every anchor (``use_batched_nms:
+  true``, whose NMS has no top-k);
 - entries: the second stage on every row: ROI align, box head and the detection generator's
   decoding (per-class boxes, softmax scores without the background), on chunks of
   ``test_num_proposals`` ROIs, the shape it has at inference. The box head treats each ROI on
@@ -24,7 +24,44 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TwoStageForward"]
+__all__ = ["TwoStageForward", "rank_proposals"]
+
+
+def rank_proposals(rpn_boxes, rpn_scores, anchors, image_shape, *, top_k: int | None):
+    """The rows of a two-stage cache: per FPN level (Model Garden's order, ``sorted`` level
+    names) the proposals Model Garden's first stage ranks before its NMS, by its own
+    ``_multilevel_propose_rois`` (sigmoid, decoding, clipping, ``tf.nn.top_k``: descending
+    objectness, equal ones lower anchor first) with NMS skipped.
+
+    Args:
+      rpn_boxes, rpn_scores, anchors: per level (name -> tensor) the RPN head's ``[B, H, W,
+        A * 4]`` box deltas and ``[B, H, W, A]`` logits, and the ``[B, H * W * A, 4]`` yxyx anchors.
+      image_shape: ``[B, 2]`` the resized image's (height, width) the boxes are clipped to.
+      top_k: the proposals kept per level (``test_pre_nms_top_k`` of the tiled first stage), or
+        None for every anchor (``use_batched_nms: true``, whose NMS has no top-k).
+
+    Returns:
+      ``(rois [B, R, 4] float32 yxyx, objectness [B, R] float32, levels [B, R] int32)``, R the sum
+      over levels of ``min(anchors of the level, top_k)``, levels one after the other.
+    """
+    import tensorflow as tf
+    from official.vision.modeling.layers import roi_generator
+
+    batch = tf.shape(image_shape)[0]
+    rois, objectness, levels = [], [], []
+    for level in sorted(rpn_scores):  # Model Garden's order
+        _, height, width, per_location = rpn_scores[level].get_shape().as_list()
+        count = height * width * per_location
+        if top_k is not None:
+            count = min(count, top_k)
+        level_rois, level_scores = roi_generator._multilevel_propose_rois(  # pylint: disable=protected-access
+            {level: rpn_boxes[level]}, {level: rpn_scores[level]}, {level: anchors[level]}, image_shape,
+            pre_nms_top_k=count, pre_nms_score_threshold=0.0, pre_nms_min_size_threshold=0.0,
+            nms_iou_threshold=0.0, num_proposals=count, use_batched_nms=top_k is None)
+        rois.append(level_rois)
+        objectness.append(tf.reshape(level_scores, [batch, count]))
+        levels.append(tf.fill([batch, count], int(level)))
+    return tf.concat(rois, 1), tf.concat(objectness, 1), tf.concat(levels, 1)
 
 
 class TwoStageForward:
@@ -43,27 +80,11 @@ class TwoStageForward:
         self._second_stage = tf.function(self._second_stage_fn, autograph=False, reduce_retracing=True)
 
     def _proposals_fn(self, images, anchors, image_shape):
-        import tensorflow as tf
-        from official.vision.modeling.layers import roi_generator
-
         model = self.model
         features = model.decoder(model.backbone(images, training=False), training=False)
         rpn_scores, rpn_boxes = model.rpn_head(features, training=False)
-        batch = tf.shape(images)[0]
-        rois, objectness, levels = [], [], []
-        for level in sorted(rpn_scores):  # Model Garden's order
-            _, height, width, per_location = rpn_scores[level].get_shape().as_list()
-            count = height * width * per_location
-            if not self.every_anchor:
-                count = min(count, self.top_k)
-            level_rois, level_scores = roi_generator._multilevel_propose_rois(  # pylint: disable=protected-access
-                {level: rpn_boxes[level]}, {level: rpn_scores[level]}, {level: anchors[level]}, image_shape,
-                pre_nms_top_k=count, pre_nms_score_threshold=0.0, pre_nms_min_size_threshold=0.0,
-                nms_iou_threshold=0.0, num_proposals=count, use_batched_nms=self.every_anchor)
-            rois.append(level_rois)
-            objectness.append(tf.reshape(level_scores, [batch, count]))
-            levels.append(tf.fill([batch, count], int(level)))
-        return features, tf.concat(rois, 1), tf.concat(objectness, 1), tf.concat(levels, 1)
+        return (features, *rank_proposals(rpn_boxes, rpn_scores, anchors, image_shape,
+                                          top_k=None if self.every_anchor else self.top_k))
 
     def _second_stage_fn(self, features, rois, image_shape):
         model = self.model
