@@ -188,11 +188,13 @@ class Context:
         path.mkdir(parents=True)
         return path
 
-    def run(self, argv: list[str], *, env: dict | None = None, time_v: bool = False, cwd: Path | None = None) -> Ran:
-        """Runs ``argv``; raises `CommandFailed` with its output's end when it fails."""
+    def run(self, argv: list[str], *, env: dict | None = None, time_v: bool = False, cwd: Path | None = None,
+            label: str | None = None) -> Ran:
+        """Runs ``argv`` (printed as ``label`` when given); raises `CommandFailed` with its
+        output's end when it fails."""
         environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **self.env, **(env or {})}
         prefix = ["/usr/bin/time", "-v"] if time_v and Path("/usr/bin/time").exists() else []
-        print(f"  $ {show(argv)}", flush=True)
+        print(f"  $ {label or show(argv)}", flush=True)
         load = load_average()
         started = time.perf_counter()
         done = subprocess.run(prefix + argv, capture_output=True, text=True, env=environment, cwd=cwd or REPO)
@@ -201,7 +203,7 @@ class Context:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
         if done.returncode != 0:
             tail = "\n".join((done.stdout + "\n" + done.stderr).strip().splitlines()[-15:])
-            raise CommandFailed(f"{show(argv)} exited {done.returncode}:\n{tail}")
+            raise CommandFailed(f"{label or show(argv)} exited {done.returncode}:\n{tail}")
         rss = None
         if prefix:
             match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
@@ -767,12 +769,12 @@ def group_models(ctx: Context) -> list[Figure]:
             "    ids = list(range(1, classes + 1))\n"
             "    print(model, preset, build_detector(model, preset, ids, [str(i) for i in ids]).num_parameters())\n")
     argv = [sys.executable, "-c", code]
+    command = "python -c 'build_detector(model, preset, ids, names).num_parameters()' (tools/docs_figures.py)"
     counts = {}
-    for line in ctx.run(argv).stdout.splitlines():
+    for line in ctx.run(argv, label=command).stdout.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[2].isdigit():
             counts[(parts[0], parts[1])] = int(parts[2])
-    command = "python -c 'build_detector(model, preset, ids, names).num_parameters()' (tools/docs_figures.py)"
     figures += [
         figure("models.parameters_tiny", f"SSD {counts[('ssd', 'tiny')]:,}, Faster R-CNN {counts[('faster_rcnn', 'tiny')]:,}",
                command, (models, f"| {counts[('ssd', 'tiny')]:,} |"), (models, f"| {counts[('faster_rcnn', 'tiny')]:,} |")),
@@ -830,7 +832,8 @@ def group_cache_read(ctx: Context) -> list[Figure]:
     meta = settings.meta(list(range(1, images + 1)), [(480, 640)] * images)
     corner = rng.uniform(0, 400, (images * rows, 2)).astype(np.float32)
     boxes = np.concatenate([corner, corner + rng.uniform(1, 200, (images * rows, 2)).astype(np.float32)], axis=1)
-    classes = np.sort(np.argsort(rng.random((images * rows, 80)), axis=1)[:, :per_row], axis=1)
+    # per_row distinct classes per row, in order: one of the first 16, then every 16th after it
+    classes = rng.integers(0, 16, images * rows)[:, None] + 16 * np.arange(per_row)
     cache = DetectionCache.from_arrays(
         meta, row_offsets=np.arange(images + 1) * rows, row_boxes=boxes,
         entry_offsets=np.arange(images + 1) * rows * per_row,
@@ -1006,6 +1009,7 @@ def group_garden(ctx: Context) -> list[Figure]:
 
     work = ctx.folder("garden")
     root = work / "data"
+    previous = ctx.env.get("DETSEARCH_DATA_DIR")
     ctx.env["DETSEARCH_DATA_DIR"] = str(root)
     garden = "docs/garden.md"
     figures = []
@@ -1093,7 +1097,10 @@ def group_garden(ctx: Context) -> list[Figure]:
                                       (garden, f"{swept['batched']:.1f} s batched, {swept['v2']:.1f} s v2",
                                        "--nms-version batched|v2`):"), timing=True))
     finally:
-        ctx.env.pop("DETSEARCH_DATA_DIR", None)
+        if previous is None:
+            ctx.env.pop("DETSEARCH_DATA_DIR", None)
+        else:
+            ctx.env["DETSEARCH_DATA_DIR"] = previous
     return figures
 
 
@@ -1143,6 +1150,8 @@ def main(argv=None) -> int:
         names = [n for n, g in GROUPS.items() if args.heavy or not g.heavy]
     work = Path(args.work)
     ctx = Context(work if work.is_absolute() else Path.cwd() / work, verbose=args.verbose)
+    # The commands run in the repository; the data stay where this process looks for them.
+    ctx.env["DETSEARCH_DATA_DIR"] = str(data_root())
     docs = Docs(REPO)
     failed, unquoted = [], []
     print(f"machine: {os.cpu_count()} CPUs, {load_average()}", flush=True)
