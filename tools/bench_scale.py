@@ -7,7 +7,9 @@ In one run, the same work with each executor:
    thresholds, so 6 NMS settings = 6 tasks): in this process, in ``--num-cpus`` forked workers
    (``sweep(executor=ProcessExecutor(N))``), and on Ray;
 2. trials: HyperSelector candidate stages (4 learning rates, then 4 weight decays, then 4
-   momentums: 12 trials, 11 run, one reused) with a NumPy two-layer perceptron trainer whose
+   momentums: 12 trials, 10 run; the weight decay stage's trial at the default weight decay and
+   the momentum stage's at the default momentum are earlier trials, reused) with a NumPy
+   two-layer perceptron trainer whose
    batches are made on the fly from a seed: in this process and on Ray.
 
 Ray runs on a private local instance with ``--num-cpus`` CPUs (default 2, this machine's cores);
