@@ -1085,6 +1085,20 @@ def group_garden(ctx: Context) -> list[Figure]:
                                   (garden, "| plain Model Garden inference, batched NMS | " +
                                    cells.get("plain inference, batched NMS", ["?"])[0],
                                    "| plain Model Garden inference, batched NMS |"), timing=True))
+            batched_ms = float(cells["plain inference, batched NMS"][0])
+            v2_ms = float(cells["plain inference, v2 NMS"][0])
+            if kind == "retinanet":
+                figures.append(figure("garden.retinanet_v2", f"v2 {v2_ms:.0f} ms per image, {v2_ms / batched_ms:.0f}x "
+                                      f"batched; {v2_ms * summary['images'] / 1000:.0f} s per configuration",
+                                      show(argv), (garden, f"v2 is {v2_ms / batched_ms:.0f} times slower", "Model Garden's v2 is"),
+                                      (garden, f"costs {v2_ms:.0f} ms per image, {v2_ms * summary['images'] / 1000:.0f} s per "
+                                               "configuration", "own v2 post-processing costs"), timing=True))
+            else:
+                sizes = cache_figures(out / "cache")
+                figures.append(figure("garden.fasterrcnn_cache", f"{sizes['rows'] / sizes['images']:.0f} proposals, "
+                                      f"{sizes['entries'] / sizes['images'] / 1000:.1f}k entries per image", command,
+                                      (garden, f"records {sizes['rows'] / sizes['images']:.0f} proposals per image"),
+                                      (garden, f"{sizes['entries'] / sizes['images'] / 1000:.1f}k entries per image")))
             if kind == "retinanet":
                 swept = {}
                 for version in ("batched", "v2"):
