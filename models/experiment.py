@@ -16,8 +16,10 @@ Faster R-CNN experiments (``include_mask: false``) with a v2 second stage and ei
 stage (``roi_generator.use_batched_nms``); anything else is refused with one line naming the
 setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
 that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
-``validation_step`` and its ``COCOEvaluator`` at given thresholds (the proof the sweep's row is
-Model Garden's own number).
+``validation_step`` and its ``COCOEvaluator`` at given thresholds, and `verify_rows` holds rows of
+the sweep's table (`verification_rows`) against it, each of the 12 stats as float32 (the proof
+the sweep's rows are Model Garden's own numbers; `Verification.check` raises
+`ModelGardenMismatch`).
 """
 
 from __future__ import annotations
@@ -36,16 +38,22 @@ from detsearch.detection.sweep.grid import NMS_VERSIONS
 __all__ = [
     "Experiment",
     "MAX_DETECTIONS_KEY",
+    "ModelGardenMismatch",
     "RECORD_FEATURES",
     "Recorder",
     "SHIPPED_CONFIGS",
     "THRESHOLD_KEYS",
+    "TieFinder",
+    "VERIFY_ROWS",
+    "Verification",
+    "VerifiedRow",
     "cache_source",
     "with_categories",
     "config_path",
     "check_records",
     "create_variables",
     "check_supported",
+    "evaluate_settings_with_model_garden",
     "evaluate_with_model_garden",
     "export_experiment",
     "filter_by_class",
@@ -53,6 +61,8 @@ __all__ = [
     "load_experiment",
     "record",
     "thresholds_override",
+    "verification_rows",
+    "verify_rows",
     "write_thresholds_yaml",
 ]
 
@@ -304,23 +314,33 @@ class Experiment:
                 options.update(proposal_nms="tiled", proposal_top_k=int(proposals.test_pre_nms_top_k))
         return options
 
-    def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False):
+    def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False,
+              restore: bool = True):
         """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored; with
-        ``decoded_only`` the model returns the decoded boxes and scores before NMS instead."""
-        import tensorflow as tf
+        ``decoded_only`` the model returns the decoded boxes and scores before NMS instead.
+        With ``restore`` False the model is as the task builds it, its variables not yet
+        created (Keras creates them on the first call or trace): `restore` it after that."""
         from official.core import task_factory
 
         config = _with_thresholds(self.config, self.kind, thresholds, decoded_only=decoded_only)
         task = task_factory.get_task(config.task)
         model = task.build_model()
-        create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
+        if restore:
+            create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
+            self.restore(model)
+        return task, model
+
+    def restore(self, model) -> None:
+        """Reads the checkpoint into ``model``, whose variables exist; ValueError when a variable
+        of the model has no value in it."""
+        import tensorflow as tf
+
         checkpoint = tf.train.Checkpoint(model=model)
         try:
             checkpoint.read(self.checkpoint).expect_partial().assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
             raise ValueError(f"checkpoint {self.checkpoint} does not fit experiment {self.name} as configured: "
                              f"{_first_line(error)[:400]}") from None
-        return task, model
 
     def batches(self, task) -> Iterator[tuple[Any, Any]]:
         """The validation data through the task's own decoder and parser."""
@@ -579,30 +599,300 @@ def evaluate_with_model_garden(experiment: Experiment, thresholds: Mapping[str, 
                                ground_truth_file: str | os.PathLike | None = None) -> dict[str, float]:
     """Model Garden's own evaluation at ``thresholds`` (None: the config's): the task's
     ``validation_step``, ``aggregate_logs`` and ``reduce_aggregated_logs`` with its
-    ``COCOEvaluator``; the 12 stats by `detsearch.detection.cocoeval.STAT_NAMES`.
+    ``COCOEvaluator``; the 12 stats by `detsearch.detection.cocoeval.STAT_NAMES`
+    (`evaluate_settings_with_model_garden` with one setting)."""
+    return evaluate_settings_with_model_garden(experiment, [thresholds], ground_truth_file=ground_truth_file)[0]
+
+
+def evaluate_settings_with_model_garden(experiment: Experiment, settings: Sequence[Mapping[str, float] | None], *,
+                                        ground_truth_file: str | os.PathLike | None = None,
+                                        progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Model Garden's own evaluation at each of ``settings`` (thresholds by MoXing name and
+    ``max_detections``; None: the config's), in one pass over the validation data.
+
+    Each setting gets what Model Garden builds from the config at those thresholds: its task,
+    its model (restored from the checkpoint), its traced ``validation_step`` and its
+    ``COCOEvaluator`` (``aggregate_logs``, ``reduce_aggregated_logs``). Model Garden's layers
+    take their thresholds as Python values when built and branch on them when traced, so no
+    model or traced step serves two settings unless the layers' private state is edited, which
+    a proof should not do. What the settings share is the data: each batch of the task's
+    pipeline is read once and goes through every setting's step (reading the batches costs
+    more than a step on the demo; nothing is held beyond one batch).
 
     ``ground_truth_file`` stands in for an empty ``task.annotation_file``: the evaluator's own
     conversion of the records' ground truth fails under NumPy 2 (see `_ground_truth`), so the
-    ground truth `record` built from them that way is given to it as a file.
-    """
-    import tensorflow as tf
+    ground truth `record` built from them that way is given to it as a file. ``progress`` is
+    called with each batch's number of images.
 
+    Returns:
+      Per setting, the 12 stats by `detsearch.detection.cocoeval.STAT_NAMES`, each the float32
+      value Model Garden's evaluator reports.
+    """
     from detsearch.detection.cocoeval import STAT_NAMES
 
     if ground_truth_file is not None:
         config = copy.deepcopy(experiment.config)
         config.task.annotation_file = str(ground_truth_file)
         experiment = dataclasses.replace(experiment, config=config)
-    task, model = experiment.build(thresholds)
+    evaluations = []
+    for thresholds in settings:
+        task, model = experiment.build(thresholds, restore=False)
+        evaluations.append([task, model, _validation_step(task, model), None])
+    restored = False
+    for inputs in experiment.batches(evaluations[0][0]):
+        for evaluation in evaluations:
+            task, model, step, state = evaluation
+            # Traced here (once per setting and batch shape), not by the call: TensorFlow would
+            # warn of "excessive retracing" when several settings' steps trace in a row. The
+            # first trace creates the model's variables; the checkpoint is read into them then
+            # (an eager call to create them would run the NMS loops eagerly: slow).
+            step.get_concrete_function(inputs)
+            if not restored:
+                experiment.restore(model)
+        restored = True
+        for evaluation in evaluations:
+            task, model, step, state = evaluation
+            evaluation[3] = task.aggregate_logs(state=state, step_outputs=step(inputs))  # the evaluator takes the tensors
+        if progress is not None:
+            progress(int(inputs[1]["image_info"].shape[0]))
+    results = []
+    for task, _, _, state in evaluations:
+        logs = task.reduce_aggregated_logs(state)
+        # The evaluator's names (AP, ..., ARmax1, ARmax10, ARmax100, ...) in pycocotools' order.
+        names = task.coco_metric._metric_names[: len(STAT_NAMES)]  # pylint: disable=protected-access
+        results.append({ours: float(logs[theirs]) for ours, theirs in zip(STAT_NAMES, names)})
+    return results
+
+
+def _validation_step(task, model):
+    """The task's ``validation_step`` on ``model`` with its own metrics, traced."""
+    import tensorflow as tf
+
     metrics = task.build_metrics(training=False)
-    step = tf.function(lambda inputs: task.validation_step(inputs, model, metrics), autograph=False, reduce_retracing=True)
-    state = None
-    for inputs in experiment.batches(task):
-        state = task.aggregate_logs(state=state, step_outputs=step(inputs))  # the evaluator takes the tensors
-    logs = task.reduce_aggregated_logs(state)
-    # The evaluator's names (AP, ..., ARmax1, ARmax10, ARmax100, ...) in pycocotools' order.
-    names = task.coco_metric._metric_names[: len(STAT_NAMES)]  # pylint: disable=protected-access
-    return {ours: float(logs[theirs]) for ours, theirs in zip(STAT_NAMES, names)}
+    return tf.function(lambda inputs: task.validation_step(inputs, model, metrics), autograph=False, reduce_retracing=True)
+
+
+VERIFY_ROWS = 6
+"""`verification_rows`' default: the chosen row, the config's, and four more spread over the axes."""
+
+TIE_REASON = ("combined_non_max_suppression orders equal scores in no defined order (docs/models.md, "
+              "\"Tied scores\")")
+
+
+class ModelGardenMismatch(ValueError):
+    """Model Garden's own evaluation gives another number than the sweep's row (`Verification.check`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedRow:
+    """One row of the sweep's table next to Model Garden's own evaluation at its settings.
+
+    Attributes:
+      params: the row's settings (MoXing names, ``max_detections`` when swept).
+      labels: ``"chosen"`` and/or ``"config"`` where the row is one of those, else empty.
+      ours: the sweep's 12 stats (float64, pycocotools order).
+      theirs: Model Garden's 12 stats (float32 values, as its evaluator reports them).
+      tie: None, or why the kernel's order of equal scores may decide this row otherwise than
+        the sweep (`TieFinder`): a difference there is reported, not an error.
+    """
+
+    params: Mapping[str, float]
+    labels: tuple[str, ...]
+    ours: tuple[float, ...]
+    theirs: tuple[float, ...]
+    tie: str | None = None
+
+    @property
+    def differing(self) -> list[int]:
+        """Positions of the stats where ``np.float32(ours) != theirs``."""
+        return [i for i, (a, b) in enumerate(zip(self.ours, self.theirs)) if np.float32(a) != np.float32(b)]
+
+    def describe(self) -> str:
+        from detsearch.detection.report import describe_params
+
+        text = describe_params(self.params)
+        return f"{text} ({', '.join(self.labels)})" if self.labels else text
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """The sweep's rows against Model Garden's own evaluation, stat by stat as float32."""
+
+    rows: tuple[VerifiedRow, ...]
+
+    @property
+    def stats_compared(self) -> int:
+        return sum(len(row.ours) for row in self.rows)
+
+    @property
+    def mismatches(self) -> list[tuple[VerifiedRow, str, float, float]]:
+        """(row, stat name, ours, theirs) of every differing stat of a row without a documented tie."""
+        from detsearch.detection.cocoeval import STAT_NAMES
+
+        return [(row, STAT_NAMES[i], row.ours[i], row.theirs[i]) for row in self.rows if row.tie is None
+                for i in row.differing]
+
+    @property
+    def excused(self) -> list[VerifiedRow]:
+        """Rows that differ where a documented tie makes the kernel's order undefined."""
+        return [row for row in self.rows if row.tie is not None and row.differing]
+
+    def lines(self) -> list[str]:
+        """What ``--verify`` prints: the count compared, then every row; each mismatch as
+        ``row: STAT ours X theirs Y``."""
+        from detsearch.detection.cocoeval import STAT_NAMES
+
+        mismatches = self.mismatches
+        verdict = (f"{len(mismatches)} differ" if mismatches else "all equal") + (
+            f", {len(self.excused)} rows differ where scores tie" if self.excused else "")
+        lines = [f"Model Garden's own evaluation: {len(self.rows)} rows x 12 stats = {self.stats_compared} compared "
+                 f"as float32 (np.float32(sweep) == Model Garden): {verdict}"]
+        for row in self.rows:
+            state = "equal" if not row.differing else f"{len(row.differing)} differ"
+            lines.append(f"  {row.describe()}: mAP {row.theirs[0]:.4f}, {state}"
+                         + (f" (tie: {row.tie})" if row.tie is not None else ""))
+            for i in row.differing:
+                lines.append(f"    {STAT_NAMES[i]}: ours {row.ours[i]!r} theirs {row.theirs[i]!r}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        from detsearch.detection.cocoeval import STAT_NAMES
+
+        return {
+            "rows": [{"params": dict(row.params), "labels": list(row.labels), "ours": list(row.ours),
+                      "theirs": list(row.theirs), "tie": row.tie, "differing": [STAT_NAMES[i] for i in row.differing]}
+                     for row in self.rows],
+            "stats_compared": self.stats_compared,
+            "mismatches": [{"params": dict(row.params), "stat": name, "ours": ours, "theirs": theirs}
+                           for row, name, ours, theirs in self.mismatches],
+        }
+
+    def check(self) -> None:
+        """Raises `ModelGardenMismatch` naming the first differing stat when any differs (rows
+        with a documented tie aside)."""
+        mismatches = self.mismatches
+        if mismatches:
+            row, name, ours, theirs = mismatches[0]
+            raise ModelGardenMismatch(
+                f"--verify: Model Garden's own evaluation differs from the sweep in {len(mismatches)} of "
+                f"{self.stats_compared} stats; first: {row.describe()}: {name} ours {ours!r} theirs {theirs!r}")
+
+
+def verification_rows(table: Sequence, chosen: Mapping[str, float], config: Mapping[str, float],
+                      count: int = VERIFY_ROWS) -> list[tuple[Any, tuple[str, ...]]]:
+    """``count`` rows of a sweep's ``table`` (all of them when it has fewer) to hold against
+    Model Garden: the row of the ``chosen`` settings and the row of the ``config``'s, then,
+    axis by axis in turn, the chosen row with one axis moved to the end of its range farthest
+    from the chosen value, then to the other end, then rows evenly spaced through the table.
+
+    Returns ``(row, labels)`` pairs, labels ``"chosen"`` / ``"config"`` where they apply.
+
+    Raises:
+      ValueError: ``chosen`` or ``config`` names settings no row of the table has.
+    """
+    if count < 2:
+        raise ValueError(f"verify at least the chosen and the config's rows; got {count}")
+
+    def find(setting: Mapping[str, float]):
+        for row in table:
+            if all(row.params.get(k) == v for k, v in setting.items()):
+                return row
+        raise ValueError(f"no row of the sweep has {dict(setting)}")
+
+    anchor = find(chosen)
+    picked: dict[tuple, tuple[Any, list[str]]] = {}
+
+    def add(row, label: str | None = None) -> None:
+        key = tuple(sorted(row.params.items()))
+        entry = picked.setdefault(key, (row, []))
+        if label is not None:
+            entry[1].append(label)
+
+    add(anchor, "chosen")
+    add(find(config), "config")
+    axes = {name: sorted({row.params[name] for row in table}) for name in anchor.params}
+    ends = []
+    for name, values in axes.items():
+        far, near = sorted((values[0], values[-1]), key=lambda v: -abs(v - anchor.params[name]))
+        ends.append((name, far))
+        ends.append((name, near))
+    ends = ends[0::2] + ends[1::2]  # every axis's far end before any near end
+    for name, value in ends:
+        if len(picked) >= count:
+            break
+        add(find({**anchor.params, name: value}))
+    for parts in range(2, len(table) + 1):  # evenly spaced, ever finer
+        for position in np.linspace(0, len(table) - 1, parts).round().astype(int):
+            if len(picked) >= count:
+                break
+            add(table[position])
+        if len(picked) >= count:
+            break
+    return [(row, tuple(labels)) for row, labels in list(picked.values())[:count]]
+
+
+class TieFinder:
+    """Where a cache's equal scores meet a kernel whose order of equal scores is undefined
+    (`documented_tie`): Model Garden's ``batched`` one-stage NMS (equal scores of one class
+    in one image) and the batched first stage (``roi_generator.use_batched_nms: true``: equal
+    objectness in one image, per level when NMS runs per level). ``nms_version: v2`` and the
+    tiled first stage order equal scores by position (``tf.nn.top_k``), as the sweep does."""
+
+    def __init__(self, cache, nms_options: Mapping[str, Any]):
+        self.kind = cache.meta.kind
+        self.one_stage = self.kind == CacheKind.ONE_STAGE and nms_options.get("nms_version") == "batched"
+        self.first_stage = self.kind == CacheKind.TWO_STAGE and nms_options.get("proposal_nms", "batched") == "batched"
+        self._tied = np.zeros(0, np.float32)
+        if self.one_stage:
+            offsets = np.asarray(cache.entry_offsets, np.int64)
+            image = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            self._tied = _tied_values(np.asarray(cache.entry_score, np.float32), image, np.asarray(cache.entry_class))
+        elif self.first_stage:
+            offsets = np.asarray(cache.row_offsets, np.int64)
+            image = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+            level = (np.asarray(cache.row_level) if nms_options.get("per_level") and cache.row_level is not None
+                     else np.zeros(len(image), np.int64))
+            self._tied = _tied_values(np.asarray(cache.row_objectness, np.float32), image, level)
+
+    def reason(self, params: Mapping[str, float]) -> str | None:
+        """None, or why the row at ``params`` may differ from Model Garden by the order of equal
+        scores above its threshold."""
+        if self.one_stage:
+            above = int((self._tied > np.float32(params["score_threshold"])).sum())
+            where = "scores above score_threshold tie within one class of one image"
+        elif self.first_stage:
+            above = int((self._tied > np.float32(params["nms_score_threshold"])).sum())
+            where = "proposals above nms_score_threshold tie in objectness (roi_generator.use_batched_nms true)"
+        else:
+            return None
+        return f"{above} {where}; {TIE_REASON}" if above else None
+
+
+def _tied_values(scores: np.ndarray, *groups: np.ndarray) -> np.ndarray:
+    """The scores equal to another score of the same group, each once per such score."""
+    if not len(scores):
+        return np.zeros(0, np.float32)
+    order = np.lexsort((scores, *groups))
+    same = scores[order][1:] == scores[order][:-1]
+    for group in groups:
+        same &= group[order][1:] == group[order][:-1]
+    return scores[order][1:][same]
+
+
+def verify_rows(experiment: Experiment, rows: Sequence[tuple[Any, tuple[str, ...]]], *,
+                ground_truth_file: str | os.PathLike | None = None, ties: TieFinder | None = None,
+                progress: Callable[[int], None] | None = None) -> Verification:
+    """Model Garden's own evaluation (`evaluate_settings_with_model_garden`) at the settings of
+    each ``(row, labels)`` of a sweep's table (`verification_rows`), next to the row's stats;
+    ``ties`` names the rows where a documented tie may decide otherwise."""
+    from detsearch.detection.cocoeval import STAT_NAMES
+
+    theirs = evaluate_settings_with_model_garden(experiment, [dict(row.params) for row, _ in rows],
+                                                 ground_truth_file=ground_truth_file, progress=progress)
+    return Verification(tuple(
+        VerifiedRow(params=dict(row.params), labels=tuple(labels), ours=tuple(float(v) for v in row.stats),
+                    theirs=tuple(stats[name] for name in STAT_NAMES), tie=None if ties is None else ties.reason(row.params))
+        for (row, labels), stats in zip(rows, theirs)))
 
 
 def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], path: str | os.PathLike, *,

@@ -32,7 +32,8 @@ checkpoint (``--model-dir`` or ``--checkpoint``), its validation TFRecords and g
 writes ``OUT/thresholds.yaml`` (a Model Garden params override), ``OUT/cache`` (one shard per
 record file when ``task.annotation_file`` is set, on ``--executor``, resumable),
 ``OUT/sweep/``; ``--export DIR`` a SavedModel through Model Garden's serving module; ``--verify``
-compares with Model Garden's own evaluation; ``--search-training --by-loss`` first chooses the
+compares rows of the table with Model Garden's own evaluation, each stat as float32 (a difference
+is an error); ``--search-training --by-loss`` first chooses the
 training parameters on the experiment's own train step, writes ``OUT/training.yaml`` and trains
 with Model Garden's trainer into ``OUT/train`` (docs/garden.md).
 
@@ -115,8 +116,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                              "per-class thresholds after Model Garden's post-processing")
     add_executor_arguments(garden, gpus=True)  # one cache shard per record file, each a task
     garden.add_argument("--verify", action="store_true",
-                        help="with --experiment: also run Model Garden's own evaluation at the chosen and at the config's "
-                             "thresholds and print the largest difference from the sweep's 12 stats")
+                        help="with --experiment: also run Model Garden's own evaluation at rows of the sweep's table "
+                             "(the chosen, the config's, others spread over the axes) and compare each of the 12 "
+                             "stats as float32; any difference is an error (exit 2)")
+    garden.add_argument("--verify-rows", type=int, default=None, metavar="N",
+                        help="rows --verify compares (default 6; all of the table when it has fewer)")
     group = parser.add_argument_group("--search-training (HyperSelector before the final training)")
     group.add_argument("--search-training", dest="search_training", action="store_true",
                        help="choose learning_rate, momentum and weight_decay first (--steps: final training)")
@@ -386,7 +390,6 @@ def search_experiment(args, started) -> int:
 
     from detsearch.atomic import write_json_atomic
     from detsearch.detection.cache import CacheKind, write_cache
-    from detsearch.detection.cocoeval import STAT_NAMES
     from detsearch.detection.sweep import sweep
     from detsearch.models import experiment as garden
     from detsearch.params import ParamSpec
@@ -397,6 +400,11 @@ def search_experiment(args, started) -> int:
                        "sweep on OUT/cache")
     out = Path(args.out or f"out/search_det_{args.experiment}")
     files = [f for f in (args.config_file or "").split(",") if f.strip()]
+    verify_rows = garden.VERIFY_ROWS if args.verify_rows is None else args.verify_rows
+    if args.verify_rows is not None and not args.verify:
+        raise BadInput("--verify-rows needs --verify")
+    if verify_rows < 2:
+        raise BadInput(f"--verify-rows must be >= 2 (the chosen and the config's rows), got {verify_rows}")
     try:
         if args.search_training and (args.model_dir or args.checkpoint):
             raise ValueError("--search-training trains the experiment into OUT/train: drop --model-dir and --checkpoint")
@@ -459,15 +467,16 @@ def search_experiment(args, started) -> int:
     thresholds_file = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
     extra = {"thresholds_yaml": str(thresholds_file), "config_thresholds": defaults, "nms": experiment.nms_options,
              "stage_seconds": seconds, **selected}
+    verification = None
     if args.verify:
-        verified = {}
-        for name, setting in (("chosen", chosen), ("config", defaults)):
-            stage_started = time.perf_counter()
-            row = next(r for r in result.table if all(r.params[k] == v for k, v in setting.items()))
-            theirs = garden.evaluate_with_model_garden(experiment, setting, ground_truth_file=ground_truth_file)
-            verified[name] = max(abs(theirs[n] - ours) for n, ours in zip(STAT_NAMES, row.stats))
-            seconds[f"model_garden_evaluation_{name}"] = time.perf_counter() - stage_started
-        extra["model_garden_max_abs_diff"] = verified
+        stage_started = time.perf_counter()
+        rows = garden.verification_rows(result.table, chosen, defaults, verify_rows)
+        bar = tqdm(total=result.num_images, desc=f"verify {len(rows)} rows", unit="img", dynamic_ncols=True)
+        verification = garden.verify_rows(experiment, rows, ground_truth_file=ground_truth_file,
+                                          ties=garden.TieFinder(cache, experiment.nms_options), progress=bar.update)
+        bar.close()
+        extra["model_garden_verification"] = verification.to_dict()
+        seconds["model_garden_verification"] = time.perf_counter() - stage_started
     if args.export:
         stage_started = time.perf_counter()
         per_class = None if result.per_class is None else result.per_class.thresholds()
@@ -480,9 +489,10 @@ def search_experiment(args, started) -> int:
     print(f"  thresholds for Model Garden: {thresholds_file} (official.vision.train --config_file ...,{thresholds_file})")
     if args.export:
         print(f"  exported {extra['export']} (Model Garden's serving module, the chosen thresholds)")
-    if args.verify:
-        print(f"  Model Garden's own evaluation: 12 stats max |diff| {extra['model_garden_max_abs_diff']['chosen']:.2g} "
-              f"at the chosen thresholds, {extra['model_garden_max_abs_diff']['config']:.2g} at the config's")
+    if verification is not None:
+        for line in verification.lines():
+            print(f"  {line}")
+        verification.check()  # a difference: one line, exit 2 (summary.json holds every row)
     return 0
 
 
@@ -514,8 +524,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.experiment:
         return search_experiment(args, time.perf_counter())
-    for flag in ("config_file", "params_override", "model_dir", "verify", "export", "ray_address"):
-        if getattr(args, flag):
+    for flag in ("config_file", "params_override", "model_dir", "verify", "verify_rows", "export", "ray_address"):
+        value = getattr(args, flag)
+        if value is not None and value is not False and value != "":  # --verify-rows 0 is given too
             raise BadInput(f"--{flag.replace('_', '-')} needs --experiment")
     if args.executor != "local":
         raise BadInput("--executor needs --experiment (detsearch cache --executor ray shards a trained run's cache)")

@@ -1,11 +1,17 @@
-"""A Model Garden experiment trained for the tests: the demo as TFRecords (Model Garden's own
+"""Model Garden experiments trained for the tests: the demo as TFRecords (Model Garden's own
 create_coco_tf_record), a shipped demo config with the paths and a short schedule overridden,
-and a model_dir written by Model Garden's own trainer (the walkthrough of docs/garden.md, small)."""
+and a model_dir written by Model Garden's own trainer (the walkthrough of docs/garden.md, small).
+`tests/models/conftest.py` builds them once per session."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 from detsearch.datasets import demo
+
+NUM_TRAIN = 48
+NUM_VAL = 32
+"""The shared demo: training and validation images (128 px canvases, seed 3)."""
 
 OVERRIDE = """\
 task:
@@ -22,27 +28,39 @@ trainer:
 """
 
 
-def train_experiment(root, experiment: str, shipped: str, *, num_train: int, steps: int):
-    """Writes ``root/demo`` (``num_train`` training and 12 validation images, their TFRecords)
-    and ``root/override.yaml`` (its paths, ``steps`` training steps), and trains the shipped
-    config ``shipped`` with the override by ``train_lib.run_experiment`` into
-    ``root/model_dir``. Returns ``(root, "SHIPPED,override.yaml" for --config-file, model_dir)``."""
+def convert_records(data: Path, split: str, prefix: Path, num_shards: int = 1) -> None:
+    """``data/split`` (images and ``instances_SPLIT.json``) as TFRecords ``prefix-*`` by Model
+    Garden's own converter."""
+    done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
+                           f"--image_dir={data / split}", f"--object_annotations_file={data / f'instances_{split}.json'}",
+                           f"--output_file_prefix={prefix}", f"--num_shards={num_shards}", "--num_processes=0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def build_records(root: Path, *, num_train: int = NUM_TRAIN, num_val: int = NUM_VAL) -> Path:
+    """Writes ``root/demo``: ``num_train`` training and ``num_val`` validation images, their COCO
+    json and TFRecords (``root/demo/tfrecords/{train,val}*``). Returns ``root``."""
+    data = root / "demo"
+    demo.build_demo(data, num_train=num_train, num_val=num_val, image_size=128, seed=3)
+    (data / "tfrecords").mkdir()
+    for split in ("train", "val"):
+        convert_records(data, split, data / "tfrecords" / split)
+    return root
+
+
+def train_experiment(root: Path, data_root: Path, experiment: str, shipped: str, *, steps: int):
+    """Writes ``root/override.yaml`` (the records of ``data_root/demo``, `build_records`;
+    ``steps`` training steps) and trains the shipped config ``shipped`` with it by
+    ``train_lib.run_experiment`` into ``root/model_dir``. Returns ``(data_root, "SHIPPED,override.yaml"
+    for --config-file, model_dir)``."""
     import tensorflow as tf
     from official.core import task_factory, train_lib
 
     from detsearch.models.experiment import load_config
 
-    data = root / "demo"
-    demo.build_demo(data, num_train=num_train, num_val=12, image_size=128, seed=3)
-    (data / "tfrecords").mkdir()
-    for split in ("train", "val"):
-        done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
-                               f"--image_dir={data / split}", f"--object_annotations_file={data / f'instances_{split}.json'}",
-                               f"--output_file_prefix={data / 'tfrecords' / split}", "--num_shards=1", "--num_processes=0"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
     override = root / "override.yaml"
-    override.write_text(OVERRIDE.format(data=data, steps=steps))
+    override.write_text(OVERRIDE.format(data=data_root / "demo", steps=steps))
     config_files = f"{shipped},{override}"
     config = load_config(experiment, config_files.split(","))
     model_dir = root / "model_dir"
@@ -50,7 +68,7 @@ def train_experiment(root, experiment: str, shipped: str, *, num_train: int, ste
     with strategy.scope():
         task = task_factory.get_task(config.task, logging_dir=str(model_dir))
     train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config, model_dir=str(model_dir))
-    return root, config_files, model_dir
+    return data_root, config_files, model_dir
 
 
 def search(experiment: str, arguments, capsys):
@@ -60,3 +78,24 @@ def search(experiment: str, arguments, capsys):
     code = cli.main(["search-det", "--experiment", experiment, *arguments])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def verified(summary: dict, *, rows: int = 6) -> dict:
+    """``summary.json``'s ``model_garden_verification``, checked: at least ``rows`` rows (all of
+    the table when it has fewer), the chosen and the config's among them, each of the 12 stats
+    of every row equal as float32, no row excused by a tie, and some row of mAP > 0 (an empty
+    output equals itself)."""
+    import numpy as np
+
+    verification = summary["model_garden_verification"]
+    table = verification["rows"]
+    assert len(table) >= min(rows, summary["configurations"]) and verification["stats_compared"] == 12 * len(table)
+    labels = {label for row in table for label in row["labels"]}
+    assert {"chosen", "config"} <= labels, labels
+    for row in table:
+        assert len(row["ours"]) == len(row["theirs"]) == 12
+        assert (np.float32(row["ours"]) == np.float32(row["theirs"])).all(), row
+        assert row["tie"] is None, row
+    assert verification["mismatches"] == []
+    assert max(row["theirs"][0] for row in table) > 0, "Model Garden's mAP is 0 at every verified row"
+    return verification
