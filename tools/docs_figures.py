@@ -738,7 +738,7 @@ def group_models(ctx: Context) -> list[Figure]:
         minutes, rest = map(int, train[-1])
         step = (60 * minutes + rest) / 1500
         figures.append(figure("models.frcnn_training", f"{minutes} min {rest} s for 1500 steps ({step:.2f} s/step)",
-                              command, (models, f"and {round((60 * minutes + rest) / 60)} min (Faster R-CNN)",
+                              command, (models, f"and {round((60 * minutes + rest) / 60)} min (Faster R-CNN",
                                         "min (SSD) and"),
                               (models, f"| {step:.2f} s |", "| 572,982 |"), timing=True))
 
