@@ -65,12 +65,14 @@ def rank_proposals(rpn_boxes, rpn_scores, anchors, image_shape, *, top_k: int | 
 
 
 class TwoStageForward:
-    """Per-batch recording of a Faster R-CNN (`records`), two traced functions."""
+    """Per-batch recording of a Faster R-CNN (`records`), two traced functions (`call_traced`
+    with ``batch_size``)."""
 
-    def __init__(self, model, model_config):
+    def __init__(self, model, model_config, batch_size: int | None):
         import tensorflow as tf
 
         self.model = model
+        self.batch_size = batch_size
         proposals = model_config.roi_generator
         self.chunk = int(proposals.test_num_proposals)
         self.every_anchor = bool(proposals.use_batched_nms)
@@ -100,14 +102,18 @@ class TwoStageForward:
         ``entry_boxes``); and the number of score columns."""
         import tensorflow as tf
 
+        from detsearch.models.experiment import call_traced
+
         image_shape = labels["image_info"][:, 1, :]
-        features, rois, objectness, levels = self._proposals(images, labels["anchor_boxes"], image_shape)
+        features, rois, objectness, levels = call_traced(self._proposals, images, labels["anchor_boxes"], image_shape,
+                                                         batch_size=self.batch_size)
         rois, objectness, levels = rois.numpy(), objectness.numpy(), levels.numpy()
         total = rois.shape[1]
         padded = -(-total // self.chunk) * self.chunk
         chunks = np.zeros((rois.shape[0], padded, 4), np.float32)
         chunks[:, :total] = rois
-        parts = [self._second_stage(features, tf.constant(chunks[:, start:start + self.chunk]), image_shape)
+        parts = [call_traced(self._second_stage, features, tf.constant(chunks[:, start:start + self.chunk]), image_shape,
+                             batch_size=self.batch_size)
                  for start in range(0, padded, self.chunk)]
         boxes = np.concatenate([p[0].numpy() for p in parts], 1)[:, :total]
         scores = np.concatenate([p[1].numpy() for p in parts], 1)[:, :total]

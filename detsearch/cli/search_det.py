@@ -470,7 +470,11 @@ def search_experiment(args, started) -> int:
     verification = None
     if args.verify:
         stage_started = time.perf_counter()
-        rows = garden.verification_rows(result.table, chosen, defaults, verify_rows)
+        table = result.table
+        if options["holdout"] is not None:  # the table scores the selection images; Model Garden scores all of them
+            table = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget,
+                          **{**options, "holdout": None, "per_class": None}, **experiment.nms_options).table
+        rows = garden.verification_rows(table, chosen, defaults, verify_rows)
         bar = tqdm(total=result.num_images, desc=f"verify {len(rows)} rows", unit="img", dynamic_ncols=True)
         verification = garden.verify_rows(experiment, rows, ground_truth_file=ground_truth_file,
                                           ties=garden.TieFinder(cache, experiment.nms_options), progress=bar.update)

@@ -37,17 +37,22 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
 
     root, config_file, model_dir = trained
     out = tmp_path / "out"
+    # With --holdout the table scores a part of the images: --verify compares the rows on all of them.
     extra = ["--export", str(tmp_path / "export")] if ground_truth == "annotation_file" else [
-        "--params-override", "{task: {annotation_file: ''}}", "--max-detections", "5,20"]
+        "--params-override", "{task: {annotation_file: ''}}", "--max-detections", "5,20", "--holdout", "0.25"]
     code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
                                  "--score-thresholds", "0.05,0.3,0.6", "--iou-thresholds", "0.4,0.5", "--verify", *extra],
                                 capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["experiment"] == EXPERIMENT and summary["images"] == NUM_VAL
+    # --holdout 0.25: the sweep chooses on 24 images (--verify compares rows of all 32)
+    assert summary["experiment"] == EXPERIMENT and summary["images"] == (NUM_VAL if ground_truth == "annotation_file" else 24)
     # Model Garden's own evaluation at 6 rows, the chosen and the config's among them: the sweep's 12 stats.
-    verified(summary)
+    rows = verified(summary)["rows"]
     assert summary["chosen"]["map"] > 0
+    if ground_truth == "annotation_file":  # --verify's Model Garden evaluation is its trainer's (its orbit loop)
+        config_row = next(row for row in rows if "config" in row["labels"])
+        assert garden_cases.trainer_evaluation(EXPERIMENT, config_file, model_dir) == config_row["theirs"]
     caps = {} if ground_truth == "annotation_file" else {"max_detections": 100}  # the config's cap joins the axis
     assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5, **caps}
     assert summary["configurations"] == 6 * (1 if ground_truth == "annotation_file" else 3)
@@ -382,7 +387,7 @@ def test_a_difference_is_an_error_unless_a_documented_tie_explains_it():
     verification = Verification((equal, tied))
     verification.check()  # reported, not an error
     assert verification.excused == [tied] and "1 rows differ where scores tie" in verification.lines()[0]
-    assert "(tie: 2 scores tie)" in "\n".join(verification.lines())
+    assert "score_threshold=0.1, iou_threshold=0.5: mAP 0.0000, 12 differ where 2 scores tie" in "\n".join(verification.lines())
     wrong = VerifiedRow({"score_threshold": 0.1, "iou_threshold": 0.5}, ("config",), stats, above)
     with pytest.raises(ModelGardenMismatch, match=r"differs from the sweep in 12 of 24 stats; first: score_threshold=0.1, "
                                                   r"iou_threshold=0.5 \(config\): AP ours 0.0 theirs 1.4"):
@@ -401,6 +406,7 @@ def test_ties_are_found_where_the_kernel_orders_equal_scores_freely():
     builder.add_image(2, (64, 64), row_boxes=boxes[:1], entry_row=[0], entry_class=[0], entry_score=np.float32([0.9]))
     cache = builder.build()
     batched = TieFinder(cache, {"nms_version": "batched"})
-    assert "1 scores above score_threshold tie within one class of one image" in batched.reason({"score_threshold": 0.3})
+    assert batched.reason({"score_threshold": 0.3}).startswith(
+        "scores above score_threshold tie within one class of one image (1 such scores); combined_non_max_suppression")
     assert batched.reason({"score_threshold": 0.4}) is None  # score > 0.4 keeps neither
     assert TieFinder(cache, {"nms_version": "v2", "pre_nms_top_k": 5000}).reason({"score_threshold": 0.3}) is None

@@ -52,6 +52,9 @@ def test_a_faster_rcnn_experiment_equals_model_garden(trained, tmp_path, capsys)
     for name in CONFIG_THRESHOLDS:  # the rows spread over every axis
         assert len({row["params"][name] for row in rows}) >= 2, name
     assert summary["model_garden_default"]["map"] > 0 and summary["chosen"]["map"] > 0  # not an empty output
+    # --verify's Model Garden evaluation is its trainer's: the config's row, from its orbit loop.
+    config_row = next(row for row in rows if "config" in row["labels"])
+    assert garden_cases.trainer_evaluation(EXPERIMENT, config_file, model_dir, OVERRIDE) == config_row["theirs"]
     chosen = summary["chosen"]["params"]
     config = hyperparams.override_params_dict(load_config(EXPERIMENT, config_file.split(",")), str(out / "thresholds.yaml"),
                                               is_strict=True)
