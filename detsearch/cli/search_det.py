@@ -474,7 +474,9 @@ def search_experiment(args, started) -> int:
         if options["holdout"] is not None:  # the table scores the selection images; Model Garden scores all of them
             table = sweep(cache, ground_truth, ParamSpec(**grid), objective=args.objective, budget=args.budget,
                           **{**options, "holdout": None, "per_class": None}, **experiment.nms_options).table
-        rows = garden.verification_rows(table, chosen, defaults, verify_rows)
+        # the chosen row by its grid values (the thresholds written may have moved off them: `sweep.cuts`)
+        chosen_row = {name: result.best_row.params[name] for name in chosen}
+        rows = garden.verification_rows(table, chosen_row, defaults, verify_rows)
         bar = tqdm(total=result.num_images, desc=f"verify {len(rows)} rows", unit="img", dynamic_ncols=True)
         verification = garden.verify_rows(experiment, rows, ground_truth_file=ground_truth_file,
                                           ties=garden.TieFinder(cache, experiment.nms_options), progress=bar.update)
