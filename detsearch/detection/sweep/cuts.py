@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-__all__ = ["float32_cut", "separates", "separating_threshold"]
+__all__ = ["float32_cut", "separates", "separating_threshold", "threshold_between", "threshold_keeping"]
 
 
 def float32_cut(threshold: float) -> float:
@@ -60,12 +60,16 @@ def separating_threshold(threshold: float, scores: np.ndarray) -> float:
     highest dropped and the lowest kept score that does (the highest dropped score where no
     decimal of up to 17 digits does).
     """
-    threshold = float(threshold)
     scores = np.asarray(scores, np.float64).ravel()
-    kept_mask = scores > float32_cut(threshold)
-    dropped = float(scores[~kept_mask].max()) if (~kept_mask).any() else None
-    kept = float(scores[kept_mask].min()) if kept_mask.any() else None
-    return threshold_between(dropped, kept, threshold)
+    return threshold_keeping(scores, scores > float32_cut(threshold), float(threshold))
+
+
+def threshold_keeping(scores: np.ndarray, kept: np.ndarray, preferred: float) -> float:
+    """The separating threshold (`threshold_between`) that keeps ``scores[kept]`` (float64, as
+    given) and drops the others; ``kept`` must be the scores above some float32 value."""
+    dropped_max = float(scores[~kept].max()) if (~kept).any() else None
+    kept_min = float(scores[kept].min()) if kept.any() else None
+    return threshold_between(dropped_max, kept_min, preferred)
 
 
 def threshold_between(dropped: float | None, kept: float | None, preferred: float) -> float:

@@ -16,7 +16,7 @@ all categories). Ties between cuts go to the higher cut (fewer detections).
 A cut keeps the detections whose float32 score is at least some score ``s`` (the curve counts
 equal float32 scores together, as NMS and the export compare them). It is written as a
 ``score_threshold`` with the meaning it has everywhere, keep ``score > score_threshold``, and
-separating (`cuts.threshold_between`): at or above the highest dropped score of the category's
+separating (`cuts.threshold_keeping`): at or above the highest dropped score of the category's
 detections of the configuration and strictly below the lowest kept one, as the scores are given
 (float64 from a COCO results file) and as float32 (the model's output), preferring the shortest
 decimal between them; the configuration's own threshold where nothing is dropped. So applying
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from detsearch.detection.cocoeval import STAT_NAMES, CocoEvaluation, Matches
-from detsearch.detection.sweep.cuts import float32_cut, threshold_between
+from detsearch.detection.sweep.cuts import float32_cut, threshold_keeping
 
 __all__ = [
     "PER_CLASS_RULES",
@@ -231,9 +231,7 @@ def cut_threshold(lowest_kept: float | None, output_scores: np.ndarray, base_thr
     of the output is dropped."""
     output = np.asarray(output_scores, np.float64)
     kept = np.zeros(len(output), bool) if lowest_kept is None else output.astype(np.float32) >= np.float32(lowest_kept)
-    dropped_max = float(output[~kept].max()) if (~kept).any() else None
-    kept_min = float(output[kept].min()) if kept.any() else None
-    return threshold_between(dropped_max, kept_min, base_threshold)
+    return threshold_keeping(output, kept, base_threshold)
 
 
 def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_scores: np.ndarray, rule: PerClassRule,
