@@ -96,12 +96,7 @@ def per_class_nms_reference(boxes, scores, classes, *, iou_threshold, score_thre
     _thresholds(iou_threshold, score_threshold)
     per_class = _count("max_detections_per_class", _PER_CLASS if max_detections_per_class is None else max_detections_per_class)
     total = _count("max_total_detections", _PER_CLASS if max_total_detections is None else max_total_detections)
-    kept: list[int] = []
-    for value in sorted(set(classes.tolist())):
-        members = [i for i in range(len(classes)) if classes[i] == value]
-        chosen = nms_reference(boxes[members], scores[members], iou_threshold=iou_threshold,
-                               score_threshold=score_threshold, max_output_size=per_class)
-        kept += [members[k] for k in chosen]
+    kept = _nms_by_group(boxes, scores, classes, iou_threshold, score_threshold, per_class)
     return _best_first(kept, scores, total)
 
 
@@ -126,13 +121,20 @@ def class_agnostic_nms_reference(boxes, scores, *, iou_threshold, score_threshol
         return nms_reference(boxes, scores, iou_threshold=iou_threshold, score_threshold=score_threshold,
                              max_output_size=limit)
     levels = _labels("levels", levels, len(boxes))
+    kept = _nms_by_group(boxes, scores, levels, iou_threshold, score_threshold, limit)
+    return _best_first(kept, scores, limit)
+
+
+def _nms_by_group(boxes, scores, groups, iou_threshold, score_threshold, limit: int) -> list[int]:
+    """`nms_reference` within each group (class or level), ``limit`` kept per group; the kept
+    indices into ``boxes``, group by group."""
     kept: list[int] = []
-    for value in sorted(set(levels.tolist())):
-        members = [i for i in range(len(levels)) if levels[i] == value]
+    for value in sorted(set(groups.tolist())):
+        members = [i for i in range(len(groups)) if groups[i] == value]
         chosen = nms_reference(boxes[members], scores[members], iou_threshold=iou_threshold,
                                score_threshold=score_threshold, max_output_size=limit)
         kept += [members[k] for k in chosen]
-    return _best_first(kept, scores, limit)
+    return kept
 
 
 def _best_first(indices: list[int], scores: np.ndarray, limit: int) -> np.ndarray:
