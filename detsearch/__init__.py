@@ -5,10 +5,16 @@ share one selector (`detsearch.selector`) and one `ParamSpec`. Importing this pa
 import TensorFlow; the entry points that need it import it when called.
 """
 
+from importlib import metadata as _metadata
+
 from detsearch.params import ParamSpec
 
 __all__ = ["ParamSpec", "search"]
-__version__ = "0.1.0"
+
+try:
+    __version__ = _metadata.version("detsearch")  # pyproject.toml's, as installed
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 
 def search(*args, **kwargs):
