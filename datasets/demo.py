@@ -32,20 +32,18 @@ The set is written to a temporary sibling directory and renamed into place. A se
 at ``out_dir`` whose manifest carries the same parameters and whose files still hash to the
 manifest's digest is reused as is.
 
-CLI::
+Command line (`detsearch.cli.prepare`)::
 
-    python -m detsearch.datasets.demo --out data/demo
+    detsearch prepare-demo --out data/demo
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from detsearch.atomic import replace_directory
+from detsearch.checks import positive_int
 from detsearch.datasets import mnist
 from detsearch.datasets.coco import load_coco
 from detsearch.datasets.detection import DatasetError, DetectionDataset, write_json_atomic
@@ -190,12 +189,6 @@ def _is_complete(out_dir: Path, parameters: dict[str, Any]) -> bool:
     return [manifest.get("num_files"), manifest.get("sha256")] == list(_files_digest(out_dir))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def build_demo(
     out_dir: str | os.PathLike[str] | None = None,
     num_train: int = 2000,
@@ -230,10 +223,10 @@ def build_demo(
     out_dir = default_demo_dir() if out_dir is None else Path(out_dir)
     parameters = {
         "format_version": DEMO_FORMAT_VERSION,
-        "num_train": _check_int("num_train", num_train, 1),
-        "num_val": _check_int("num_val", num_val, 1),
-        "image_size": _check_int("image_size", image_size, 28),
-        "seed": _check_int("seed", seed, 0),
+        "num_train": positive_int(num_train, "num_train"),
+        "num_val": positive_int(num_val, "num_val"),
+        "image_size": positive_int(image_size, "image_size", minimum=28),
+        "seed": positive_int(seed, "seed", minimum=0),
         "max_digits": MAX_DIGITS,
         "digit_size_range": list(DIGIT_SIZE_RANGE),
         "max_iou": MAX_IOU,
@@ -292,51 +285,3 @@ def load_demo(out_dir: str | os.PathLike[str] | None, split: str) -> DetectionDa
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     paths = _paths(default_demo_dir() if out_dir is None else Path(out_dir))
     return load_coco(paths[f"{split}_annotations"], paths[f"{split}_images"])
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's flags (also ``detsearch prepare-demo``)."""
-    parser.add_argument(
-        "--out", default=None, help=f"output directory (default {default_demo_dir()})"
-    )
-    parser.add_argument("--num-train", type=int, default=2000)
-    parser.add_argument("--num-val", type=int, default=500)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--mnist-dir", default=None, help="MNIST IDX directory (default: data/mnist)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    started = time.monotonic()
-    try:
-        paths = build_demo(args.out, args.num_train, args.num_val, args.image_size, args.seed,
-                           args.mnist_dir)
-        summary = []
-        for split in SPLITS:
-            dataset = load_demo(paths["root"], split)
-            summary.append(f"{split} {len(dataset)} images / {dataset.num_boxes} boxes")
-    except (ValueError, OSError) as exc:  # DatasetError and MnistError are ValueErrors.
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"demo set in {paths['root']}: {', '.join(summary)} "
-          f"({time.monotonic() - started:.1f} s)")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: build (or reuse) the set and print a summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detsearch.datasets.demo",
-        description="Build the COCO-format MNIST detection demo set from real MNIST digits.",
-    )
-    add_arguments(parser)
-    from detsearch.cli.args import dashed
-
-    return run(parser.parse_args(dashed(sys.argv[1:] if argv is None else argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from detsearch import atomic
+from detsearch.checks import positive_int
 from detsearch.detection.boxes import xywh_to_yxyx, yxyx_to_xywh
 
 __all__ = [
@@ -432,18 +433,12 @@ def make_tf_dataset(
     import tensorflow as tf
 
     target = _image_shape(image_size)
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = positive_int(batch_size, "batch_size")
     seed = 0 if seed is None else int(seed)
     examples = dataset.examples
     kept = [~example.is_crowd for example in examples]
     counts = [int(keep.sum()) for keep in kept]
-    if max_boxes is None:
-        max_boxes = max(1, max(counts))
-    elif isinstance(max_boxes, bool) or int(max_boxes) != max_boxes or max_boxes <= 0:
-        raise ValueError(f"max_boxes must be a positive int or None, got {max_boxes!r}")
-    max_boxes = int(max_boxes)
+    max_boxes = max(1, max(counts)) if max_boxes is None else positive_int(max_boxes, "max_boxes")
 
     num = len(examples)
     boxes = np.full((num, max_boxes, 4), -1.0, dtype=np.float32)

