@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+from detsearch.checks import positive_int
 from detsearch.params import TRAINING_PARAMS, ParamSpec
 from detsearch.selector import HyperSelector, Journal, ModelSize, SearchResult, SelectorConfig
 from detsearch.selector.hyperselector import check_search_specs, default_final_steps
@@ -58,8 +59,7 @@ def search(build_model: Callable, train_dataset, loss_fn: Callable, *, param_spe
         raise ValueError(f"param_list_spec names {', '.join(extra)}: thresholds are chosen by the detection sweep")
     if select_by_eval and eval_dataset is None:
         raise ValueError("select_by_eval=True needs eval_dataset")
-    if isinstance(evaluation_total_steps, bool) or not isinstance(evaluation_total_steps, int) or evaluation_total_steps < 1:
-        raise ValueError(f"evaluation_total_steps must be an int >= 1, got {evaluation_total_steps!r}")
+    evaluation_total_steps = positive_int(evaluation_total_steps, "evaluation_total_steps")
     names = set(metrics or {"accuracy": None}) | {loss_name}
     if config.metric_name not in names:
         raise ValueError(f"{config.metric_name!r} is not a metric (metrics: {', '.join(sorted(names))})")

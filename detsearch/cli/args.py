@@ -9,6 +9,8 @@ import math
 import sys
 from typing import Callable, Sequence
 
+from detsearch.checks import positive_int
+
 EXIT_BAD_INPUT = 2
 """Exit status of every bad-input error (argparse's own)."""
 
@@ -80,12 +82,6 @@ def non_negatives(text: str | None, flag: str) -> list[float] | None:
     return float_list(text, flag, low=0.0)
 
 
-def at_least(value: float | int | None, flag: str, minimum: float) -> None:
-    """Raises `BadInput` unless ``value`` is None or ``>= minimum``."""
-    if value is not None and not value >= minimum:
-        raise BadInput(f"{flag} must be >= {minimum:g}, got {value}")
-
-
 def objective_arguments(parser: argparse.ArgumentParser) -> None:
     """``--objective`` (the sweep's objectives) and ``--budget``."""
     from detsearch.detection.sweep.result import OBJECTIVES
@@ -128,8 +124,8 @@ def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def operating_point_options(args: argparse.Namespace) -> dict:
-    """The sweep's keyword arguments from `operating_point_arguments`' flags; `BadInput` for bad
-    values (one line each)."""
+    """The sweep's keyword arguments from `operating_point_arguments`' flags; `BadInput` (or
+    `detsearch.errors.BadSetting`) for bad values (one line each)."""
     from detsearch.detection.sweep.per_class import PerClassRule
 
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
@@ -142,7 +138,7 @@ def operating_point_options(args: argparse.Namespace) -> dict:
             raise BadInput(f"--per-class: {error}") from None
     if args.holdout is not None and not 0 < args.holdout < 1:
         raise BadInput(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
-    at_least(args.replicates, "--replicates", 1)
+    positive_int(args.replicates, "--replicates")
     caps = None
     if args.max_detections is not None:
         values = float_list(args.max_detections, "--max-detections", low=1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detsearch.cli.args import (BadInput, at_least, check_objective, objective_arguments, operating_point_arguments,
+from detsearch.checks import optional_positive_int
+from detsearch.cli.args import (BadInput, check_objective, objective_arguments, operating_point_arguments,
                                 operating_point_options, progress_bar, read_annotations, thresholds)
 from detsearch.detection.cache import CacheKind
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         grid["nms_iou_threshold"] = thresholds(args.nms_iou_thresholds, "--nms-iou-thresholds")
     check_objective(args)
     for flag in ("--workers", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
-        at_least(getattr(args, flag[2:].replace("-", "_")), flag, 1)
+        optional_positive_int(getattr(args, flag[2:].replace("-", "_")), flag)
     options = operating_point_options(args)
     if options["max_detections"] is not None:
         for flag in ("--max-detections-per-class", "--max-total-detections"):

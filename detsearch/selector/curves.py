@@ -10,6 +10,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from detsearch.checks import positive_int
+
 
 @dataclasses.dataclass(frozen=True)
 class LrSchedule:
@@ -32,10 +34,8 @@ class LrSchedule:
             raise ValueError(f"learning rate must be a positive finite number, got {self.start!r}")
         if self.end is not None and not (self.end > 0 and math.isfinite(self.end)):
             raise ValueError(f"end learning rate must be a positive finite number, got {self.end!r}")
-        if self.steps < 1:
-            raise ValueError(f"a schedule needs at least one step, got steps={self.steps!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        positive_int(self.steps, "steps")  # a schedule needs at least one step
+        positive_int(self.warmup_steps, "warmup_steps", minimum=0)
         if self.warmup_steps and not self.warmup_lr > 0:
             raise ValueError(f"warmup_lr must be > 0 when warmup_steps > 0, got {self.warmup_lr!r}")
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from detsearch.checks import optional_positive_int, positive_int
 from detsearch.executor import Executor, LocalExecutor, as_executor, worker_cache
 from detsearch.params import ParamSpec, TRAINING_PARAMS, check_value
 from detsearch.selector import rules
@@ -156,20 +157,10 @@ class SelectorConfig:
     noise_ties: bool = True
 
     def __post_init__(self):
-        def integer(name, minimum):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-
-        integer("total_steps", 1)
-        integer("window", 1)
-        integer("max_thres", 0)
-        integer("warmup_steps", 0)
-        integer("evaluate_every_n_steps", 1)
-        if self.final_steps is not None:
-            integer("final_steps", 1)
+        for name, minimum in (("total_steps", 1), ("window", 1), ("max_thres", 0), ("warmup_steps", 0),
+                              ("evaluate_every_n_steps", 1)):
+            positive_int(getattr(self, name), name, minimum=minimum)
+        optional_positive_int(self.final_steps, "final_steps")
         if self.horizon_rule not in rules.HORIZON_RULES:
             raise ValueError(f"unknown horizon rule {self.horizon_rule!r}; known: {', '.join(rules.HORIZON_RULES)}")
         if self.evaluate_every_n_steps > self.total_steps:

@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from detsearch.checks import positive_int
+
 LOSS_EXPLOSION_FACTOR = 4.0
 """A smoothed loss above this multiple of the best smoothed loss so far counts as diverged
 (fastai's LR finder stops at the same factor)."""
@@ -46,8 +48,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     Returns:
       float64 [N].
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window!r}")
+    window = positive_int(window, "window")
     values = np.asarray(values, dtype=np.float64)
     beta = 1.0 - 1.0 / window
     out = np.full(len(values), np.nan)
@@ -88,8 +89,7 @@ def cut_index(smoothed_badness: np.ndarray, max_thres: int, loss: np.ndarray | N
     Returns:
       int in [0, N].
     """
-    if max_thres < 0:
-        raise ValueError(f"max_thres must be >= 0, got {max_thres!r}")
+    positive_int(max_thres, "max_thres", minimum=0)
     values = np.asarray(smoothed_badness, dtype=np.float64)
     n = len(values)
     if loss is not None:

@@ -108,7 +108,7 @@ def detections(**change):
         (lambda p: write(p, detections()), ["--max-detections", "2.5"], "must be whole numbers"),
         (lambda p: write(p, detections()), ["--max-detections", "100", "--max-total-detections", "50"], "do not give --max-total-detections"),
         (lambda p: write(p, detections()), ["--class-agnostic", "maybe"], "--class-agnostic: 'maybe'"),
-        (lambda p: write(p, detections()), ["--replicates", "0"], "--replicates must be >= 1"),
+        (lambda p: write(p, detections()), ["--replicates", "0"], "--replicates must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, extra, message):
