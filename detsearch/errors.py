@@ -7,15 +7,16 @@
   its message is the one line to print (``search-det needs the tf extra: pip install
   'detsearch[tf]'``).
 
-``detsearch`` turns both (and `ValueError`, `OSError`) into one line on stderr and exit
-status 2; ``-v`` prints the traceback as well.
+``detsearch`` turns both (and `ValueError`, `OSError`, and a `ModuleNotFoundError` of a module
+in `EXTRA_MODULES`) into one line on stderr and exit status 2; ``-v`` prints the traceback as
+well.
 """
 
 from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["BadSetting", "MissingExtra", "EXTRA_MODULES", "require_extra"]
+__all__ = ["BadSetting", "MissingExtra", "EXTRA_MODULES", "extra_of", "require_extra"]
 
 
 class BadSetting(ValueError):
@@ -39,7 +40,32 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 """The modules each extra of pyproject.toml installs (the ones code imports)."""
 
 
-def require_extra(extra: str, feature: str) -> None:
-    """Raises `MissingExtra` when a module of ``extra`` is not importable."""
-    if any(importlib.util.find_spec(module) is None for module in EXTRA_MODULES[extra]):
-        raise MissingExtra(feature, extra)
+def require_extra(extra: str, feature: str, modules: tuple[str, ...] | None = None) -> None:
+    """Raises `MissingExtra` when a module of ``extra`` is not importable.
+
+    Args:
+      extra: a key of `EXTRA_MODULES`.
+      feature: what needs it, the start of the message (``search-det``, ``the ray executor``).
+      modules: the modules of the extra that ``feature`` imports (default: all of them), for a
+        feature that needs only a part of it (``prepare-demo`` draws with OpenCV alone).
+
+    Only `importlib.util.find_spec` runs: nothing is imported.
+    """
+    for module in EXTRA_MODULES[extra] if modules is None else modules:
+        if module not in EXTRA_MODULES[extra]:
+            raise ValueError(f"{module!r} is not a module of the {extra} extra")
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(feature, extra)
+
+
+def extra_of(module: str, preferred: tuple[str, ...] = ()) -> str | None:
+    """The extra that installs ``module`` (a dotted name: its top-level package counts), or None.
+
+    A module that several extras install (pycocotools: ``coco`` and ``tf``) is named by the first
+    of ``preferred`` that has it, else by the extra with the fewest modules.
+    """
+    top = module.partition(".")[0]
+    having = [extra for extra, modules in EXTRA_MODULES.items() if top in modules]
+    if not having:
+        return None
+    return next((extra for extra in preferred if extra in having), min(having, key=lambda e: len(EXTRA_MODULES[e])))

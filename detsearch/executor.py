@@ -20,7 +20,7 @@ and handed to every task (``fn(shared, item)``), instead of being pickled once p
 engine, a selector's trainer, a detector rebuilt from a checkpoint): built on the first task a
 process runs, reused by the next tasks of the same job.
 
-This module imports the standard library only.
+This module imports the standard library and `detsearch.checks` only.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import argparse
 import logging
 import multiprocessing
 from typing import Any, Callable, Hashable, Iterable, TypeVar
+
+from detsearch.checks import optional_positive_int, positive_int
+from detsearch.errors import MissingExtra
 
 __all__ = [
     "EXECUTORS",
@@ -176,9 +179,7 @@ class ProcessExecutor(Executor):
     name = "process"
 
     def __init__(self, processes: int):
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-            raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
-        self.processes = processes
+        self.processes = positive_int(processes, "processes")
 
     def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
         items = list(items)
@@ -206,8 +207,10 @@ class ProcessExecutor(Executor):
 def _import_ray():
     try:
         import ray
-    except ImportError:
-        raise ImportError(f"the ray executor needs Ray: {RAY_INSTALL}") from None
+    except ModuleNotFoundError as error:
+        if error.name != "ray":
+            raise
+        raise MissingExtra("the ray executor", "ray") from error
     return ray
 
 
@@ -232,7 +235,8 @@ class RayExecutor(Executor):
         remote cluster can import this repository's ``models/`` and ``datasets/``).
 
     Raises:
-      ImportError: Ray is not installed (the message says how to install it).
+      detsearch.errors.MissingExtra: Ray is not installed (an ImportError; the message says how to
+        install it).
     """
 
     name = "ray"
@@ -242,8 +246,7 @@ class RayExecutor(Executor):
         for label, value in (("num_cpus_per_task", num_cpus_per_task), ("num_gpus_per_task", num_gpus_per_task)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{label} must be a number >= 0, got {value!r}")
-        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
-            raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
+        num_cpus = optional_positive_int(num_cpus, "num_cpus")
         _import_ray()
         self.address = address
         self.num_cpus = num_cpus

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -72,20 +71,15 @@ def run(args: argparse.Namespace) -> int:
     import detsearch.moxing as mox
     from detsearch import report
     from detsearch.atomic import write_json_atomic
+    from detsearch.executor import executor_from_args
 
     logging.getLogger("detsearch").setLevel(logging.WARNING)  # the bar and the table report progress
-    try:
-        param_spec = mox.auto.ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum,
-                                        weight_decay=args.weight_decay)
-        param_list_spec = mox.auto.ParamSpec(weight_decay=non_negatives(args.weight_decays, "--weight-decays"),
-                                             momentum=non_negatives(args.momentums, "--momentums"))
-        data_dir = mnist_data.ensure(args.data_url)
-        from detsearch.executor import executor_from_args
-
-        executor = executor_from_args(args)
-    except (TypeError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    param_spec = mox.auto.ParamSpec(learning_rate=args.learning_rate, momentum=args.momentum,
+                                    weight_decay=args.weight_decay)
+    param_list_spec = mox.auto.ParamSpec(weight_decay=non_negatives(args.weight_decays, "--weight-decays"),
+                                         momentum=non_negatives(args.momentums, "--momentums"))
+    data_dir = mnist_data.ensure(args.data_url)
+    executor = executor_from_args(args)
     from detsearch.models.mnist import make_program
 
     mnist = mnist_data.input_data.read_data_sets(str(data_dir), one_hot=True, seed=args.seed)
@@ -115,11 +109,8 @@ def run(args: argparse.Namespace) -> int:
             output_dir=str(out / "search"), seed=args.seed, lr_rule=args.lr_rule, on_trial=on_trial,
             final_steps=args.max_number_of_steps, horizon_rule=args.horizon_rule,
             on_step=lambda step: bar.update(1), executor=executor, return_result=True)
-    except (TypeError, ValueError) as exc:
+    finally:
         bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    bar.close()
     result, chosen = chosen, chosen.param_spec
     search_seconds = time.perf_counter() - started
     print(report.summary_table(result))

@@ -133,22 +133,17 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
 
-    dataset, ground_truth = read_annotations(args.annotations)
+    _, ground_truth = read_annotations(args.annotations)
     if args.detections is not None:
         if ("nms_score_threshold" in grid) or ("nms_iou_threshold" in grid):
             raise BadInput("--nms-score-thresholds/--nms-iou-thresholds need a two-stage --cache; --detections is one-stage")
-        try:
-            cache = cache_module.import_coco_detections(args.detections, dataset, score_floor=args.score_floor)
-        except cache_module.CacheError as error:
-            raise BadInput(str(error).replace("<annotations>", args.annotations)) from None
+        # The path, not the document read above: the importer's messages name the file it reads.
+        cache = cache_module.import_coco_detections(args.detections, args.annotations, score_floor=args.score_floor)
         if cache.num_entries() == 0:
             floor = f" with score >= --score-floor {args.score_floor:g}" if args.score_floor > 0 else ""
             raise BadInput(f"{args.detections}: no detections{floor}")
     else:
-        try:
-            cache = cache_module.read_cache(args.cache)
-        except cache_module.CacheError as error:
-            raise BadInput(str(error)) from None
+        cache = cache_module.read_cache(args.cache)
         if cache.num_entries() == 0:
             raise BadInput(f"{args.cache}: the cache holds no detections")
     kind = cache.meta.kind
@@ -185,10 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers > 1 and args.executor != "local":
         raise BadInput(f"--workers {args.workers} runs forked local processes; --executor {args.executor} spreads the work itself")
-    try:
-        executor = executor_from_args(args)
-    except ImportError as error:
-        raise BadInput(str(error)) from None
+    executor = executor_from_args(args)
     if args.workers > 1 and args.strategy == "grid":
         executor = ProcessExecutor(args.workers)
     progress, close = progress_bar(args.no_progress, "NMS setting")
@@ -209,8 +201,6 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             **options,
         )
-    except ValueError as error:
-        raise BadInput(str(error)) from None
     finally:
         close()
         executor.close()
