@@ -78,18 +78,20 @@ def run(args: argparse.Namespace) -> int:
                                     weight_decay=args.weight_decay)
     param_list_spec = mox.auto.ParamSpec(weight_decay=non_negatives(args.weight_decays, "--weight-decays"),
                                          momentum=non_negatives(args.momentums, "--momentums"))
-    data_dir = mnist_data.ensure(args.data_url)
+    from detsearch.selector import SelectorConfig
+    from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
+
+    # The selector's settings are checked here, before MNIST is prepared and the bar is drawn.
+    trials = SelectorConfig(total_steps=args.total_steps, window=args.window, max_thres=args.max_thres,
+                            final_steps=args.max_number_of_steps,
+                            horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).planned_trials(param_list_spec)
     executor = executor_from_args(args)
+    data_dir = mnist_data.ensure(args.data_url)
     from detsearch.models.mnist import make_program
 
     mnist = mnist_data.input_data.read_data_sets(str(data_dir), one_hot=True, seed=args.seed)
     input_fn, model_fn, optimizer_fn = make_program(mnist, args.model, args.batch_size)
     out = Path(args.train_url)
-    from detsearch.selector import SelectorConfig
-    from detsearch.selector.hyperselector import DEFAULT_HORIZON_RULE
-
-    trials = SelectorConfig(total_steps=args.total_steps, final_steps=args.max_number_of_steps,
-                            horizon_rule=args.horizon_rule or DEFAULT_HORIZON_RULE).planned_trials(param_list_spec)
     started = time.perf_counter()
     bar = tqdm(total=trials * args.total_steps, desc="search", unit="step", leave=True)
 

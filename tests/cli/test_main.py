@@ -158,3 +158,17 @@ def test_a_bad_flag_value_reaches_the_one_error_path(tmp_path, capsys):
     code, _, err = run(capsys, "sweep", *SWEEP, "--out", str(tmp_path / "out"), "--workers", "0")
     assert (code, err) == (2, "detsearch sweep: error: --workers must be an integer >= 1, got 0\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("flags, message", [
+    (["--window", "0"], "window must be an integer >= 1, got 0"),
+    (["--max-number-of-steps", "0"], "final_steps must be an integer >= 1, got 0"),
+    (["--weight-decays", "0.1,-1"], "--weight-decays: -1 is outside [0, inf]"),
+])
+def test_search_cls_bad_settings_before_any_work(flags, message, tmp_path, capsys):
+    """One line, before MNIST is prepared or a progress bar is drawn (was: 'error: ...')."""
+    code, out, err = run(capsys, "search-cls", "--train-url", str(tmp_path / "out"), "--data-url",
+                         str(tmp_path / "mnist"), *flags)
+    assert (code, out, err) == (2, "", f"detsearch search-cls: error: {message}\n")
+    assert list(tmp_path.iterdir()) == []
