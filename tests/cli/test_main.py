@@ -56,8 +56,10 @@ def test_the_tables_name_known_extras():
 
 @pytest.mark.parametrize("command, flags, module, extra", NEEDS)
 def test_a_missing_extra_is_one_line_before_any_work(command, flags, module, extra, tmp_path, monkeypatch, capsys):
+    """``module`` alone is absent, whatever else this environment lacks."""
     monkeypatch.chdir(tmp_path)
     missing(monkeypatch, module)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, package=None: None if name == module else object())
     code, out, err = run(capsys, command, *flags)
     assert code == 2 and out == ""
     assert err == f"detsearch {command}: error: {command} needs the {extra} extra: pip install 'detsearch[{extra}]'\n"
