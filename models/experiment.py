@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from detsearch.detection.cache import CacheKind
-from detsearch.detection.sweep.grid import NMS_VERSIONS
+from detsearch.detection.sweep.settings import NmsVersion
 
 __all__ = [
     "Experiment",
@@ -60,8 +60,10 @@ __all__ = [
     "evaluate_with_model_garden",
     "export_experiment",
     "filter_by_class",
+    "keep_above_class_thresholds",
     "load_config",
     "load_experiment",
+    "model_garden_seed",
     "record",
     "thresholds_override",
     "verification_rows",
@@ -162,9 +164,9 @@ def check_supported(config) -> CacheKind:
     if kind == CacheKind.TWO_STAGE:
         _check_two_stage(model)
     generator = model.detection_generator
-    if generator.nms_version not in NMS_VERSIONS:
+    if generator.nms_version not in tuple(NmsVersion):
         raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}: the sweep reproduces "
-                         f"{' and '.join(NMS_VERSIONS)} (Model Garden's default)")
+                         f"{' and '.join(NmsVersion)} (Model Garden's default)")
     if not generator.apply_nms:
         raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
     if getattr(generator, "use_class_agnostic_nms", False):
@@ -310,22 +312,26 @@ class Experiment:
         return int(_config_value(self.config, MAX_DETECTIONS_KEY))
 
     @property
-    def nms_options(self) -> dict[str, Any]:
-        """`detsearch.detection.sweep.sweep`'s NMS settings for the config's post-processing:
-        its ``nms_version`` (v2 with its ``pre_nms_top_k``); two-stage also the first stage's
-        (``roi_generator``: NMS, per-level top-k, ``test_num_proposals``)."""
+    def post_processing(self):
+        """The config's post-processing as the sweep runs it (`PostProcessing`): its
+        ``nms_version`` (v2 with its ``pre_nms_top_k``), its cap ``max_num_detections`` per class
+        and per image; two-stage also the first stage's (``roi_generator``: NMS, per-level top-k,
+        ``test_num_proposals``)."""
+        from detsearch.detection.sweep.settings import PostProcessing, ProposalNms
+
         model = self.config.task.model
         generator = model.detection_generator
-        options: dict[str, Any] = {"nms_version": generator.nms_version}
-        if generator.nms_version == "v2":
-            options["pre_nms_top_k"] = int(generator.pre_nms_top_k)
+        fields: dict[str, Any] = {"nms_version": NmsVersion(generator.nms_version),
+                                  "max_detections_per_class": self.max_detections,
+                                  "max_total_detections": self.max_detections}
+        if fields["nms_version"] == NmsVersion.V2:
+            fields["pre_nms_top_k"] = int(generator.pre_nms_top_k)
         if self.kind == CacheKind.TWO_STAGE:
             proposals = model.roi_generator
-            options["num_proposals"] = int(proposals.test_num_proposals)
-            options["per_level"] = True
+            fields.update(num_proposals=int(proposals.test_num_proposals), per_level=True)
             if not proposals.use_batched_nms:
-                options.update(proposal_nms="tiled", proposal_top_k=int(proposals.test_pre_nms_top_k))
-        return options
+                fields.update(proposal_nms=ProposalNms.TILED, proposal_top_k=int(proposals.test_pre_nms_top_k))
+        return PostProcessing(**fields)
 
     def build(self, thresholds: Mapping[str, float] | None = None, *, decoded_only: bool = False,
               restore: bool = True):
@@ -885,10 +891,12 @@ class TieFinder:
     Equal scores of different classes are not counted: they meet only where an image's output
     reaches its cap (``max_num_detections``)."""
 
-    def __init__(self, cache, nms_options: Mapping[str, Any]):
+    def __init__(self, cache, post_processing):
+        from detsearch.detection.sweep.settings import ProposalNms
+
         self.kind = cache.meta.kind
-        self.one_stage = self.kind == CacheKind.ONE_STAGE and nms_options.get("nms_version") == "batched"
-        self.first_stage = self.kind == CacheKind.TWO_STAGE and nms_options.get("proposal_nms", "batched") == "batched"
+        self.one_stage = self.kind == CacheKind.ONE_STAGE and post_processing.nms_version == NmsVersion.BATCHED
+        self.first_stage = self.kind == CacheKind.TWO_STAGE and post_processing.proposal_nms == ProposalNms.BATCHED
         self._tied = np.zeros(0, np.float32)
         if self.one_stage:
             offsets = np.asarray(cache.entry_offsets, np.int64)
@@ -897,7 +905,7 @@ class TieFinder:
         elif self.first_stage:
             offsets = np.asarray(cache.row_offsets, np.int64)
             image = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-            level = (np.asarray(cache.row_level) if nms_options.get("per_level") and cache.row_level is not None
+            level = (np.asarray(cache.row_level) if post_processing.per_level and cache.row_level is not None
                      else np.zeros(len(image), np.int64))
             self._tied = _tied_values(np.asarray(cache.row_objectness, np.float32), image, level)
 
@@ -983,13 +991,10 @@ def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], p
 
 def filter_by_class(saved_model: Path, class_score_thresholds: Mapping[int, float], num_classes: int) -> None:
     """Rewrites Model Garden's detection SavedModel at ``saved_model`` as itself followed by a
-    per-class score filter (`detsearch.models.export.keep_above_class_thresholds`, as the
-    preset exports apply it); every other output passes through."""
+    per-class score filter (`keep_above_class_thresholds`); every other output passes through."""
     import shutil
 
     import tensorflow as tf
-
-    from detsearch.models.export import keep_above_class_thresholds
 
     limited = np.zeros(num_classes, bool)
     limits = np.zeros(num_classes, np.float32)
@@ -1022,3 +1027,74 @@ def filter_by_class(saved_model: Path, class_score_thresholds: Mapping[int, floa
     tf.saved_model.save(module, str(filtered), signatures={"serving_default": concrete})
     shutil.rmtree(saved_model)
     filtered.rename(saved_model)
+
+
+def keep_above_class_thresholds(
+    detections: Mapping[str, Any], classes, limited, limits
+) -> dict[str, Any]:
+    """Keeps the detections whose score is > their class's threshold, at the front, stably.
+
+    Args:
+      detections: ``detection_boxes`` float32 ``[B, N, 4]``, ``detection_scores`` float32
+        ``[B, N]``, ``detection_category_ids`` int64 ``[B, N]``, ``num_detections`` int32 ``[B]``;
+        the first ``num_detections`` rows of an image are its detections.
+      classes: int64 ``[B, N]`` model class index of each row.
+      limited, limits: per model class index, whether it has a threshold (bool) and the
+        threshold (float32, 0 where none).
+
+    Returns:
+      The same keys and shapes: per image the kept rows in their original order, then zeros;
+      ``num_detections`` the number kept.
+    """
+    import tensorflow as tf
+
+    scores = detections["detection_scores"]
+    positions = tf.range(tf.shape(scores)[1])[None, :]
+    valid = positions < detections["num_detections"][:, None]
+    passes = scores > tf.gather(limits, classes)
+    keep = valid & (passes | ~tf.gather(limited, classes))
+    # Kept rows sort before the others; a stable sort keeps each group in its order.
+    order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
+    kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+    front = positions < kept[:, None]
+
+    def compact(values):
+        moved = tf.gather(values, order, axis=1, batch_dims=1)
+        mask = front if values.shape.rank == 2 else front[:, :, None]
+        return tf.where(mask, moved, tf.zeros_like(moved))
+
+    return {
+        "detection_boxes": compact(detections["detection_boxes"]),
+        "detection_scores": compact(scores),
+        "detection_category_ids": compact(detections["detection_category_ids"]),
+        "num_detections": kept,
+    }
+
+
+@contextlib.contextmanager
+def model_garden_seed(seed: int) -> Iterator[None]:
+    """Draws Model Garden's random numbers from ``seed`` in the block.
+
+    Model Garden's layers take no seed: their initializers ask tf_keras for one (its
+    thread-local seed generator, else Python's global ``random``), and their samplers (anchors,
+    ROIs) are stateful TF ops seeded from TensorFlow's global seed when traced. Within the block
+    the generator is ``random.Random(seed)`` and the global seed is ``seed``; both are restored
+    after (the global seed to its previous value, from the start of its sequence), so a build is
+    repeatable without changing the process's seeds. Python's and NumPy's global generators are
+    never touched.
+    """
+    import random
+
+    import tensorflow as tf
+    from tensorflow.python.eager import context as tf_context
+    from tf_keras.src import backend as keras_backend
+
+    previous_seed = tf_context.global_seed()
+    previous_generator = getattr(keras_backend._SEED_GENERATOR, "generator", None)  # pylint: disable=protected-access
+    tf.random.set_seed(int(seed))
+    keras_backend._SEED_GENERATOR.generator = random.Random(int(seed))  # pylint: disable=protected-access
+    try:
+        yield
+    finally:
+        keras_backend._SEED_GENERATOR.generator = previous_generator  # pylint: disable=protected-access
+        tf.random.set_seed(previous_seed)

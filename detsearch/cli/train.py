@@ -1,37 +1,31 @@
-"""Train a TF Model Garden detector (SSD = RetinaNet, or Faster R-CNN) with given hyperparameters.
+"""Train a Model Garden detector with Model Garden's own trainer, optionally at given training
+parameters, and export it at given thresholds.
 
-    detsearch train --model ssd --preset tiny --dataset demo --out runs/ssd_tiny
-    detsearch train --model faster_rcnn --preset tiny --dataset demo --out runs/frcnn_tiny \\
-        --steps 1500 --learning-rate 0.02 --momentum 0.9 --weight-decay 1e-4
-    detsearch train --model ssd --preset standard --dataset coco \\
-        --annotations coco/annotations/instances_train2017.json --images coco/train2017 --out runs/ssd_coco
+    detsearch train --model-dir runs/retinanet                 # the demo RetinaNet, the config's schedule
+    detsearch train --model faster_rcnn --model-dir runs/frcnn --steps 800
+    detsearch train --experiment retinanet_resnetfpn_coco --config-file my.yaml --model-dir runs/mine
 
-Momentum SGD (``slot = momentum * slot + gradient; w -= learning_rate * slot``) with weight decay
-``weight_decay * sum(l2_loss(kernel))`` over kernels, a linear warm-up over ``--warmup-steps``,
-then a constant learning rate. Checkpoints go to ``OUT/checkpoints/`` every
-``--checkpoint-every`` steps and at the end; running the same command again resumes from the
-latest one (weights, momentum, step, data order) up to ``--steps``. ``OUT/detector.json`` records
-the model, preset, categories, hyperparameters and last metrics; ``detsearch cache`` rebuilds
-the detector from it. The demo set is built first when its directory is empty.
+The detector is a registered Model Garden experiment: the demo's (``--model``, on ``--dataset``
+converted once to TFRecords) or ``--experiment`` with its overrides. ``train_lib.run_experiment``
+trains it into ``--model-dir`` up to ``trainer.train_steps`` (``--steps``); running the same
+command again resumes from the latest checkpoint there.
 
-``--params FILE`` takes the hyperparameters (and thresholds) from a JSON ParamSpec, such as the
-``selected`` entry of ``detsearch search-det --search-training``'s ``summary.json`` (that file
-itself is accepted); ``--export DIR`` then writes a SavedModel whose post-processing runs at
-those thresholds (Model Garden's defaults where none is given):
+``--params FILE`` takes the training parameters (and thresholds) from a JSON ParamSpec, such as
+the ``selected`` entry of ``detsearch search-det --search-training``'s ``summary.json`` (that file
+itself is accepted): learning_rate, momentum and weight_decay become a params override (a
+constant learning rate, SGD with the momentum, the L2 weight decay; the config's warm-up kept).
+``--export DIR`` then writes a SavedModel through Model Garden's serving module whose
+post-processing runs at those thresholds (the config's where none is given):
 
-    detsearch train --model ssd --out runs/ssd --params out/search_det_ssd_training/summary.json \\
-        --export runs/ssd/export
+    detsearch train --model-dir runs/retinanet --params out/search_det_retinanet_training/summary.json \
+        --export runs/retinanet/export
 
 ``--per-class-thresholds FILE`` (with ``--export``) takes the ``per_class_thresholds.json`` that
 ``detsearch sweep`` or ``detsearch search-det`` writes next to its results: the SavedModel then
 keeps a detection of category ``c`` only when its score is > ``c``'s threshold (float32), after
-the NMS; categories the file does not list keep what the NMS keeps. The thresholds were chosen
-on top of the file's ``"configuration"``, so the export's NMS thresholds (``--params``, else
-Model Garden's defaults) must be those; a file that names other categories than the dataset's,
-or another configuration, is an error before any training step:
-
-    detsearch train --model ssd --out runs/ssd --params out/search_det_ssd/summary.json \\
-        --export runs/ssd/export --per-class-thresholds out/search_det_ssd/per_class_thresholds.json
+the NMS. The thresholds were chosen on top of the file's ``"configuration"``, so the export's
+thresholds (``--params``, else the config's) must be those; a file that names classes the model
+does not have, or another configuration, is an error before any training step.
 """
 
 from __future__ import annotations
@@ -39,38 +33,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from detsearch.cli.args import BadInput
-from detsearch.cli.data import add_dataset_arguments, dataset_from_args
+from detsearch.cli.detector import add_detector_arguments, experiment_config
 
-
-
-HELP = "train a TF Model Garden detector (SSD or Faster R-CNN) with given hyperparameters"
+HELP = "train a Model Garden detector with Model Garden's trainer (the demo RetinaNet by default)"
 DESCRIPTION = __doc__
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=("ssd", "faster_rcnn"), required=True)
-    parser.add_argument("--preset", default="tiny", help="tiny (CPU, 128 px) or standard (default tiny)")
-    parser.add_argument("--out", required=True, help="run directory (checkpoints, detector.json); resumed if present")
-    add_dataset_arguments(parser, "train")
-    parser.add_argument("--steps", type=int, default=1500, help="total training steps (default 1500)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
-    parser.add_argument("--learning-rate", type=float, default=0.02, help="default 0.02")
-    parser.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="default 1e-4")
-    parser.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up steps (default 100)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="default 500")
-    parser.add_argument("--seed", type=int, default=0, help="initial weights and data order (default 0)")
-    parser.add_argument("--log-every", type=int, default=50, help="print metrics every N steps (default 50)")
-    parser.add_argument("--init-checkpoint", default=None,
-                        help="initial weights when the run starts: a checkpoint of this model, or one of Model "
-                             "Garden's published module checkpoints (backbone only, or the whole detector)")
+    add_detector_arguments(parser, model_dir_help="the model directory trained into (resumed if it holds checkpoints)")
     parser.add_argument("--params", default=None,
-                        help="JSON ParamSpec file (or a search_det summary.json): overrides the flags above")
+                        help="JSON ParamSpec file (or a search-det summary.json): training parameters and thresholds")
     parser.add_argument("--export", default=None, help="write a SavedModel here after training")
     parser.add_argument("--per-class-thresholds", default=None, metavar="FILE",
                         help="per_class_thresholds.json of detsearch sweep or search-det: the export keeps a "
@@ -80,78 +56,51 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     class_thresholds, configuration = read_class_thresholds(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tqdm import tqdm
+    from official.modeling import hyperparams
 
-    from detsearch.models.data import dataset_categories
-    from detsearch.models.detector import build_detector
-    from detsearch.models.export import export_detector
-    from detsearch.models.restore import latest_checkpoint, load_detector, restore_checkpoint
-    from detsearch.models.train import train_detector
+    from detsearch.models import pipeline
+    from detsearch.models.experiment import THRESHOLD_KEYS, check_supported, export_experiment, read_thresholds
+    from detsearch.models.experiment_training import config_training, training_override
 
-    try:
-        thresholds = read_params(args)
-        dataset = dataset_from_args(args)
-        ids, names = dataset_categories(dataset)
-        detector = build_detector(args.model, args.preset, ids, names, seed=args.seed)
-        unknown = sorted(set(thresholds) - set(detector.thresholds))
-        if unknown:
-            raise ValueError(f"--params: {', '.join(unknown)} do not apply to {args.model}")
-        if args.init_checkpoint and latest_checkpoint(args.out) is None:  # a resumed run has its own
-            restored = restore_checkpoint(detector, args.init_checkpoint)
-            print(f"initial weights: {', '.join(restored)} from {args.init_checkpoint}")
-    except (ValueError, TypeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.model_dir is None:
+        raise BadInput("--model-dir: the directory to train into")
+    if args.checkpoint is not None:
+        raise BadInput("--checkpoint: train resumes from --model-dir's latest checkpoint; give an initial one with "
+                       "--params-override 'task.init_checkpoint=PREFIX'")
+    model_dir = Path(args.model_dir)
+    name, config = experiment_config(args, model_dir.parent / f"{model_dir.name}_records")
+    kind = check_supported(config)
+    training, thresholds = read_params(args)
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS[kind]))
+    if unknown:
+        raise BadInput(f"--params: {', '.join(unknown)} are not thresholds of a {kind} experiment")
+    if training:
+        values = {**config_training(config), **training}
+        config = hyperparams.override_params_dict(
+            config, training_override(values["learning_rate"], values.get("momentum") or 0.0,
+                                      values.get("weight_decay") or 0.0), is_strict=True)
+    exported_thresholds = {**read_thresholds(config, kind), **thresholds}
     if class_thresholds is not None:
-        check_class_thresholds(args, detector, class_thresholds, configuration, thresholds)
-    batch_size = args.batch_size or detector.preset.batch_size
-    print(f"{args.model}/{args.preset}: {detector.num_parameters():,} parameters, {detector.image_size} px input, "
-          f"{len(dataset)} images, {len(ids)} categories, batch {batch_size}")
-    start = 0
-    latest = latest_checkpoint(args.out)
-    if latest:
-        start = int(latest.rsplit("-", 1)[-1])
-    bar = tqdm(total=args.steps, initial=min(start, args.steps), unit="step", dynamic_ncols=True)
-
-    def on_step(step: int, metrics: dict) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if args.log_every and step % args.log_every == 0:
-            bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-
+        check_class_thresholds(args, int(config.task.model.num_classes), class_thresholds, configuration,
+                               exported_thresholds, int(config.task.model.detection_generator.max_num_detections))
+    steps = int(config.trainer.train_steps)
+    print(f"{name}: training with Model Garden's trainer into {model_dir} ({steps} steps)")
     started = time.perf_counter()
-    try:
-        result = train_detector(
-            detector, dataset, args.out, steps=args.steps, batch_size=batch_size, learning_rate=args.learning_rate,
-            momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
-            checkpoint_every=args.checkpoint_every, on_step=on_step,
-            extra_meta={"dataset": {"name": args.dataset, "split": args.split, "images": len(dataset)}},
-        )
-    except (ValueError, FloatingPointError) as error:
-        bar.close()
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    bar.close()
-    summary = {
-        "step": result["step"],
-        "checkpoint": result["checkpoint"],
-        "resumed_from": result["resumed_from"],
-        "seconds": round(time.perf_counter() - started, 1),
-        "seconds_per_step": None if result["seconds_per_step"] is None else round(result["seconds_per_step"], 4),
-        "metrics": {k: round(v, 5) for k, v in result["metrics"].items()},
-    }
+    experiment = pipeline.trained_experiment(name, config, train_into=model_dir)
+    summary = {"experiment": name, "checkpoint": experiment.checkpoint, "steps": steps,
+               "training": {**config_training(config)}, "seconds": round(time.perf_counter() - started, 1)}
     if args.export:
-        exported, _ = load_detector(args.out, result["checkpoint"], thresholds=thresholds)
-        summary["export"] = str(export_detector(exported, args.export, class_score_thresholds=class_thresholds))
-        summary["thresholds"] = exported.thresholds
+        summary["export"] = str(export_experiment(experiment, exported_thresholds, args.export,
+                                                  class_score_thresholds=class_thresholds))
+        summary["thresholds"] = exported_thresholds
         if class_thresholds is not None:
             summary["class_score_thresholds"] = {str(k): v for k, v in class_thresholds.items()}
     print(json.dumps(summary))
     return 0
 
 
-def read_params(args) -> dict[str, float]:
-    """Applies ``--params`` to ``args``; returns its thresholds (single values).
+def read_params(args) -> tuple[dict[str, float], dict[str, float]]:
+    """``--params``: its training parameters and its thresholds (single values each).
 
     Raises:
       ValueError: unreadable JSON, unknown names, values out of range, or a list.
@@ -159,7 +108,7 @@ def read_params(args) -> dict[str, float]:
     from detsearch.params import THRESHOLD_PARAMS, TRAINING_PARAMS, ParamSpec
 
     if args.params is None:
-        return {}
+        return {}, {}
     try:
         payload = json.loads(Path(args.params).read_text())
     except (OSError, ValueError) as error:
@@ -173,10 +122,8 @@ def read_params(args) -> dict[str, float]:
     for name in spec.names():
         if isinstance(getattr(spec, name), tuple):
             raise ValueError(f"--params {args.params}: {name} must be one value, got a list")
-    for name in TRAINING_PARAMS:
-        if name in spec:
-            setattr(args, name, getattr(spec, name))
-    return {name: getattr(spec, name) for name in THRESHOLD_PARAMS if name in spec}
+    return ({name: getattr(spec, name) for name in TRAINING_PARAMS if name in spec},
+            {name: getattr(spec, name) for name in THRESHOLD_PARAMS if name in spec})
 
 
 def read_class_thresholds(args) -> tuple[dict[int, float] | None, dict[str, float]]:
@@ -199,26 +146,23 @@ def read_class_thresholds(args) -> tuple[dict[int, float] | None, dict[str, floa
         raise BadInput(f"--per-class-thresholds {error}") from None
 
 
-def check_class_thresholds(args, detector, class_thresholds: dict[int, float], configuration: dict[str, float],
-                           thresholds: dict[str, float]) -> None:
-    """Raises `BadInput` unless the file's categories are the detector's and its configuration
-    is the NMS the export will run (``--params`` over the detector's defaults), compared in float32
-    as the model compares them."""
+def check_class_thresholds(args, num_classes: int, class_thresholds: dict[int, float], configuration: dict[str, float],
+                           thresholds: dict[str, float], max_detections: int) -> None:
+    """Raises `BadInput` unless the file's categories are classes of the model and its
+    configuration is the post-processing the export will run (``thresholds``, its cap of
+    ``max_detections``, class-aware), compared in float32 as the model compares them."""
     import numpy as np
 
     from detsearch.models.class_thresholds import check_class_score_thresholds
 
     try:
-        check_class_score_thresholds(class_thresholds, detector.category_ids)
+        check_class_score_thresholds(class_thresholds, range(1, num_classes))
     except ValueError as error:
         raise BadInput(f"--per-class-thresholds {args.per_class_thresholds}: {error}") from None
-    from detsearch.models.thresholds import MAX_NUM_DETECTIONS
-
-    exported = {**detector.thresholds, **thresholds}
-    differ = [f"{name} {value:g} (the export runs {exported[name]:g})" for name, value in configuration.items()
-              if name in exported and np.float32(value) != np.float32(exported[name])]
-    if configuration.get("max_detections", MAX_NUM_DETECTIONS) != MAX_NUM_DETECTIONS:
-        differ.append(f"max_detections {configuration['max_detections']:g} (the export runs {MAX_NUM_DETECTIONS})")
+    differ = [f"{name} {value:g} (the export runs {thresholds[name]:g})" for name, value in configuration.items()
+              if name in thresholds and np.float32(value) != np.float32(thresholds[name])]
+    if configuration.get("max_detections", max_detections) != max_detections:
+        differ.append(f"max_detections {configuration['max_detections']:g} (the export runs {max_detections})")
     if configuration.get("class_agnostic", False):
         differ.append("class-agnostic NMS (the export runs class-aware NMS)")
     if differ:

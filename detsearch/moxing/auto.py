@@ -21,7 +21,7 @@ SEARCH_DIR_ENV = "DETSEARCH_SEARCH_DIR"
 @runtime_checkable
 class SearchableModel(Protocol):
     """A model that brings its own trainer to `search` and `run` instead of a ``model_fn``:
-    `detsearch.models.search.DetectionModel` (Faster R-CNN or SSD from TF Model Garden)."""
+    `detsearch.models.detection_model.DetectionModel` (a Model Garden RetinaNet or Faster R-CNN experiment)."""
 
     def moxing_search(self, **kwargs: Any) -> SearchResult | None: ...
 
@@ -60,7 +60,8 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
       input_fn: ``input_fn(run_mode)`` returning a tensor structure (an iterator's ``get_next()``)
         or a ``tf.data.Dataset``.
       model_fn: ``model_fn(inputs, run_mode)`` returning `mox.ModelSpec`; or a `SearchableModel`
-        (``detsearch.models.search.DetectionModel``: Faster R-CNN or SSD from TF Model Garden, with
+        (``detsearch.models.detection_model.DetectionModel``: a Model Garden RetinaNet or Faster R-CNN
+        experiment, with
         ``input_fn(run_mode)`` returning a ``detsearch.datasets.detection.DetectionDataset``).
       optimizer_fn: ``optimizer_fn(param_spec=...)`` returning a ``tf.compat.v1`` optimizer; it
         receives ``learning_rate`` (the per-step schedule) and ``momentum`` as scalar tensors.
@@ -145,7 +146,7 @@ def search(input_fn: Callable, model_fn: Callable, optimizer_fn: Callable, batch
     if output_dir is None:
         output_dir = os.environ.get(SEARCH_DIR_ENV)
     if isinstance(model_fn, SearchableModel):
-        # A detection model (detsearch.models.search.DetectionModel): its own trainer; thresholds listed in
+        # A detection model (detsearch.models.detection_model.DetectionModel): its own trainer; thresholds listed in
         # param_list_spec stay lists in the result, for mox.auto.run to choose on the final model.
         from detsearch.executor import LocalExecutor, as_executor
 

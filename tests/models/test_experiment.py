@@ -153,11 +153,11 @@ def test_records_that_do_not_fit_are_one_line(trained, tmp_path, capsys):
         assert not out.exists()
 
 
-def test_experiment_flags_need_experiment(capsys):
-    assert cli.main(["search-det", "--model-dir", "somewhere"]) == 2
-    assert "--model-dir needs --experiment" in capsys.readouterr().err
-    assert cli.main(["search-det", "--executor", "ray"]) == 2
-    assert "--executor needs --experiment" in capsys.readouterr().err
+def test_the_demo_and_an_experiment_take_their_own_flags(capsys):
+    assert cli.main(["search-det", "--config-file", "my.yaml"]) == 2
+    assert "--config-file needs --experiment" in capsys.readouterr().err
+    assert cli.main(["search-det", "--experiment", EXPERIMENT, "--dataset", "coco"]) == 2
+    assert "--experiment reads its data from its config" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +209,8 @@ def test_search_training_on_the_experiments_own_train_step(trained, init_checkpo
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([], "judges trials by the task's loss: add --by-loss"),
     (["--by-loss", "--model-dir", "somewhere"], "drop --model-dir and --checkpoint"),
+    (["--checkpoint", "somewhere"], "drop --model-dir and --checkpoint"),
 ])
 def test_search_training_bad_input_is_one_line(trained, tmp_path, capsys, extra, message):
     _, config_file, _ = trained

@@ -102,5 +102,5 @@ def test_the_installed_package_works_outside_the_checkout(wheel, tmp_path):
     evaluated = run("-m", "detsearch", "eval", *common, "--out", "out/eval")
     assert evaluated.returncode == 0, evaluated.stderr
     assert (user / "out" / "sweep" / "result.json").exists() and (user / "out" / "eval" / "result.json").exists()
-    checkpoint = run("-c", "from detsearch.cli.search_det import train_run_dir; print(train_run_dir('ssd_tiny_demo'))")
-    assert checkpoint.returncode == 0 and Path(checkpoint.stdout.strip(), "detector.json").is_file(), checkpoint.stderr
+    checkpoint = run("-c", "from detsearch.models.pipeline import shipped_run; print(shipped_run('retinanet_demo'))")
+    assert checkpoint.returncode == 0 and Path(checkpoint.stdout.strip(), "checkpoint").is_file(), checkpoint.stderr

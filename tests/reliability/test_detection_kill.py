@@ -51,7 +51,7 @@ def run_until_killed(out: Path, ready) -> None:
 
 
 def same_outcome(summary: dict, reference: dict) -> None:
-    for key in ("selected", "chosen", "model_garden_default", "steps", "configurations"):
+    for key in ("selected", "chosen", "config_row", "configurations"):
         assert summary[key] == reference[key], key
     for name in ("lr_test", "stages"):
         assert summary["selection"][name] == reference["selection"][name], name

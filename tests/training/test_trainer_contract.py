@@ -84,13 +84,19 @@ def keras_trainer(weights_seed: int, data_seed: int, scratch: Path):
 
 
 def detection_trainer(weights_seed: int, data_seed: int, scratch: Path):
+    """The demo RetinaNet experiment's trainer (Model Garden's own train step)."""
     from detsearch.datasets import demo
-    from detsearch.models.search import DetectionTrainer
+    from detsearch.models.experiment import Experiment, check_supported
+    from detsearch.models.experiment_training import ExperimentTrainer
+    from detsearch.models.pipeline import demo_config
 
     directory = scratch / f"demo-{data_seed}"  # reused by the factory's later calls with this data seed
     demo.build_demo(directory, num_train=8, num_val=4, image_size=128, seed=data_seed)
-    return DetectionTrainer("ssd", "tiny", demo.load_demo(directory, "train"), batch_size=4,
-                            evaluation_total_steps=1, seed=weights_seed)
+    name, config = demo_config("retinanet", train_set=demo.load_demo(directory, "train"),
+                               validation_set=demo.load_demo(directory, "val"), records_dir=directory / "records",
+                               params_override="task.train_data.global_batch_size=4")
+    experiment = Experiment(name=name, config=config, kind=check_supported(config), checkpoint="")
+    return ExperimentTrainer(experiment, num_batches=WARMUP + STEPS, seed=weights_seed, evaluation_total_steps=1)
 
 
 FACTORIES = [

@@ -1,5 +1,4 @@
-"""The datasets the detector tools take by name (`load_dataset`), and what the detectors read
-from a dataset (`dataset_categories`, `dataset_max_boxes`)."""
+"""The detection datasets the commands take by name (`load_dataset`): the demo, COCO, VOC."""
 
 from __future__ import annotations
 
@@ -7,22 +6,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from detsearch.checks import positive_int
 from detsearch.datasets.detection import DetectionDataset
 
-__all__ = ["DATASETS", "dataset_categories", "dataset_max_boxes", "load_dataset"]
+__all__ = ["DATASETS", "load_dataset"]
 
 DATASETS = ("demo", "coco", "voc")
 
-
-def dataset_categories(dataset: DetectionDataset) -> tuple[list[int], list[str]]:
-    """``(category ids, names)`` of a dataset, sorted by id."""
-    categories = sorted(dataset.categories, key=lambda c: c["id"])
-    return [c["id"] for c in categories], [c["name"] for c in categories]
-
-
-def dataset_max_boxes(dataset: DetectionDataset) -> int:
-    """The most non-crowd boxes of one image (at least 1): the padded box count of a batch."""
-    return max(1, max(int((~example.is_crowd).sum()) for example in dataset.examples))
 
 def load_dataset(
     name: str,
@@ -64,7 +54,6 @@ def load_dataset(
     else:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if max_images is not None:
-        if max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {max_images}")
+        positive_int(max_images, "max_images")
         dataset = DetectionDataset(dataset.examples[:max_images], dataset.categories, dataset.image_dir)
     return dataset
