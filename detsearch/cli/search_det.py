@@ -268,7 +268,9 @@ class Bars:
         return self.bars[stage]
 
     def update(self, stage: str, count: int) -> None:
-        bar = self.bars.get(stage) or self.start(stage)
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.start(stage)
         bar.update(count)
 
     def close(self) -> None:
