@@ -14,6 +14,7 @@ from detsearch.checks import optional_positive_int
 from detsearch.cli.args import (BadInput, check_objective, objective_arguments, operating_point_arguments,
                                 operating_point_options, progress_bar, read_annotations, thresholds)
 from detsearch.detection.cache import CacheKind
+from detsearch.errors import BadSetting
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
@@ -49,6 +50,8 @@ kept box is > iou_threshold (both compared in float32, as TensorFlow's NMS ops d
 
 
 def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
+    from detsearch.detection.sweep.settings import NmsVersion
+
     source = sweep.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--detections",
@@ -79,8 +82,8 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--max-detections-per-class", type=int, metavar="N", help="NMS cap per class and image (default 100)")
     sweep.add_argument("--max-total-detections", type=int, metavar="N", help="NMS cap per image (default 100)")
-    sweep.add_argument("--nms-version", choices=("batched", "v2"), default="batched",
-                       help="one-stage: the Model Garden post-processing to reproduce: batched (greedy NMS, default) or "
+    sweep.add_argument("--nms-version", choices=list(NmsVersion), default=NmsVersion.BATCHED,
+                       help="the Model Garden post-processing to reproduce: batched (greedy NMS, default) or "
                        "v2 (Model Garden's default: per-class pre-NMS top-k, tiled NMS suppressing at IoU >= the "
                        "threshold); v2 caps classes and images alike (--max-detections)")
     sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v2: candidates per image and "
@@ -108,8 +111,6 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from detsearch.detection import cache as cache_module
     from detsearch.params import ParamSpec
 
@@ -125,10 +126,6 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("--workers", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
         optional_positive_int(getattr(args, flag[2:].replace("-", "_")), flag)
     options = operating_point_options(args)
-    if options["max_detections"] is not None:
-        for flag in ("--max-detections-per-class", "--max-total-detections"):
-            if getattr(args, flag[2:].replace("-", "_")) is not None:
-                raise BadInput(f"--max-detections sets the cap per class and per image; do not give {flag} with it")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: exists and is not a directory")
@@ -151,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.cache}: a two-stage cache needs --nms-score-thresholds and --nms-iou-thresholds too")
     if kind == CacheKind.ONE_STAGE and len(grid) != 2:
         raise BadInput(f"{args.cache}: a one-stage cache takes no --nms-score-thresholds/--nms-iou-thresholds")
-    if kind == CacheKind.ONE_STAGE and args.num_proposals is not None:
-        raise BadInput(f"{args.cache or args.detections}: --num-proposals applies to a two-stage cache only")
     unknown_images = sorted(set(cache.meta.image_ids) - set(int(i) for i in ground_truth.image_ids))
     if unknown_images:
         raise BadInput(f"{args.cache or args.detections}: image id {unknown_images[0]} is not in {args.annotations}")
@@ -160,15 +155,19 @@ def run(args: argparse.Namespace) -> int:
     if unknown_categories:
         raise BadInput(f"{args.cache or args.detections}: category id {unknown_categories[0]} is not in {args.annotations}")
 
-    floor = cache.meta.score_floor
-    lowest = min(grid["score_threshold"])
-    if np.float32(lowest) < np.float32(floor):  # the sweep's own rule, told with the flag and the file
-        if args.detections is not None:
-            raise BadInput(f"--score-thresholds {lowest:g} is below --score-floor {floor:g}: detections under it were dropped")
-        raise BadInput(f"{args.cache}: --score-thresholds {lowest:g} is below the cache's score floor {floor:g}: "
-                       "entries under the floor were not recorded")
-
     import detsearch.detection.sweep as sweep_module
+
+    post_processing = sweep_module.PostProcessing(
+        nms_version=args.nms_version,
+        max_detections_per_class=args.max_detections_per_class,
+        max_total_detections=args.max_total_detections,
+        pre_nms_top_k=args.pre_nms_top_k,
+        num_proposals=args.num_proposals,
+    )
+    try:  # before any work: the score floor, the settings that do not apply to the cache's kind
+        post_processing.checked(cache, ParamSpec(**grid))
+    except BadSetting as error:
+        raise BadInput(f"{args.cache or args.detections}: {error}") from None
 
     if args.holdout is not None:
         from detsearch.detection.sweep.holdout import split_images
@@ -189,14 +188,10 @@ def run(args: argparse.Namespace) -> int:
             cache,
             ground_truth,
             ParamSpec(**grid),
+            post_processing,
             objective=args.objective,
             budget=args.budget,
             strategy=args.strategy,
-            max_detections_per_class=args.max_detections_per_class,
-            max_total_detections=args.max_total_detections,
-            num_proposals=args.num_proposals,
-            nms_version=args.nms_version,
-            pre_nms_top_k=args.pre_nms_top_k,
             executor=executor,
             progress=progress,
             **options,

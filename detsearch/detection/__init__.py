@@ -1,7 +1,7 @@
 """Detection post-processing search: box formats, NMS, COCO evaluation and the threshold sweep.
 
 The main path: `sweep_thresholds` (= `detsearch.detection.sweep.sweep`) on a
-`detsearch.detection.cache.DetectionCache`. Importing this package does not import TensorFlow
+`detsearch.detection.cache.DetectionCache`, with the experiment's `PostProcessing`. Importing this package does not import TensorFlow
 (the TF-op functions import it when called) nor pycocotools (the test oracle,
 `detsearch.detection.pycoco`, imports it when called).
 """
@@ -28,5 +28,6 @@ from detsearch.detection.nms import (
 )
 # The sweep's entry point is exported as `sweep_thresholds`: a function named `sweep` here would
 # hide the package `detsearch.detection.sweep`. Its oracle, `sweep.sweep_reference`, is for tests.
-from detsearch.detection.sweep import OBJECTIVES, STRATEGIES, SweepResult, SweepRow, objective_value, select_best
+from detsearch.detection.sweep import (OBJECTIVES, STRATEGIES, NmsVersion, PostProcessing, ProposalNms, SweepResult,
+                                      SweepRow, objective_value, select_best)
 from detsearch.detection.sweep import sweep as sweep_thresholds

@@ -34,11 +34,11 @@ means over the same values in the same order, hence bitwise equal. NumPy only.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 
+from detsearch.checks import positive_int
 from detsearch.detection.cocoeval import IOU_THRESHOLDS, RECALL_THRESHOLDS, Matches, ragged_arange
 
 __all__ = ["BOOTSTRAP_STATS", "DEFAULT_CHUNK", "bootstrap_weights", "percentile_interval", "replicate_stats"]
@@ -76,18 +76,12 @@ def bootstrap_weights(num_images: int, replicates: int, seed: int) -> np.ndarray
       matcher's ``image_ids``) is drawn in replicate ``b``; every row sums to ``num_images``.
 
     Raises:
-      TypeError: an argument is not an integer.
-      ValueError: ``num_images < 1``, ``replicates < 1`` or ``seed < 0``.
+      BadSetting: an argument that is not an integer, ``num_images < 1``, ``replicates < 1``
+        or ``seed < 0``.
     """
-    num_images = _integer(num_images, "num_images")
-    replicates = _integer(replicates, "replicates")
-    seed = _integer(seed, "seed")
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if replicates < 1:
-        raise ValueError(f"replicates must be >= 1, got {replicates}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    num_images = positive_int(num_images, "num_images")
+    replicates = positive_int(replicates, "replicates")
+    seed = positive_int(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     weights = np.empty((replicates, num_images), np.int64)
     for row in weights:  # one replicate at a time: memory O(num_images) besides the result
@@ -166,7 +160,7 @@ def replicate_stats(matches: Matches, weights: np.ndarray, score_cut: float = -m
     Raises:
       TypeError: ``matches`` is not `Matches`, or ``weights`` is not integer.
       ValueError: ``weights`` is not ``[B >= 1, I]`` or has a negative entry, ``score_cut`` is
-        NaN, or ``chunk < 1``.
+        NaN, or ``chunk`` is not an integer >= 1 (`BadSetting`).
     """
     if not isinstance(matches, Matches):
         raise TypeError(f"matches must be Matches (CocoMatcher.match), got {type(matches).__name__}")
@@ -184,9 +178,7 @@ def replicate_stats(matches: Matches, weights: np.ndarray, score_cut: float = -m
     score_cut = float(score_cut)
     if math.isnan(score_cut):
         raise ValueError("score_cut must not be NaN")
-    chunk = _integer(chunk, "chunk")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    chunk = positive_int(chunk, "chunk")
 
     num_replicates = weights.shape[0]
     chunk = min(chunk, num_replicates)
@@ -207,15 +199,6 @@ def replicate_stats(matches: Matches, weights: np.ndarray, score_cut: float = -m
 
 # --------------------------------------------------------------------------------------------
 # internals
-
-
-def _integer(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -48,14 +48,15 @@ import math
 
 import numpy as np
 
+from detsearch.checks import positive_int
 from detsearch.detection.boxes import _ordered
+from detsearch.detection.cache.format import DEFAULT_NUM_PROPOSALS
 from detsearch.detection.reference_nms import (class_agnostic_nms_reference, nms_reference,
                                                per_class_nms_reference)
 
 __all__ = [
     "DEFAULT_MAX_DETECTIONS_PER_CLASS",
     "DEFAULT_MAX_TOTAL_DETECTIONS",
-    "DEFAULT_NUM_PROPOSALS",
     "class_agnostic_nms_batched",
     "class_agnostic_nms_reference",
     "class_agnostic_nms_tf",
@@ -74,8 +75,6 @@ __all__ = [
 DEFAULT_MAX_DETECTIONS_PER_CLASS = 100
 """Model Garden ``DetectionGenerator.max_num_detections`` is applied per class and in total."""
 DEFAULT_MAX_TOTAL_DETECTIONS = 100
-DEFAULT_NUM_PROPOSALS = 1000
-"""Model Garden ``ROIGenerator.test_num_proposals``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,11 +92,7 @@ def _check_thresholds(iou_threshold, score_threshold) -> tuple[np.float32, np.fl
 
 
 def _check_cap(name: str, value, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
+    return default if value is None else positive_int(value, name, minimum=0)
 
 
 def _check_inputs(boxes, scores, classes=None):

@@ -337,13 +337,13 @@ def small_matches():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(num_images=0, replicates=3, seed=0), ValueError, "num_images must be >= 1, got 0"),
-        (dict(num_images=4, replicates=0, seed=0), ValueError, "replicates must be >= 1, got 0"),
-        (dict(num_images=4, replicates=-2, seed=0), ValueError, "replicates must be >= 1, got -2"),
-        (dict(num_images=4, replicates=3, seed=-1), ValueError, "seed must be >= 0, got -1"),
-        (dict(num_images=4, replicates=2.5, seed=0), TypeError, "replicates must be an integer, got 2.5"),
-        (dict(num_images=4, replicates=3, seed=None), TypeError, "seed must be an integer, got None"),
-        (dict(num_images=True, replicates=3, seed=0), TypeError, "num_images must be an integer, got True"),
+        (dict(num_images=0, replicates=3, seed=0), ValueError, "num_images must be an integer >= 1, got 0"),
+        (dict(num_images=4, replicates=0, seed=0), ValueError, "replicates must be an integer >= 1, got 0"),
+        (dict(num_images=4, replicates=-2, seed=0), ValueError, "replicates must be an integer >= 1, got -2"),
+        (dict(num_images=4, replicates=3, seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+        (dict(num_images=4, replicates=2.5, seed=0), ValueError, "replicates must be an integer >= 1, got 2.5"),
+        (dict(num_images=4, replicates=3, seed=None), ValueError, "seed must be an integer >= 0, got None"),
+        (dict(num_images=True, replicates=3, seed=0), ValueError, "num_images must be an integer >= 1, got True"),
     ],
 )
 def test_bootstrap_weights_rejects(kwargs, error, message):
@@ -370,7 +370,7 @@ def test_replicate_stats_rejects(small_matches):
         bootstrap.replicate_stats(small_matches, good.astype(bool))
     with pytest.raises(ValueError, match="score_cut must not be NaN"):
         bootstrap.replicate_stats(small_matches, good, math.nan)
-    with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="chunk must be an integer >= 1, got 0"):
         bootstrap.replicate_stats(small_matches, good, chunk=0)
     with pytest.raises(TypeError, match="matches must be Matches"):
         bootstrap.replicate_stats(small_matches.matcher, good)

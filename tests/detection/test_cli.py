@@ -106,7 +106,7 @@ def detections(**change):
         (lambda p: write(p, detections()), ["--tolerance", "-0.01"], "--tolerance must be a number >= 0"),
         (lambda p: write(p, detections()), ["--max-detections", "0"], "--max-detections: 0 is outside"),
         (lambda p: write(p, detections()), ["--max-detections", "2.5"], "must be whole numbers"),
-        (lambda p: write(p, detections()), ["--max-detections", "100", "--max-total-detections", "50"], "do not give --max-total-detections"),
+        (lambda p: write(p, detections()), ["--max-detections", "100", "--max-total-detections", "50"], "do not give max_total_detections with it"),
         (lambda p: write(p, detections()), ["--class-agnostic", "maybe"], "--class-agnostic: 'maybe'"),
         (lambda p: write(p, detections()), ["--replicates", "0"], "--replicates must be an integer >= 1, got 0"),
     ],

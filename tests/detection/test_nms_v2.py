@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_v2
+from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import outcome, random_case, table_dicts
 
@@ -126,9 +127,9 @@ def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
     cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)
     spec = ParamSpec(score_threshold=scores, iou_threshold=iou)
     cap, top_k = cap_top_k
-    kwargs = dict(nms_version="v2", pre_nms_top_k=top_k, max_detections_per_class=cap, max_total_detections=cap)
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(nms_version="v2", pre_nms_top_k=top_k, max_detections_per_class=cap, max_total_detections=cap)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,10 +142,10 @@ def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores
     # roi_generator.use_batched_nms false (tiled first stage) with either second stage: no TensorFlow.
     cache, dataset = random_case(seed, "two_stage", ties=ties, num_proposals=num_proposals, max_rows=60)
     spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=nms_ious, score_threshold=scores, iou_threshold=iou)
-    kwargs = dict(nms_version=second_stage, proposal_nms="tiled", proposal_top_k=proposal_top_k,
-                  max_detections_per_class=5, max_total_detections=5 if second_stage == "v2" else 8)
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(nms_version=second_stage, proposal_nms="tiled", proposal_top_k=proposal_top_k,
+                          max_detections_per_class=5, max_total_detections=5 if second_stage == "v2" else 8)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
 
 
 @pytest.mark.tf
@@ -153,9 +154,9 @@ def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores
 def test_batched_first_stage_with_a_v2_second_stage_equals_reference(seed, iou, ties):
     cache, dataset = random_case(seed, "two_stage", ties=ties, num_proposals=12, max_rows=60)
     spec = ParamSpec(nms_score_threshold=[0.0, 0.2], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.3], iou_threshold=iou)
-    kwargs = dict(nms_version="v2", max_detections=[3, 100])
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(nms_version="v2")
+    fast = sweep_module.sweep(cache, dataset, spec, post, max_detections=[3, 100])
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post, max_detections=[3, 100]))
 
 
 @pytest.mark.parametrize("cap", [5, 40, 100])
@@ -164,32 +165,35 @@ def test_long_candidate_lists_equal_reference(cap):
     # the image's output can reach; the reference runs all of it.
     cache, dataset = random_case(11, "one_stage", num_images=3, num_classes=2, max_rows=400, floor=0.01)
     spec = ParamSpec(score_threshold=[0.01, 0.3], iou_threshold=[0.3, 0.5, 0.7])
-    kwargs = dict(nms_version="v2", max_detections=cap)
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(nms_version="v2")
+    fast = sweep_module.sweep(cache, dataset, spec, post, max_detections=cap)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post, max_detections=cap))
 
 
 def test_v2_differs_from_batched_and_sweeps_caps():
     cache, dataset = random_case(7, "one_stage", max_rows=60, num_images=8)
     spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.3, 0.5, 0.7])
-    v2 = sweep_module.sweep(cache, dataset, spec, nms_version="v2", max_detections=[2, 100])
+    v2 = sweep_module.sweep(cache, dataset, spec, PostProcessing(nms_version="v2"), max_detections=[2, 100])
     batched = sweep_module.sweep(cache, dataset, spec, max_detections=[2, 100])
     assert table_dicts(v2) != table_dicts(batched)
-    assert outcome(v2) == outcome(sweep_module.sweep_reference(cache, dataset, spec, nms_version="v2",
-                                                                       max_detections=[2, 100]))
+    assert outcome(v2) == outcome(sweep_module.sweep_reference(cache, dataset, spec, PostProcessing(nms_version="v2"),
+                                                               max_detections=[2, 100]))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(nms_version="v3"), "nms_version must be one of batched, v2"),
-    (dict(pre_nms_top_k=10), "pre_nms_top_k is a setting of nms_version v2"),
-    (dict(nms_version="v2", pre_nms_top_k=0), "pre_nms_top_k must be an integer >= 1"),
-    (dict(nms_version="v2", class_agnostic=[False, True]), "class-agnostic v2 NMS is not reproduced"),
-    (dict(nms_version="v2", max_detections_per_class=10, max_total_detections=100), "one max_num_detections"),
-    (dict(proposal_nms="tiled"), "proposal_nms is a setting of two-stage sweeps"),
-    (dict(proposal_top_k=10), "proposal_top_k is a setting of proposal_nms tiled"),
-    (dict(proposal_nms="v9"), "proposal_nms must be one of batched, tiled"),
+@pytest.mark.parametrize("post, axes, message", [
+    (dict(nms_version="v3"), {}, "nms_version must be one of batched, v2"),
+    (dict(pre_nms_top_k=10), {}, "pre_nms_top_k is a setting of nms_version v2"),
+    (dict(nms_version="v2", pre_nms_top_k=0), {}, "pre_nms_top_k must be an integer >= 1"),
+    (dict(nms_version="v2"), dict(class_agnostic=[False, True]), "class-agnostic v2 NMS is not reproduced"),
+    (dict(nms_version="v2", class_agnostic=True), {}, "class-agnostic v2 NMS is not reproduced"),
+    (dict(nms_version="v2", max_detections_per_class=10, max_total_detections=100), {}, "one max_num_detections"),
+    (dict(proposal_nms="tiled"), {}, "proposal_nms is a setting of two-stage sweeps"),
+    (dict(proposal_top_k=10), {}, "proposal_top_k is a setting of proposal_nms tiled"),
+    (dict(proposal_nms="v9"), {}, "proposal_nms must be one of batched, tiled"),
+    (dict(num_proposals=10), {}, "num_proposals is a setting of two-stage sweeps"),
 ])
-def test_bad_v2_settings(kwargs, message):
+def test_bad_v2_settings(post, axes, message):
     cache, dataset = random_case(1, "one_stage")
     with pytest.raises(ValueError, match=message):
-        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.05], iou_threshold=[0.5]), **kwargs)
+        sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.05], iou_threshold=[0.5]), PostProcessing(**post),
+                           **axes)

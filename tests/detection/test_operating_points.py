@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import detsearch.detection.sweep as sweep_module
 from detsearch.detection.cocoeval import load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval
+from detsearch.detection.sweep import PostProcessing
 from detsearch.detection.sweep._reference import reference_detections
 from detsearch.detection.sweep.holdout import split_images, subset_cache
 from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut
@@ -19,8 +20,6 @@ from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import outcome, random_case, table_dicts
 
 pytest.importorskip("pycocotools")
-
-ONE_STAGE_OPTIONS = dict(num_proposals=1000, per_level=False, max_detections_per_class=100, max_total_detections=100)
 
 
 # ------------------------------------------------------------------------------------------
@@ -143,7 +142,9 @@ def test_axes_bad_arguments():
         with pytest.raises(ValueError, match="class_agnostic must be a bool"):
             sweep_module.sweep(cache, dataset, spec, class_agnostic=value)
     with pytest.raises(ValueError, match="do not give max_total_detections with it"):
-        sweep_module.sweep(cache, dataset, spec, max_detections=[10], max_total_detections=5)
+        sweep_module.sweep(cache, dataset, spec, PostProcessing(max_total_detections=5), max_detections=[10])
+    with pytest.raises(ValueError, match="the class_agnostic axis sets class_agnostic"):
+        sweep_module.sweep(cache, dataset, spec, PostProcessing(class_agnostic=True), class_agnostic=[False, True])
 
 
 def test_coordinate_search_over_the_extra_axes():
@@ -191,7 +192,7 @@ def _rule_cut(scores, true_positive, ground_truth, rule):
     return (*reaching[0], True) if reaching else ("all", cuts[-1][1], False)
 
 
-def _check_per_class(result, cache, dataset, rule, options=ONE_STAGE_OPTIONS):
+def _check_per_class(result, cache, dataset, rule):
     """``result.per_class`` against reference NMS + pycocotools' own evaluateImg matches: for
     each category the detections the rule keeps, computed here, are exactly those its threshold
     keeps with ``score > t`` in float64 and in float32; the figures, counts, AP and the stats
@@ -200,7 +201,7 @@ def _check_per_class(result, cache, dataset, rule, options=ONE_STAGE_OPTIONS):
     gt = load_ground_truth(dataset)
     coco_gt = coco_ground_truth(gt)
     image_ids = list(cache.meta.image_ids)
-    results = reference_detections(cache, dict(result.best_row.params), **options)
+    results = reference_detections(cache, dict(result.best_row.params), PostProcessing().checked(cache))
     evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
     all_area = list(evaluator.params.areaRng[0])
     expected = {}
@@ -310,8 +311,7 @@ def test_two_stage_per_class_thresholds_equal_pycocotools(rule):
     cache, dataset = random_case(6, "two_stage", num_images=8, ties=True)
     spec = ParamSpec(nms_score_threshold=[0.2], nms_iou_threshold=[0.5], score_threshold=[0.1], iou_threshold=[0.5])
     result = sweep_module.sweep(cache, dataset, spec, per_class=rule)
-    options = dict(num_proposals=cache.meta.num_proposals, per_level=True, max_detections_per_class=100, max_total_detections=100)
-    _check_per_class(result, cache, dataset, rule, options)
+    _check_per_class(result, cache, dataset, rule)
 
 
 @pytest.mark.parametrize("text", ["f2", "precision", "precision:0", "recall:1.5", "recall:x", "precision:-0.1", ""])
@@ -337,7 +337,7 @@ def test_holdout_chooses_on_the_rest_and_scores_the_held_out_images_as_pycocotoo
     held_ids = sorted(cache.meta.image_ids[i] for i in held)
     assert list(result.holdout.image_ids) == held_ids
     held_cache = subset_cache(cache, held)
-    results = reference_detections(held_cache, dict(result.best_row.params), **ONE_STAGE_OPTIONS)
+    results = reference_detections(held_cache, dict(result.best_row.params), PostProcessing().checked(held_cache))
     coco_gt = coco_ground_truth(gt)
     expected = pycocotools_eval(coco_gt, load_results(coco_gt, results), held_ids).stats
     assert result.holdout.stats == tuple(float(v) for v in expected)
@@ -354,7 +354,7 @@ def test_holdout_with_swept_caps_scores_the_chosen_cap():
                                 tolerance=0.05)
     _, held = split_images(cache.meta.image_ids, 0.4, 1, load_ground_truth(dataset))
     params = dict(result.best_row.params)
-    results = reference_detections(subset_cache(cache, held), params, **ONE_STAGE_OPTIONS)
+    results = reference_detections(subset_cache(cache, held), params, PostProcessing().checked(cache))
     coco_gt = coco_ground_truth(load_ground_truth(dataset))
     held_ids = sorted(cache.meta.image_ids[i] for i in held)
     assert result.holdout.stats == tuple(float(v) for v in pycocotools_eval(coco_gt, load_results(coco_gt, results), held_ids).stats)

@@ -77,8 +77,11 @@ def port_first_stage(rois, objectness, levels, setting):
     rows, by `SweepEngine.first_stage` and by the sweep's reference."""
     from detsearch.detection.cache import CacheBuilder, CacheKind, CacheSettings
     from detsearch.detection.cocoeval import GroundTruth
+    from detsearch.detection.sweep import PostProcessing
     from detsearch.detection.sweep._reference import _tiled_proposals  # pylint: disable=protected-access
     from detsearch.detection.sweep.engine import SweepEngine
+    from detsearch.detection.sweep.grid import Grid
+    from detsearch.params import ParamSpec
 
     top_k, score_threshold, iou_threshold, num_proposals = setting
     batch = len(rois)
@@ -93,12 +96,11 @@ def port_first_stage(rois, objectness, levels, setting):
     ground_truth = GroundTruth.from_coco({"images": [{"id": b + 1, "height": IMAGE_SIZE, "width": IMAGE_SIZE}
                                                      for b in range(batch)],
                                           "categories": [{"id": 1, "name": "one"}], "annotations": []})
-    axes = {"nms_score_threshold": (score_threshold,), "nms_iou_threshold": (iou_threshold,),
-            "score_threshold": (0.05,), "iou_threshold": (0.5,)}
-    engine = SweepEngine(cache, ground_truth, axes, CacheKind.TWO_STAGE, max_detections_per_class=100,
-                         max_total_detections=100, num_proposals=num_proposals, per_level=True, nms_backend="fast",
-                         nms_version="v2", pre_nms_top_k=max(5000, num_proposals), proposal_nms="tiled",
-                         proposal_top_k=top_k)
+    grid = ParamSpec(nms_score_threshold=score_threshold, nms_iou_threshold=iou_threshold, score_threshold=0.05,
+                     iou_threshold=0.5)
+    post = PostProcessing(nms_version="v2", pre_nms_top_k=max(5000, num_proposals), proposal_nms="tiled",
+                          proposal_top_k=top_k)
+    engine = SweepEngine(cache, ground_truth, Grid.build(CacheKind.TWO_STAGE, grid, post), post.checked(cache, grid))
     kept, offsets = engine.first_stage(iou_threshold)
     starts = np.asarray(cache.row_offsets)[:-1]
     fast = [kept[offsets[b]:offsets[b + 1]] - starts[b] for b in range(batch)]

@@ -14,6 +14,7 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import cocoeval
 from detsearch.detection.cache import import_coco_detections
 from detsearch.detection.pycoco import pycocotools_stats
+from detsearch.detection.sweep import PostProcessing
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import outcome, random_case, table_dicts
@@ -32,8 +33,9 @@ ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size
 # equality with the reference
 
 # What each reference may import of the project (None: anything the module offers): the cache
-# reader, the COCO JSON loader, the pycocotools wrapper, the other references and the types it
-# returns; no code of the fast path, so no bug can sit on both sides of a comparison.
+# reader, the COCO JSON loader, the pycocotools wrapper, the other references, the types it
+# returns and the settings it is given (ParamSpec, PostProcessing); no code of the fast path, so
+# no bug can sit on both sides of a comparison.
 REFERENCE_IMPORTS = {
     "detsearch/detection/reference_nms.py": {},
     "detsearch/detection/reference_nms_v2.py": {},
@@ -44,6 +46,7 @@ REFERENCE_IMPORTS = {
         "detsearch.detection.reference_nms": None,
         "detsearch.detection.reference_nms_v2": None,
         "detsearch.detection.sweep.result": {"DEFAULT_TOLERANCE", "SweepResult", "SweepRow"},
+        "detsearch.detection.sweep.settings": {"NmsVersion", "PostProcessing", "ProposalNms"},
         "detsearch.params": {"ParamSpec"},
     },
 }
@@ -75,16 +78,16 @@ def test_the_references_share_no_code_with_the_fast_path(path):
 def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps, objective, tolerance):
     cache, dataset = random_case(seed, "one_stage", ties=ties)
     spec = ParamSpec(score_threshold=scores, iou_threshold=iou)
-    kwargs = dict(max_detections_per_class=caps[0], max_total_detections=caps[1], objective=objective[0], budget=objective[1],
-                  tolerance=tolerance)
+    post = PostProcessing(max_detections_per_class=caps[0], max_total_detections=caps[1])
+    kwargs = dict(objective=objective[0], budget=objective[1], tolerance=tolerance)
     try:
-        fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
+        fast = sweep_module.sweep(cache, dataset, spec, post, **kwargs)
     except ValueError as error:  # every configuration over the budget
         assert "detections per image" in str(error)
         with pytest.raises(ValueError, match="budget"):
-            sweep_module.sweep_reference(cache, dataset, spec, **kwargs)
+            sweep_module.sweep_reference(cache, dataset, spec, post, **kwargs)
         return
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post, **kwargs))
     assert len(fast.table) == len(scores) * len(iou)
 
 
@@ -103,9 +106,9 @@ def test_one_stage_sweep_equals_reference(seed, scores, iou, ties, caps, objecti
 def test_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, iou, levels, ties, num_proposals):
     cache, dataset = random_case(seed, "two_stage", levels=levels, ties=ties, num_proposals=num_proposals)
     spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=nms_ious, score_threshold=scores, iou_threshold=iou)
-    kwargs = dict(max_detections_per_class=5, max_total_detections=8)
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(max_detections_per_class=5, max_total_detections=8)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
 
 
 def test_crowded_images_equal_reference():
@@ -114,9 +117,9 @@ def test_crowded_images_equal_reference():
     # wrong recall, or the cap in the wrong place, would still agree there.
     cache, dataset = random_case(37, "one_stage", num_images=4, num_classes=1, max_rows=250, floor=0.01)
     spec = ParamSpec(score_threshold=[0.01, 0.5], iou_threshold=[0.5, 1.0])
-    kwargs = dict(max_detections_per_class=300, max_total_detections=300)
-    fast = sweep_module.sweep(cache, dataset, spec, **kwargs)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, **kwargs))
+    post = PostProcessing(max_detections_per_class=300, max_total_detections=300)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
     assert all(row.stats[7] < row.stats[8] for row in fast.table)  # AR@10 < AR@100
     assert max(row.dets_per_image for row in fast.table) > 100
 
@@ -150,8 +153,9 @@ def test_worker_processes_give_the_same_table(kind):
 def test_first_stage_settings_without_levels():
     cache, dataset = random_case(5, "two_stage", levels=True, num_proposals=6)
     spec = ParamSpec(nms_score_threshold=[0.0], nms_iou_threshold=[0.5], score_threshold=[0.05], iou_threshold=[0.5])
-    fast = sweep_module.sweep(cache, dataset, spec, per_level=False)
-    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, per_level=False))
+    post = PostProcessing(per_level=False)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
 
 
 # ------------------------------------------------------------------------------------------
@@ -262,7 +266,8 @@ def test_fixture_cache_against_pycocotools():
         (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"objective": "recall"}, ValueError, "unknown objective"),
         (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"objective": "map_at_budget"}, ValueError, "needs a finite budget"),
         (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"strategy": "random"}, ValueError, "unknown strategy"),
-        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"max_total_detections": 0}, ValueError, "max_total_detections"),
+        (ParamSpec(score_threshold=[0.1], iou_threshold=[0.5]), {"post_processing": PostProcessing(max_total_detections=0)},
+         ValueError, "max_total_detections"),
         ({"score_threshold": [0.1]}, {}, TypeError, "ParamSpec"),
     ],
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from detsearch.checks import positive_int
 from detsearch.detection.cache.values import (
     CacheError,
     as_int,
@@ -358,10 +359,8 @@ class ShardSpec:
 
 def plan_shards(num_images: int, images_per_shard: int) -> tuple[ShardSpec, ...]:
     """Splits ``num_images`` images into consecutive shards of ``images_per_shard`` (last shorter)."""
-    num_images = as_int(num_images, "num_images")
-    images_per_shard = as_int(images_per_shard, "images_per_shard")
-    if num_images < 1 or images_per_shard < 1:
-        raise CacheError(f"num_images and images_per_shard must be >= 1, got {num_images}, {images_per_shard}")
+    num_images = positive_int(num_images, "num_images")
+    images_per_shard = positive_int(images_per_shard, "images_per_shard")
     return tuple(
         ShardSpec(index, start, min(start + images_per_shard, num_images), num_images)
         for index, start in enumerate(range(0, num_images, images_per_shard))

@@ -2,8 +2,14 @@
 
 - `result`: `SweepRow`, `SweepResult`, the objectives (`OBJECTIVES`, `objective_value`) and the
   choice (`select_best`: the fewest detections within `DEFAULT_TOLERANCE` of the best);
-- `grid`: candidate axes, NMS settings and the checks that a cache can answer them;
-- `engine`: `SweepEngine`, one NMS walk and one matching pass per NMS setting (the argument
+- `settings`: `PostProcessing`, what one experiment's post-processing runs (`NmsVersion`,
+  `ProposalNms`, caps, top-k, proposals), checked once against a cache (`PostProcessing.checked`;
+  the score floor's relation to the grid: `check_score_floor`);
+- `grid`: the configurations (`Grid`: the thresholds of a `ParamSpec` and the
+  ``max_detections`` / ``class_agnostic`` axes) and their NMS settings (`NmsKey`);
+- `suppressors`: the NMS implementations behind one protocol, `Suppressor` (greedy walk, its
+  reference, Model Garden's v2, the first stages);
+- `engine`: `SweepEngine`, one NMS pass and one matching pass per NMS setting (the argument
   why a whole score axis costs one pass is in its docstring);
 - `strategies`: `sweep`, the entry point (grid over an executor, or coordinate search);
 - `per_class`: per-category score thresholds on top of the choice (`PerClassRule`);
@@ -28,21 +34,28 @@ from detsearch.detection.sweep.result import (
     objective_value,
     select_best,
 )
-from detsearch.detection.sweep.strategies import NMS_BACKENDS, ProgressCallback, sweep
+from detsearch.detection.sweep.settings import NmsBackend, NmsVersion, PostProcessing, ProposalNms, check_score_floor
+from detsearch.detection.sweep.strategies import ProgressCallback, sweep
+from detsearch.detection.sweep.suppressors import Suppressor
 
 __all__ = [
     "DEFAULT_TOLERANCE",
-    "NMS_BACKENDS",
     "OBJECTIVES",
     "PER_CLASS_RULES",
     "ClassThreshold",
     "Holdout",
+    "NmsBackend",
+    "NmsVersion",
     "PerClassResult",
     "PerClassRule",
+    "PostProcessing",
+    "ProposalNms",
     "STRATEGIES",
     "ProgressCallback",
+    "Suppressor",
     "SweepResult",
     "SweepRow",
+    "check_score_floor",
     "objective_value",
     "pycocotools_stats",
     "select_best",

@@ -2,9 +2,11 @@
 references (`detsearch.detection.reference_nms`, `detsearch.detection.reference_nms_v2`) and COCO
 evaluation by pycocotools (`detsearch.detection.pycoco`). The tests compare `sweep` with it.
 
-It shares no code with the fast path beyond the cache reader and the COCO JSON loader: the
-settings' defaults, each row's figures, the table's order and the choice among rows are written
-here again, plainly, so that a bug in the fast path cannot pass by being on both sides.
+It shares no code with the fast path beyond the cache reader, the COCO JSON loader and the
+settings both sides are given (the `ParamSpec` grid, the `PostProcessing` and its one check
+against the cache, `PostProcessing.checked`): each row's figures, the table's order and the
+choice among rows are written here again, plainly, so that a bug in the fast path cannot pass
+by being on both sides.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocoto
 from detsearch.detection.reference_nms import class_agnostic_nms_reference, per_class_nms_reference
 from detsearch.detection.reference_nms_v2 import generate_detections_v2_reference, sorted_nms_padded_reference
 from detsearch.detection.sweep.result import DEFAULT_TOLERANCE, SweepResult, SweepRow
+from detsearch.detection.sweep.settings import NmsVersion, PostProcessing, ProposalNms
 from detsearch.params import ParamSpec
 
 __all__ = ["reference_detections", "sweep_reference"]
@@ -33,37 +36,29 @@ _OBJECTIVES = ("map", "ap50", "f1", "map_at_budget")
 def sweep_reference(
     cache: DetectionCache,
     ground_truth,
-    param_list_spec: ParamSpec,
+    grid: ParamSpec,
+    post_processing: PostProcessing | None = None,
     *,
+    max_detections: int | Sequence[int] | None = None,
+    class_agnostic: bool | Sequence[bool] | None = None,
     objective: str = "map",
     budget: float | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    max_detections: int | Sequence[int] | None = None,
-    class_agnostic: bool | Sequence[bool] | None = None,
-    max_detections_per_class: int | None = None,
-    max_total_detections: int | None = None,
-    num_proposals: int | None = None,
-    per_level: bool | None = None,
-    nms_version: str = "batched",
-    pre_nms_top_k: int | None = None,
-    proposal_nms: str = "batched",
-    proposal_top_k: int | None = None,
 ) -> SweepResult:
     """`sweep` (grid strategy) the obvious way: for every configuration, NMS from scratch with
     the plain references, then pycocotools' COCOeval. Slow; the tests' oracle.
 
     Candidates reach the reference NMS in the fast path's tie order: one-stage entries by
     (row, class); two-stage entries by (proposal rank after the first stage, class).
-    The arguments and their defaults are `sweep`'s (grid strategy, this process): caps 100 per
-    class and per image (both the row's ``max_detections`` when that axis is given),
-    ``num_proposals`` the cache's (else 1000), per FPN level when a two-stage cache records
-    levels, ``pre_nms_top_k`` 5000 (v2) and ``proposal_top_k`` 1000 (tiled). Only the checks
-    the reference itself needs are made; pycocotools must be installed.
+    The arguments are `sweep`'s (grid strategy, this process); ``post_processing`` is checked
+    against the cache (`PostProcessing.checked`, which fills in its defaults) and a row's
+    ``max_detections`` sets both caps. Only the checks the reference itself needs are made;
+    pycocotools must be installed.
     """
     if not isinstance(cache, DetectionCache):
         raise TypeError(f"cache must be a detsearch.detection.cache.DetectionCache, got {type(cache).__name__}")
-    if not isinstance(param_list_spec, ParamSpec):
-        raise TypeError(f"param_list_spec must be a ParamSpec, got {type(param_list_spec).__name__}")
+    if not isinstance(grid, ParamSpec):
+        raise TypeError(f"grid must be a ParamSpec, got {type(grid).__name__}")
     if objective not in _OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; known objectives: {', '.join(_OBJECTIVES)}")
     if objective == "map_at_budget" and budget is None:
@@ -73,29 +68,18 @@ def sweep_reference(
     meta = cache.meta
     kind = CacheKind(meta.kind)
     names = _ONE_STAGE if kind == CacheKind.ONE_STAGE else _TWO_STAGE
-    if sorted(param_list_spec.names()) != sorted(names):
-        raise ValueError(f"a {kind} sweep takes {', '.join(names)}; got {', '.join(param_list_spec.names())}")
-    axes = [sorted(set(param_list_spec.candidates(name))) for name in names]
-    lowest = min(param_list_spec.candidates("score_threshold"))
-    if np.float32(lowest) < np.float32(meta.score_floor):
-        raise ValueError(f"score_threshold {lowest:g} is below the cache's score floor {meta.score_floor:g}")
+    if sorted(grid.names()) != sorted(names):
+        raise ValueError(f"a {kind} sweep takes {', '.join(names)}; got {', '.join(grid.names())}")
+    axes = [sorted(set(grid.candidates(name))) for name in names]
+    post_processing = post_processing or PostProcessing()
     extra = {}
     if max_detections is not None:
-        if max_detections_per_class is not None or max_total_detections is not None:
+        if post_processing.max_detections_per_class is not None or post_processing.max_total_detections is not None:
             raise ValueError("max_detections sets the cap per class and per image; do not give the caps with it")
         extra["max_detections"] = sorted({int(v) for v in np.atleast_1d(max_detections).tolist()})
     if class_agnostic is not None:
         extra["class_agnostic"] = sorted({bool(v) for v in np.atleast_1d(class_agnostic).tolist()})
-    options = dict(
-        max_detections_per_class=100 if max_detections_per_class is None else int(max_detections_per_class),
-        max_total_detections=100 if max_total_detections is None else int(max_total_detections),
-        num_proposals=int(num_proposals or meta.num_proposals or 1000),
-        per_level=(kind == CacheKind.TWO_STAGE and cache.row_level is not None) if per_level is None else bool(per_level),
-        nms_version=nms_version,
-        pre_nms_top_k=(5000 if pre_nms_top_k is None else int(pre_nms_top_k)) if nms_version == "v2" else 0,
-        proposal_nms=proposal_nms,
-        proposal_top_k=(1000 if proposal_top_k is None else int(proposal_top_k)) if proposal_nms == "tiled" else 0,
-    )
+    post = post_processing.checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     coco_gt = coco_ground_truth(gt)
     image_ids = list(meta.image_ids)
@@ -103,7 +87,7 @@ def sweep_reference(
     for values in itertools.product(*axes, *extra.values()):
         params = {name: float(value) for name, value in zip(names, values)}
         params.update(zip(extra, values[len(names):]))
-        results = reference_detections(cache, params, **options)
+        results = reference_detections(cache, params, post)
         evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
         stats = tuple(float(v) for v in evaluator.stats)
         f1, f1_max, f1_max_score = pycocotools_f1(evaluator)
@@ -165,17 +149,22 @@ def _xywh(boxes) -> np.ndarray:
     return np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
 
 
-def reference_detections(cache: DetectionCache, params, *, num_proposals: int, per_level: bool,
-                         max_detections_per_class: int, max_total_detections: int, nms_version: str = "batched",
-                         pre_nms_top_k: int = 0, proposal_nms: str = "batched", proposal_top_k: int = 0) -> list[dict]:
+def reference_detections(cache: DetectionCache, params, post_processing: PostProcessing) -> list[dict]:
     """COCO results of one configuration (``params`` as a row's), NMS from scratch with the
-    plain references; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` keeps
-    each box's best class (ties: the lower class) and runs one NMS per image. ``nms_version``
-    v2 and ``proposal_nms`` tiled run Model Garden's code as transcribed in `reference_nms_v2`."""
+    plain references, under ``post_processing`` as `PostProcessing.checked` returns it for
+    ``cache``; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` (in
+    ``params``, else the post-processing's) keeps each box's best class (ties: the lower class)
+    and runs one NMS per image. ``nms_version`` v2 and ``proposal_nms`` tiled run Model Garden's
+    code as transcribed in `reference_nms_v2`."""
+    max_detections_per_class = post_processing.max_detections_per_class
+    max_total_detections = post_processing.max_total_detections
+    num_proposals, per_level = post_processing.num_proposals, post_processing.per_level
+    v2 = post_processing.nms_version == NmsVersion.V2
+    tiled = post_processing.proposal_nms == ProposalNms.TILED
     kind = CacheKind(cache.meta.kind)
     meta = cache.meta
     category_ids = list(meta.category_ids)
-    agnostic = bool(params.get("class_agnostic", False))
+    agnostic = bool(params.get("class_agnostic", post_processing.class_agnostic))
     if "max_detections" in params:
         max_detections_per_class = max_total_detections = int(params["max_detections"])
     if agnostic:
@@ -195,8 +184,9 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
             row_boxes = np.asarray(cache.row_boxes)[rows]
             objectness = np.asarray(cache.row_objectness)[rows]
             levels = np.asarray(cache.row_level)[rows] if per_level else None
-            if proposal_nms == "tiled":
-                survivors = _tiled_proposals(row_boxes, objectness, levels, params, proposal_top_k, num_proposals)
+            if tiled:
+                survivors = _tiled_proposals(row_boxes, objectness, levels, params, post_processing.proposal_top_k,
+                                             num_proposals)
             else:
                 survivors = class_agnostic_nms_reference(
                     row_boxes,
@@ -216,9 +206,9 @@ def reference_detections(cache: DetectionCache, params, *, num_proposals: int, p
             boxes = np.asarray(cache.entry_boxes)[entries]
         scores = np.asarray(cache.entry_score)[entries]
         classes = np.asarray(cache.entry_class)[entries]
-        if nms_version == "v2":
-            kept = _v2_detections(boxes, scores, classes, local_rank, len(category_ids), params, pre_nms_top_k,
-                                  max_total_detections)
+        if v2:
+            kept = _v2_detections(boxes, scores, classes, local_rank, len(category_ids), params,
+                                  post_processing.pre_nms_top_k, max_total_detections)
         else:
             if agnostic:
                 # Each box's best class: the highest float32 score of its row, ties the lower class.

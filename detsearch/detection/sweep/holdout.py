@@ -156,12 +156,10 @@ def confirm(engine, row, objective: str, budget: float | None, *, fraction: floa
     ``engine`` (a `SweepEngine` on the held-out images, whose grid is that one configuration)
     and bootstraps it over those images."""
     from detsearch.detection.bootstrap import bootstrap_weights, replicate_stats
-    from detsearch.detection.sweep.grid import key_of
     from detsearch.detection.sweep.result import objective_value
 
-    key = key_of(engine.kind, row.params)
-    held_row = engine.rows(key)[engine.row_position(row.params)]
-    _, matches = engine.capped(key, row.params.get("max_detections"))
+    held_row = engine.row(row.params)
+    _, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
     cut = engine.score_cut(row.params["score_threshold"])
     weights = bootstrap_weights(engine.num_images, replicates, seed)
     figures = replicate_stats(matches, weights, cut)

@@ -11,27 +11,17 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from detsearch.checks import positive_int
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.sweep.cuts import separating_threshold
 from detsearch.detection.sweep.engine import SweepEngine
-from detsearch.detection.sweep.grid import (
-    check_cache,
-    check_first_stage,
-    check_floor,
-    check_nms_version,
-    check_axes,
-    check_options,
-    grid_axes,
-    key_of,
-    nms_keys,
-    threshold_names,
-)
+from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
 from detsearch.detection.sweep.per_class import (
     ChosenDetails,
@@ -53,18 +43,17 @@ from detsearch.detection.sweep.result import (
     select_best,
     thresholds_of,
 )
+from detsearch.detection.sweep.settings import NmsBackend, PostProcessing, cache_kind, member
 from detsearch.executor import Executor, LocalExecutor, ProcessExecutor, as_executor, release_worker_cache, worker_cache
 from detsearch.params import ParamSpec
 
-__all__ = ["NMS_BACKENDS", "ProgressCallback", "sweep"]
+__all__ = ["ProgressCallback", "sweep"]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)`` after each NMS setting; ``total`` is an upper bound for the
 coordinate strategy."""
-
-NMS_BACKENDS = ("fast", "reference")
 
 _ENGINE_SLOT = __name__
 """The `worker_cache` slot of the engine a worker process evaluates with."""
@@ -73,27 +62,20 @@ _ENGINE_SLOT = __name__
 def sweep(
     cache: DetectionCache,
     ground_truth,
-    param_list_spec: ParamSpec,
+    grid: ParamSpec,
+    post_processing: PostProcessing | None = None,
     *,
-    objective: str = "map",
-    budget: float | None = None,
-    strategy: str = "grid",
-    tolerance: float = DEFAULT_TOLERANCE,
     max_detections: int | Sequence[int] | None = None,
     class_agnostic: bool | Sequence[bool] | None = None,
-    max_detections_per_class: int | None = None,
-    max_total_detections: int | None = None,
-    num_proposals: int | None = None,
-    per_level: bool | None = None,
+    objective: str = "map",
+    budget: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    strategy: str = "grid",
     per_class: str | PerClassRule | None = None,
     holdout: float | None = None,
     seed: int = 0,
     replicates: int = DEFAULT_REPLICATES,
-    nms_backend: str = "fast",
-    nms_version: str = "batched",
-    pre_nms_top_k: int | None = None,
-    proposal_nms: str = "batched",
-    proposal_top_k: int | None = None,
+    nms_backend: NmsBackend | str = NmsBackend.FAST,
     executor: Executor | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
@@ -109,34 +91,35 @@ def sweep(
       the last two the second stage (per-class NMS of the cached second-stage boxes and
       scores of the surviving proposals).
 
-    NMS semantics are those of `detsearch.detection.nms` (TensorFlow's kernels); evaluation is
-    `detsearch.detection.cocoeval` (pycocotools' numbers, bit for bit). How one NMS pass
-    answers a whole score axis: `detsearch.detection.sweep.engine`.
+    The rest of the post-processing (NMS version, caps, top-k, the first stage's NMS) is
+    ``post_processing``'s. NMS semantics are those of `detsearch.detection.nms` (TensorFlow's
+    kernels) and `detsearch.detection.nms_v2` (Model Garden's v2); evaluation is
+    `detsearch.detection.cocoeval` (pycocotools' numbers, bit for bit). How one NMS pass answers
+    a whole score axis: `detsearch.detection.sweep.engine`.
 
     Args:
       cache: a `detsearch.detection.cache.DetectionCache` (validated when it was built).
       ground_truth: COCO instances: path, dict, pycocotools ``COCO`` or `GroundTruth`.
         Evaluation covers the cache's images (each must be in the ground truth) and all
         ground-truth categories (the cache's categories must be among them).
-      param_list_spec: candidate lists by MoXing name, e.g.
+      grid: candidate lists by MoXing name, e.g.
         ``ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.5, 0.6])`` for one-stage;
         two-stage also needs ``nms_score_threshold`` and ``nms_iou_threshold``.
-      objective: one of `OBJECTIVES` (default ``"map"``).
-      budget: mean detections per image allowed by ``map_at_budget``.
-      strategy: ``"grid"`` (default) or ``"coordinate"`` (see `STRATEGIES`).
-      tolerance: the choice is the configuration with the fewest detections per image among
-        those whose objective is within ``tolerance`` of the best (`select_best`; default
-        `DEFAULT_TOLERANCE`, 0 takes the best).
+      post_processing: the experiment's `PostProcessing` (default ``PostProcessing()``: batched
+        NMS, caps 100 and 100), checked against the cache here (`PostProcessing.checked`).
       max_detections: an axis of Model Garden's ``max_num_detections`` (the cap per class and
         per image): an integer or a list; rows then name it. One NMS pass at the largest cap
-        serves them all.
+        serves them all. ``post_processing``'s caps must then be left unset.
       class_agnostic: an axis of class-agnostic NMS (True: each box keeps only its
         best-scoring class, then one NMS over all classes of the image, capped at
         ``max_total_detections``); a bool or a list; rows then name it.
-      max_detections_per_class, max_total_detections: fixed NMS caps (default 100 and 100), when
-        ``max_detections`` is not given.
-      num_proposals: first-stage top-N (default: the cache's ``meta.num_proposals``, else 1000).
-      per_level: first-stage NMS per FPN level (default: when the cache records levels).
+        ``post_processing.class_agnostic`` must then be left False.
+      objective: one of `OBJECTIVES` (default ``"map"``).
+      budget: mean detections per image allowed by ``map_at_budget``.
+      tolerance: the choice is the configuration with the fewest detections per image among
+        those whose objective is within ``tolerance`` of the best (`select_best`; default
+        `DEFAULT_TOLERANCE`, 0 takes the best).
+      strategy: ``"grid"`` (default) or ``"coordinate"`` (see `STRATEGIES`).
       per_class: a per-category score threshold rule on top of the chosen configuration
         (``"f1"``, ``"precision:P"``, ``"recall:R"``, see
         `detsearch.detection.sweep.per_class`), or None.
@@ -144,18 +127,9 @@ def sweep(
         others and the choice is scored on these (``result.holdout``); None: no holdout.
       seed: the holdout split's and the bootstrap's seed.
       replicates: bootstrap replicates of the held-out intervals.
-      nms_backend: ``"fast"`` (vectorized greedy walk; the first stage through the TensorFlow
-        op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
-      nms_version: the Model Garden post-processing to reproduce (`grid.NMS_VERSIONS`):
-        ``"batched"`` (the semantics above) or ``"v2"`` (one-stage; Model Garden's default:
-        per-class top ``pre_nms_top_k``, then its tiled NMS, which suppresses at IoU >= the
-        threshold, see `detsearch.detection.nms_v2`). v2 needs one cap for classes and images.
-      pre_nms_top_k: v2's candidates per image and class (default 5000, Model Garden's).
-      proposal_nms: two-stage: the first stage's NMS (`grid.PROPOSAL_NMS`): ``"batched"`` (the
-        semantics above) or ``"tiled"`` (Model Garden's ``roi_generator.use_batched_nms: false``,
-        its default: per level the top ``proposal_top_k`` by objectness, then v2's tiled NMS).
-      proposal_top_k: with ``"tiled"``: proposals per level before NMS (default 1000, Model
-        Garden's ``test_pre_nms_top_k``); the cache must hold at least these per level.
+      nms_backend: `NmsBackend`: ``"fast"`` (vectorized greedy walk; the first stage through
+        the TensorFlow op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
+        The figures do not depend on it.
       executor: where the grid's NMS settings run: None or ``"local"`` (this process),
         ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
         forked processes that inherit the prepared engine). One task per NMS setting
@@ -169,107 +143,99 @@ def sweep(
       thresholds (`select_best`).
 
     Raises:
-      ValueError / TypeError: bad arguments, a cache that is not a `DetectionCache`, a score
-        threshold below the cache's score floor, cache images or categories unknown to the
-        ground truth, no configuration within the budget.
+      ValueError / TypeError: bad arguments, a cache that is not a `DetectionCache`, settings
+        the cache cannot answer (a score threshold below its score floor, ...: `BadSetting`,
+        a `ValueError`), cache images or categories unknown to the ground truth, no
+        configuration within the budget.
     """
-    kind = check_cache(cache)
-    axes = grid_axes(param_list_spec, kind)
+    if post_processing is None:
+        post_processing = PostProcessing()
+    if not isinstance(post_processing, PostProcessing):
+        raise TypeError(f"post_processing must be a PostProcessing, got {type(post_processing).__name__}")
+    configurations = Grid.build(cache_kind(cache), grid, post_processing, max_detections, class_agnostic)
     check_objective(objective, budget)
     check_tolerance(tolerance)
-    caps, agnostic = check_axes(max_detections, class_agnostic)
     rule = None if per_class is None else PerClassRule.parse(per_class)
     if holdout is not None:
         check_fraction(holdout)
-        if isinstance(replicates, bool) or not isinstance(replicates, (int, np.integer)) or replicates < 1:
-            raise ValueError(f"replicates must be an integer >= 1, got {replicates!r}")
+        replicates = positive_int(replicates, "replicates")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known strategies: {', '.join(STRATEGIES)}")
-    if nms_backend not in NMS_BACKENDS:
-        raise ValueError(f"nms_backend must be 'fast' or 'reference', got {nms_backend!r}")
+    nms_backend = member(NmsBackend, nms_backend, "nms_backend")
     executor = as_executor(executor)
     if strategy == "coordinate" and not isinstance(executor, LocalExecutor):
         raise ValueError(f"the coordinate strategy runs in this process (each step depends on the last); "
                          f"got executor {executor!r}: use the grid strategy or the local executor")
-    per_class_cap, total_cap, num_proposals, per_level = check_options(
-        cache, kind, max_detections_per_class, max_total_detections, num_proposals, per_level, caps)
-    pre_nms_top_k, proposal_top_k = check_nms_version(nms_version, kind, agnostic, per_class_cap, total_cap,
-                                                      pre_nms_top_k, proposal_nms, proposal_top_k, num_proposals,
-                                                      per_level)
-    check_floor(cache, axes)
-    check_first_stage(cache, kind, axes, num_proposals, per_level)
+    post = configurations.nms_post_processing(post_processing).checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
-    options = dict(
-        max_detections_per_class=per_class_cap,
-        max_total_detections=total_cap,
-        num_proposals=num_proposals,
-        per_level=per_level,
-        nms_backend=nms_backend,
-        caps=caps,
-        swept_agnostic=class_agnostic is not None,
-        nms_version=nms_version,
-        pre_nms_top_k=pre_nms_top_k,
-        proposal_nms=proposal_nms,
-        proposal_top_k=proposal_top_k,
-    )
-    if holdout is not None:
-        chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
-        result = _sweep_on(subset_cache(cache, chosen_positions), gt, axes, kind, options, agnostic, strategy, objective,
-                           budget, tolerance, rule, executor, progress)
-        chosen = result.best_row.params
-        # The held-out engine's grid is the chosen configuration alone, its cap included.
-        held_options = dict(options)
-        if caps is not None:
-            cap = chosen["max_detections"]
-            held_options.update(caps=(cap,), max_detections_per_class=cap, max_total_detections=cap)
-        held = SweepEngine(subset_cache(cache, held_positions), gt, _axes_of(kind, chosen), kind, **held_options)
-        confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed,
-                            chosen_num_images=result.num_images, replicates=int(replicates))
-        return replace(result, holdout=confirmed)
-    return _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, budget, tolerance, rule, executor, progress)
+    run = _Run(configurations, post, nms_backend, strategy, objective, budget, tolerance, rule, executor, progress)
+    if holdout is None:
+        return run.on(cache, gt)
+    chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
+    result = run.on(subset_cache(cache, chosen_positions), gt)
+    chosen = result.best_row.params
+    # The held-out engine's grid is the chosen configuration alone, its cap included.
+    held_post = post
+    if configurations.caps is not None:
+        held_post = replace(post, max_detections_per_class=chosen["max_detections"],
+                            max_total_detections=chosen["max_detections"])
+    held = SweepEngine(subset_cache(cache, held_positions), gt, configurations.at(chosen), held_post,
+                       nms_backend=nms_backend)
+    confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed,
+                        chosen_num_images=result.num_images, replicates=replicates)
+    return replace(result, holdout=confirmed)
 
 
-def _axes_of(kind: CacheKind, params: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
-    """The one-configuration grid of a row's ``params``."""
-    return {name: (params[name],) for name in threshold_names(kind)}
+@dataclass(frozen=True)
+class _Run:
+    """A sweep's checked arguments (`sweep`), run on a cache by `on`."""
 
+    grid: Grid
+    post_processing: PostProcessing
+    nms_backend: NmsBackend
+    strategy: str
+    objective: str
+    budget: float | None
+    tolerance: float
+    rule: PerClassRule | None
+    executor: Executor
+    progress: ProgressCallback | None
 
-def _sweep_on(cache, gt, axes, kind, options, agnostic, strategy, objective, budget, tolerance, rule, executor,
-              progress) -> SweepResult:
-    """The sweep of ``cache`` once the arguments are checked (see `sweep`)."""
-    engine = SweepEngine(cache, gt, axes, kind, **options)
-    keys = nms_keys(kind, axes, agnostic)
-    started = time.perf_counter()
-    if strategy == "grid":
-        _grid_on_executor(engine, _EngineSource(uuid.uuid4().hex, cache, gt, axes, kind, options), keys, executor, progress)
-    else:
-        _coordinate_search(engine, kind, axes, keys, objective, budget, progress)
-    table = tuple(sorted((row for rows in engine.evaluated.values() for row in rows), key=row_sort_key))
-    best_row = select_best(table, objective, budget, tolerance)
-    top_row = select_best(table, objective, budget)
-    logger.info(
-        "sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s",
-        len(table),
-        len(engine.evaluated),
-        time.perf_counter() - started,
-        dict(best_row.params),
-    )
-    written = written_thresholds(cache, kind, best_row.params)
-    chosen, per_class = chosen_details(engine, best_row, rule, written["score_threshold"])
-    return SweepResult(
-        kind=kind,
-        objective=objective,
-        budget=budget,
-        strategy=strategy,
-        best=thresholds_of(written),
-        best_row=best_row,
-        table=table,
-        num_images=engine.num_images,
-        tolerance=float(tolerance),
-        top_row=top_row,
-        per_class=per_class,
-        chosen=chosen,
-    )
+    def on(self, cache: DetectionCache, gt: GroundTruth) -> SweepResult:
+        engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
+        keys = self.grid.nms_keys()
+        started = time.perf_counter()
+        if self.strategy == "grid":
+            source = _EngineSource(uuid.uuid4().hex, cache, gt, self.grid, self.post_processing, self.nms_backend)
+            _grid_on_executor(engine, source, keys, self.executor, self.progress)
+        else:
+            _coordinate_search(engine, keys, self.objective, self.budget, self.progress)
+        table = tuple(sorted((row for rows in engine.evaluated.values() for row in rows), key=row_sort_key))
+        best_row = select_best(table, self.objective, self.budget, self.tolerance)
+        top_row = select_best(table, self.objective, self.budget)
+        logger.info(
+            "sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s",
+            len(table),
+            len(engine.evaluated),
+            time.perf_counter() - started,
+            dict(best_row.params),
+        )
+        written = written_thresholds(cache, self.grid.kind, best_row.params)
+        chosen, per_class = chosen_details(engine, best_row, self.rule, written["score_threshold"])
+        return SweepResult(
+            kind=self.grid.kind,
+            objective=self.objective,
+            budget=self.budget,
+            strategy=self.strategy,
+            best=thresholds_of(written),
+            best_row=best_row,
+            table=table,
+            num_images=engine.num_images,
+            tolerance=float(self.tolerance),
+            top_row=top_row,
+            per_class=per_class,
+            chosen=chosen,
+        )
 
 
 def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -293,8 +259,7 @@ def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None
     under ``rule`` (None: not asked) on top of its score threshold as written (default: the
     row's)."""
     started = time.perf_counter()
-    key = key_of(engine.kind, row.params)
-    dets, matches = engine.capped(key, row.params.get("max_detections"))
+    dets, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
     threshold = row.params["score_threshold"]
     cut = engine.score_cut(threshold)
     above = matches.select(matches.scores > cut, np.arange(len(dets)))
@@ -326,34 +291,35 @@ class _EngineSource:
     token: str  # names this sweep in `worker_cache`
     cache: DetectionCache
     ground_truth: GroundTruth
-    axes: Mapping[str, tuple[float, ...]]
-    kind: CacheKind
-    options: Mapping[str, Any]
-    first_stage: Mapping[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    grid: Grid
+    post_processing: PostProcessing
+    nms_backend: NmsBackend
+    first_stage: Mapping[float, np.ndarray] | None = None
 
     def build(self) -> SweepEngine:
-        return SweepEngine(self.cache, self.ground_truth, self.axes, self.kind, **self.options, first_stage=self.first_stage)
+        return SweepEngine(self.cache, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend,
+                           first_stage=self.first_stage)
 
 
-def _engine_rows(source: _EngineSource, keys: list[tuple]) -> dict[tuple, list[SweepRow]]:
+def _engine_rows(source: _EngineSource, keys: list[NmsKey]) -> dict[NmsKey, list[SweepRow]]:
     """One executor task: the rows of NMS settings ``keys``, on the engine this process holds for
     the sweep (built from ``source`` on the process's first task of the sweep)."""
     engine = worker_cache(_ENGINE_SLOT, source.token, source.build)
     return {key: engine.rows(key) for key in keys}
 
 
-def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[tuple], executor: Executor, progress) -> None:
+def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[NmsKey], executor: Executor,
+                      progress) -> None:
     """Evaluates every NMS setting of ``keys`` as executor tasks; the rows land in ``engine``."""
     if engine.kind == CacheKind.TWO_STAGE:
         # TensorFlow runs here; the tasks get its results and only use NumPy.
-        for nms_iou in sorted({key[1] for key in keys}):
-            engine.first_stage(nms_iou)
+        kept = {nms_iou: engine.first_stage(nms_iou)[0] for nms_iou in sorted({key.nms_iou_threshold for key in keys})}
         # Keys of one first-stage setting share their candidates: keep them in one task.
-        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key[:-1])]
-        source = replace(source, first_stage=engine.first_stage_results())
+        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key.selection)]
+        source = replace(source, first_stage=kept)
     else:
-        if isinstance(executor, ProcessExecutor) and engine.nms_version == "batched":
-            engine.walk_input(keys[0])  # shared by every key: prepared once, before the fork
+        if isinstance(executor, ProcessExecutor):
+            engine.prepare(keys[0])  # shared by every key: prepared once, before the fork
         tasks = [[key] for key in keys]
     done = 0
 
@@ -372,23 +338,18 @@ def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[tup
         release_worker_cache(_ENGINE_SLOT)
 
 
-def _coordinate_search(engine: SweepEngine, kind: CacheKind, axes, keys, objective, budget, progress) -> None:
-    axes = dict(axes)
-    if engine.caps:
-        axes["max_detections"] = engine.caps
-    if engine.swept_agnostic:
-        axes["class_agnostic"] = tuple(sorted({key[-2] for key in keys}))
+def _coordinate_search(engine: SweepEngine, keys: list[NmsKey], objective, budget, progress) -> None:
+    axes = engine.grid.row_axes
     names = tuple(axes)
     # Start in the middle of every candidate list (lower middle for even lengths).
     current = {name: axes[name][(len(axes[name]) - 1) // 2] for name in names}
 
     def row_at(point: Mapping[str, Any]) -> SweepRow:
-        key = key_of(kind, point)
         before = len(engine.evaluated)
-        rows = engine.rows(key)
+        row = engine.row(point)
         if progress is not None and len(engine.evaluated) > before:
             progress(len(engine.evaluated), len(keys))
-        return rows[engine.row_position(point)]
+        return row
 
     def rank(point: Mapping[str, float]) -> tuple[float, float]:
         row = row_at(point)

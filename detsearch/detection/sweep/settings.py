@@ -1,0 +1,274 @@
+"""What one experiment's post-processing runs: `PostProcessing`, one frozen settings object,
+checked once against a cache.
+
+Every NMS setting the sweep reproduces, by Model Garden's meaning (``task.model.`` omitted):
+
+==============================  =========================================================
+``nms_version``                 ``detection_generator.nms_version`` (`NmsVersion`)
+``max_detections_per_class``,   ``detection_generator.max_num_detections`` (Model Garden
+``max_total_detections``        caps each class and each image at it)
+``class_agnostic``              one NMS over all classes of an image, each box keeping only
+                                its best class (batched; ``use_class_agnostic_nms``)
+``pre_nms_top_k``               ``detection_generator.pre_nms_top_k`` (v2)
+``proposal_nms``                ``roi_generator.use_batched_nms``: true ``batched``, false
+                                ``tiled`` (`ProposalNms`; two-stage)
+``num_proposals``               ``roi_generator.test_num_proposals`` (two-stage)
+``per_level``                   first-stage NMS per FPN level (Model Garden: always)
+``proposal_top_k``              ``roi_generator.test_pre_nms_top_k`` (tiled)
+==============================  =========================================================
+
+The score thresholds are not here: they are the grid (`detsearch.params.ParamSpec`), and so
+are the ``max_detections`` and ``class_agnostic`` axes a sweep may add (`detsearch.detection.
+sweep.sweep`). How the grid relates to the cache's score floor is `check_score_floor`.
+
+`PostProcessing.checked` is the one place the settings are checked and the defaults that depend
+on a cache are filled in; the sweep, its reference and the engine run what it returns. A
+`PostProcessing` is built once: from an experiment's config
+(`detsearch.models.experiment.Experiment.post_processing`), from the command line
+(``detsearch sweep``), or by hand.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from detsearch.checks import positive_int
+from detsearch.detection.cache import DEFAULT_NUM_PROPOSALS, CacheKind, DetectionCache
+from detsearch.detection.nms import DEFAULT_MAX_DETECTIONS_PER_CLASS, DEFAULT_MAX_TOTAL_DETECTIONS
+from detsearch.errors import BadSetting
+from detsearch.params import ParamSpec
+
+__all__ = [
+    "DEFAULT_PRE_NMS_TOP_K",
+    "DEFAULT_PROPOSAL_TOP_K",
+    "NmsBackend",
+    "NmsVersion",
+    "PostProcessing",
+    "ProposalNms",
+    "cache_kind",
+    "check_score_floor",
+]
+
+DEFAULT_PRE_NMS_TOP_K = 5000
+"""Model Garden's ``detection_generator.pre_nms_top_k``: v2's candidates per image and class."""
+DEFAULT_PROPOSAL_TOP_K = 1000
+"""Model Garden's ``roi_generator.test_pre_nms_top_k``: the tiled first stage's proposals per
+level before NMS."""
+
+
+class NmsVersion(enum.StrEnum):
+    """Model Garden's ``detection_generator.nms_version`` values the sweep reproduces."""
+
+    BATCHED = "batched"
+    """Greedy per-class NMS, suppression at IoU > the threshold (`detsearch.detection.nms`)."""
+    V2 = "v2"
+    """Model Garden's default: per class the top ``pre_nms_top_k``, then its tiled NMS, which
+    suppresses at IoU >= the threshold (`detsearch.detection.nms_v2`)."""
+
+
+class ProposalNms(enum.StrEnum):
+    """The two-stage first stage's NMS (Model Garden's ``roi_generator.use_batched_nms``)."""
+
+    BATCHED = "batched"
+    """``use_batched_nms: true``: greedy class-agnostic NMS of the proposals."""
+    TILED = "tiled"
+    """``use_batched_nms: false``, Model Garden's default: per FPN level the top
+    ``proposal_top_k`` by objectness, then v2's tiled NMS; the levels merged by objectness."""
+
+
+class NmsBackend(enum.StrEnum):
+    """Which code runs the sweep's batched NMS; the figures do not depend on it."""
+
+    FAST = "fast"
+    """A vectorized greedy walk; the batched first stage through TensorFlow's op."""
+    REFERENCE = "reference"
+    """The NumPy reference loops (slow; no TensorFlow)."""
+
+
+def member(kind: type[enum.StrEnum], value: Any, name: str):
+    """``value`` as a member of ``kind``; `BadSetting` naming setting ``name`` otherwise."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise BadSetting(f"{name} must be one of {', '.join(kind)}, got {value!r}") from None
+
+
+def cache_kind(cache: Any) -> CacheKind:
+    """The kind of ``cache``; TypeError unless it is a `DetectionCache` (which validated its
+    arrays when it was built)."""
+    if not isinstance(cache, DetectionCache):
+        raise TypeError(f"cache must be a detsearch.detection.cache.DetectionCache, got {type(cache).__name__}")
+    return CacheKind(cache.meta.kind)
+
+
+def check_score_floor(grid: ParamSpec, score_floor: float) -> None:
+    """How the cache's score floor bounds the grid.
+
+    A cache holds the entries with ``float32(score) >= float32(score_floor)``; a score threshold
+    keeps ``float32(score) > float32(score_threshold)``. So every threshold at or above the
+    floor keeps only recorded entries, and NMS, v2's top-k and COCO matching see exactly what
+    they would on the model's whole output; below it, entries the threshold keeps were never
+    recorded.
+
+    Args:
+      grid: the thresholds to sweep (`ParamSpec`); only its ``score_threshold`` candidates count.
+      score_floor: the cache's ``meta.score_floor``, or the floor a cache is about to be
+        recorded with (check before recording).
+
+    Raises:
+      BadSetting: the lowest ``score_threshold`` is below ``score_floor`` (compared in float32).
+    """
+    if not isinstance(grid, ParamSpec):
+        raise TypeError(f"grid must be a ParamSpec, got {type(grid).__name__}")
+    if "score_threshold" not in grid:
+        return
+    lowest = min(grid.candidates("score_threshold"))
+    if np.float32(lowest) < np.float32(score_floor):
+        raise BadSetting(f"score_threshold {lowest:g} is below the cache's score floor {score_floor:g}: "
+                         "entries under the floor were not recorded")
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """The post-processing of one experiment, by Model Garden's meaning (the module's table).
+
+    None means "the default" until `checked` fills it in (or, for a setting that does not apply,
+    keeps it None); string values of the enum settings are taken as their members.
+
+    Attributes:
+      nms_version: `NmsVersion` (default batched).
+      max_detections_per_class, max_total_detections: NMS caps per (image, class) and per image
+        (default 100 and 100; v2 takes one cap for both).
+      class_agnostic: one NMS over all classes of an image, each box keeping only its
+        highest-scoring class (ties: the lower class), capped at ``max_total_detections``
+        (default False; batched only).
+      pre_nms_top_k: v2's candidates per image and class (default 5000).
+      proposal_nms: two-stage: the first stage's `ProposalNms` (default batched).
+      num_proposals: two-stage: proposals kept after the first stage (default the cache's
+        ``meta.num_proposals``, else `DEFAULT_NUM_PROPOSALS`).
+      per_level: two-stage: first-stage NMS per FPN level (default: when the cache records
+        ``row_level``).
+      proposal_top_k: with ``proposal_nms`` tiled: proposals per level before NMS (default
+        1000); the cache must hold at least these per level.
+    """
+
+    nms_version: NmsVersion = NmsVersion.BATCHED
+    max_detections_per_class: int | None = None
+    max_total_detections: int | None = None
+    class_agnostic: bool = False
+    pre_nms_top_k: int | None = None
+    proposal_nms: ProposalNms = ProposalNms.BATCHED
+    num_proposals: int | None = None
+    per_level: bool | None = None
+    proposal_top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nms_version", member(NmsVersion, self.nms_version, "nms_version"))
+        object.__setattr__(self, "proposal_nms", member(ProposalNms, self.proposal_nms, "proposal_nms"))
+
+    def checked(self, cache: DetectionCache, grid: ParamSpec | None = None) -> PostProcessing:
+        """These settings as a sweep runs them on ``cache``, checked, with the defaults filled in.
+
+        Settings that do not apply stay None: ``pre_nms_top_k`` unless v2, ``proposal_top_k``
+        unless tiled, ``num_proposals`` one-stage (whose ``per_level`` is False).
+
+        Args:
+          cache: the `DetectionCache` to sweep.
+          grid: the thresholds to sweep (`ParamSpec`), or None. With it, also what the cache can
+            answer exactly: the lowest ``score_threshold`` against the score floor
+            (`check_score_floor`) and, two-stage, the first-stage thresholds the cache was
+            recorded for.
+
+        Raises:
+          TypeError: ``cache`` is not a `DetectionCache`.
+          BadSetting: a setting that is not valid, does not apply to the cache's kind or to the
+            other settings, or that the cache cannot answer exactly.
+        """
+        kind = cache_kind(cache)
+        two_stage = kind == CacheKind.TWO_STAGE
+        v2 = self.nms_version == NmsVersion.V2
+        tiled = self.proposal_nms == ProposalNms.TILED
+        per_class_cap = positive_int(_or(self.max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS),
+                                     "max_detections_per_class")
+        total_cap = positive_int(_or(self.max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS), "max_total_detections")
+        if not isinstance(self.class_agnostic, (bool, np.bool_)):
+            raise BadSetting(f"class_agnostic must be a bool, got {self.class_agnostic!r}")
+        if not v2 and self.pre_nms_top_k is not None:
+            raise BadSetting("pre_nms_top_k is a setting of nms_version v2")
+        if not tiled and self.proposal_top_k is not None:
+            raise BadSetting("proposal_top_k is a setting of proposal_nms tiled")
+        top_k = positive_int(_or(self.pre_nms_top_k, DEFAULT_PRE_NMS_TOP_K), "pre_nms_top_k") if v2 else None
+        proposal_top_k = positive_int(_or(self.proposal_top_k, DEFAULT_PROPOSAL_TOP_K), "proposal_top_k") if tiled else None
+        if v2 and self.class_agnostic:
+            raise BadSetting("nms_version v2 is swept class-aware; class-agnostic v2 NMS is not reproduced")
+        if v2 and per_class_cap != total_cap:
+            raise BadSetting(f"nms_version v2 caps each class and each image at one max_num_detections; got "
+                             f"max_detections_per_class {per_class_cap} and max_total_detections {total_cap}")
+        if self.per_level not in (None, True, False):
+            raise BadSetting(f"per_level must be a bool, got {self.per_level!r}")
+        if not two_stage:
+            given = [name for name, value in (("proposal_nms", tiled), ("num_proposals", self.num_proposals is not None),
+                                              ("per_level", self.per_level)) if value]
+            if given:
+                raise BadSetting(f"{given[0]} is a setting of two-stage sweeps")
+            num_proposals, per_level = None, False
+        else:
+            num_proposals = positive_int(_or(self.num_proposals, cache.meta.num_proposals or DEFAULT_NUM_PROPOSALS),
+                                         "num_proposals")
+            per_level = cache.row_level is not None if self.per_level is None else bool(self.per_level)
+            if per_level and cache.row_level is None:
+                raise BadSetting("per_level NMS needs row_level in the cache")
+            if v2 and top_k < num_proposals:
+                raise BadSetting(f"pre_nms_top_k {top_k} < num_proposals {num_proposals}: Model Garden's top-k would "
+                                 "then rank the all-zero padding proposals too, which the cache does not record")
+            if tiled and not per_level:
+                raise BadSetting("proposal_nms tiled runs per FPN level: it needs the cache's row_level and per_level")
+        checked = replace(self, max_detections_per_class=per_class_cap, max_total_detections=total_cap,
+                          class_agnostic=bool(self.class_agnostic), pre_nms_top_k=top_k, num_proposals=num_proposals,
+                          per_level=per_level, proposal_top_k=proposal_top_k)
+        if grid is not None:
+            _check_grid(cache, grid, checked)
+        return checked
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON types (the enums as their strings)."""
+        return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _plain(value):
+    return str(value) if isinstance(value, enum.Enum) else value
+
+
+def _check_grid(cache: DetectionCache, grid: ParamSpec, post: PostProcessing) -> None:
+    """What a cache can answer exactly for the thresholds of ``grid`` (those it names)."""
+    check_score_floor(grid, float(cache.meta.score_floor))
+    if cache.meta.kind != CacheKind.TWO_STAGE or "nms_iou_threshold" not in grid:
+        return
+    nms_ious = grid.candidates("nms_iou_threshold")
+    if 0.0 in nms_ious:
+        raise BadSetting("nms_iou_threshold 0 is not swept: TF Model Garden skips first-stage NMS altogether at 0 "
+                         "(every proposal up to num_proposals, whatever nms_score_threshold); use a value > 0")
+    meta = cache.meta
+    recorded_ious = meta.first_stage_iou_thresholds
+    if recorded_ious is None:
+        return
+    min_score = meta.first_stage_min_score
+    recorded = (f"the cache's second stage was recorded for the proposals that nms_iou_threshold in "
+                f"{list(recorded_ious)} with nms_score_threshold >= {min_score:g} keep")
+    outside = [value for value in nms_ious if value not in recorded_ious]
+    if outside:
+        raise BadSetting(f"nms_iou_threshold {outside[0]:g}: {recorded}; record it again with that value")
+    if "nms_score_threshold" in grid and min(grid.candidates("nms_score_threshold")) < min_score:
+        raise BadSetting(f"nms_score_threshold {min(grid.candidates('nms_score_threshold')):g}: {recorded}; record it "
+                         "again with a lower minimum")
+    if not post.per_level or post.num_proposals > (meta.num_proposals or post.num_proposals):
+        raise BadSetting(f"num_proposals {post.num_proposals} (per_level {post.per_level}): {recorded}, per FPN level "
+                         f"and at most {meta.num_proposals} each")

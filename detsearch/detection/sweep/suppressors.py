@@ -1,0 +1,365 @@
+"""The NMS implementations a `SweepEngine` runs, behind one small protocol, `Suppressor`.
+
+An engine asks one question of NMS, many times: which boxes of a `Selection` does it keep at
+one IoU threshold, at the grid's lowest score threshold and largest cap (every other score
+threshold and cap is read off that answer, see `detsearch.detection.sweep.engine`). The boxes
+arrive image by image in visiting order (descending score, ties as the engine's docstring
+says), so an implementation never sorts. Consecutive calls share a selection (the keys of one
+first-stage setting differ in ``iou_threshold`` only): each implementation prepares what they
+share once and keeps it, its memo, which nobody else reads.
+
+Second stage (and one-stage), over the engine's `Candidates`:
+
+- `GreedyWalkNms`: greedy batched NMS as a vectorized walk over all images (`nms.GreedyWalk`);
+- `ReferenceGreedyNms`: the same, image by image through `nms.per_class_nms_reference`;
+- `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, then the merge).
+
+First stage (two-stage), over the cache's proposal rows:
+
+- `BatchedProposalNms`: greedy class-agnostic NMS (`nms.class_agnostic_nms_batched`, through
+  TensorFlow's op or the NumPy walk);
+- `TiledProposalNms`: Model Garden's ``use_batched_nms: false`` (per level the top-k, then
+  `nms_v2.tiled_nms`);
+- `KeptProposals`: what another engine's first stage kept (a worker process runs no
+  TensorFlow).
+
+`second_stage_nms` and `first_stage_nms` choose the implementation a `PostProcessing` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Mapping, NamedTuple, Protocol
+
+import numpy as np
+
+from detsearch.detection import nms as nms_ops
+from detsearch.detection import nms_v2
+from detsearch.detection.cache import DetectionCache
+from detsearch.detection.sweep.settings import NmsBackend, NmsVersion, PostProcessing, ProposalNms
+
+__all__ = [
+    "BatchedProposalNms",
+    "Candidates",
+    "GreedyWalkNms",
+    "KeptProposals",
+    "ReferenceGreedyNms",
+    "Selection",
+    "Suppressor",
+    "TiledProposalNms",
+    "TiledV2Nms",
+    "first_stage_nms",
+    "second_stage_nms",
+]
+
+
+class Selection(NamedTuple):
+    """The boxes one NMS pass visits.
+
+    Attributes:
+      key: what chose them; equal keys mean equal selections (a suppressor's memo key).
+      positions: int positions among the suppressor's boxes, image by image in visiting order;
+        None for all of them, in their own order.
+      offsets: int ``[num_images + 1]``: image ``i`` owns ``positions[offsets[i]:offsets[i + 1]]``
+        (of the boxes themselves when ``positions`` is None).
+      class_agnostic: one NMS over all classes of an image (capped at ``max_total_detections``).
+    """
+
+    key: Hashable
+    positions: np.ndarray | None
+    offsets: np.ndarray
+    class_agnostic: bool = False
+
+
+class Suppressor(Protocol):
+    """One NMS implementation, run at the grid's lowest score threshold and largest cap."""
+
+    def prepare(self, selection: Selection) -> None:
+        """Prepares what every IoU threshold of ``selection`` shares, and keeps it (for
+        example before worker processes fork)."""
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        """Positions among the suppressor's boxes that NMS keeps of ``selection`` at
+        ``iou_threshold``, image by image in output order."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The cache entries every second-stage NMS pass of a sweep draws from: those scoring above
+    the grid's lowest ``score_threshold``, image by image in visiting order.
+
+    Attributes:
+      entries: int ``[n]``: the cache entry of each candidate.
+      image, row, classes: int ``[n]``: its image position, cache row and class index.
+      score: float32 ``[n]``.
+      boxes: float32 ``[n, 4]`` yxyx (one-stage: its row's; two-stage: its own).
+      offsets: int ``[num_images + 1]``: image ``i`` owns ``offsets[i]:offsets[i + 1]``.
+      num_classes: the cache's number of categories.
+    """
+
+    entries: np.ndarray
+    image: np.ndarray
+    row: np.ndarray
+    classes: np.ndarray
+    score: np.ndarray
+    boxes: np.ndarray
+    offsets: np.ndarray
+    num_classes: int
+
+    @property
+    def num_images(self) -> int:
+        return len(self.offsets) - 1
+
+
+class GreedyWalkNms:
+    """Greedy batched NMS (TensorFlow's kernels' semantics) as one vectorized walk over all
+    images (`nms.GreedyWalk`); each image stops at ``max_total`` kept."""
+
+    def __init__(self, candidates: Candidates, max_per_class: int, max_total: int):
+        self.candidates = candidates
+        self.max_per_class = max_per_class
+        self.max_total = max_total
+        # Shared by every walk: the boxes' walk data and dense (image, class) group ids.
+        self.data = nms_ops.walk_data(candidates.boxes)
+        self.group, self.num_groups = nms_ops.compact_groups(candidates.image, candidates.classes)
+        self._workspace = nms_ops.WalkWorkspace()
+        self._walk: tuple[Hashable, nms_ops.GreedyWalk] | None = None
+
+    def prepare(self, selection: Selection) -> None:
+        self._prepared(selection)
+
+    def _prepared(self, selection: Selection) -> nms_ops.GreedyWalk:
+        if self._walk is not None and self._walk[0] == selection.key:
+            return self._walk[1]
+        picked = selection.positions
+        if picked is None:
+            data, group, num_groups = self.data, self.group, self.num_groups
+        elif selection.class_agnostic:
+            data, group, num_groups = self.data[:, picked], self.candidates.image[picked], self.candidates.num_images
+        else:
+            data, group, num_groups = self.data[:, picked], self.group[picked], self.num_groups
+        walk = nms_ops.GreedyWalk.prepared(data, group, num_groups, selection.offsets)
+        self._walk = (selection.key, walk)
+        return walk
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        kept = self._prepared(selection).run(
+            iou_threshold=iou_threshold,
+            max_per_group=self.max_total if selection.class_agnostic else self.max_per_class,  # agnostic: one group
+            max_per_image=self.max_total,
+            workspace=self._workspace,
+        )
+        return np.flatnonzero(kept) if selection.positions is None else selection.positions[kept]
+
+
+class ReferenceGreedyNms:
+    """Greedy batched NMS image by image through the NumPy reference
+    (`nms.per_class_nms_reference`); slow, no preparation."""
+
+    def __init__(self, candidates: Candidates, max_per_class: int, max_total: int):
+        self.candidates = candidates
+        self.max_per_class = max_per_class
+        self.max_total = max_total
+
+    def prepare(self, selection: Selection) -> None:
+        pass
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        positions = np.arange(len(self.candidates.entries)) if selection.positions is None else selection.positions
+        boxes, classes = self.candidates.boxes[positions], self.candidates.classes[positions]
+        offsets, agnostic = selection.offsets, selection.class_agnostic
+        kept = np.zeros(len(positions), bool)
+        for i in range(len(offsets) - 1):
+            lo, hi = offsets[i], offsets[i + 1]
+            chosen = nms_ops.per_class_nms_reference(
+                boxes[lo:hi],
+                np.arange(hi - lo, 0, -1, dtype=np.float32),  # already in visiting order
+                np.zeros(hi - lo, np.int64) if agnostic else classes[lo:hi],
+                iou_threshold=iou_threshold,
+                max_detections_per_class=self.max_total if agnostic else self.max_per_class,
+                max_total_detections=self.max_total,
+            )
+            kept[lo + chosen] = True
+        return positions[kept]
+
+
+class TiledV2Nms:
+    """Model Garden's ``nms_version: v2``: per (image, class) the top ``pre_nms_top_k``
+    candidates, `nms_v2.tiled_nms` on each, the classes merged by descending score, ties by
+    (class, position), the first ``cap`` of each image."""
+
+    def __init__(self, candidates: Candidates, pre_nms_top_k: int, cap: int):
+        self.candidates = candidates
+        self.pre_nms_top_k = pre_nms_top_k
+        self.cap = cap
+        self._groups: tuple[Hashable, list[list[np.ndarray]]] | None = None
+
+    def prepare(self, selection: Selection) -> None:
+        self._prepared(selection)
+
+    def _prepared(self, selection: Selection) -> list[list[np.ndarray]]:
+        """Per image, per class with candidates: their positions, the top ``pre_nms_top_k`` in
+        visiting order (descending score, ties by row or proposal rank: Model Garden's
+        ``tf.nn.top_k``; entries under the lowest threshold would rank below these)."""
+        if self._groups is not None and self._groups[0] == selection.key:
+            return self._groups[1]
+        c = self.candidates
+        everything = np.arange(len(c.entries)) if selection.positions is None else selection.positions
+        groups: list[np.ndarray] = []
+        if len(everything):
+            group = c.image[everything] * c.num_classes + c.classes[everything]
+            by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
+            order, group = everything[by_group], group[by_group]
+            starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+            groups = [part[:self.pre_nms_top_k] for part in np.split(order, starts[1:])]
+        image_of = np.asarray([c.image[g[0]] for g in groups], np.int64)
+        bounds = np.searchsorted(image_of, np.arange(c.num_images + 1))
+        per_image = [groups[bounds[i]:bounds[i + 1]] for i in range(c.num_images)]
+        self._groups = (selection.key, per_image)
+        return per_image
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        c = self.candidates
+        kept = []
+        for groups in self._prepared(selection):
+            kept.extend(self._image(groups, iou_threshold))
+        picked = np.concatenate([group[chosen] for group, chosen in kept]) if kept else np.zeros(0, np.int64)
+        position = np.concatenate([np.arange(len(chosen)) for _, chosen in kept]) if kept else picked
+        image = c.image[picked]
+        order = np.lexsort((position, c.classes[picked], -c.score[picked], image))
+        picked, image = picked[order], image[order]
+        rank = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
+        return picked[rank < self.cap]
+
+    def _image(self, groups: list[np.ndarray], iou_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One image's classes through `nms_v2.tiled_nms`, each only as far down its list as the
+        image's output can reach: a class's selection on a prefix of its list is the selection's
+        prefix (`nms_v2`, property (b)), so a prefix is extended only while its next candidate
+        scores at least the image's ``cap``-th selected score (then to every candidate that
+        does) and the class has fewer than ``cap`` selected. Returns ``(group, selected
+        positions)`` per class."""
+        cap, boxes, score = self.cap, self.candidates.boxes, self.candidates.score
+        lengths = [min(len(group), 128) for group in groups]
+        chosen = [None] * len(groups)
+        todo = range(len(groups))
+        while todo:
+            for c in todo:
+                chosen[c] = nms_v2.tiled_nms(boxes[groups[c][:lengths[c]]], iou_threshold, cap)
+            scores = np.concatenate([score[g[sel]] for g, sel in zip(groups, chosen)])
+            cut = np.partition(scores, len(scores) - cap)[len(scores) - cap] if len(scores) >= cap else -np.inf
+            todo = [c for c, group in enumerate(groups)
+                    if lengths[c] < len(group) and len(chosen[c]) < cap and score[group[lengths[c]]] >= cut]
+            for c in todo:  # every candidate scoring at least the cut (the cut only rises)
+                lengths[c] = int(np.count_nonzero(score[groups[c]] >= cut))
+        return list(zip(groups, chosen))
+
+
+class BatchedProposalNms:
+    """The first stage as greedy class-agnostic NMS (Model Garden's ``roi_generator.
+    use_batched_nms: true``): proposals above ``score_threshold`` (the grid's lowest
+    ``nms_score_threshold``), per FPN level when ``per_level``, at most ``num_proposals`` per
+    image, by `nms.class_agnostic_nms_batched` (``backend`` ``"tensorflow"`` or ``"numpy"``).
+    Kept: global rows per image by descending objectness (ties by row), by IoU threshold."""
+
+    def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, per_level: bool, backend: str):
+        self.cache = cache
+        self.score_threshold = score_threshold
+        self.num_proposals = num_proposals
+        self.per_level = per_level
+        self.backend = backend
+        self._kept: dict[float, np.ndarray] = {}
+
+    def prepare(self, selection: Selection) -> None:
+        pass
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        if iou_threshold not in self._kept:
+            cache = self.cache
+            self._kept[iou_threshold], _ = nms_ops.class_agnostic_nms_batched(
+                np.asarray(cache.row_boxes, np.float32),
+                np.asarray(cache.row_objectness, np.float32),
+                selection.offsets,
+                iou_threshold=iou_threshold,
+                score_threshold=self.score_threshold,
+                max_output_size=self.num_proposals,
+                levels=np.asarray(cache.row_level) if self.per_level else None,
+                backend=self.backend,
+            )
+        return self._kept[iou_threshold]
+
+
+class TiledProposalNms:
+    """The first stage as Model Garden's ``roi_generator`` with ``use_batched_nms: false``: per
+    FPN level (in recorded order) the top ``proposal_top_k`` rows by objectness (ties by row),
+    objectness above ``score_threshold`` (the grid's lowest ``nms_score_threshold``),
+    `nms_v2.tiled_nms` keeping at most ``num_proposals``; the levels merged by descending
+    objectness, ties by (level, position), the first ``num_proposals``. Kept by IoU threshold."""
+
+    def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, proposal_top_k: int):
+        self.cache = cache
+        self.score_threshold = score_threshold
+        self.num_proposals = num_proposals
+        self.proposal_top_k = proposal_top_k
+        self._kept: dict[float, np.ndarray] = {}
+
+    def prepare(self, selection: Selection) -> None:
+        pass
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        if iou_threshold not in self._kept:
+            self._kept[iou_threshold] = self._run(selection.offsets, iou_threshold)
+        return self._kept[iou_threshold]
+
+    def _run(self, row_offsets: np.ndarray, iou_threshold: float) -> np.ndarray:
+        boxes = np.asarray(self.cache.row_boxes, np.float32)
+        objectness = np.asarray(self.cache.row_objectness, np.float32)
+        levels = np.asarray(self.cache.row_level)
+        lowest = np.float32(self.score_threshold)
+        kept = []
+        for i in range(len(row_offsets) - 1):
+            lo, hi = int(row_offsets[i]), int(row_offsets[i + 1])
+            merged = []
+            for level in dict.fromkeys(levels[lo:hi].tolist()):  # Model Garden records them in its order
+                rows = lo + np.flatnonzero(levels[lo:hi] == level)
+                rows = rows[np.argsort(-objectness[rows], kind="stable")][:self.proposal_top_k]
+                rows = rows[objectness[rows] > lowest]  # a prefix
+                merged.append(rows[nms_v2.tiled_nms(boxes[rows], iou_threshold, self.num_proposals)])
+            merged = np.concatenate(merged) if merged else np.zeros(0, np.int64)
+            kept.append(merged[np.argsort(-objectness[merged], kind="stable")][:self.num_proposals])
+        return np.concatenate(kept) if kept else np.zeros(0, np.int64)
+
+
+class KeptProposals:
+    """A first stage another engine ran: its kept rows by IoU threshold (so that a worker
+    process runs no TensorFlow)."""
+
+    def __init__(self, kept: Mapping[float, np.ndarray]):
+        self._kept = dict(kept)
+
+    def prepare(self, selection: Selection) -> None:
+        pass
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        return self._kept[iou_threshold]
+
+
+def second_stage_nms(post_processing: PostProcessing, backend: NmsBackend, candidates: Candidates) -> Suppressor:
+    """The (second-stage, or one-stage) NMS a checked ``post_processing`` runs: v2 is always
+    `TiledV2Nms`; batched is `GreedyWalkNms`, or `ReferenceGreedyNms` with the reference
+    backend."""
+    per_class, total = post_processing.max_detections_per_class, post_processing.max_total_detections
+    if post_processing.nms_version == NmsVersion.V2:
+        return TiledV2Nms(candidates, post_processing.pre_nms_top_k, total)
+    if backend == NmsBackend.REFERENCE:
+        return ReferenceGreedyNms(candidates, per_class, total)
+    return GreedyWalkNms(candidates, per_class, total)
+
+
+def first_stage_nms(post_processing: PostProcessing, backend: NmsBackend, cache: DetectionCache,
+                    score_threshold: float) -> Suppressor:
+    """The first-stage NMS a checked two-stage ``post_processing`` runs, at ``score_threshold``
+    (the grid's lowest ``nms_score_threshold``)."""
+    if post_processing.proposal_nms == ProposalNms.TILED:
+        return TiledProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.proposal_top_k)
+    return BatchedProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.per_level,
+                              "numpy" if backend == NmsBackend.REFERENCE else "tensorflow")
