@@ -81,7 +81,7 @@ SWEEP_ERRORS = {
     "caches/unknown_category": "category id 3 is not in",
     "caches/no_detections": "the cache holds no detections",
     "caches/not_a_cache": "meta.json: missing",
-    "caches/score_floor_0.5": "--score-thresholds 0.1 is below the cache's score floor 0.5",
+    "caches/score_floor_0.5": "score_threshold 0.1 is below the cache's score floor 0.5",
 }
 
 # files the sweep accepts on purpose (README.md says why)
@@ -156,10 +156,10 @@ ARGUMENT_ERRORS = [
     (["--objective", "map_at_budget", "--budget", "0.5"], "no configuration has <= 0.5 detections per image"),
     (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
     (["--max-total-detections", "0"], "--max-total-detections must be an integer >= 1, got 0"),
-    (["--num-proposals", "5"], "--num-proposals applies to a two-stage cache only"),
+    (["--num-proposals", "5"], "num_proposals is a setting of two-stage sweeps"),
     (["--score-floor", "2"], "score_floor must be in [0, 1], got 2.0"),
     (["--score-floor", "0.95"], "no detections with score >= --score-floor 0.95"),
-    (["--score-floor", "0.3"], "--score-thresholds 0.1 is below --score-floor 0.3: detections under it were dropped"),
+    (["--score-floor", "0.3"], "score_threshold 0.1 is below the cache's score floor 0.3: entries under the floor were not recorded"),
     (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
 ]
 
