@@ -9,7 +9,22 @@ with the experiment's own ``task.train_step`` on its own training input pipeline
   trial's momentum (``sgd``) and the trial's per-step learning rates, and with the trial's
   weight decay where the task applies it: ``task.losses.l2_weight_decay`` (an L2 regularizer
   of ``weight_decay / 2`` on the kernels, part of the task's loss). Curves hold the task's
-  training ``loss``; trials are judged by loss.
+  training ``loss`` (`LOSS_NAME`), the mean of the last ``evaluation_total_steps`` batches.
+- With ``eval_images``, each curve point also holds ``AP`` (`ACC_NAME`): COCO AP@[.5:.95] of
+  the current weights on the first ``eval_images`` images of
+  ``task.build_inputs(task.validation_data)`` (read once). The detections are those the task's
+  ``validation_step`` scores (the model called with ``training=False``: Model Garden's own
+  post-processing at the config's thresholds, traced as its evaluation traces it), taken to the
+  original image and to COCO boxes as its ``COCOEvaluator`` takes them (divided by
+  ``image_info``'s scale in float32, every one of the ``max_num_detections`` rows of an image),
+  and scored by `detsearch.detection.cocoeval` (pycocotools' numbers) against
+  ``task.annotation_file``, or, when that is empty, the ground truth of the records (as
+  `detsearch.models.experiment` builds it), on those images. Trials can then be judged by
+  validation AP (``SelectorConfig(by_acc=True, acc_name="AP")``, MoXing's default); the LR range
+  test reads the loss either way. One-stage (RetinaNet) and two-stage (Faster R-CNN)
+  experiments alike.
+- `search_training` runs the selector (by loss, or by AP on ``eval_images`` validation images)
+  and then Model Garden's own trainer with the choice.
 - `training_override` writes the choice as a params override (``OUT/training.yaml``) for
   ``official.vision.train``: a constant learning rate, SGD with the momentum, the L2 weight
   decay; the config's warm-up is kept.
@@ -18,6 +33,7 @@ with the experiment's own ``task.train_step`` on its own training input pipeline
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,12 +44,17 @@ import numpy as np
 from detsearch.selector.curves import Curve, TrialSpec
 from detsearch.training.base import CurveRecorder, arrays_fingerprint, run_trial_steps, source_fingerprint
 
-__all__ = ["ExperimentTrainer", "LOSS_NAME", "config_training", "training_override"]
+__all__ = ["ACC_NAME", "ExperimentTrainer", "LOSS_NAME", "config_training", "search_training", "training_override"]
 
 logger = logging.getLogger(__name__)
 
 LOSS_NAME = "loss"
 """The loss of experiment curves: the task's training ``loss`` (its total loss, L2 included)."""
+
+ACC_NAME = "AP"
+"""The accuracy of experiment curves (`ExperimentTrainer` with ``eval_images``): COCO AP@[.5:.95]
+of the current weights on the validation images; 0 where pycocotools reports -1 (no ground truth
+box among the images to score)."""
 
 
 def config_training(config) -> dict[str, float]:
@@ -94,21 +115,30 @@ class ExperimentTrainer:
         trials train from the config's initial weights).
       num_batches: training batches read once and replayed by every trial (>= a trial's steps).
       seed: the initial weights of the model build.
-      evaluation_total_steps: training batches averaged into a curve point.
+      evaluation_total_steps: training batches averaged into a curve point's loss.
       log_every_n_steps: a log line every this many steps (0: none).
+      eval_images: None: curves hold the loss only. An integer >= 1: every curve point also
+        holds `ACC_NAME` (`evaluate`) on the first ``eval_images`` images of the validation
+        data (all of them when it holds fewer).
+
+    Raises:
+      ValueError: a count below 1, training data shorter than ``num_batches``, validation data
+        without images.
     """
 
     def __init__(self, experiment, *, num_batches: int, seed: int = 0, evaluation_total_steps: int = 10,
-                 log_every_n_steps: int = 0):
+                 log_every_n_steps: int = 0, eval_images: int | None = None):
         import tensorflow as tf
         from official.core import task_factory
 
-        from detsearch.models.detector import model_garden_seed
+        from detsearch.checks import optional_positive_int
+        from detsearch.models.experiment import model_garden_seed
         from detsearch.models.experiment import create_variables
 
         if num_batches < 1 or evaluation_total_steps < 1:
             raise ValueError(f"num_batches and evaluation_total_steps must be >= 1, got {num_batches}, "
                              f"{evaluation_total_steps}")
+        self.eval_images = optional_positive_int(eval_images, "eval_images")
         self.experiment = experiment
         self.config = copy.deepcopy(experiment.config)
         self.seed = int(seed)
@@ -130,10 +160,41 @@ class ExperimentTrainer:
         self._initial = [v.numpy() for v in model.variables]
         self._tf = tf
         self._fingerprint: str | None = None
+        self._detectors: dict[float, Callable] = {}
+        self._eval_batches: list[tuple[Any, int]] = []
+        if self.eval_images is not None:
+            self._read_validation()
 
-    def _model(self, weight_decay: float):
+    def _read_validation(self) -> None:
+        """Reads the first ``eval_images`` validation images once: whole batches (the model runs
+        on the batches Model Garden's evaluation runs on) and how many images of each are scored,
+        their ground truth (`detsearch.detection.cocoeval.GroundTruth`) and image ids."""
+        from detsearch.detection.cocoeval import load_ground_truth
+        from detsearch.models.experiment import _ground_truth
+
+        groundtruths, image_ids = [], []
+        for images, labels in self.task.build_inputs(self.config.task.validation_data):
+            scored = min(int(labels["image_info"].shape[0]), self.eval_images - len(image_ids))
+            self._eval_batches.append(((images, labels), scored))
+            groundtruths.append({k: v.numpy()[:scored] for k, v in labels["groundtruths"].items()})
+            image_ids.extend(int(i) for i in groundtruths[-1]["source_id"])
+            if len(image_ids) >= self.eval_images:
+                break
+        if not image_ids:
+            raise ValueError(f"task.validation_data ({self.config.task.validation_data.input_path}) yields no "
+                             "images to evaluate")
+        if len(image_ids) < self.eval_images:
+            logger.info("task.validation_data holds %d images: AP is measured on all of them (eval_images %d)",
+                        len(image_ids), self.eval_images)
+        # The annotation file, else the records' ground truth of the scored images, as the sweep
+        # builds it (`detsearch.models.experiment.record`).
+        experiment = dataclasses.replace(self.experiment, config=self.config)
+        self._ground_truth = load_ground_truth(_ground_truth(experiment, groundtruths))
+        self._eval_image_ids = np.asarray(image_ids, np.int64)
+
+    def _model(self, weight_decay: float, *, reset: bool = True):
         """The task's model with ``weight_decay`` as its L2 (built once per value), at the initial
-        weights, and its task."""
+        weights (``reset`` False: a model built before keeps its weights), and its task."""
         from official.core import task_factory
         from official.modeling import hyperparams
 
@@ -147,12 +208,70 @@ class ExperimentTrainer:
             model = task.build_model()
             create_variables(model, config.task.model)
             self._models[key] = (task, model, list(model.variables))
+            reset = True
         task, model, variables = self._models[key]
         if len(variables) != len(self._initial):
             raise ValueError("the model's variables differ between weight decays")
-        for variable, value in zip(variables, self._initial):
-            variable.assign(value)
+        if reset:
+            for variable, value in zip(variables, self._initial):
+                variable.assign(value)
         return task, model
+
+    def _detector(self, weight_decay: float, model) -> Callable:
+        """The model's detections as the task's ``validation_step`` computes them (``training``
+        False), one traced function per model."""
+        key = float(weight_decay)
+        if key not in self._detectors:
+            tf = self._tf
+
+            @tf.function(autograph=False, reduce_retracing=True)
+            def detect(images, anchor_boxes, image_shape):
+                outputs = model(images, anchor_boxes=anchor_boxes, image_shape=image_shape, training=False)
+                return outputs["detection_boxes"], outputs["detection_scores"], outputs["detection_classes"]
+
+            self._detectors[key] = detect
+        return self._detectors[key]
+
+    def evaluate(self, weight_decay: float) -> dict[str, float]:
+        """``{ACC_NAME: AP}`` of the current weights of the model at ``weight_decay`` (the last
+        trial's, or the initial weights before any) on the ``eval_images`` validation images.
+
+        Raises:
+          ValueError: the trainer was built without ``eval_images``.
+        """
+        from official.vision.ops import box_ops
+
+        from detsearch.detection.cocoeval import evaluate_bbox
+        from detsearch.models.experiment import call_traced
+
+        if self.eval_images is None:
+            raise ValueError("this ExperimentTrainer has no eval_images: build it with eval_images to measure AP")
+        _, model = self._model(float(weight_decay), reset=False)
+        detect = self._detector(weight_decay, model)
+        image_ids, classes, boxes, scores = [], [], [], []
+        for (images, labels), scored in self._eval_batches:
+            found = call_traced(detect, images, labels["anchor_boxes"], labels["image_info"][:, 1, :],
+                                batch_size=self.experiment.traced_batch_size)
+            detection_boxes, detection_scores, detection_classes = (t.numpy()[:scored] for t in found)
+            info = labels["image_info"].numpy()[:scored]
+            # COCOEvaluator's arithmetic: divided by the (y, x) scale and made [x, y, w, h] in
+            # float32 (Model Garden's box_ops.yxyx_to_xywh), every row of every image.
+            detection_boxes = detection_boxes.astype(np.float32) / np.tile(info[:, 2:3, :], (1, 1, 2))
+            boxes.append(box_ops.yxyx_to_xywh(detection_boxes).reshape(-1, 4))
+            per_image = detection_scores.shape[1]
+            source_ids = labels["groundtruths"]["source_id"].numpy()[:scored].astype(np.int64)
+            image_ids.append(np.repeat(source_ids, per_image))
+            classes.append(detection_classes.reshape(-1).astype(np.int64))
+            scores.append(detection_scores.reshape(-1))
+        classes = np.concatenate(classes)
+        # pycocotools scores the ground truth's categories only: the padding rows of class 0
+        # (background) and any class the ground truth does not name are not evaluated.
+        known = np.isin(classes, self._ground_truth.category_ids)
+        evaluation = evaluate_bbox(self._ground_truth, np.concatenate(image_ids)[known], classes[known],
+                                   np.concatenate(boxes)[known].astype(np.float64),
+                                   np.concatenate(scores)[known].astype(np.float64),
+                                   eval_image_ids=self._eval_image_ids)
+        return {ACC_NAME: max(0.0, float(evaluation.stats[0]))}
 
     def save(self, weight_decay: float, prefix: str) -> str:
         """Writes the weights the last trial at ``weight_decay`` ended with as a checkpoint
@@ -172,6 +291,16 @@ class ExperimentTrainer:
             digest.update(arrays_fingerprint([np.asarray(t) for t in first]).encode())
             digest.update(str(len(self.batches)).encode())
             digest.update(source_fingerprint(ExperimentTrainer.run, training_override, step_learning_rates).encode())
+            digest.update(f"eval_images={self.eval_images}".encode())
+            if self.eval_images is not None:
+                (images, labels), _ = self._eval_batches[0]
+                first = [self._eval_image_ids, images.numpy(), labels["image_info"].numpy()]
+                digest.update(arrays_fingerprint(first).encode())
+                truth = self._ground_truth
+                digest.update(arrays_fingerprint([truth.image_ids, truth.category_ids, truth.image_index,
+                                                  truth.category_index, truth.boxes, truth.areas,
+                                                  truth.crowd]).encode())
+                digest.update(source_fingerprint(ExperimentTrainer.evaluate, ExperimentTrainer._detector).encode())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -179,7 +308,7 @@ class ExperimentTrainer:
         return int(sum(np.prod(v.shape) for v in self._initial))
 
     def metric_names(self) -> tuple[str, ...]:
-        return (LOSS_NAME,)
+        return (LOSS_NAME,) if self.eval_images is None else (LOSS_NAME, ACC_NAME)
 
     def run(self, trial: TrialSpec, on_step: Callable[[int], None] | None = None) -> Curve:
         from official.modeling import optimization
@@ -195,7 +324,8 @@ class ExperimentTrainer:
         optimizer = optimization.OptimizerFactory(optimizer_config).build_optimizer(schedule)
         train_step = tf.function(lambda inputs: task.train_step(inputs, model, optimizer, metrics=None),
                                  autograph=False, reduce_retracing=True)
-        recorder = CurveRecorder(trial, LOSS_NAME, self.evaluation_total_steps)
+        evaluate = None if self.eval_images is None else (lambda: self.evaluate(weight_decay))
+        recorder = CurveRecorder(trial, LOSS_NAME, self.evaluation_total_steps, evaluate)
 
         def step(index: int, learning_rate: float) -> dict[str, float]:
             logs = train_step(self.batches[index])
@@ -205,20 +335,24 @@ class ExperimentTrainer:
 
 
 def search_training(experiment, out_dir, *, param_spec, param_list_spec, config, seed: int = 0,
-                    on_trial: Callable | None = None, on_step: Callable[[int], None] | None = None,
-                    on_train: Callable[[], None] | None = None):
+                    eval_images: int = 100, on_trial: Callable | None = None,
+                    on_step: Callable[[int], None] | None = None, on_train: Callable[[], None] | None = None):
     """The selector on ``experiment``, then Model Garden's own trainer with the choice.
 
-    Trials (`ExperimentTrainer`) go to ``out_dir/selector/journal.jsonl``: a rerun reuses the
-    finished ones. The choice is written as ``out_dir/training.yaml`` (`training_override`, a
-    strict params override), and ``train_lib.run_experiment`` trains the config with it into
-    ``out_dir/train`` (Model Garden resumes from its latest checkpoint there).
+    Trials (`ExperimentTrainer`) are judged by the task's loss (``config.by_acc`` false,
+    ``loss_name`` `LOSS_NAME`) or by validation AP (``by_acc`` true, ``acc_name`` `ACC_NAME`: AP
+    of each curve point on the first ``eval_images`` validation images). They go to
+    ``out_dir/selector/journal.jsonl``: a rerun reuses the finished ones. The choice is written
+    as ``out_dir/training.yaml`` (`training_override`, a strict params override), and
+    ``train_lib.run_experiment`` trains the config with it into ``out_dir/train`` (Model Garden
+    resumes from its latest checkpoint there).
 
     Returns ``(selection or None, chosen training values, training.yaml path, the trained
     Experiment)``.
 
     Raises:
-      ValueError: bad specs or a config that is not judged by loss, before any training.
+      ValueError: bad specs, metric names other than `LOSS_NAME` and `ACC_NAME`, or
+        ``eval_images`` below 1 when judged by AP, before any training.
     """
     from pathlib import Path
 
@@ -228,13 +362,18 @@ def search_training(experiment, out_dir, *, param_spec, param_list_spec, config,
     from official.modeling import hyperparams
 
     from detsearch.atomic import write_bytes_atomic
+    from detsearch.checks import positive_int
     from detsearch.models.experiment import Experiment, resolve_checkpoint
     from detsearch.params import TRAINING_PARAMS
     from detsearch.selector import HyperSelector, Journal
     from detsearch.selector.hyperselector import check_search_specs
 
-    if config.by_acc or config.loss_name != LOSS_NAME:
-        raise ValueError(f"experiment trials are judged by the task's {LOSS_NAME!r} (by_acc false)")
+    if config.loss_name != LOSS_NAME or (config.by_acc and config.acc_name != ACC_NAME):
+        raise ValueError(f"experiment trials are judged by the task's {LOSS_NAME!r} (by_acc false) or by validation "
+                         f"{ACC_NAME!r} (by_acc true); got by_acc {config.by_acc}, acc_name {config.acc_name!r}, "
+                         f"loss_name {config.loss_name!r}")
+    if config.by_acc:
+        positive_int(eval_images, "eval_images")
     out_dir = Path(out_dir)
     training_spec, training_list = param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS)
     check_search_specs(training_spec, training_list, config.search_learning_rate)
@@ -242,7 +381,8 @@ def search_training(experiment, out_dir, *, param_spec, param_list_spec, config,
     chosen = training_spec.to_dict()
     if config.search_learning_rate or training_list.names():
         trainer = ExperimentTrainer(experiment, num_batches=config.total_steps + config.warmup_steps, seed=seed,
-                                    evaluation_total_steps=config.evaluate_every_n_steps)
+                                    evaluation_total_steps=config.evaluate_every_n_steps,
+                                    eval_images=eval_images if config.by_acc else None)
         selection = HyperSelector(trainer, config, Journal(out_dir / "selector"), on_trial=on_trial,
                                   on_step=on_step).select(training_spec, training_list)
         chosen = selection.param_spec.subset(TRAINING_PARAMS).to_dict()
