@@ -41,7 +41,6 @@ __all__ = [
     "Records",
     "SHIPPED_RUNS",
     "ThresholdSearch",
-    "check_score_floor",
     "demo_config",
     "demo_model",
     "record_cache",
@@ -322,15 +321,6 @@ def threshold_grid(kind: CacheKind, given: Mapping[str, Sequence[float] | None],
     return ParamSpec(**grid)
 
 
-def check_score_floor(grid, score_floor: float) -> None:
-    """`BadSetting` when a score threshold of ``grid`` is below the score floor a cache would be
-    recorded at (the cache holds no candidate below it)."""
-    values = grid.score_threshold if isinstance(grid.score_threshold, tuple) else (grid.score_threshold,)
-    if min(values) < score_floor:
-        raise BadSetting(f"score_threshold {min(values)} is below the cache's score floor {score_floor} "
-                         "(lower score_floor or raise the thresholds)")
-
-
 def record_cache(experiment, directory: str | os.PathLike, score_floor: float, *, executor=None,
                  progress: Callable[[int], None] | None = None):
     """The cache of ``experiment``'s validation records at ``directory`` and its ground truth:
@@ -400,7 +390,7 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
       ModelGardenMismatch: is not raised here: call ``outcome.verification.check()``.
     """
     from detsearch.atomic import write_json_atomic
-    from detsearch.detection.sweep import sweep
+    from detsearch.detection.sweep import check_score_floor, sweep
     from detsearch.models import experiment as garden
 
     out = Path(out)

@@ -301,11 +301,12 @@ def run(args: argparse.Namespace) -> int:
                + ("_training" if args.search_training else ""))
     executor = executor_from_args(args)
     name, config = experiment_config(args, out / "records")
+    from detsearch.detection.sweep import check_score_floor
     from detsearch.models.experiment import check_supported, read_thresholds
 
     kind = check_supported(config)
     grid = pipeline.threshold_grid(kind, given, read_thresholds(config, kind))
-    pipeline.check_score_floor(grid, args.score_floor)  # before any training
+    check_score_floor(grid, args.score_floor)  # before any training
     bars = Bars()
     extra = {}
     if args.search_training:
