@@ -2,7 +2,7 @@
 
     python tools/bench_selector.py                      # MNIST: softmax (the seed's), MLP, small CNN
     python tools/bench_selector.py --models softmax --seeds 0,1,2
-    python tools/bench_selector.py --task detection     # tiny SSD on the MNIST detection demo
+    python tools/bench_selector.py --task detection     # the demo RetinaNet as search-det --search-training runs it
     python tools/bench_selector.py --task experiment    # a Model Garden experiment (RetinaNet demo)
 
 Every number is a mean ± std over ``--seeds`` (each seed: its own data order and initial
@@ -15,15 +15,20 @@ trained for the final budget (1000 steps, as the seed's mox.auto.run) and scored
 test images; against the defaults and a grid of ``--grid-lrs`` log-spaced learning rates x the
 two lists (72 runs per seed), trained the same way.
 
-Detection: the tiny SSD (2000 train / 500 val), 200-step trials after a 20-step warm-up,
-weight_decay [1e-4, 1e-3], momentum [0.9, 0.95], the range test's pick refined over x10^-0.5,
-x1, x10^0.5; judged by validation AP or by loss; every final run 600 steps after the same
-warm-up, scored by COCO mAP on the 500 val images through Model Garden's post-processing at its
-default thresholds. Grid: 5 learning rates (0.003 to 0.3) x the lists.
+Detection: a demo detector (``--det-model``, default retinanet: `detsearch.models.pipeline`'s
+``retinanet_resnetfpn_coco`` with the shipped override, on the demo's TFRecords, 2000 train /
+500 val) searched as ``detsearch search-det --search-training`` searches it: the selector on the
+experiment's own train step (`ExperimentTrainer`), 200-step trials after a 20-step warm-up at
+1e-3, weight_decay [1e-4, 1e-3], momentum [0.9, 0.95], the range test's pick refined over
+x10^-0.5, x1, x10^0.5; judged by AP on the first 100 val images or by loss; defaults the
+config's. Every final run is 600 steps after the same warm-up with the task's train step, scored
+by Model Garden's own evaluation (AP on the 500 val images at the config's thresholds). Grid: 5
+learning rates (0.003 to 0.3) x the lists.
 
-Experiment: the selector on the experiment's own train step (`ExperimentTrainer`, by loss),
-final runs of ``trainer.train_steps`` with the task's train step, scored by Model Garden's own
-evaluation; grid: 5 learning rates (0.005 to 0.08) at the config's weight decay and momentum.
+Experiment: the selector on a given experiment's own train step (`ExperimentTrainer`, by loss,
+60-step trials, the learning rate only), final runs of ``trainer.train_steps`` with the task's
+train step, scored by Model Garden's own evaluation; grid: 5 learning rates (0.005 to 0.08) at
+the config's weight decay and momentum.
 
 Finished final runs and trial journals are kept under ``--out`` (a rerun reuses them). A trial
 is keyed, as in every search's journal, by its trainer's fingerprint (data, initial weights, the
@@ -268,11 +273,12 @@ def describe(result) -> str:
     return ("   [" + "; ".join(parts) + "]") if parts else ""
 
 
-DET_WEIGHT_DECAYS = (1e-4, 1e-3)
+DET_WEIGHT_DECAYS = (1e-4, 1e-3)  # detsearch search-det --search-training's lists
 DET_MOMENTUMS = (0.9, 0.95)
-DET_DEFAULTS = {"learning_rate": 0.02, "momentum": 0.9, "weight_decay": 1e-4}  # detsearch search-det's
-DET_WARMUP = (20, 1e-3)  # steps, learning rate: every trial and final run starts this way
-DET_LR_REFINE = (10 ** -0.5, 10 ** 0.5)  # detsearch.models.search.LR_REFINE_FACTORS
+DET_DEFAULT_MOMENTUM = 0.9  # search-det's default where the config names none
+DET_WARMUP = (20, 1e-3)  # steps, learning rate: every trial and final run starts this way (search-det's)
+DET_TRIAL = {"window": 5, "max_thres": 3, "evaluate_every_n_steps": 10}  # search-det's defaults
+DET_EVAL_IMAGES = 100  # search-det's --eval-images
 
 
 def detection_variants(final_steps: int) -> dict[str, dict]:
@@ -286,81 +292,94 @@ def detection_variants(final_steps: int) -> dict[str, dict]:
         "by AP, ladder x sqrt": horizon("sqrt"),
         "by AP, ladder x fit": horizon("fit"),
         "by AP, ladder x fourth_root": horizon("fourth_root"),
+        "by loss, ladder, no horizon (--by-loss)": {"by_acc": False, "horizon_rule": "none"},
         "by loss, ladder x fourth_root": horizon("fourth_root", by_acc=False),
     }
 
 
 def bench_detection(args) -> dict:
+    """A demo detector as ``detsearch search-det --search-training`` searches it: the selector on
+    the experiment's own train step (`ExperimentTrainer`, by AP on the first validation images or
+    by loss) against a grid; every final run trains ``--det-final-steps`` after the warm-up with
+    the task's train step and is scored by Model Garden's own evaluation on the whole validation
+    set at the config's thresholds. One seed at a time (its trainers hold its batches)."""
+    import contextlib
     import dataclasses
+    import gc
+    import tempfile
 
-    from detsearch.detection.cocoeval import evaluate_results
+    from detsearch.models.detection_model import LR_REFINE_FACTORS
+    from detsearch.models.experiment import Experiment, check_supported, evaluate_with_model_garden
+    from detsearch.models.experiment_training import ACC_NAME, LOSS_NAME, ExperimentTrainer, config_training
+    from detsearch.models.pipeline import demo_config
     from detsearch.params import ParamSpec
     from detsearch.selector import HyperSelector, Journal, SelectorConfig
     from detsearch.selector.curves import LrSchedule, TrialSpec
-    from detsearch.models.data import load_dataset
-    from detsearch.models.record import predict_results
-    from detsearch.models.search import ACC_NAME, LOSS_NAME, DetectionTrainer
 
     out = Path(args.out)
     runs = FinalRuns(out / "final_runs.json")
     seeds = [int(s) for s in args.seeds.split(",")]
-    train_set = load_dataset("demo", "train")
-    val_set = load_dataset("demo", "val")
-    ground_truth = val_set.to_coco_json()
+    name, config = demo_config(args.det_model)
+    experiment = Experiment(name=name, config=config, kind=check_supported(config), checkpoint="")
+    defaults = {"momentum": DET_DEFAULT_MOMENTUM, **config_training(config)}
     warmup_steps, warmup_lr = DET_WARMUP
     final_steps = args.det_final_steps
-    trainers = {}
-
-    def trainer(seed):
-        if seed not in trainers:
-            trainers[seed] = DetectionTrainer("ssd", "tiny", train_set, val_set=val_set, eval_images=100, seed=seed,
-                                              evaluation_total_steps=5)
-        return trainers[seed]
-
-    fingerprints = {}
-
-    def final_map(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
-        """val mAP (500 images) after the final budget."""
-        def compute():
-            t = trainer(seed)
-            schedule = LrSchedule(start=lr, steps=final_steps, warmup_steps=warmup_steps, warmup_lr=warmup_lr)
-            curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
-            if curve.diverged:
-                return 0.0
-            stats = evaluate_results(ground_truth, predict_results(t.detector, val_set)).stats
-            return max(0.0, float(stats[0]))
-
-        if seed not in fingerprints:
-            fingerprints[seed] = run_fingerprint(
-                trainer(seed), ("detsearch.models.train", "detsearch.models.record", "detsearch.models.detector",
-                                "detsearch.models.ssd", "detsearch.detection.cocoeval"), compute)
-        return runs.get(f"ssd seed {seed} steps {final_steps} lr {lr!r} m {momentum!r} wd {weight_decay!r} "
-                        f"code {fingerprints[seed]}", compute)
-
-    defaults = [final_map(seed, DET_DEFAULTS["learning_rate"], DET_DEFAULTS["momentum"], DET_DEFAULTS["weight_decay"])
-                for seed in seeds]
-    chosen = {}
-    for name, overrides in detection_variants(final_steps).items():
-        rows = []
-        for seed in seeds:
-            config = dataclasses.replace(
-                SelectorConfig(total_steps=args.det_trial_steps, acc_name=ACC_NAME, loss_name=LOSS_NAME, window=5,
-                               max_thres=3, warmup_steps=warmup_steps, warmup_lr=warmup_lr, evaluate_every_n_steps=5,
-                               lr_refine_factors=DET_LR_REFINE), **overrides)
-            result = HyperSelector(trainer(seed), config, Journal(out / "journal" / f"ssd-{seed}")).select(
-                ParamSpec(**DET_DEFAULTS),
-                ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS)))
-            rows.append(choice(seed, result, final_map))
-        chosen[name] = rows
-        print(f"  [detection] {name}: " + ", ".join(f"{r['accuracy']:.4f}" for r in rows), file=sys.stderr, flush=True)
+    lists = ParamSpec(weight_decay=list(DET_WEIGHT_DECAYS), momentum=list(DET_MOMENTUMS))
     learning_rates = np.logspace(math.log10(args.det_grid_min_lr), math.log10(args.det_grid_max_lr), args.grid_lrs)
-    grid = {}
-    for i, (lr, wd, m) in enumerate(itertools.product(learning_rates, DET_WEIGHT_DECAYS, DET_MOMENTUMS)):
-        grid[(float(lr), wd, m)] = [final_map(seed, float(lr), m, wd) for seed in seeds]
-        print(f"  [detection] grid {i + 1}: lr {lr:.4g} wd {wd:g} momentum {m:g} -> "
-              + ", ".join(f"{v:.4f}" for v in grid[(float(lr), wd, m)]), file=sys.stderr, flush=True)
-    return {"model": "detection: tiny SSD, val mAP", "seeds": seeds, "grid": grid, "defaults": defaults,
-            "chosen": chosen, "final_steps": warmup_steps + final_steps, "defaults_params": DET_DEFAULTS}
+    grid_points = [(float(lr), wd, m) for lr, wd, m in itertools.product(learning_rates, DET_WEIGHT_DECAYS,
+                                                                          DET_MOMENTUMS)]
+    label = f"{args.det_model} ({name})"
+    chosen = {variant: [] for variant in detection_variants(final_steps)}
+    default_values, grid = [], {point: [] for point in grid_points}
+    for seed in seeds:
+        held = {}
+
+        def final_map(seed: int, lr: float, momentum: float, weight_decay: float) -> float:
+            """val AP (Model Garden's evaluation) after the warm-up and ``final_steps``."""
+            if "final" not in held:
+                held["final"] = ExperimentTrainer(experiment, num_batches=warmup_steps + final_steps, seed=seed)
+
+            def compute():
+                t = held["final"]
+                schedule = LrSchedule(start=lr, steps=final_steps, warmup_steps=warmup_steps, warmup_lr=warmup_lr)
+                curve = t.run(TrialSpec(schedule, momentum, weight_decay, evaluate_every_n_steps=final_steps))
+                if curve.diverged:
+                    return 0.0
+                with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # pycocotools prints
+                    trained = dataclasses.replace(experiment, checkpoint=t.save(weight_decay, str(Path(tmp) / "ckpt")))
+                    return max(0.0, evaluate_with_model_garden(trained)["AP"])
+
+            if "code" not in held:
+                held["code"] = run_fingerprint(held["final"], ("detsearch.models.experiment", "detsearch.models.pipeline"),
+                                               compute)
+            value = runs.get(f"{name} {args.det_model} seed {seed} steps {warmup_steps}+{final_steps} lr {lr!r} "
+                             f"m {momentum!r} wd {weight_decay!r} code {held['code']}", compute)
+            print(f"  [detection] seed {seed} lr {lr:.4g} m {momentum:g} wd {weight_decay:g} -> AP {value:.4f}",
+                  file=sys.stderr, flush=True)
+            return value
+
+        trainer = ExperimentTrainer(experiment, num_batches=args.det_trial_steps + warmup_steps, seed=seed,
+                                    evaluation_total_steps=DET_TRIAL["evaluate_every_n_steps"],
+                                    eval_images=DET_EVAL_IMAGES)
+        for variant, overrides in detection_variants(final_steps).items():
+            config_ = dataclasses.replace(
+                SelectorConfig(total_steps=args.det_trial_steps, acc_name=ACC_NAME, loss_name=LOSS_NAME,
+                               warmup_steps=warmup_steps, warmup_lr=warmup_lr, lr_refine_factors=LR_REFINE_FACTORS,
+                               **DET_TRIAL), **overrides)
+            result = HyperSelector(trainer, config_, Journal(out / "journal" / f"{args.det_model}-{seed}")).select(
+                ParamSpec(**defaults), lists)
+            chosen[variant].append(choice(seed, result, final_map))
+            print(f"  [detection] seed {seed} {variant}: {chosen[variant][-1]['accuracy']:.4f}", file=sys.stderr,
+                  flush=True)
+        default_values.append(final_map(seed, defaults["learning_rate"], defaults["momentum"], defaults["weight_decay"]))
+        for lr, wd, m in grid_points:
+            grid[(lr, wd, m)].append(final_map(seed, lr, m, wd))
+        del trainer
+        held.clear()
+        gc.collect()
+    return {"model": f"detection: {label}, val AP by Model Garden's evaluator", "seeds": seeds, "grid": grid,
+            "defaults": default_values, "chosen": chosen, "final_steps": warmup_steps + final_steps,
+            "defaults_params": defaults}
 
 
 EXP_DEFAULT_MOMENTUM = 0.9
@@ -465,6 +484,8 @@ def main(argv=None) -> int:
     parser.add_argument("--exp-momentums", dest="exp_momentums", default="0.9")
     parser.add_argument("--exp-grid-min-lr", dest="exp_grid_min_lr", type=float, default=0.005)
     parser.add_argument("--exp-grid-max-lr", dest="exp_grid_max_lr", type=float, default=0.08)
+    parser.add_argument("--det-model", dest="det_model", default="retinanet", choices=("retinanet", "faster_rcnn"),
+                        help="detection: the demo detector (detsearch.models.pipeline.DEMO_MODELS; default retinanet)")
     parser.add_argument("--det-final-steps", dest="det_final_steps", type=int, default=600,
                         help="detection: final training budget per run (after the warm-up)")
     parser.add_argument("--det-trial-steps", dest="det_trial_steps", type=int, default=200,
