@@ -18,13 +18,14 @@ Groups (``--only``; ``--heavy`` adds the heavy ones to the default run):
 
 - cheap: ``constants`` (code constants the docs name), ``install`` (sizes of this environment),
   ``coco`` (the COCO API's example detections in tests/data: exactness, tolerance, holdout,
-  cost), ``demo`` (the tiny SSD shipped with the package on the detection demo: the choice, the
-  tolerance table, per-class thresholds, holdout, cost, its cache), ``bootstrap``;
+  cost), ``demo`` (the demo RetinaNet shipped with the package, ``retinanet_demo``, on the
+  detection demo: the config's row, the choice, the tolerance table, per-class thresholds,
+  holdout, cost, its cache), ``bootstrap``;
 - heavy: ``timing`` (the README's two search-det commands under ``/usr/bin/time -v``, from
-  nothing), ``models`` (the Faster R-CNN demo trained, cached and swept; the presets' parameter
-  counts), ``cache_bench`` (tools/bench_cache.py), ``cache_read`` (reading a 5000-image cache),
-  ``scale`` (tools/bench_scale.py), ``garden`` (docs/garden.md's walkthrough and
-  tools/bench_experiment.py), ``selector`` (tools/bench_selector.py, all three tasks).
+  nothing), ``models`` (the Faster R-CNN demo trained by Model Garden's trainer, cached and
+  swept), ``cache_read`` (reading a 5000-image cache), ``scale`` (tools/bench_scale.py),
+  ``garden`` (docs/garden.md's walkthrough and tools/bench_experiment.py, which also times
+  caching against plain inference), ``selector`` (tools/bench_selector.py, all three tasks).
 
 Outputs go to ``--work`` (default ``out/docs_figures``; each group's folder is emptied before it
 runs, so nothing measured earlier is reused); data to ``$DETSEARCH_DATA_DIR`` or ``./data``, as for
@@ -55,8 +56,8 @@ sys.path.insert(0, str(REPO))
 COCO_DETECTIONS = "tests/data/coco_val2014_100/instances_val2014_fakebbox100_results.json"
 COCO_ANNOTATIONS = "tests/data/coco_val2014_100/instances_val2014_100.json"
 COCO_GRID = ("0,0.05,0.1,0.2,0.3,0.5", "0.3,0.4,0.5,0.6,0.7,1.0")
-DEMO_GRID = ("0.01,0.05,0.1,0.2,0.3,0.5", "0.3,0.4,0.5,0.6,0.7")  # search-det's SSD grid
-SHIPPED_RUN = "ssd_tiny_demo"
+DEMO_GRID = ("0.01,0.05,0.1,0.2,0.3,0.5", "0.3,0.4,0.5,0.6,0.7")  # search-det's one-stage grid (pipeline.DEFAULT_GRIDS)
+SHIPPED_RUN = "retinanet_demo"  # the demo RetinaNet shipped with the package (models/checkpoints/retinanet_demo)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,13 +264,6 @@ def data_root() -> Path:
     from detsearch.datasets.paths import data_root as root
 
     return root()
-
-
-def shipped_run() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("detsearch.models")
-    return Path(spec.submodule_search_locations[0]) / "checkpoints" / SHIPPED_RUN
 
 
 def cache_figures(cache_dir: Path) -> dict:
@@ -528,20 +522,38 @@ def holdout_figures(prefix: str, label: str, result: dict, command: str) -> list
     return figures
 
 
+def search_det_figures(summary: dict) -> dict:
+    """The config's row, the chosen and the highest of a search-det ``summary.json``, as text."""
+    def row(entry: dict) -> str:
+        return f"AP {entry['map']:.4f} / AP50 {entry['ap50']:.4f} with {entry['dets_per_image']:.1f} detections per image"
+
+    def params(entry: dict) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in entry["params"].items())
+
+    config = summary.get("config_row")
+    return {"config": None if config is None else f"{row(config)} ({params(config)})",
+            "config_row": None if config is None else row(config),
+            "chosen": f"{row(summary['chosen'])} ({params(summary['chosen'])})",
+            "highest": f"{row(summary['highest'])} ({params(summary['highest'])})"}
+
+
 def group_demo(ctx: Context) -> list[Figure]:
-    """The tiny SSD shipped with the package on the detection demo's 500 val images:
-    ``detsearch search-det --train-run ssd_tiny_demo`` (the README's choice), its cache recorded
-    again by ``detsearch cache``, and the operating points on that cache (per-class thresholds,
-    holdout, the tolerance table, the cost of each output). Prepares the demo data on first use."""
+    """The demo RetinaNet shipped with the package on the detection demo's 500 val images:
+    ``detsearch search-det --model-dir retinanet_demo`` (the README's choice; the config's row is
+    the one tests/models/test_regression.py pins), its cache, and the operating points on that
+    cache (per-class thresholds, holdout, the tolerance table, the cost of each output). Prepares
+    the demo data and its TFRecords on first use."""
     work = ctx.folder("demo")
     figures = []
-    argv = detsearch("search-det", "--train-run", SHIPPED_RUN, "--out", work / "search_det_ssd")
+    out = work / "search_det_retinanet"
+    argv = detsearch("search-det", "--model-dir", SHIPPED_RUN, "--out", out)
     ran = ctx.run(argv)
-    summary = json.loads((work / "search_det_ssd" / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     trade = search(r"([+-]\d\.\d{4}) AP, ([+-]\d+) % detections per image \(([\d.]+) vs ([\d.]+)\)", ran.stdout,
                    "search-det's trade line")
     given, saved, kept, top = trade.groups()
-    chosen, highest, default = summary["chosen"], summary["highest"], summary["model_garden_default"]
+    chosen, highest = summary["chosen"], summary["highest"]
+    rows = search_det_figures(summary)
     command = show(argv)
     operating, models = "docs/operating_points.md", "docs/models.md"
     figures += [
@@ -553,32 +565,26 @@ def group_demo(ctx: Context) -> list[Figure]:
                (operating, f"on the demo, {highest['dets_per_image']:.0f} detections per image for "
                            f"{highest['map'] - chosen['map']:+.4f} AP over a threshold that keeps "
                            f"{chosen['dets_per_image']:.0f}")),
-        figure("demo.default_thresholds", f"AP {default['map']:.4f} / AP50 {default['ap50']:.4f}", command,
-               (models, f"reach AP {default['map']:.4f} / AP50 {default['ap50']:.4f} (SSD")),
-        figure("demo.highest", f"{highest['map']:.4f} at " + ", ".join(f"{k} {v:g}" for k, v in highest["params"].items()),
-               command, (models, f"the sweep's best settings give {highest['map']:.4f} (" +
-                         ", ".join(f"{k} {v:g}" for k, v in highest["params"].items()) + ")")),
+        figure("demo.chosen", rows["chosen"], command),
+        figure("demo.highest", rows["highest"], command),
     ]
+    if rows["config"] is not None:
+        figures.append(figure("demo.config_row", rows["config"], command, (models, f"it reaches {rows['config_row']}")))
+    stages = summary.get("stage_seconds", {})
+    if "record" in stages:
+        figures.append(figure("demo.cache_recording", f"{stages['record']:.1f} s for {summary['images']} images "
+                              f"(tracing included); sweep {stages.get('sweep', float('nan')):.1f} s; whole command "
+                              f"{seconds_text(ran.seconds)}; {ran.load}", command, timing=True))
 
-    cache_dir = work / "search_det_ssd" / "cache"
-    annotations = data_root() / "demo" / "instances_val.json"
+    cache_dir = out / "cache"
+    annotations = out / "annotations.json"  # the ground truth the sweep scored against
     grid = ["--score-thresholds", DEMO_GRID[0], "--iou-thresholds", DEMO_GRID[1]]
-    argv = detsearch("cache", "--run", shipped_run(), "--dataset", "demo", "--split", "val", "--out",
-                     work / "cache_val")
-    ran = ctx.run(argv)
-    recorded = json.loads(ran.stdout.strip().splitlines()[-1])
-    sizes = cache_figures(work / "cache_val")
+    sizes = cache_figures(cache_dir)
     images = sizes["images"]
     figures += [
         figure("demo.cache", f"{sizes['rows'] / images:.0f} rows, {sizes['entries'] / images:.0f} entries, "
-               f"{sizes['bytes'] / images / 1e3:.1f} kB per image", show(argv),
-               (models, f"| SSD `tiny` | {sizes['rows'] / images:.0f} | {sizes['entries'] / images:.0f} | "
-                        f"{sizes['bytes'] / images / 1e3:.1f} kB |")),
-        figure("demo.cache_recording", f"{recorded['seconds']:.0f} s ({images / recorded['seconds']:.0f} images/s, "
-               "tracing included)", show(argv),
-               (models, f"kB | {recorded['seconds']:.0f} s ({images / recorded['seconds']:.0f} images/s) |",
-                f"{sizes['bytes'] / images / 1e3:.1f} kB |"), timing=True),
-        figure("demo.cache_entries", f"{sizes['entries'] / 1e6:.1f}M entries on {images} images", show(argv),
+               f"{sizes['bytes'] / images / 1e3:.1f} kB per image", command),
+        figure("demo.cache_entries", f"{sizes['entries'] / 1e6:.1f}M entries on {images} images", command,
                (operating, f"demo ({images} images, {sizes['entries'] / 1e6:.1f}M cached entries)")),
     ]
 
@@ -679,34 +685,29 @@ def group_bootstrap(ctx: Context) -> list[Figure]:
 
 def group_timing(ctx: Context) -> list[Figure]:
     """The README's two search-det commands timed with ``/usr/bin/time -v``: the demo from
-    nothing (fresh data folder and output: the data prepared, the tiny SSD trained 1500 steps,
-    cached, swept) and ``--train-run ssd_tiny_demo`` (the shipped checkpoint, data prepared)."""
+    nothing (fresh data folder and output: the data prepared and converted to TFRecords, the
+    demo RetinaNet trained 1500 steps by Model Garden's trainer, cached, swept) and
+    ``--model-dir retinanet_demo`` (the shipped checkpoint, data prepared)."""
     work = ctx.folder("timing")
     env = {"DETSEARCH_DATA_DIR": str(work / "data")}
     figures = []
-    argv = detsearch("search-det", "--out", work / "search_det_ssd")
+    argv = detsearch("search-det", "--out", work / "search_det_retinanet")
     ran = ctx.run(argv, env=env, time_v=True)
     command = f"DETSEARCH_DATA_DIR={work / 'data'} /usr/bin/time -v {show(argv)}"
     memory = f", peak RSS {ran.max_rss_mb:.0f} MB" if ran.max_rss_mb else ""
     figures.append(figure("timing.search_det_demo", f"{seconds_text(ran.seconds)}{memory}; {ran.load}", command,
                           ("README.md", f"({about_text(ran.seconds)} on 2 CPU", "on the built-in demo ("),
                           timing=True))
-    train = re.findall(r"train: 100%.*?\[(\d+):(\d+)<", ran.stderr)
-    if train:
-        minutes, rest = map(int, train[-1])
-        step = (60 * minutes + rest) / 1500
-        figures.append(figure("timing.ssd_training", f"{minutes} min {rest} s for 1500 steps ({step:.2f} s/step)",
-                              command, ("docs/models.md", f"take about {round((60 * minutes + rest) / 60)} min (SSD)",
-                                        "1500 steps of batch 8 take about"),
-                              ("docs/models.md", f"| {step:.2f} s |", "| 389,834 |"), timing=True))
-    summary = json.loads((work / "search_det_ssd" / "summary.json").read_text())
-    retrained = summary["model_garden_default"]
-    figures.append(figure("timing.retrained_default_ap", f"AP {retrained['map']:.4f} / AP50 {retrained['ap50']:.4f} "
-                          "(trained here; the shipped checkpoint is the same recipe)", command))
-    argv = detsearch("search-det", "--train-run", SHIPPED_RUN, "--out", work / "train_run")
+    summary = json.loads((work / "search_det_retinanet" / "summary.json").read_text())
+    retrained = search_det_figures(summary)["config"]
+    if retrained is not None:
+        figures.append(figure("timing.retrained_config_row", f"{retrained} (trained here; the shipped checkpoint is "
+                              "the same recipe)",
+                              command))
+    argv = detsearch("search-det", "--model-dir", SHIPPED_RUN, "--out", work / "shipped")
     ran = ctx.run(argv, env=env, time_v=True)
     memory = f", peak RSS {ran.max_rss_mb:.0f} MB" if ran.max_rss_mb else ""
-    figures.append(figure("timing.search_det_train_run", f"{seconds_text(ran.seconds)}{memory}; {ran.load}",
+    figures.append(figure("timing.search_det_shipped", f"{seconds_text(ran.seconds)}{memory}; {ran.load}",
                           f"DETSEARCH_DATA_DIR={work / 'data'} /usr/bin/time -v {show(argv)}",
                           ("README.md", f"({about_text(ran.seconds)}", "checkpoint shipped with the package"),
                           timing=True))
@@ -714,107 +715,32 @@ def group_timing(ctx: Context) -> list[Figure]:
 
 
 def group_models(ctx: Context) -> list[Figure]:
-    """docs/models.md's Faster R-CNN figures: ``detsearch search-det --model faster_rcnn`` (1500
-    steps from nothing, cache, sweep), its full cache recorded by ``detsearch cache``; and the
-    parameter counts of the four presets."""
+    """The Faster R-CNN demo (``fasterrcnn_resnetfpn_coco`` with the shipped override):
+    ``detsearch search-det --model faster_rcnn`` from nothing here (1500 steps of Model Garden's
+    trainer, its cache, the four-threshold sweep): the config's row, the choice, the cache's size
+    and the time. docs/models.md quotes none of them yet."""
     work = ctx.folder("models")
-    models = "docs/models.md"
-    figures = []
-    argv = detsearch("search-det", "--model", "faster_rcnn", "--out", work / "search_det_faster_rcnn")
+    out = work / "search_det_faster_rcnn"
+    argv = detsearch("search-det", "--model", "faster_rcnn", "--out", out)
     ran = ctx.run(argv, time_v=True)
     command = show(argv)
-    summary = json.loads((work / "search_det_faster_rcnn" / "summary.json").read_text())
-    default, highest = summary["model_garden_default"], summary["highest"]
-    figures += [
-        figure("models.frcnn_default_thresholds", f"AP {default['map']:.4f} / AP50 {default['ap50']:.4f}", command,
-               (models, f"AP {default['map']:.4f} / AP50 {default['ap50']:.4f} (Faster R-CNN)")),
-        figure("models.frcnn_highest", f"{highest['map']:.4f} at " + ", ".join(f"{v:g}" for v in highest["params"].values()),
-               command, (models, f"and {highest['map']:.4f} (" + ", ".join(f"{v:g}" for v in highest["params"].values())
-                         + ")")),
-        figure("models.frcnn_run", f"{seconds_text(ran.seconds)}; {ran.load}", command, timing=True),
-    ]
-    train = re.findall(r"train: 100%.*?\[(\d+):(\d+)<", ran.stderr)
-    if train:
-        minutes, rest = map(int, train[-1])
-        step = (60 * minutes + rest) / 1500
-        figures.append(figure("models.frcnn_training", f"{minutes} min {rest} s for 1500 steps ({step:.2f} s/step)",
-                              command, (models, f"and {round((60 * minutes + rest) / 60)} min (Faster R-CNN",
-                                        "min (SSD) and"),
-                              (models, f"| {step:.2f} s |", "| 572,982 |"), timing=True))
-
-    argv = detsearch("cache", "--run", work / "search_det_faster_rcnn" / "train", "--dataset", "demo", "--split", "val",
-                     "--out", work / "frcnn_cache_val")
-    ran = ctx.run(argv)
-    recorded = json.loads(ran.stdout.strip().splitlines()[-1])
-    sizes = cache_figures(work / "frcnn_cache_val")
+    summary = json.loads((out / "summary.json").read_text())
+    rows = search_det_figures(summary)
+    figures = [figure("models.frcnn_chosen", rows["chosen"], command),
+               figure("models.frcnn_highest", rows["highest"], command)]
+    if rows["config"] is not None:
+        figures.append(figure("models.frcnn_config_row", rows["config"], command))
+    sizes = cache_figures(out / "cache")
     images = sizes["images"]
     figures += [
-        figure("models.frcnn_cache", f"{sizes['rows'] / images:.0f} rows, {sizes['entries'] / images:.0f} entries, "
+        figure("models.frcnn_cache", f"{sizes['rows'] / images:.0f} proposals, {sizes['entries'] / images:.0f} entries, "
                f"{sizes['bytes'] / images / 1e3:.1f} kB per image (proposals {sizes['row_bytes'] / images / 1e3:.1f} kB)",
-               show(argv), (models, f"| Faster R-CNN `tiny` | {sizes['rows'] / images:.0f} (every anchor) | "
-                                    f"{sizes['entries'] / images:.0f} | {sizes['bytes'] / images / 1e3:.1f} kB "
-                                    f"(proposals: {sizes['row_bytes'] / images / 1e3:.1f} kB) |")),
-        figure("models.frcnn_cache_recording", f"{recorded['seconds']:.0f} s ({images / recorded['seconds']:.0f} "
-               "images/s, tracing included)", show(argv),
-               (models, f"kB) | {recorded['seconds']:.0f} s ({images / recorded['seconds']:.0f} images/s:",
-                "(proposals:"), timing=True),
-        figure("models.padding_roi_max_score", sci(recorded.get("padding_roi_max_score", float("nan"))),
-               show(argv), (models, f"over the {images} demo val images is "
-                                    f"{sci(recorded.get('padding_roi_max_score', float('nan')))}")),
-    ]
-
-    code = ("from detsearch.models.detector import build_detector\n"
-            "for model, preset, classes in (('ssd', 'tiny', 10), ('faster_rcnn', 'tiny', 10), ('ssd', 'standard', 80),"
-            " ('faster_rcnn', 'standard', 80)):\n"
-            "    ids = list(range(1, classes + 1))\n"
-            "    print(model, preset, build_detector(model, preset, ids, [str(i) for i in ids]).num_parameters())\n")
-    argv = [sys.executable, "-c", code]
-    command = "python -c 'build_detector(model, preset, ids, names).num_parameters()' (tools/docs_figures.py)"
-    counts = {}
-    for line in ctx.run(argv, label=command).stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2].isdigit():
-            counts[(parts[0], parts[1])] = int(parts[2])
-    figures += [
-        figure("models.parameters_tiny", f"SSD {counts[('ssd', 'tiny')]:,}, Faster R-CNN {counts[('faster_rcnn', 'tiny')]:,}",
-               command, (models, f"| {counts[('ssd', 'tiny')]:,} |"), (models, f"| {counts[('faster_rcnn', 'tiny')]:,} |")),
-        figure("models.parameters_standard", f"SSD {counts[('ssd', 'standard')] / 1e6:.1f} M, Faster R-CNN "
-               f"{counts[('faster_rcnn', 'standard')] / 1e6:.1f} M (80 classes)", command,
-               (models, f"| {counts[('ssd', 'standard')] / 1e6:.1f} M (80 classes) |"),
-               (models, f"| {counts[('faster_rcnn', 'standard')] / 1e6:.1f} M (80 classes) |"),
-               ("docs/hyperselector.md", f"(ResNet-50 Faster R-CNN {counts[('faster_rcnn', 'standard')] / 1e6:.1f}M "
-                                         f"parameters, SSD {counts[('ssd', 'standard')] / 1e6:.1f}M")),
+               command),
+        figure("models.frcnn_run", f"{seconds_text(ran.seconds)} (training included); stage seconds "
+               + ", ".join(f"{k} {v:.1f}" for k, v in summary.get("stage_seconds", {}).items()) + f"; {ran.load}",
+               command, timing=True),
     ]
     return figures
-
-
-def group_cache_bench(ctx: Context) -> list[Figure]:
-    """``tools/bench_cache.py`` on 200 demo val images with detectors trained 300 steps here
-    (no earlier run is used): plain inference against caching, per model, and the narrowed
-    Faster R-CNN cache."""
-    work = ctx.folder("cache_bench")
-    argv = tool("bench_cache.py", "--ssd_run", work / "none", "--faster_rcnn_run", work / "none")
-    ran = ctx.run(argv)
-    rows = {}
-    for line in ran.stdout.splitlines():
-        match = re.match(r"(ssd|faster_rcnn(?: all proposals| nms_iou [\d.,]+)?)\s+.*?\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+"
-                         r"([\d.]+)x\s+([\d,]+)", line)
-        if match:
-            rows[match.group(1)] = tuple(match.groups()[1:])
-    command = show(argv)
-    full = rows["faster_rcnn all proposals"]
-    narrowed = next(v for k, v in rows.items() if k.startswith("faster_rcnn nms_iou"))
-    models = "docs/models.md"
-    return [
-        figure("cache_bench.inference", f"SSD {float(rows['ssd'][1]):.0f}, Faster R-CNN {float(full[1]):.0f} images/s "
-               f"({load_average()})", command, (models, f"| {float(rows['ssd'][1]):.0f} images/s |", "| 389,834 |"),
-               (models, f"| {float(full[1]):.0f} images/s |", "| 572,982 |"), timing=True),
-        figure("cache_bench.narrowed", f"{narrowed[3]}x vs {full[3]}x plain inference ({float(narrowed[2]):.1f} vs "
-               f"{float(full[2]):.1f} images/s; {narrowed[4]} vs {full[4]} bytes/image)", command,
-               (models, f"recording costs {narrowed[3]}x plain inference instead of {full[3]}x "
-                        f"({float(narrowed[2]):.1f} vs {float(full[2]):.1f} images/s; {narrowed[4]} vs {full[4]} "
-                        "bytes/image)", "recording costs"), timing=True),
-    ]
 
 
 def group_cache_read(ctx: Context) -> list[Figure]:
@@ -908,10 +834,11 @@ SELECTOR_MODELS = {
     "softmax": "softmax (the seed's)",
     "mlp": "2-layer MLP (784-256-10)",
     "cnn": "small CNN",
-    "detection: tiny SSD, val mAP": "tiny SSD, detection demo (val mAP)",
+    "detection: retinanet": "RetinaNet demo as `search-det --search-training` runs it (val AP by Model Garden's evaluator)",
     "Model Garden": "Model Garden RetinaNet (`retinanet_resnet18_demo`, AP by Model Garden's evaluator)",
 }
-SELECTOR_SHORT = {"softmax": "softmax", "mlp": "MLP", "cnn": "CNN", "detection": "tiny SSD", "model_garden": "RetinaNet"}
+SELECTOR_SHORT = {"softmax": "softmax", "mlp": "MLP", "cnn": "CNN", "detection": "RetinaNet demo by AP",
+                  "model_garden": "RetinaNet"}
 SELECTOR_RULES = {
     "moxing: pick, 5% ties": "MoXing's stages: the range test's pick, 5% ties",
     "ladder": "ladder (best constant lr at the trials' length)",
@@ -920,6 +847,7 @@ SELECTOR_RULES = {
     "by AP, ladder, noise ties (shipped)": "**by AP, ladder, noise ties** (the detector default)",
     "pick, 5% ties (before)": "by loss, the range test's pick, 5% ties",
     "ladder, no horizon (shipped)": "**by loss, ladder, no horizon** (the detector default)",
+    "by loss, ladder, no horizon (--by-loss)": "by loss, ladder, no horizon (`--by-loss`)",
     "ladder x fourth_root": "by loss, ladder x fourth_root",
     "ladder x sqrt": "ladder x sqrt",
 }
@@ -964,9 +892,9 @@ def selector_figures(stdout: str, command: str, task: str) -> list[Figure]:
 
 def group_selector(ctx: Context) -> list[Figure]:
     """``tools/bench_selector.py`` for classification (MNIST softmax, MLP, CNN), detection (the
-    tiny SSD) and the Model Garden experiment (the demo's TFRecords are made first when missing),
-    3 seeds each, from nothing (an empty ``--out``): the rows of docs/hyperselector.md's
-    validation table."""
+    demo RetinaNet as ``search-det --search-training`` runs it, by AP) and the Model Garden
+    experiment (the TFRecords its override reads are made first when missing), 3 seeds each,
+    from nothing (an empty ``--out``): the rows of docs/hyperselector.md's validation table."""
     work = ctx.folder("selector")
     figures = []
     ensure_tfrecords(ctx, data_root())
@@ -1042,7 +970,9 @@ def group_garden(ctx: Context) -> list[Figure]:
             ran = ctx.run(argv, time_v=True)
             command = show(argv)
             summary = json.loads((out / "summary.json").read_text())
-            chosen, default = summary["chosen"], summary["model_garden_default"]
+            chosen, default = summary["chosen"], summary["config_row"]
+            if default is None:
+                raise CommandFailed(f"{show(argv)}: the config's thresholds are not a row of the table")
             searched = seconds_text(ran.seconds)
             figures.append(figure(f"garden.{kind}_search_det", f"{searched}; {ran.load}", command,
                                   (garden, f"# cache, sweep, export, proof ({searched})", "# cache, sweep, export, proof (")
@@ -1068,7 +998,7 @@ def group_garden(ctx: Context) -> list[Figure]:
             figures.append(figure(f"garden.{kind}_choice", f"{params}: {values}; config's {config_values}", command,
                                   *quotes))
             stages = summary.get("stage_seconds", {})
-            verification = stages.get("model_garden_verification")
+            verification = stages.get("verify")  # pipeline.ThresholdSearch.seconds: record, sweep, verify, export
             stage_quotes = [(garden, f"`stage_seconds`: recording {stages['record']:.1f} s, the "
                                      f"{summary['configurations']}-configuration sweep {stages['sweep']:.1f} s",
                              "`stage_seconds`: recording")] if kind == "fasterrcnn" and "record" in stages else []
@@ -1132,7 +1062,6 @@ GROUPS = {g.name: g for g in (
     Group("bootstrap", False, group_bootstrap),
     Group("timing", True, group_timing),
     Group("models", True, group_models),
-    Group("cache_bench", True, group_cache_bench),
     Group("cache_read", True, group_cache_read),
     Group("scale", True, group_scale),
     Group("garden", True, group_garden),

@@ -1,6 +1,8 @@
-"""tools/docs_figures.py: finding a figure in the docs, reading benchmark tables, and the docs
-quoting the code's constants as the script reads them (no TensorFlow, nothing trained)."""
+"""tools/docs_figures.py: finding a figure in the docs, reading benchmark tables, the docs quoting
+the code's constants as the script reads them, and docs/models.md quoting the shipped
+checkpoint's pinned figures as the demo group formats them (no TensorFlow, nothing trained)."""
 
+import ast
 import importlib.util
 import sys
 from pathlib import Path
@@ -47,3 +49,20 @@ def test_list_names_every_group(capsys):
     assert figures.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(f"{name} (" in out for name in figures.GROUPS)
+    # the deleted presets and their benchmark are gone from every group
+    assert not any(word in out for word in ("ssd_tiny_demo", "--train-run", "bench_cache", "tiny SSD", "preset"))
+
+
+def test_models_md_quotes_the_shipped_checkpoint_as_pinned():
+    """The demo group's ``demo.config_row`` (``search-det --model-dir retinanet_demo``, the
+    config's thresholds) formatted from the figures tests/models/test_regression.py pins is what
+    docs/models.md says."""
+    figures = load()
+    tree = ast.parse((ROOT / "tests" / "models" / "test_regression.py").read_text())
+    pinned = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and any(getattr(target, "id", None) == "PINNED" for target in node.targets))
+    ap, ap50, dets = pinned[(0.05, 0.5)]
+    row = {"params": {"score_threshold": 0.05, "iou_threshold": 0.5}, "map": ap, "ap50": ap50, "dets_per_image": dets}
+    rows = figures.search_det_figures({"config_row": row, "chosen": row, "highest": row})
+    assert rows["config_row"] == "AP 0.4354 / AP50 0.7322 with 50.0 detections per image"
+    assert figures.Docs(ROOT).line_of("docs/models.md", f"it reaches {rows['config_row']}") is not None
