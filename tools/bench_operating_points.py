@@ -12,7 +12,9 @@
   thresholds, with a holdout (and its bootstrap), with the max_detections and class_agnostic
   axes, and the time each file of the report takes to write.
 
-    python tools/bench_operating_points.py --cache out/search_det_ssd/cache --annotations data/demo/instances_val.json
+    detsearch search-det --model-dir retinanet_demo     # the demo's cache and the ground truth it was scored against
+    python tools/bench_operating_points.py --cache out/search_det_retinanet/cache \\
+        --annotations out/search_det_retinanet/annotations.json
     python tools/bench_operating_points.py --detections tests/data/coco_val2014_100/instances_val2014_fakebbox100_results.json \\
         --annotations tests/data/coco_val2014_100/instances_val2014_100.json \\
         --score-thresholds 0,0.05,0.1,0.2,0.3,0.5 --iou-thresholds 0.3,0.4,0.5,0.6,0.7,1.0
