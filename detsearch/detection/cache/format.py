@@ -159,8 +159,8 @@ class CacheSettings:
       num_proposals: two-stage only: proposals kept after first-stage NMS by the model at
         inference (TF Model Garden default 1000); None for one-stage caches.
       category_names: names aligned with ``category_ids``, or None.
-      source: free-form JSON-serialisable provenance (model, preset, checkpoint, ...). Stored as
-        a JSON-normalised copy (tuples become lists); not part of the hash.
+      source: free-form JSON-serialisable provenance (experiment, checkpoint, config digest,
+        ...). Stored as a JSON-normalised copy (tuples become lists); not part of the hash.
       first_stage_iou_thresholds, first_stage_min_score: two-stage only. None (the default):
         entries were recorded for every row. Otherwise the second stage was run only on the rows
         that first-stage NMS keeps (per level, then merged, at most ``num_proposals``) for some
