@@ -17,8 +17,9 @@ module-level function of an importable module. ``shared`` is put into Ray's obje
 and handed to every task (``fn(shared, item)``), instead of being pickled once per task.
 
 `worker_cache` is the one place where a task keeps per-process state across tasks (a sweep's
-engine, a selector's trainer, a detector rebuilt from a checkpoint): built on the first task a
-process runs, reused by the next tasks of the same job.
+engine, a selector's trainer): built on the first task a process runs, reused by the next tasks
+of the same job. (The cache writer's shard tasks keep nothing: each rebuilds the experiment's
+model from its config and checkpoint.)
 
 This module imports the standard library and `detsearch.checks` only.
 """

@@ -78,9 +78,9 @@ DEFAULT_HORIZON_RULE = "fourth_root"
 """`SelectorConfig.horizon_rule` by default (measured in tools/bench_selector.py)."""
 
 DETECTOR_HORIZON_RULE = "none"
-"""The horizon rule of the detection flows unless one is named: on both detectors of
-tools/bench_selector.py (tiny SSD, Model Garden RetinaNet) every scaling lost to none
-(docs/hyperselector.md, "Validation")."""
+"""The horizon rule of the detection flows unless one is named: on Model Garden's RetinaNet
+(tools/bench_selector.py --task experiment) every scaling lost to none (docs/hyperselector.md,
+"Horizon" and "Validation")."""
 
 HORIZON_LADDER = (10 ** -1, 10 ** -0.5, 10 ** 0.5)
 """Learning-rate factors around the range test's pick trained as constant learning-rate trials

@@ -37,8 +37,8 @@ class Trainer(Protocol):
 EXPLODED_FACTOR = 100.0
 """A loss above this many times a trial's first loss has exploded: the trial ends as diverged.
 Training that works never climbs that far above where it started; one that diverges passes it
-within a few steps (a tiny SSD at learning rate 1e4 goes from 1.7 to 1e19 in 4 steps, and stays
-finite), so stopping there saves the rest of its steps."""
+within a few steps, possibly while its loss is still finite (a NaN check alone would let it run
+on), so stopping there saves the rest of its steps."""
 
 
 class CurveRecorder:
