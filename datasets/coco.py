@@ -108,7 +108,8 @@ def load_coco(
         annotations_json: Path of the json (``instances_*.json`` layout).
         image_dir: Directory the images' ``file_name`` are relative to.
         check_images: Require every image file to exist (only existence is checked; the
-            size is checked when :func:`detsearch.datasets.detection.make_tf_dataset` reads it).
+            image size is the json's: :func:`detsearch.models.pipeline.write_records`, like
+            Model Garden's converter, does not compare it with the decoded image).
 
     Returns:
         The dataset (see the module docstring for ids, order, crowd and areas).

@@ -1,4 +1,4 @@
-"""The in-memory detection dataset every reader produces, and a ``tf.data`` input pipeline.
+"""The in-memory detection dataset every reader produces.
 
 :func:`detsearch.datasets.coco.load_coco`, :func:`detsearch.datasets.voc.load_voc` and
 :func:`detsearch.datasets.demo.load_demo` all return a :class:`DetectionDataset`: a tuple of
@@ -15,8 +15,8 @@ and lie inside the image up to ``BOX_TOLERANCE`` pixels on each side; every clas
 known category id; image ids must be unique; a dataset holds at least one image. A violation
 raises :class:`DatasetError` naming the file and the record.
 
-This module imports NumPy only; TensorFlow and OpenCV are imported by
-:func:`make_tf_dataset` when it is called.
+This module imports NumPy only. Model Garden reads a dataset as TFRecords:
+:func:`detsearch.models.pipeline.write_records` converts one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from detsearch import atomic
-from detsearch.checks import positive_int
 from detsearch.detection.boxes import xywh_to_yxyx, yxyx_to_xywh
 
 __all__ = [
@@ -39,8 +38,6 @@ __all__ = [
     "DetectionDataset",
     "DetectionExample",
     "check_box",
-    "letterbox_scale",
-    "make_tf_dataset",
     "write_json_atomic",
 ]
 
@@ -319,171 +316,4 @@ class DetectionDataset:
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
     """Writes ``payload`` as compact json to ``path`` atomically (see `detsearch.atomic`)."""
     return atomic.write_json_atomic(path, payload, indent=None, separators=(",", ":"))
-
-
-# ---------------------------------------------------------------------------
-# tf.data pipeline.
-# ---------------------------------------------------------------------------
-
-
-def _image_shape(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        shape = (int(image_size), int(image_size))
-    else:
-        shape = tuple(int(v) for v in image_size)
-    if len(shape) != 2 or min(shape) <= 0:
-        raise ValueError(
-            f"image_size must be a positive int or (height, width), got {image_size!r}"
-        )
-    return shape  # type: ignore[return-value]
-
-
-def letterbox_scale(height: int, width: int, image_size: int | tuple[int, int]) -> float:
-    """The factor :func:`make_tf_dataset` resizes an image by: ``min(H / height, W / width)``
-    for ``image_size = (H, W)``, so the whole image fits."""
-    target_height, target_width = _image_shape(image_size)
-    return min(target_height / height, target_width / width)
-
-
-def _read_letterboxed(path: str, height: int, width: int, target: tuple[int, int],
-                      scale: float) -> np.ndarray:
-    """Reads an image with OpenCV and letterboxes it into ``target`` (float32 RGB 0..255)."""
-    import cv2
-
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"image {path}: missing or unreadable by OpenCV")
-    if image.shape[:2] != (height, width):
-        raise DatasetError(
-            f"image {path}: decoded size {image.shape[0]}x{image.shape[1]} differs from the "
-            f"annotated {height}x{width} (height x width)"
-        )
-    new_height = min(target[0], max(1, round(height * scale)))
-    new_width = min(target[1], max(1, round(width * scale)))
-    if (new_height, new_width) != (height, width):
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
-    out = np.zeros((*target, 3), dtype=np.float32)
-    out[:new_height, :new_width] = image[:, :, ::-1]  # BGR -> RGB.
-    return out
-
-
-def make_tf_dataset(
-    dataset: DetectionDataset,
-    image_size: int | tuple[int, int],
-    batch_size: int,
-    training: bool,
-    seed: int | None = 0,
-    shuffle: bool = True,
-    max_boxes: int | None = None,
-):
-    """Builds a batched ``tf.data.Dataset`` of letterboxed images and padded boxes.
-
-    Resizing (letterbox). Each image is scaled by ``scale = min(H / height, W / width)`` for
-    ``image_size = (H, W)``, keeping its aspect ratio, to ``round(height * scale) x
-    round(width * scale)`` (OpenCV, area interpolation when shrinking, bilinear when
-    growing), and placed at the TOP-LEFT corner of an ``H x W`` canvas padded with zeros
-    (as Model Garden's ``resize_and_crop_image``). Placing it at the corner makes the
-    transform a pure scale with no offset::
-
-        box_resized = box_original * scale        # all four yxyx coordinates
-        box_original = box_resized / scale        # how predictions are mapped back
-
-    (Rounding the resized size makes the true per-axis factor differ from ``scale`` by less
-    than half a pixel over the whole image.) Boxes are clipped to the resized image.
-
-    Elements are dicts of:
-
-    - ``'image'``: float32 ``[B, H, W, 3]`` RGB, values 0..255 (not normalized; for Model
-      Garden use ``normalize_image(image, MEAN_RGB, STDDEV_RGB)``).
-    - ``'image_id'``: int64 ``[B]``.
-    - ``'scale'``: float32 ``[B]``, resized / original.
-    - ``'boxes'``: float32 ``[B, max_boxes, 4]`` yxyx in resized pixels, padded with -1.
-    - ``'classes'``: int32 ``[B, max_boxes]`` category ids, padded with -1.
-    - ``'original_size'``: int32 ``[B, 2]`` (height, width) of the original image.
-
-    Crowd regions (and VOC difficult objects) are ignore regions, not objects: they are left
-    out of ``'boxes'``/``'classes'`` (COCO evaluation still sees them through
-    :meth:`DetectionDataset.to_coco_json`). There is no augmentation.
-
-    Order. When ``training`` and ``shuffle``, examples are shuffled from ``seed`` (the same
-    sequence of epoch orders for the same seed, reshuffled on each pass, e.g. after
-    ``.repeat()``); otherwise they come in dataset order. ``training`` also drops the last
-    partial batch, so training batches have a static batch size. One pass over the data.
-
-    Args:
-        dataset: The examples.
-        image_size: ``S`` for ``S x S`` or ``(H, W)``.
-        batch_size: Images per batch, > 0.
-        training: Shuffle (when ``shuffle``) and drop the remainder.
-        seed: Shuffle seed; None means 0.
-        shuffle: Allows shuffling in training; False gives dataset order.
-        max_boxes: Padded box count; None means the largest non-crowd box count of any
-            image (at least 1).
-
-    Returns:
-        ``tf.data.Dataset`` of the dicts above.
-
-    Raises:
-        ValueError: Bad ``image_size``/``batch_size``/``max_boxes``.
-        DatasetError: An image has more than ``max_boxes`` non-crowd boxes. An image file that
-            is missing, unreadable or of a size other than the annotated one fails when the
-            dataset is iterated (TensorFlow wraps the DatasetError message in its error).
-    """
-    import tensorflow as tf
-
-    target = _image_shape(image_size)
-    batch_size = positive_int(batch_size, "batch_size")
-    seed = 0 if seed is None else int(seed)
-    examples = dataset.examples
-    kept = [~example.is_crowd for example in examples]
-    counts = [int(keep.sum()) for keep in kept]
-    max_boxes = max(1, max(counts)) if max_boxes is None else positive_int(max_boxes, "max_boxes")
-
-    num = len(examples)
-    boxes = np.full((num, max_boxes, 4), -1.0, dtype=np.float32)
-    classes = np.full((num, max_boxes), -1, dtype=np.int32)
-    scales = np.empty(num, dtype=np.float32)
-    for index, (example, keep, count) in enumerate(zip(examples, kept, counts)):
-        if count > max_boxes:
-            raise DatasetError(
-                f"image {example.file_name!r} (id {example.image_id}): {count} boxes, more than "
-                f"max_boxes={max_boxes}"
-            )
-        scale = letterbox_scale(example.height, example.width, target)
-        scales[index] = scale
-        resized = example.boxes[keep].astype(np.float64) * scale
-        limit = [example.height * scale, example.width * scale] * 2
-        boxes[index, :count] = np.clip(resized, 0.0, limit)
-        classes[index, :count] = example.classes[keep]
-
-    image_dir = dataset.image_dir
-    tensors = {
-        "image_id": np.array([e.image_id for e in examples], dtype=np.int64),
-        "scale": scales,
-        "boxes": boxes,
-        "classes": classes,
-        "original_size": np.array([[e.height, e.width] for e in examples], dtype=np.int32),
-    }
-    scale64 = scales.astype(np.float64)  # The exact factor boxes were scaled with.
-
-    def load(index: np.ndarray) -> np.ndarray:
-        example = examples[int(index)]
-        return _read_letterboxed(str(image_dir / example.file_name), example.height,
-                                 example.width, target, float(scale64[int(index)]))
-
-    def to_element(index, element):
-        image = tf.numpy_function(load, [index], tf.float32, stateful=False)
-        image = tf.ensure_shape(image, (*target, 3))
-        output = dict(element)
-        output["image"] = image
-        return output
-
-    indices = tf.data.Dataset.range(num)
-    data = tf.data.Dataset.zip(indices, tf.data.Dataset.from_tensor_slices(tensors))
-    if training and shuffle:
-        data = data.shuffle(num, seed=seed, reshuffle_each_iteration=True)
-    data = data.map(to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    data = data.batch(batch_size, drop_remainder=bool(training))
-    return data.prefetch(tf.data.AUTOTUNE)
 

@@ -1,4 +1,5 @@
-"""Tests for detsearch.datasets.coco: real COCO val2014 annotations, round trip, errors, tf.data."""
+"""Tests for detsearch.datasets.coco: real COCO val2014 annotations, round trip, errors, and a
+loaded set through Model Garden's TFRecords."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from detsearch.datasets.coco import load_coco
-from detsearch.datasets.detection import DatasetError, make_tf_dataset
+from detsearch.datasets.detection import DatasetError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
 GT_JSON = DATA / "instances_val2014_100.json"
@@ -97,7 +98,7 @@ def test_missing_images_are_reported(real: dict) -> None:
 
 def tiny_coco(root: Path, decodable: bool = False) -> dict:
     """Two images (ids 20, 30), categories 4 and 9, one crowd region. The image files are
-    written by OpenCV when ``decodable`` (the tf.data test reads them), else they only exist:
+    written by OpenCV when ``decodable`` (the TFRecord test reads them), else they only exist:
     ``load_coco`` checks nothing more."""
     (root / "images").mkdir(exist_ok=True)
     for name, (height, width) in (("a.png", (48, 64)), ("b.jpg", (32, 32))):
@@ -143,17 +144,33 @@ def test_tiny_set_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.tf
-def test_tiny_set_through_tf_data(tmp_path: Path) -> None:
+def test_tiny_set_through_model_garden_records(tmp_path: Path) -> None:
+    """The loaded set as users train on it: `write_records`, read back by Model Garden's own
+    decoder: every image's pixels and size, and every box (crowd included, flagged)."""
+    import tensorflow as tf
+    from official.vision.dataloaders import tf_example_decoder
+
+    from detsearch.models.pipeline import write_records
+
     dataset = load_coco(write(tmp_path, tiny_coco(tmp_path, decodable=True)), tmp_path / "images")
-    [batch] = list(make_tf_dataset(dataset, 32, batch_size=2, training=False))
-    np.testing.assert_array_equal(batch["image_id"].numpy(), [20, 30])
-    np.testing.assert_array_equal(batch["scale"].numpy(), [0.5, 1.0])
-    np.testing.assert_array_equal(batch["boxes"].numpy(),
-                                  [[[4, 8, 12, 20]], [[2.5, 1.5, 22.5, 11.5]]])
-    np.testing.assert_array_equal(batch["classes"].numpy(), [[9], [4]])
-    image = batch["image"].numpy()[0]
-    np.testing.assert_array_equal(image[5, 10], [0, 128, 255])  # BGR written, RGB read.
-    assert image[24:].max() == 0  # 48x64 at scale 0.5 fills rows 0..23.
+    records = write_records(dataset, tmp_path / "records")
+    decoder = tf_example_decoder.TfExampleDecoder()
+    files = tf.io.gfile.glob(records.pattern)
+    decoded = {int(d["source_id"]): d
+               for d in (decoder.decode(raw) for raw in tf.data.TFRecordDataset(files))}
+    assert sorted(decoded) == [20, 30]
+    for example in dataset.examples:
+        d = decoded[example.image_id]
+        image = d["image"].numpy()
+        assert image.shape == (example.height, example.width, 3) and image.dtype == np.uint8
+        assert (int(d["height"]), int(d["width"])) == (example.height, example.width)
+        scale = np.array([example.height, example.width] * 2, np.float64)
+        np.testing.assert_allclose(d["groundtruth_boxes"].numpy() * scale, example.boxes, rtol=1e-5)
+        np.testing.assert_array_equal(d["groundtruth_classes"].numpy(), example.classes)
+        np.testing.assert_array_equal(d["groundtruth_is_crowd"].numpy(), example.is_crowd)
+    image = decoded[20]["image"].numpy()  # a.png: lossless.
+    np.testing.assert_array_equal(image[10, 20], [0, 128, 255])  # BGR written, RGB read.
+    assert image[:8].max() == 0 and image[24:].max() == 0
 
 
 def mutate(payload: dict, what: str) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detsearch.datasets.detection import DatasetError, make_tf_dataset
+from detsearch.datasets.detection import DatasetError
 from detsearch.datasets.voc import DEEPFOREST_FILES, fetch_deepforest_sample, load_voc
 
 # Counted independently of detsearch.datasets.voc: one <object> element per box in each xml file.
@@ -104,17 +104,37 @@ def test_deepforest_class_names_and_coco_self_evaluation(deepforest_dir: Path) -
 
 
 @pytest.mark.tf
-def test_deepforest_through_tf_data(deepforest_dir: Path) -> None:
+def test_deepforest_through_model_garden_records(deepforest_dir: Path, tmp_path: Path) -> None:
+    """The sample as users train on it: `write_records`, read back by Model Garden's own decoder.
+    All four images come through, OSBS_029.tif (which TensorFlow does not decode) as a PNG of
+    OpenCV's pixels; every box, difficult ones flagged as crowd."""
+    import cv2
+    import tensorflow as tf
+    from official.vision.dataloaders import tf_example_decoder
+
+    from detsearch.models.pipeline import write_records
+
     dataset = load_voc(deepforest_dir)
-    [batch] = list(make_tf_dataset(dataset, 256, batch_size=4, training=False))
-    assert batch["image"].shape == (4, 256, 256, 3)
-    np.testing.assert_array_equal(batch["original_size"].numpy(),
-                                  [[2472, 2299], [1035, 1249], [400, 400], [400, 400]])
-    boxes = batch["boxes"].numpy()
-    assert boxes.shape == (4, 574, 4)
-    assert (boxes[1, 279:] == -1).all() and (boxes[1, :279] >= 0).all()
-    np.testing.assert_allclose(boxes[0, 0], np.float32([368, 680, 386, 699]) * (256 / 2472),
-                               rtol=1e-6)
+    records = write_records(dataset, tmp_path / "records")
+    decoder = tf_example_decoder.TfExampleDecoder()
+    files = tf.io.gfile.glob(records.pattern)
+    decoded = {int(d["source_id"]): d
+               for d in (decoder.decode(raw) for raw in tf.data.TFRecordDataset(files))}
+    assert sorted(decoded) == sorted(e.image_id for e in dataset.examples)
+    assert [(e.height, e.width) for e in dataset.examples] == [
+        (2472, 2299), (1035, 1249), (400, 400), (400, 400)]
+    for example in dataset.examples:
+        d = decoded[example.image_id]
+        image = d["image"].numpy()
+        assert image.shape == (example.height, example.width, 3) and image.dtype == np.uint8
+        assert (int(d["height"]), int(d["width"])) == (example.height, example.width)
+        scale = np.array([example.height, example.width] * 2, np.float64)
+        np.testing.assert_allclose(d["groundtruth_boxes"].numpy() * scale, example.boxes, rtol=1e-5)
+        np.testing.assert_array_equal(d["groundtruth_classes"].numpy(), example.classes)
+        np.testing.assert_array_equal(d["groundtruth_is_crowd"].numpy(), example.is_crowd)
+    [tiff] = [e for e in dataset.examples if e.file_name == "OSBS_029.tif"]
+    pixels = cv2.imread(str(deepforest_dir / tiff.file_name), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(decoded[tiff.image_id]["image"].numpy(), pixels)
 
 
 # ---------------------------------------------------------------------------
