@@ -193,8 +193,9 @@ def load_voc(
         image_dir: Directory of the images named by ``<filename>``. None: ``JPEGImages/`` in
             the VOCdevkit layout, otherwise the directory of the xml files.
         class_names: Category names in id order (ids 1..K). None: the sorted names found.
-        check_images: Require every image file to exist (the size is checked when
-            :func:`detsearch.datasets.detection.make_tf_dataset` reads it).
+        check_images: Require every image file to exist (only existence is checked; the
+            image size is the xml's ``<size>``, which
+            :func:`detsearch.models.pipeline.write_records` writes as Model Garden's converter does).
 
     Returns:
         The dataset; box convention, difficult handling and ids in the module docstring.
