@@ -125,7 +125,7 @@ class DetectionModel:
         """`mox.auto.search` for this detector (called by the facade after its argument checks):
         the selector on the experiment's own train step; None when nothing is searched."""
         from detsearch.models.experiment import Experiment, check_supported
-        from detsearch.models.experiment_training import ExperimentTrainer
+        from detsearch.models.experiment_training import ExperimentTrainer, check_judged
         from detsearch.selector import HyperSelector, Journal
         from detsearch.selector.hyperselector import check_search_specs
 
@@ -133,6 +133,7 @@ class DetectionModel:
         config_ = dataclasses.replace(config, lr_refine_factors=tuple(self.lr_refine_factors))
         training_spec, training_list = param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS)
         check_search_specs(training_spec, training_list, config_.search_learning_rate)
+        check_judged(config_, self.eval_images)
         if not config_.search_learning_rate and not training_list.names():
             return None
         directory = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="detsearch-"))

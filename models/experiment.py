@@ -37,6 +37,7 @@ import numpy as np
 
 from detsearch.detection.cache import CacheKind
 from detsearch.detection.sweep.settings import NmsVersion
+from detsearch.errors import BadSetting
 
 __all__ = [
     "Experiment",
@@ -206,7 +207,7 @@ def _check_two_stage(model) -> None:
     if model.detection_head.class_agnostic_bbox_pred:
         raise ValueError(f"{prefix}.detection_head.class_agnostic_bbox_pred true: per-class boxes are reproduced")
     generator, proposals = model.detection_generator, model.roi_generator
-    if generator.nms_version != "v2":
+    if generator.nms_version != NmsVersion.V2:
         raise ValueError(f"{prefix}.detection_generator.nms_version {generator.nms_version!r}: a two-stage experiment "
                          "is reproduced with v2 (Model Garden's default; other versions also report the all-zero "
                          "padding proposals as detections)")
@@ -385,13 +386,13 @@ def resolve_checkpoint(model_dir: str | None, checkpoint: str | None) -> str:
 
     if checkpoint:
         if not tf.io.gfile.exists(f"{checkpoint}.index"):
-            raise ValueError(f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index is missing)")
+            raise BadSetting(f"checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index is missing)")
         return str(checkpoint)
     if not model_dir:
-        raise ValueError("--experiment needs --model-dir or --checkpoint")
+        raise BadSetting("an experiment needs a model_dir or a checkpoint")
     latest = tf.train.latest_checkpoint(str(model_dir))
     if latest is None:
-        raise ValueError(f"--model-dir {model_dir}: no checkpoint in it")
+        raise BadSetting(f"model_dir {model_dir}: no checkpoint in it")
     return latest
 
 

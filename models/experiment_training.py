@@ -44,7 +44,8 @@ import numpy as np
 from detsearch.selector.curves import Curve, TrialSpec
 from detsearch.training.base import CurveRecorder, arrays_fingerprint, run_trial_steps, source_fingerprint
 
-__all__ = ["ACC_NAME", "ExperimentTrainer", "LOSS_NAME", "config_training", "search_training", "training_override"]
+__all__ = ["ACC_NAME", "ExperimentTrainer", "LOSS_NAME", "check_judged", "config_training", "search_training",
+           "training_override"]
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +335,19 @@ class ExperimentTrainer:
         return run_trial_steps(trial, recorder, step, len(self.batches), on_step, self.log_every_n_steps, logger)
 
 
+def check_judged(config, eval_images: int | None) -> None:
+    """Raises ValueError unless the selector ``config`` judges experiment trials by the task's
+    `LOSS_NAME` (``by_acc`` false) or by validation `ACC_NAME` on ``eval_images`` >= 1 images."""
+    from detsearch.checks import positive_int
+
+    if config.loss_name != LOSS_NAME or (config.by_acc and config.acc_name != ACC_NAME):
+        raise ValueError(f"experiment trials are judged by the task's {LOSS_NAME!r} (by_acc false) or by validation "
+                         f"{ACC_NAME!r} (by_acc true); got by_acc {config.by_acc}, acc_name {config.acc_name!r}, "
+                         f"loss_name {config.loss_name!r}")
+    if config.by_acc:
+        positive_int(eval_images, "eval_images")
+
+
 def search_training(experiment, out_dir, *, param_spec, param_list_spec, config, seed: int = 0,
                     eval_images: int = 100, on_trial: Callable | None = None,
                     on_step: Callable[[int], None] | None = None, on_train: Callable[[], None] | None = None):
@@ -344,8 +358,8 @@ def search_training(experiment, out_dir, *, param_spec, param_list_spec, config,
     of each curve point on the first ``eval_images`` validation images). They go to
     ``out_dir/selector/journal.jsonl``: a rerun reuses the finished ones. The choice is written
     as ``out_dir/training.yaml`` (`training_override`, a strict params override), and
-    ``train_lib.run_experiment`` trains the config with it into ``out_dir/train`` (Model Garden
-    resumes from its latest checkpoint there).
+    Model Garden's trainer (`detsearch.models.pipeline.train`, seeded by ``seed``) trains the config
+    with it into ``out_dir/train``, resuming from its latest checkpoint there.
 
     Returns ``(selection or None, chosen training values, training.yaml path, the trained
     Experiment)``.
@@ -356,24 +370,17 @@ def search_training(experiment, out_dir, *, param_spec, param_list_spec, config,
     """
     from pathlib import Path
 
-    import tensorflow as tf
     import yaml
-    from official.core import task_factory, train_lib
     from official.modeling import hyperparams
 
     from detsearch.atomic import write_bytes_atomic
-    from detsearch.checks import positive_int
-    from detsearch.models.experiment import Experiment, resolve_checkpoint
+    from detsearch.models import pipeline
+    from detsearch.models.experiment import Experiment
     from detsearch.params import TRAINING_PARAMS
     from detsearch.selector import HyperSelector, Journal
     from detsearch.selector.hyperselector import check_search_specs
 
-    if config.loss_name != LOSS_NAME or (config.by_acc and config.acc_name != ACC_NAME):
-        raise ValueError(f"experiment trials are judged by the task's {LOSS_NAME!r} (by_acc false) or by validation "
-                         f"{ACC_NAME!r} (by_acc true); got by_acc {config.by_acc}, acc_name {config.acc_name!r}, "
-                         f"loss_name {config.loss_name!r}")
-    if config.by_acc:
-        positive_int(eval_images, "eval_images")
+    check_judged(config, eval_images)
     out_dir = Path(out_dir)
     training_spec, training_list = param_spec.subset(TRAINING_PARAMS), param_list_spec.subset(TRAINING_PARAMS)
     check_search_specs(training_spec, training_list, config.search_learning_rate)
@@ -391,14 +398,6 @@ def search_training(experiment, out_dir, *, param_spec, param_list_spec, config,
     write_bytes_atomic(path, ("# detsearch: the chosen training parameters, a Model Garden params override\n"
                               + yaml.safe_dump(override, default_flow_style=False, sort_keys=False)).encode("utf-8"))
     trained_config = hyperparams.override_params_dict(copy.deepcopy(experiment.config), str(path), is_strict=True)
-    model_dir = out_dir / "train"
-    if on_train is not None:
-        on_train()
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0" if not tf.config.list_logical_devices("GPU") else "/gpu:0")
-    with strategy.scope():
-        task = task_factory.get_task(trained_config.task, logging_dir=str(model_dir))
-    train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=trained_config,
-                             model_dir=str(model_dir))
-    trained = Experiment(name=experiment.name, config=trained_config, kind=experiment.kind,
-                         checkpoint=resolve_checkpoint(str(model_dir), None))
+    checkpoint = pipeline.train(trained_config, out_dir / "train", seed=seed, on_start=on_train)
+    trained = Experiment(name=experiment.name, config=trained_config, kind=experiment.kind, checkpoint=checkpoint)
     return selection, chosen, path, trained

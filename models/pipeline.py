@@ -123,6 +123,28 @@ class Records:
 
 RECORDS_MANIFEST = "records.json"
 
+_DECODABLE = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+"""The signatures of the files ``tf.io.decode_image`` reads (JPEG, PNG, GIF, BMP; WebP below)."""
+
+
+def _decodable(path: Path) -> bool:
+    with open(path, "rb") as file:
+        head = file.read(12)
+    return head.startswith(_DECODABLE) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _as_png(source: Path, target: Path) -> None:
+    """``source`` (any format OpenCV reads, e.g. a VOC set's TIFF) as an 8-bit, 3-channel PNG,
+    the pixels Model Garden's decoder would give for it (``channels=3``)."""
+    import cv2
+
+    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadSetting(f"image {source}: neither TensorFlow nor OpenCV can read it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(target), image):
+        raise OSError(f"cannot write {target}")
+
 
 def write_records(dataset, directory: str | os.PathLike, *, num_shards: int = 1) -> Records:
     """``dataset`` (a `detsearch.datasets.detection.DetectionDataset`) as Model Garden's
@@ -158,15 +180,27 @@ def write_records(dataset, directory: str | os.PathLike, *, num_shards: int = 1)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
+        # Model Garden's decoder reads JPEG, PNG, GIF, BMP and WebP; any other image (a TIFF) is
+        # stored as a PNG of the same pixels, named FILE.png in a second image directory.
+        converted = tmp / "converted"
+        image_dirs = [str(dataset.image_dir)]
+        for image in coco["images"]:
+            path = Path(dataset.image_dir) / image["file_name"]
+            if not _decodable(path):
+                image["file_name"] = f"{image['file_name']}.png"
+                _as_png(path, converted / image["file_name"])
+        if converted.exists():
+            image_dirs.append(str(converted))
         write_json_atomic(tmp / "instances.json", coco)
         images = converter._load_images_info(str(tmp / "instances.json"))  # pylint: disable=protected-access
         objects, names = converter._load_object_annotations(str(tmp / "instances.json"))  # pylint: disable=protected-access
         examples = converter.generate_annotations(
-            images=images, image_dirs=[str(dataset.image_dir)], panoptic_masks_dir=None, img_to_obj_annotation=objects,
+            images=images, image_dirs=image_dirs, panoptic_masks_dir=None, img_to_obj_annotation=objects,
             img_to_caption_annotation=None, img_to_panoptic_annotation=None, is_category_thing=None,
             id_to_name_map=names, include_panoptic_masks=False, include_masks=False)
         tfrecord_lib.write_tf_record_dataset(str(tmp / "records"), examples, converter.create_tf_example, int(num_shards),
                                              multiple_processes=0)
+        shutil.rmtree(converted, ignore_errors=True)
         write_json_atomic(tmp / RECORDS_MANIFEST, manifest)
         replace_directory(tmp, directory)
     except BaseException:
@@ -356,6 +390,8 @@ class ThresholdSearch:
       verification: Model Garden's own evaluation of rows of the table, or None.
       export: the SavedModel directory, or None.
       seconds: wall time per stage (record, sweep, verify, export).
+      post_processing: the settings the sweep ran (`PostProcessing`, checked against the
+        cache: defaults filled in; the caps None where ``max_detections`` was an axis).
     """
 
     experiment: Any
@@ -368,6 +404,7 @@ class ThresholdSearch:
     verification: Any = None
     export: Path | None = None
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    post_processing: Any = None
 
 
 def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_floor: float = 0.01,
@@ -423,6 +460,9 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     started = time.perf_counter()
     result = sweep(cache, ground_truth, grid, post_processing, objective=objective, budget=budget, **options)
     seconds["sweep"] = time.perf_counter() - started
+    swept = post_processing.checked(cache)
+    if options.get("max_detections") is not None:
+        swept = dataclasses.replace(swept, max_detections_per_class=None, max_total_detections=None)
     chosen = {name: value for name, value in result.best_params.items() if name in config_thresholds}
     thresholds_yaml = garden.write_thresholds_yaml(out / "thresholds.yaml", experiment.kind, chosen)
     verification = None
@@ -449,4 +489,5 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     return ThresholdSearch(experiment=experiment, result=result, config_thresholds=config_thresholds, chosen=chosen,
                            cache=out / "cache", annotations=annotations, thresholds_yaml=thresholds_yaml,
                            verification=verification, export=exported,
-                           seconds={name: round(value, 2) for name, value in seconds.items()})
+                           seconds={name: round(value, 2) for name, value in seconds.items()},
+                           post_processing=swept)

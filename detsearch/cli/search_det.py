@@ -41,7 +41,6 @@ resumes the training and the cache.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -167,7 +166,7 @@ def finish(args, out: Path, outcome, started, extra=None) -> None:
         **({} if result.holdout is None else {"holdout": {"stats": list(result.holdout.stats),
                                                           "ci95": {k: list(v) for k, v in result.holdout.ci95.items()}}}),
         "thresholds_yaml": str(outcome.thresholds_yaml),
-        "post_processing": {k: v for k, v in dataclasses.asdict(experiment.post_processing).items() if v is not None},
+        "post_processing": {k: v for k, v in outcome.post_processing.to_dict().items() if v is not None},
         **({} if outcome.verification is None else {"model_garden_verification": outcome.verification.to_dict()}),
         **({} if outcome.export is None else {"export": str(outcome.export),
                                               "export_per_class_thresholds": result.per_class is not None}),
@@ -295,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
         from detsearch.models.experiment import VERIFY_ROWS
 
         verify_rows = VERIFY_ROWS if args.verify_rows is None else args.verify_rows
+        if verify_rows < 2:
+            raise BadInput(f"--verify-rows must be >= 2 (the chosen and the config's rows), got {verify_rows}")
     if args.search_training and (args.model_dir or args.checkpoint):
         raise BadInput("--search-training trains into OUT/train: drop --model-dir and --checkpoint")
     out = Path(args.out or f"out/search_det_{args.experiment or ('retinanet' if args.model == 'ssd' else args.model)}"

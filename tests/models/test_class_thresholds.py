@@ -151,7 +151,7 @@ def test_train_flag_without_export_is_one_line(tmp_path, capsys):
     from detsearch import cli
 
     path = write(tmp_path, DOCUMENT)
-    assert cli.main([*TRAIN, "--out", str(tmp_path / "run"), "--per-class-thresholds", str(path)]) == 2
+    assert cli.main([*TRAIN, "--model-dir", str(tmp_path / "run"), "--per-class-thresholds", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.err == ("detsearch train: error: --per-class-thresholds needs --export: the thresholds apply "
                             "to the exported SavedModel\n")
@@ -163,7 +163,7 @@ def test_train_flag_with_a_bad_file_is_one_line(tmp_path, capsys):
     from detsearch import cli
 
     path = write(tmp_path, entry(category_id=2, score_threshold=2))
-    arguments = [*TRAIN, "--out", str(tmp_path / "run"), "--export", str(tmp_path / "export")]
+    arguments = [*TRAIN, "--model-dir", str(tmp_path / "run"), "--export", str(tmp_path / "export")]
     assert cli.main([*arguments, "--per_class_thresholds", str(path)]) == 2
     assert capsys.readouterr().err == (f"detsearch train: error: --per-class-thresholds {path}: "
                                        f"classes[1].score_threshold must be a number in [0, 1], got 2\n")
@@ -186,7 +186,7 @@ def test_train_help_describes_the_flag(capsys):
 def test_train_flag_errors_import_no_tensorflow(tmp_path):
     path = write(tmp_path, DOCUMENT)
     code = ("import sys; from detsearch import cli; "
-            f"status = cli.main({[*TRAIN, '--out', str(tmp_path / 'run'), '--per-class-thresholds', str(path)]!r}); "
+            f"status = cli.main({[*TRAIN, '--model-dir', str(tmp_path / 'run'), '--per-class-thresholds', str(path)]!r}); "
             "print(status, any(name.split('.')[0] == 'tensorflow' for name in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["2", "False"]

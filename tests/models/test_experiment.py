@@ -54,7 +54,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
         config_row = next(row for row in rows if "config" in row["labels"])
         assert garden_cases.trainer_evaluation(EXPERIMENT, config_file, model_dir) == config_row["theirs"]
     caps = {} if ground_truth == "annotation_file" else {"max_detections": 100}  # the config's cap joins the axis
-    assert summary["model_garden_default"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5, **caps}
+    assert summary["config_row"]["params"] == {"score_threshold": 0.05, "iou_threshold": 0.5, **caps}
     assert summary["configurations"] == 6 * (1 if ground_truth == "annotation_file" else 3)
     assert (out / "annotations.json").exists()
     # thresholds.yaml is a strict Model Garden override holding the choice.
@@ -90,7 +90,9 @@ def test_model_gardens_default_nms_v2_equals_model_garden(trained, tmp_path, cap
                            "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.3,0.4,0.6", "--verify"], capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["nms"] == {"nms_version": "v2", "pre_nms_top_k": 5000}
+    assert summary["post_processing"] == {"nms_version": "v2", "max_detections_per_class": 100,
+                                         "max_total_detections": 100, "class_agnostic": False, "pre_nms_top_k": 5000,
+                                         "proposal_nms": "batched", "per_level": False}
     ious = {row["params"]["iou_threshold"] for row in verified(summary)["rows"]}
     assert min(ious) < 0.5 < max(ious)  # rows where the tiled NMS is greedy and where it is not
 
@@ -103,7 +105,7 @@ def test_model_gardens_default_nms_v2_equals_model_garden(trained, tmp_path, cap
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
     (["--params-override", "task.max_num_eval_detections=300"], "task.max_num_eval_detections 300"),
     (["--params-override", "task.validation_data.dtype=bfloat16"], "task.validation_data.dtype 'bfloat16'"),
-    (["--model-dir", "/nonexistent"], "--model-dir /nonexistent: no checkpoint in it"),
+    (["--model-dir", "/nonexistent"], "model_dir /nonexistent: no checkpoint in it"),
 ])
 def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message):
     root, config_file, model_dir = trained
@@ -336,16 +338,17 @@ def test_a_difference_from_model_garden_is_one_line_and_exit_2(trained, tmp_path
     assert [m["stat"] for m in verification["mismatches"]] == ["AP50"] * 3 and verification["stats_compared"] == 36
 
 
-def test_verify_rows_needs_verify_and_two_rows(trained, tmp_path, capsys):
-    _, config_file, model_dir = trained
-    base = ["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(tmp_path / "out")]
+def test_verify_rows_needs_verify_and_two_rows(tmp_path, capsys):
+    # on the demo and on an experiment alike, before any work
+    base = ["--out", str(tmp_path / "out")]
     for extra, message in ((["--verify-rows", "8"], "--verify-rows needs --verify"),
-                           (["--verify", "--verify-rows", "1"], "--verify-rows must be >= 2")):
-        code, _, err = search([*base, *extra], capsys)
-        assert code == 2 and message in err.strip().splitlines()[-1], err
+                           (["--verify", "--verify-rows", "1"], "--verify-rows must be >= 2"),
+                           (["--experiment", EXPERIMENT, "--model-dir", str(tmp_path), "--verify", "--verify-rows", "0"],
+                            "--verify-rows must be >= 2")):
+        assert cli.main(["search-det", *base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err.strip().splitlines()[-1], err
     assert not (tmp_path / "out").exists()
-    assert cli.main(["search-det", "--verify-rows", "0"]) == 2
-    assert "--verify-rows needs --experiment" in capsys.readouterr().err
 
 
 def rows_of(grid: dict) -> list:
@@ -396,6 +399,7 @@ def test_a_difference_is_an_error_unless_a_documented_tie_explains_it():
 
 def test_ties_are_found_where_the_kernel_orders_equal_scores_freely():
     from detsearch.detection.cache import CacheBuilder, CacheKind, CacheSettings
+    from detsearch.detection.sweep.settings import PostProcessing
     from detsearch.models.experiment import TieFinder
 
     builder = CacheBuilder(CacheSettings(kind=CacheKind.ONE_STAGE, category_ids=(1, 2), score_floor=0.01))
@@ -405,8 +409,8 @@ def test_ties_are_found_where_the_kernel_orders_equal_scores_freely():
                       entry_score=np.float32([0.4, 0.7, 0.4, 0.4]))
     builder.add_image(2, (64, 64), row_boxes=boxes[:1], entry_row=[0], entry_class=[0], entry_score=np.float32([0.9]))
     cache = builder.build()
-    batched = TieFinder(cache, {"nms_version": "batched"})
+    batched = TieFinder(cache, PostProcessing(nms_version="batched"))
     assert batched.reason({"score_threshold": 0.3}).startswith(
         "scores above score_threshold tie within one class of one image (1 such scores); combined_non_max_suppression")
     assert batched.reason({"score_threshold": 0.4}) is None  # score > 0.4 keeps neither
-    assert TieFinder(cache, {"nms_version": "v2", "pre_nms_top_k": 5000}).reason({"score_threshold": 0.3}) is None
+    assert TieFinder(cache, PostProcessing(nms_version="v2", pre_nms_top_k=5000)).reason({"score_threshold": 0.3}) is None

@@ -44,14 +44,15 @@ def test_a_faster_rcnn_experiment_equals_model_garden(trained, tmp_path, capsys)
                                  "0.7", "--score-thresholds", "0.05", "--iou-thresholds", "0.5,0.6", "--verify"], capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["nms"] == {"nms_version": "v2", "pre_nms_top_k": 5000, "num_proposals": 300, "per_level": True,
-                              "proposal_nms": "tiled", "proposal_top_k": 300}
-    assert summary["model_garden_default"]["params"] == CONFIG_THRESHOLDS
+    assert summary["post_processing"] == {
+        "nms_version": "v2", "max_detections_per_class": 100, "max_total_detections": 100, "class_agnostic": False,
+        "pre_nms_top_k": 5000, "num_proposals": 300, "per_level": True, "proposal_nms": "tiled", "proposal_top_k": 300}
+    assert summary["config_row"]["params"] == CONFIG_THRESHOLDS
     assert summary["configurations"] == 2 * 2 * 2 * 3 and summary["images"] == NUM_VAL
     rows = verified(summary)["rows"]
     for name in CONFIG_THRESHOLDS:  # the rows spread over every axis
         assert len({row["params"][name] for row in rows}) >= 2, name
-    assert summary["model_garden_default"]["map"] > 0 and summary["chosen"]["map"] > 0  # not an empty output
+    assert summary["config_row"]["map"] > 0 and summary["chosen"]["map"] > 0  # not an empty output
     # --verify's Model Garden evaluation is its trainer's: the config's row, from its orbit loop.
     config_row = next(row for row in rows if "config" in row["labels"])
     assert garden_cases.trainer_evaluation(EXPERIMENT, config_file, model_dir, OVERRIDE) == config_row["theirs"]

@@ -1,5 +1,5 @@
 """tools/search_det.py --search-training killed (SIGKILL) in the middle of the selector's trials
-and in the middle of the final training, then started again with the same arguments: it
+and as the final training starts, then started again with the same arguments: it
 finishes with the uninterrupted run's choices and numbers, without rerunning finished trials."""
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def test_killed_during_the_trials(reference, tmp_path):
 
 def test_killed_during_the_final_training(reference, tmp_path):
     out = tmp_path / "out"
-    run_until_killed(out, lambda: (out / "train" / "detector.json").exists())
+    # training.yaml is written as Model Garden's trainer starts on the choice (its first
+    # checkpoint comes at the end), so the rerun trains again from the start
+    run_until_killed(out, lambda: (out / "training.yaml").exists())
     trials = journal_lines(out)
     summary = run(out)
     same_outcome(summary, reference)
