@@ -81,14 +81,24 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
                      "--iou-thresholds", "0.5", "--out", str(tmp_path / "again"), "--no-progress"]) == 0
 
 
-def test_model_gardens_default_nms_v2_equals_model_garden(trained, tmp_path, capsys):
-    # v2 at IoU thresholds below, at and above 0.5: its tiled NMS is not greedy below 0.5.
+def test_model_gardens_default_nms_v2_and_bfloat16_data_equal_model_garden(trained, tmp_path, capsys):
+    # v2 at IoU thresholds below, at and above 0.5: its tiled NMS is not greedy below 0.5. The
+    # validation images as Model Garden's registered experiments give them: bfloat16.
+    from detsearch.detection.cache import read_cache
+
     root, config_file, model_dir = trained
     out = tmp_path / "out"
     code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
-                           "--params-override", "task.model.detection_generator.nms_version=v2",
+                           "--params-override", "task.model.detection_generator.nms_version=v2,"
+                                                "task.validation_data.dtype=bfloat16",
                            "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.3,0.4,0.6", "--verify"], capsys)
     assert code == 0, err
+    # the dtype took effect: the float32 images give other raw scores
+    code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(tmp_path / "f32"),
+                           "--score-thresholds", "0.05", "--iou-thresholds", "0.5"], capsys)
+    assert code == 0, err
+    bf16, f32 = read_cache(out / "cache"), read_cache(tmp_path / "f32" / "cache")
+    assert bf16.entry_score.shape != f32.entry_score.shape or not np.array_equal(bf16.entry_score, f32.entry_score)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["post_processing"] == {"nms_version": "v2", "max_detections_per_class": 100,
                                          "max_total_detections": 100, "class_agnostic": False, "pre_nms_top_k": 5000,
@@ -104,7 +114,7 @@ def test_model_gardens_default_nms_v2_equals_model_garden(trained, tmp_path, cap
      "task.model.detection_generator.nms_version 'v1': the sweep reproduces batched and v2"),
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
     (["--params-override", "task.max_num_eval_detections=300"], "task.max_num_eval_detections 300"),
-    (["--params-override", "task.validation_data.dtype=bfloat16"], "task.validation_data.dtype 'bfloat16'"),
+    (["--params-override", "runtime.mixed_precision_dtype=bfloat16"], "runtime.mixed_precision_dtype 'bfloat16'"),
     (["--model-dir", "/nonexistent"], "model_dir /nonexistent: no checkpoint in it"),
 ])
 def test_bad_experiments_are_one_line(trained, tmp_path, capsys, change, message):
