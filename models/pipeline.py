@@ -274,7 +274,8 @@ def demo_config(model: str = "retinanet", *, data_dir: str | os.PathLike | None 
     (any `DetectionDataset`; training then uses the validation set when none is given), each
     converted once by `write_records` into ``records_dir/val`` and ``records_dir/train`` (default
     ``<demo dir>/tfrecords``). The config: the registered experiment, the shipped override, the
-    records (`data_override`), ``steps`` (default `DemoModel.steps`) as ``trainer.train_steps``, then ``params_override``.
+    records (`data_override`), ``steps`` (default `DemoModel.steps`) as ``trainer.train_steps`` (and
+    as a cosine schedule's ``decay_steps``), then ``params_override``.
     """
     from official.modeling import hyperparams
 
@@ -297,9 +298,12 @@ def demo_config(model: str = "retinanet", *, data_dir: str | os.PathLike | None 
     validation = write_records(validation_set, records_dir / "val")
     training = write_records(train_set, records_dir / "train") if train_set is not None else validation
     override = data_override(training, validation)
-    override["trainer"] = {"train_steps": int(chosen.steps if steps is None else steps)}
-    config = hyperparams.override_params_dict(load_config(chosen.experiment, [chosen.config]), override,
-                                              is_strict=True)
+    config = load_config(chosen.experiment, [chosen.config])
+    train_steps = int(chosen.steps if steps is None else steps)
+    override["trainer"] = {"train_steps": train_steps}
+    if config.trainer.optimizer_config.learning_rate.type == "cosine":  # the schedule spans the run
+        override["trainer"]["optimizer_config"] = {"learning_rate": {"cosine": {"decay_steps": train_steps}}}
+    config = hyperparams.override_params_dict(config, override, is_strict=True)
     if params_override:
         config = hyperparams.override_params_dict(config, params_override, is_strict=True)
     return chosen.experiment, config
