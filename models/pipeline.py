@@ -98,9 +98,20 @@ def demo_model(name: str) -> DemoModel:
     return DEMO_MODELS[key]
 
 
+RETIRED_RUNS = {"ssd_tiny_demo": "retinanet_demo"}
+"""Shipped runs of earlier versions -> the shipped run that took their place."""
+
+
 def shipped_run(value: str | os.PathLike) -> Path:
-    """A model directory: ``value``, or the shipped run of that name when no such path exists."""
+    """A model directory: ``value``, or the shipped run of that name when no such path exists.
+
+    Raises:
+      BadSetting: ``value`` names a retired shipped run (`RETIRED_RUNS`) and no such path exists.
+    """
     path = Path(value)
+    if not path.exists() and str(value) in RETIRED_RUNS:
+        raise BadSetting(f"model_dir {value}: that shipped detector is gone; the shipped demo detector is "
+                         f"{RETIRED_RUNS[str(value)]} (Model Garden's RetinaNet on the same demo)")
     shipped = SHIPPED_RUNS / str(value)
     return shipped if not path.exists() and (shipped / "checkpoint").is_file() else path
 

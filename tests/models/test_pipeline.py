@@ -94,3 +94,19 @@ def test_an_unreadable_image_is_one_line(tmp_path):
     with pytest.raises(BadSetting, match="a.tif: neither TensorFlow nor OpenCV can read it"):
         write_records(dataset, tmp_path / "records")
     assert not (tmp_path / "records").exists()
+
+
+def test_shipped_runs_are_found_by_name_and_the_retired_one_names_its_successor(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from detsearch.errors import BadSetting
+    from detsearch.models.pipeline import SHIPPED_RUNS, shipped_run
+
+    monkeypatch.chdir(tmp_path)
+    assert shipped_run("retinanet_demo") == SHIPPED_RUNS / "retinanet_demo"
+    assert shipped_run("runs/mine") == Path("runs/mine")
+    with pytest.raises(BadSetting, match="model_dir ssd_tiny_demo: that shipped detector is gone; the shipped demo "
+                                         "detector is retinanet_demo"):
+        shipped_run("ssd_tiny_demo")
+    (tmp_path / "ssd_tiny_demo").mkdir()  # a directory of that name is the user's
+    assert shipped_run("ssd_tiny_demo") == Path("ssd_tiny_demo")

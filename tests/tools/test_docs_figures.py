@@ -64,5 +64,5 @@ def test_models_md_quotes_the_shipped_checkpoint_as_pinned():
     ap, ap50, dets = pinned[(0.05, 0.5)]
     row = {"params": {"score_threshold": 0.05, "iou_threshold": 0.5}, "map": ap, "ap50": ap50, "dets_per_image": dets}
     rows = figures.search_det_figures({"config_row": row, "chosen": row, "highest": row})
-    assert rows["config_row"] == "AP 0.4354 / AP50 0.7322 with 50.0 detections per image"
+    assert rows["config_row"] == f"AP {ap:.4f} / AP50 {ap50:.4f} with {dets:.1f} detections per image"
     assert figures.Docs(ROOT).line_of("docs/models.md", f"it reaches {rows['config_row']}") is not None
