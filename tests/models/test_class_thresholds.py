@@ -147,6 +147,7 @@ def test_bad_mappings_are_value_errors(mapping, message):
 TRAIN = ["train", "--model", "ssd", "--dataset", "demo", "--steps", "1"]
 
 
+@pytest.mark.tf  # detsearch train checks for its tf extra before its flags
 def test_train_flag_without_export_is_one_line(tmp_path, capsys):
     from detsearch import cli
 
@@ -159,6 +160,7 @@ def test_train_flag_without_export_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.tf  # detsearch train checks for its tf extra before its flags
 def test_train_flag_with_a_bad_file_is_one_line(tmp_path, capsys):
     from detsearch import cli
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 import pytest
 
 import detsearch.moxing as mox
@@ -61,6 +59,8 @@ def test_search_then_run_chooses_everything_and_exports_the_thresholds(input_fn,
     assert final.learning_rate == chosen.learning_rate
     assert final.score_threshold == metrics["sweep"].best_params["score_threshold"]
     # Model Garden's serving module exported the model at the chosen thresholds (its params.yaml).
+    import yaml  # with TensorFlow's extra; the module is collected without it too
+
     exported = yaml.safe_load((tmp_path / "run" / "model" / "params.yaml").read_text())
     generator = exported["task"]["model"]["detection_generator"]
     assert generator["pre_nms_score_threshold"] == final.score_threshold and generator["nms_iou_threshold"] == 0.5
