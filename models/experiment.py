@@ -157,6 +157,14 @@ def kind_of(config) -> CacheKind:
     raise ValueError(f"task {name}: only RetinaNet and Faster/Mask R-CNN experiments have detection thresholds")
 
 
+UNREPRODUCED_NMS = {
+    "v1": " (per-class TensorFlow NMS, soft NMS with soft_nms_sigma; not reproduced yet)",
+    "v3": " (the Edge TPU NMS, which orders in the scores' dtype)",
+    "tflite": " (TFLite's post-processing: in TensorFlow its function returns zeros, so it cannot be evaluated)",
+}
+"""Why a Model Garden ``nms_version`` the sweep does not run is refused (its line says it)."""
+
+
 def check_supported(config) -> CacheKind:
     """The experiment's `CacheKind` when the sweep reproduces its post-processing exactly;
     otherwise ValueError naming the setting and the value that would make it so."""
@@ -166,8 +174,9 @@ def check_supported(config) -> CacheKind:
         _check_two_stage(model)
     generator = model.detection_generator
     if generator.nms_version not in tuple(NmsVersion):
-        raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}: the sweep reproduces "
-                         f"{' and '.join(NmsVersion)} (Model Garden's default)")
+        why = UNREPRODUCED_NMS.get(generator.nms_version, "")
+        raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}{why}: the sweep "
+                         f"reproduces {' and '.join(NmsVersion)} (Model Garden's default); set one of them")
     if not generator.apply_nms:
         raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
     if getattr(generator, "use_class_agnostic_nms", False):

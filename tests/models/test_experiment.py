@@ -111,7 +111,11 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_equal_model_garden(train
     (["--experiment", "retinanet_nonsense"], "unknown experiment 'retinanet_nonsense'; registered detection experiments:"),
     (["--params-override", "task.model.no_such_key=1"], "--params-override: Model Garden rejects it"),
     (["--params-override", "task.model.detection_generator.nms_version=v1"],
-     "task.model.detection_generator.nms_version 'v1': the sweep reproduces batched and v2"),
+     "task.model.detection_generator.nms_version 'v1' (per-class TensorFlow NMS, soft NMS with soft_nms_sigma; not "
+     "reproduced yet): the sweep reproduces batched and v2 (Model Garden's default); set one of them"),
+    (["--params-override", "task.model.detection_generator.nms_version=tflite"],
+     "nms_version 'tflite' (TFLite's post-processing: in TensorFlow its function returns zeros, so it cannot be "
+     "evaluated)"),
     (["--params-override", "task.model.head.num_filters=16"], "does not fit experiment retinanet_resnetfpn_coco"),
     (["--params-override", "task.max_num_eval_detections=300"], "task.max_num_eval_detections 300"),
     (["--params-override", "runtime.mixed_precision_dtype=bfloat16"], "runtime.mixed_precision_dtype 'bfloat16'"),
