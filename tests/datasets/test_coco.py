@@ -147,27 +147,13 @@ def test_tiny_set_loads(tmp_path: Path) -> None:
 def test_tiny_set_through_model_garden_records(tmp_path: Path) -> None:
     """The loaded set as users train on it: `write_records`, read back by Model Garden's own
     decoder: every image's pixels and size, and every box (crowd included, flagged)."""
-    import tensorflow as tf
-    from official.vision.dataloaders import tf_example_decoder
-
     from detsearch.models.pipeline import write_records
+    from tests.datasets.records_cases import assert_records_hold, decoded_records
 
     dataset = load_coco(write(tmp_path, tiny_coco(tmp_path, decodable=True)), tmp_path / "images")
-    records = write_records(dataset, tmp_path / "records")
-    decoder = tf_example_decoder.TfExampleDecoder()
-    files = tf.io.gfile.glob(records.pattern)
-    decoded = {int(d["source_id"]): d
-               for d in (decoder.decode(raw) for raw in tf.data.TFRecordDataset(files))}
+    decoded = decoded_records(write_records(dataset, tmp_path / "records"))
     assert sorted(decoded) == [20, 30]
-    for example in dataset.examples:
-        d = decoded[example.image_id]
-        image = d["image"].numpy()
-        assert image.shape == (example.height, example.width, 3) and image.dtype == np.uint8
-        assert (int(d["height"]), int(d["width"])) == (example.height, example.width)
-        scale = np.array([example.height, example.width] * 2, np.float64)
-        np.testing.assert_allclose(d["groundtruth_boxes"].numpy() * scale, example.boxes, rtol=1e-5)
-        np.testing.assert_array_equal(d["groundtruth_classes"].numpy(), example.classes)
-        np.testing.assert_array_equal(d["groundtruth_is_crowd"].numpy(), example.is_crowd)
+    assert_records_hold(dataset, decoded)
     image = decoded[20]["image"].numpy()  # a.png: lossless.
     np.testing.assert_array_equal(image[10, 20], [0, 128, 255])  # BGR written, RGB read.
     assert image[:8].max() == 0 and image[24:].max() == 0

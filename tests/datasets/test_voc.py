@@ -109,29 +109,15 @@ def test_deepforest_through_model_garden_records(deepforest_dir: Path, tmp_path:
     All four images come through, OSBS_029.tif (which TensorFlow does not decode) as a PNG of
     OpenCV's pixels; every box, difficult ones flagged as crowd."""
     import cv2
-    import tensorflow as tf
-    from official.vision.dataloaders import tf_example_decoder
 
     from detsearch.models.pipeline import write_records
+    from tests.datasets.records_cases import assert_records_hold, decoded_records
 
     dataset = load_voc(deepforest_dir)
-    records = write_records(dataset, tmp_path / "records")
-    decoder = tf_example_decoder.TfExampleDecoder()
-    files = tf.io.gfile.glob(records.pattern)
-    decoded = {int(d["source_id"]): d
-               for d in (decoder.decode(raw) for raw in tf.data.TFRecordDataset(files))}
-    assert sorted(decoded) == sorted(e.image_id for e in dataset.examples)
+    decoded = decoded_records(write_records(dataset, tmp_path / "records"))
     assert [(e.height, e.width) for e in dataset.examples] == [
         (2472, 2299), (1035, 1249), (400, 400), (400, 400)]
-    for example in dataset.examples:
-        d = decoded[example.image_id]
-        image = d["image"].numpy()
-        assert image.shape == (example.height, example.width, 3) and image.dtype == np.uint8
-        assert (int(d["height"]), int(d["width"])) == (example.height, example.width)
-        scale = np.array([example.height, example.width] * 2, np.float64)
-        np.testing.assert_allclose(d["groundtruth_boxes"].numpy() * scale, example.boxes, rtol=1e-5)
-        np.testing.assert_array_equal(d["groundtruth_classes"].numpy(), example.classes)
-        np.testing.assert_array_equal(d["groundtruth_is_crowd"].numpy(), example.is_crowd)
+    assert_records_hold(dataset, decoded)
     [tiff] = [e for e in dataset.examples if e.file_name == "OSBS_029.tif"]
     pixels = cv2.imread(str(deepforest_dir / tiff.file_name), cv2.IMREAD_COLOR)[..., ::-1]
     np.testing.assert_array_equal(decoded[tiff.image_id]["image"].numpy(), pixels)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from detsearch.datasets.detection import DetectionDataset, DetectionExample
+from tests.datasets.records_cases import decoded_records as decoded
 
 pytestmark = pytest.mark.tf
 
@@ -26,16 +27,6 @@ def dataset_of(image_dir, images):
             classes=np.array([1, 2], np.int32), is_crowd=np.array([False, True]),
             areas=np.array([90, (height - 3.5) * width], np.float32)))
     return DetectionDataset(tuple(examples), ({"id": 1, "name": "a"}, {"id": 2, "name": "b"}), image_dir)
-
-
-def decoded(records):
-    """Every record through Model Garden's TfExampleDecoder: ``{image id: decoded dict}``."""
-    import tensorflow as tf
-    from official.vision.dataloaders import tf_example_decoder
-
-    decoder = tf_example_decoder.TfExampleDecoder()
-    files = sorted(tf.io.gfile.glob(records.pattern))
-    return {int(d["source_id"]): d for d in (decoder.decode(r) for r in tf.data.TFRecordDataset(files))}
 
 
 def test_records_hold_the_pixels_and_boxes_of_every_image_format(tmp_path):
