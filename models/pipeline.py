@@ -437,7 +437,7 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     (``"verify"``).
 
     Raises:
-      BadSetting: a grid below the score floor, ``class_agnostic`` on a class-aware config,
+      BadSetting: a grid below the score floor, a ``class_agnostic`` axis (the config says which NMS),
         ``verify_rows`` < 2.
       ModelGardenMismatch: is not raised here: call ``outcome.verification.check()``.
     """
@@ -448,8 +448,9 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     out = Path(out)
     options = dict(sweep_options or {})
     if options.get("class_agnostic") is not None:
-        raise BadSetting("class_agnostic: the experiment's NMS is class-aware as configured; sweep it with "
-                         "detsearch sweep on the cache")
+        raise BadSetting("class_agnostic: the experiment's NMS is class-aware or class-agnostic as its config says "
+                         "(detection_generator.use_class_agnostic_nms, with nms_version v2); set it there, or sweep "
+                         "both with detsearch sweep on the cache")
     options.pop("class_agnostic", None)
     if verify_rows is not None and verify_rows < 2:
         raise BadSetting(f"verify_rows must be >= 2 (the chosen and the config's rows), got {verify_rows}")

@@ -33,7 +33,7 @@ def engine_of(kind, version, backend, proposal_nms="tiled", seed=5, cap=CAP):
 
 
 def keys_of(kind, version):
-    agnostic = (False,) if version == "v2" else (False, True)
+    agnostic = (False, True)
     if kind == "one_stage":
         return [NmsKey(iou, flag) for flag in agnostic for iou in (0.3, 0.5, 1.0)]
     return [NmsKey(iou, flag, nms_score, nms_iou) for nms_iou in (0.5, 0.7) for nms_score in (0.0, 0.3) for flag in agnostic

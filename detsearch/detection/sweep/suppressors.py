@@ -12,7 +12,8 @@ Second stage (and one-stage), over the engine's `Candidates`:
 
 - `GreedyWalkNms`: greedy batched NMS as a vectorized walk over all images (`nms.GreedyWalk`);
 - `ReferenceGreedyNms`: the same, image by image through `nms.per_class_nms_reference`;
-- `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, then the merge).
+- `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, then the merge;
+  class-agnostic, ``use_class_agnostic_nms``: `nms_v2.padded_nms` per image).
 
 First stage (two-stage), over the cache's proposal rows:
 
@@ -186,7 +187,17 @@ class ReferenceGreedyNms:
 class TiledV2Nms:
     """Model Garden's ``nms_version: v2``: per (image, class) the top ``pre_nms_top_k``
     candidates, `nms_v2.tiled_nms` on each, the classes merged by descending score, ties by
-    (class, position), the first ``cap`` of each image."""
+    (class, position), the first ``cap`` of each image.
+
+    A class-agnostic selection (``use_class_agnostic_nms: true``, Model Garden's
+    ``_generate_detections_v2_class_agnostic``) is each row's best class (the engine's selection:
+    a row's first entry in visiting order, ties the lower class, as ``tf.nn.top_k(k=1)``): per
+    image its first ``pre_nms_top_k`` (Model Garden's ``tf.nn.top_k`` over the anchors' best
+    scores: descending, ties the lower row or proposal rank), then `nms_v2.padded_nms`
+    (TensorFlow's ``non_max_suppression_padded``, greedy at IoU >= the threshold), whose output is
+    already in descending score and capped at ``cap``. Its selection on a shorter prefix is the
+    prefix of its selection, and its first ``c`` are its output at cap ``c``
+    (`nms_v2.padded_nms`), as the engine needs."""
 
     def __init__(self, candidates: Candidates, pre_nms_top_k: int, cap: int):
         self.candidates = candidates
@@ -205,6 +216,11 @@ class TiledV2Nms:
             return self._groups[1]
         c = self.candidates
         everything = np.arange(len(c.entries)) if selection.positions is None else selection.positions
+        if selection.class_agnostic:  # one list per image: its rows' best classes in visiting order
+            offsets = selection.offsets
+            lists = [[everything[offsets[i]:offsets[i + 1]][:self.pre_nms_top_k]] for i in range(c.num_images)]
+            self._groups = (selection.key, lists)
+            return lists
         groups: list[np.ndarray] = []
         if len(everything):
             group = c.image[everything] * c.num_classes + c.classes[everything]
@@ -220,6 +236,10 @@ class TiledV2Nms:
 
     def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
         c = self.candidates
+        if selection.class_agnostic:
+            picked = [group[nms_v2.padded_nms(c.boxes[group], iou_threshold, self.cap)]
+                      for (group,) in self._prepared(selection)]
+            return np.concatenate(picked) if picked else np.zeros(0, np.int64)
         kept = []
         for groups in self._prepared(selection):
             kept.extend(self._image(groups, iou_threshold))
