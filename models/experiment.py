@@ -179,18 +179,18 @@ def check_supported(config) -> CacheKind:
                          f"reproduces {' and '.join(NmsVersion)} (Model Garden's default); set one of them")
     if not generator.apply_nms:
         raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
-    if getattr(generator, "use_class_agnostic_nms", False):
-        raise ValueError("task.model.detection_generator.use_class_agnostic_nms true: class-agnostic v2 NMS is not "
-                         "reproduced")
+    if getattr(generator, "use_class_agnostic_nms", False) and generator.nms_version != NmsVersion.V2:
+        raise ValueError(f"task.model.detection_generator.use_class_agnostic_nms true with nms_version "
+                         f"{generator.nms_version!r}: Model Garden runs class-agnostic NMS with v2 only (its generator "
+                         "refuses the rest); set nms_version v2 or use_class_agnostic_nms false")
     if getattr(generator, "soft_nms_sigma", None):
         raise ValueError(f"task.model.detection_generator.soft_nms_sigma {generator.soft_nms_sigma}: soft NMS is not "
                          "reproduced")
     if getattr(model, "head", None) is not None and getattr(model.head, "attribute_heads", None):
         raise ValueError("task.model.head.attribute_heads: attribute heads are not supported")
     evaluated = getattr(config.task, "max_num_eval_detections", 100)
-    if evaluated != 100:
-        raise ValueError(f"task.max_num_eval_detections {evaluated}: COCO's evaluation counts 100 detections per image "
-                         "and category, as the sweep does; set it to 100")
+    if isinstance(evaluated, bool) or not isinstance(evaluated, int) or evaluated < 1:
+        raise ValueError(f"task.max_num_eval_detections {evaluated!r}: COCO's maxDets needs an int >= 1")
     # task.validation_data.dtype (bfloat16 in every registered experiment) rounds the images the
     # input pipeline gives; the model casts them to its float32 compute dtype, and everything from
     # there to the NMS runs in float32, as the recorder and the sweep do: any dtype is taken.
@@ -328,9 +328,10 @@ class Experiment:
     @property
     def post_processing(self):
         """The config's post-processing as the sweep runs it (`PostProcessing`): its
-        ``nms_version`` (v2 with its ``pre_nms_top_k``), its cap ``max_num_detections`` per class
-        and per image; two-stage also the first stage's (``roi_generator``: NMS, per-level top-k,
-        ``test_num_proposals``)."""
+        ``nms_version`` (v2 with its ``pre_nms_top_k`` and ``use_class_agnostic_nms``), its cap
+        ``max_num_detections`` per class and per image, COCO's ``maxDets[2]``
+        (``task.max_num_eval_detections``); two-stage also the first stage's (``roi_generator``:
+        NMS, per-level top-k, ``test_num_proposals``)."""
         from detsearch.detection.sweep.settings import PostProcessing, ProposalNms
 
         model = self.config.task.model
@@ -340,6 +341,11 @@ class Experiment:
                                   "max_total_detections": self.max_detections}
         if fields["nms_version"] == NmsVersion.V2:
             fields["pre_nms_top_k"] = int(generator.pre_nms_top_k)
+            # use_class_agnostic_nms (RetinaNet's generator only): TensorFlow's padded NMS per image.
+            fields["class_agnostic"] = bool(getattr(generator, "use_class_agnostic_nms", False))
+        # RetinaNet's task sets COCO's maxDets[2] to it; Model Garden's Mask R-CNN task (Faster
+        # R-CNN too) has no such setting and evaluates 100.
+        fields["max_eval_detections"] = int(getattr(self.config.task, "max_num_eval_detections", 100))
         if self.kind == CacheKind.TWO_STAGE:
             proposals = model.roi_generator
             fields.update(num_proposals=int(proposals.test_num_proposals), per_level=True)
@@ -759,6 +765,9 @@ class VerifiedRow:
       theirs: Model Garden's 12 stats (float32 values, as its evaluator reports them).
       tie: None, or why the kernel's order of equal scores may decide this row otherwise than
         the sweep (`TieFinder`): a difference there is reported, not an error.
+      unreported: positions of the stats Model Garden's evaluator does not report (it logs -1):
+        AP when ``task.max_num_eval_detections`` is not 100, since pycocotools' ``summarize``
+        reads AP at ``maxDets`` 100 (`detsearch.detection.cocoeval`); not compared.
     """
 
     params: Mapping[str, float]
@@ -766,11 +775,13 @@ class VerifiedRow:
     ours: tuple[float, ...]
     theirs: tuple[float, ...]
     tie: str | None = None
+    unreported: tuple[int, ...] = ()
 
     @property
     def differing(self) -> list[int]:
-        """Positions of the stats where ``np.float32(ours) != theirs``."""
-        return [i for i, (a, b) in enumerate(zip(self.ours, self.theirs)) if np.float32(a) != np.float32(b)]
+        """Positions of the stats compared where ``np.float32(ours) != theirs``."""
+        return [i for i, (a, b) in enumerate(zip(self.ours, self.theirs))
+                if i not in self.unreported and np.float32(a) != np.float32(b)]
 
     def describe(self) -> str:
         from detsearch.detection.report import describe_params
@@ -787,7 +798,7 @@ class Verification:
 
     @property
     def stats_compared(self) -> int:
-        return sum(len(row.ours) for row in self.rows)
+        return sum(len(row.ours) - len(row.unreported) for row in self.rows)
 
     @property
     def mismatches(self) -> list[tuple[VerifiedRow, str, float, float]]:
@@ -810,11 +821,18 @@ class Verification:
         mismatches = self.mismatches
         verdict = (f"{len(mismatches)} differ" if mismatches else "all equal") + (
             f", {len(self.excused)} rows differ where scores tie" if self.excused else "")
-        lines = [f"Model Garden's own evaluation: {len(self.rows)} rows x 12 stats = {self.stats_compared} compared "
-                 f"as float32 (np.float32(sweep) == Model Garden): {verdict}"]
+        unreported = sorted({STAT_NAMES[i] for row in self.rows for i in row.unreported})
+        counted = (f"{len(self.rows)} rows, {self.stats_compared} stats" if unreported
+                   else f"{len(self.rows)} rows x 12 stats = {self.stats_compared}")
+        lines = [f"Model Garden's own evaluation: {counted} compared as float32 (np.float32(sweep) == Model Garden): "
+                 f"{verdict}"]
+        if unreported:
+            lines.append(f"  not compared: {', '.join(unreported)}, which Model Garden's evaluator logs as -1 when "
+                         "max_num_eval_detections is not 100 (pycocotools' summarize reads AP at maxDets 100)")
         for row in self.rows:
             state = "equal" if not row.differing else f"{len(row.differing)} differ"
-            lines.append(f"  {row.describe()}: mAP {row.theirs[0]:.4f}, {state}"
+            shown = row.ours[0] if 0 in row.unreported else row.theirs[0]
+            lines.append(f"  {row.describe()}: mAP {shown:.4f}, {state}"
                          + (f" where {row.tie}" if row.tie is not None and row.differing else ""))
             for i in row.differing:
                 lines.append(f"    {STAT_NAMES[i]}: ours {row.ours[i]!r} theirs {row.theirs[i]!r}")
@@ -825,7 +843,8 @@ class Verification:
 
         return {
             "rows": [{"params": dict(row.params), "labels": list(row.labels), "ours": list(row.ours),
-                      "theirs": list(row.theirs), "tie": row.tie, "differing": [STAT_NAMES[i] for i in row.differing]}
+                      "theirs": list(row.theirs), "tie": row.tie, "differing": [STAT_NAMES[i] for i in row.differing],
+                      "not_compared": [STAT_NAMES[i] for i in row.unreported]}
                      for row in self.rows],
             "stats_compared": self.stats_compared,
             "mismatches": [{"params": dict(row.params), "stat": name, "ours": ours, "theirs": theirs}
@@ -958,9 +977,11 @@ def verify_rows(experiment: Experiment, rows: Sequence[tuple[Any, tuple[str, ...
 
     theirs = evaluate_settings_with_model_garden(experiment, [dict(row.params) for row, _ in rows],
                                                  ground_truth_file=ground_truth_file, progress=progress)
+    raised = experiment.post_processing.max_eval_detections != 100
     return Verification(tuple(
         VerifiedRow(params=dict(row.params), labels=tuple(labels), ours=tuple(float(v) for v in row.stats),
-                    theirs=tuple(stats[name] for name in STAT_NAMES), tie=None if ties is None else ties.reason(row.params))
+                    theirs=tuple(stats[name] for name in STAT_NAMES), tie=None if ties is None else ties.reason(row.params),
+                    unreported=(0,) if raised and stats["AP"] == -1 else ())
         for (row, labels), stats in zip(rows, theirs)))
 
 

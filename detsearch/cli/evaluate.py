@@ -4,7 +4,8 @@ numbers bit for bit, and an mAP regression check for a CI.
     detsearch eval --detections results.json --annotations instances_val2017.json --out DIR
     detsearch eval ... --expect previous/result.json --max-drop 0.003    # exit 1 on a drop
 
-No NMS and no cap beyond COCO's own maxDets (1, 10, 100 per image and category). Writes
+No NMS and no cap beyond COCO's own maxDets (1, 10, 100 per image and category;
+``--max-eval-detections N`` raises the 100 as Model Garden's ``max_num_eval_detections`` does). Writes
 ``DIR/result.json``: ``stats`` (the 12, in pycocotools' order), ``stat_names`` and
 ``per_category_ap``. Bad input follows the sweep's rules: one line, exit status 2.
 """
@@ -39,9 +40,11 @@ _SUMMARY = [
 ]
 
 
-def summary_lines(stats) -> list[str]:
-    """The 12 lines pycocotools' ``summarize()`` prints, character for character."""
-    return [f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={dets:>3d} ] = {value:0.3f}"
+def summary_lines(stats, max_dets=(1, 10, 100)) -> list[str]:
+    """The 12 lines pycocotools' ``summarize()`` prints, character for character (with other
+    ``max_dets``, the counts it evaluated at; AP at ``max_dets[2]``, see `cocoeval`)."""
+    at = {1: max_dets[0], 10: max_dets[1], 100: max_dets[2]}
+    return [f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={at[dets]:>3d} ] = {value:0.3f}"
             for (title, kind, iou, area, dets), value in zip(_SUMMARY, stats)]
 
 
@@ -51,6 +54,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         "bbox [x, y, w, h], score})")
     parser.add_argument("--annotations", required=True, metavar="FILE", help="COCO instances JSON (ground truth)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--max-eval-detections", type=int, default=100, metavar="N",
+                        help="COCO's maxDets[2]: detections evaluated per image and category (default 100)")
     parser.add_argument("--expect", metavar="FILE", help="a previous result.json: exit 1 when a stat fell by more than --max-drop")
     parser.add_argument("--max-drop", type=str, default="0.003", metavar="D",
                         help="largest drop of any stat tolerated by --expect (default 0.003)")
@@ -74,19 +79,23 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(str(error)) from None
     if not len(columns):
         raise BadInput(f"{args.detections}: no detections")
-    evaluation = evaluate_bbox(ground_truth, columns.image_id, columns.category_id, columns.bbox, columns.score)
+    if args.max_eval_detections < 1:
+        raise BadInput(f"--max-eval-detections must be >= 1, got {args.max_eval_detections}")
+    evaluation = evaluate_bbox(ground_truth, columns.image_id, columns.category_id, columns.bbox, columns.score,
+                               max_detections=args.max_eval_detections)
     names = dict(zip(ground_truth.category_ids.tolist(), ground_truth.category_names))
     result = {
         "detections": args.detections,
         "annotations": args.annotations,
         "num_images": int(len(ground_truth.image_ids)),
         "num_detections": int(len(columns)),
+        "max_eval_detections": int(args.max_eval_detections),
         "stat_names": list(STAT_NAMES),
         "stats": [float(v) for v in evaluation.stats],
         "per_category_ap": [{"category_id": int(c), "name": names[int(c)], "ap": float(ap)}
                             for c, ap in zip(evaluation.category_ids, evaluation.per_category_ap)],
     }
-    print("\n".join(summary_lines(evaluation.stats)))
+    print("\n".join(summary_lines(evaluation.stats, evaluation.max_dets)))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "result.json", result)
     print(f"-> {out / 'result.json'}")

@@ -88,6 +88,9 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
                        "threshold); v2 caps classes and images alike (--max-detections)")
     sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v2: candidates per image and "
                        "class (default 5000, Model Garden's)")
+    sweep.add_argument("--max-eval-detections", type=int, metavar="N",
+                       help="COCO's maxDets[2]: detections evaluated per image and category (default 100; Model "
+                       "Garden's task.max_num_eval_detections, raised for crowded scenes)")
     operating_point_arguments(sweep)
     sweep.add_argument(
         "--num-proposals", type=int, metavar="N", help="two-stage: first-stage top-N (default: the cache's num_proposals, else 1000)"
@@ -163,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         max_total_detections=args.max_total_detections,
         pre_nms_top_k=args.pre_nms_top_k,
         num_proposals=args.num_proposals,
+        max_eval_detections=args.max_eval_detections,
     )
     try:  # before any work: the score floor, the settings that do not apply to the cache's kind
         post_processing.checked(cache, ParamSpec(**grid))

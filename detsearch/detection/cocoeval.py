@@ -5,7 +5,7 @@
 equal (float64), by replaying pycocotools' arithmetic in the same order:
 
 - per (image, category): detections sorted by descending score with a stable sort (input
-  order breaks ties), the first 100 kept; ground truth sorted with ignored boxes last (stable);
+  order breaks ties), the first ``maxDets[-1]`` kept (100 by default); ground truth sorted with ignored boxes last (stable);
   a ground truth box is ignored when it is a crowd region or its ``area`` field (not its box)
   lies outside the area range, both ends included;
 - greedy matching per IoU threshold ``t`` in ``0.50:0.05:0.95``: each detection, best score
@@ -22,6 +22,15 @@ equal (float64), by replaying pycocotools' arithmetic in the same order:
 
 Quirks kept on purpose: pycocotools records the matched ground-truth *id*, so a ground truth
 annotation with id 0 counts as unmatched in the accumulation and is never marked as taken.
+
+Crowded scenes: ``max_detections`` (`CocoMatcher`) is pycocotools' ``params.maxDets[2]``, which
+Model Garden's evaluator sets to ``task.max_num_eval_detections``; pycocotools sorts
+``maxDets``, keeps the first ``maxDets[-1]`` detections per image and category, and reads ten of
+the 12 stats at ``maxDets[2]``. The one departure from pycocotools' ``summarize``: it reads AP
+(``stats[0]``) at ``maxDets`` 100 whatever the parameters say, so with any other
+``max_detections`` it prints -1 (and Model Garden logs -1 as ``AP``); here AP is read at
+``maxDets[2]``, as AP50 and the others are (pycocotools' own precision array, the same mean).
+With ``max_detections`` 100 every stat is pycocotools' to the bit.
 
 Why it is fast, and what the threshold sweep reuses (`CocoMatcher`, `Matches`):
 
@@ -68,6 +77,7 @@ __all__ = [
     "evaluate_bbox",
     "evaluate_results",
     "load_ground_truth",
+    "max_dets",
     "ragged_arange",
     "summarize",
 ]
@@ -76,6 +86,7 @@ __all__ = [
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETECTIONS = (1, 10, 100)
+"""pycocotools' default ``params.maxDets``; `CocoMatcher`'s ``max_detections`` replaces the 100."""
 AREA_RANGES = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
 AREA_NAMES = ("all", "small", "medium", "large")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -88,7 +99,6 @@ _NUM_T = len(IOU_THRESHOLDS)
 _NUM_A = len(AREA_RANGES)
 _NUM_M = len(MAX_DETECTIONS)
 _NUM_R = len(RECALL_THRESHOLDS)
-_MAX_RANK = MAX_DETECTIONS[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,8 +215,9 @@ class CocoEvaluation:
       precision: float64 ``[T=10, R=101, K, A=4, M=3]`` (``COCOeval.eval['precision']``).
       recall: float64 ``[T, K, A, M]`` (``COCOeval.eval['recall']``).
       category_ids: int64 ``[K]``.
-      num_detections: detections evaluated (after the 100 per image and category cut).
-      f1: best-match F1 at IoU 0.5, area all, 100 detections, pooled over categories:
+      num_detections: detections evaluated (after the ``max_dets[-1]`` per image and category
+        cut).
+      f1: best-match F1 at IoU 0.5, area all, ``max_dets[2]`` detections, pooled over categories:
         ``2 TP / (detections + ground truth)`` counting neither ignored detections nor
         ignored ground truth (0 when both are 0).
     """
@@ -217,10 +228,12 @@ class CocoEvaluation:
     category_ids: np.ndarray
     num_detections: int
     f1: float
+    max_dets: tuple[int, int, int] = MAX_DETECTIONS
+    """pycocotools' ``params.maxDets`` (sorted): the M axis of ``precision`` and ``recall``."""
 
     @property
     def per_category_ap(self) -> np.ndarray:
-        """AP@[.5:.95] per category (area all, 100 detections), -1 without ground truth."""
+        """AP@[.5:.95] per category (area all, ``max_dets[2]`` detections), -1 without ground truth."""
         out = np.full(len(self.category_ids), -1.0)
         for k in range(len(self.category_ids)):
             values = self.precision[:, :, k, 0, -1]
@@ -233,12 +246,21 @@ class CocoEvaluation:
         return {name: float(value) for name, value in zip(STAT_NAMES, self.stats)}
 
 
-def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
-    """pycocotools' ``COCOeval.summarize`` for bbox, without printing: the 12 stats."""
+def max_dets(max_detections: int = MAX_DETECTIONS[-1]) -> tuple[int, int, int]:
+    """pycocotools' ``params.maxDets`` with ``maxDets[2] = max_detections`` (Model Garden's
+    ``max_num_eval_detections``), sorted as ``COCOeval.evaluate`` sorts it."""
+    if isinstance(max_detections, bool) or not isinstance(max_detections, (int, np.integer)) or max_detections < 1:
+        raise ValueError(f"max_detections must be an int >= 1, got {max_detections!r}")
+    return tuple(sorted((1, 10, int(max_detections))))
 
-    def one(ap: bool, iou=None, area="all", max_detections=100):
+
+def summarize(precision: np.ndarray, recall: np.ndarray, max_dets: Sequence[int] = MAX_DETECTIONS) -> np.ndarray:
+    """pycocotools' ``COCOeval.summarize`` for bbox, without printing: the 12 stats, ten of them
+    at ``max_dets[2]``; AP too (where pycocotools reads it at 100: the module's docstring)."""
+
+    def one(ap: bool, iou=None, area="all", max_detections=max_dets[2]):
         area_index = [i for i, label in enumerate(AREA_NAMES) if label == area]
-        max_index = [i for i, value in enumerate(MAX_DETECTIONS) if value == max_detections]
+        max_index = [i for i, value in enumerate(max_dets) if value == max_detections]
         if ap:
             s = precision
             if iou is not None:
@@ -255,17 +277,17 @@ def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
 
     stats = np.zeros((12,))
     stats[0] = one(True)
-    stats[1] = one(True, iou=0.5, max_detections=100)
-    stats[2] = one(True, iou=0.75, max_detections=100)
-    stats[3] = one(True, area="small", max_detections=100)
-    stats[4] = one(True, area="medium", max_detections=100)
-    stats[5] = one(True, area="large", max_detections=100)
-    stats[6] = one(False, max_detections=MAX_DETECTIONS[0])
-    stats[7] = one(False, max_detections=MAX_DETECTIONS[1])
-    stats[8] = one(False, max_detections=MAX_DETECTIONS[2])
-    stats[9] = one(False, area="small", max_detections=100)
-    stats[10] = one(False, area="medium", max_detections=100)
-    stats[11] = one(False, area="large", max_detections=100)
+    stats[1] = one(True, iou=0.5)
+    stats[2] = one(True, iou=0.75)
+    stats[3] = one(True, area="small")
+    stats[4] = one(True, area="medium")
+    stats[5] = one(True, area="large")
+    stats[6] = one(False, max_detections=max_dets[0])
+    stats[7] = one(False, max_detections=max_dets[1])
+    stats[8] = one(False)
+    stats[9] = one(False, area="small")
+    stats[10] = one(False, area="medium")
+    stats[11] = one(False, area="large")
     return stats
 
 
@@ -323,11 +345,16 @@ class CocoMatcher:
       image_ids: the images to evaluate (pycocotools ``params.imgIds``); default all images of
         the ground truth. Every id must be in the ground truth. Categories are always all of
         the ground truth's categories (``params.catIds`` default).
+      max_detections: pycocotools' ``params.maxDets[2]`` (Model Garden's
+        ``task.max_num_eval_detections``; crowded scenes raise it), default 100.
     """
 
-    def __init__(self, ground_truth: Any, image_ids: Iterable[int] | None = None):
+    def __init__(self, ground_truth: Any, image_ids: Iterable[int] | None = None, *,
+                 max_detections: int = MAX_DETECTIONS[-1]):
         gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
         self.ground_truth = gt
+        self.max_dets = max_dets(max_detections)
+        self.max_rank = self.max_dets[-1]  # detections kept per image and category
         if image_ids is None:
             eval_ids = gt.image_ids
         else:
@@ -468,7 +495,7 @@ class CocoMatcher:
         group_sorted = group[order]
         starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]]) if n else np.zeros(0, np.int64)
         rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-        keep = rank < _MAX_RANK
+        keep = rank < self.max_rank
         order, rank = order[keep], rank[keep]
         if pairs is None:
             pairs = self.iou_pairs(image_pos[order], category_pos[order], boxes[order])
@@ -503,9 +530,9 @@ class CocoMatcher:
             return tp, counted
         taken = np.zeros((len(self._gt_rows), _NUM_A, _NUM_T), bool)
         by_rank = with_pairs[np.argsort(rank[with_pairs], kind="stable")]
-        rank_bounds = np.searchsorted(rank[by_rank], np.arange(_MAX_RANK + 1))
+        rank_bounds = np.searchsorted(rank[by_rank], np.arange(self.max_rank + 1))
         thresholds = _MATCH_THRESHOLDS[None, None, :]
-        for r in range(_MAX_RANK):
+        for r in range(self.max_rank):
             dets = by_rank[rank_bounds[r] : rank_bounds[r + 1]]
             if dets.size == 0:
                 continue
@@ -573,7 +600,8 @@ def _first_true_positive_needed(npig: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Matches:
-    """Matched detections (the first 100 per image and category), ready to accumulate.
+    """Matched detections (the first ``matcher.max_rank`` per image and category), ready to
+    accumulate.
 
     Attributes are aligned arrays, in (image, category, rank) order; ``true_positive`` and
     ``counted`` are bool ``[D, A=4, T=10]``: pycocotools' ``dtm != 0 and not dtIgnore`` and
@@ -646,7 +674,7 @@ class Matches:
         return self._evaluate_thresholds(self._prepare(), [cuts])[0]
 
     def f1_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pooled F1 at IoU 0.5 (area all, 100 detections) along the score axis.
+        """Pooled F1 at IoU 0.5 (area all, ``maxDets[2]`` detections) along the score axis.
 
         Returns ``(scores, true_positives, counted)``: at each distinct score (descending),
         the cumulative true positives and counted (non-ignored) detections with
@@ -699,8 +727,8 @@ class Matches:
         touched = self.has_pairs[order]
         col_area = np.repeat(np.arange(_NUM_A), _NUM_T)  # area of column a * T + t
         seg_parts, pr_parts, score_parts = [], [], []
-        for m_index, max_det in enumerate(MAX_DETECTIONS):
-            if max_det < _MAX_RANK:
+        for m_index, max_det in enumerate(self.matcher.max_dets):
+            if max_det < self.matcher.max_rank:
                 rows = np.flatnonzero(rank < max_det)
                 cat, area_rows, touched_rows = category[rows], area_ok_t[:, rows], touched[rows]
             else:  # every detection: no copies
@@ -785,23 +813,24 @@ class Matches:
         present = npig > 0
         q[:, ~present] = -1.0
         recall_all = np.where(present, n_tp.astype(np.float64) / np.maximum(npig, 1), -1.0)
-        seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # maxDets 100, area all, IoU 0.5
+        seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # maxDets[2], area all, IoU 0.5
         results = []
         for i, threshold in enumerate(thresholds):
             precision = np.ascontiguousarray(q[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
             recall = np.ascontiguousarray(recall_all[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
             above = self.scores > (threshold[self.category_pos] if isinstance(threshold, np.ndarray) else threshold)
-            # Pooled F1 at IoU 0.5, area all, 100 detections.
+            # Pooled F1 at IoU 0.5, area all, maxDets[2] detections.
             tp_f1 = int(n_tp[i, seg_f1 : seg_f1 + num_k].sum())
             denominator = int(np.count_nonzero(self.counted[:, 0, 0] & above)) + self.num_ground_truth
             results.append(
                 CocoEvaluation(
-                    stats=summarize(precision, recall),
+                    stats=summarize(precision, recall, self.matcher.max_dets),
                     precision=precision,
                     recall=recall,
                     category_ids=self.matcher.category_ids,
                     num_detections=int(np.count_nonzero(above)),
                     f1=float(2 * tp_f1) / float(denominator) if denominator else 0.0,
+                    max_dets=self.matcher.max_dets,
                 )
             )
         return results
@@ -811,7 +840,8 @@ class Matches:
 # one-shot evaluation
 
 
-def evaluate_bbox(ground_truth, image_ids, category_ids, boxes_xywh, scores, *, eval_image_ids=None) -> CocoEvaluation:
+def evaluate_bbox(ground_truth, image_ids, category_ids, boxes_xywh, scores, *, eval_image_ids=None,
+                  max_detections: int = MAX_DETECTIONS[-1]) -> CocoEvaluation:
     """COCO bbox evaluation of detections given as arrays, equal to pycocotools.
 
     Args:
@@ -821,6 +851,7 @@ def evaluate_bbox(ground_truth, image_ids, category_ids, boxes_xywh, scores, *, 
       boxes_xywh: float ``[D, 4]`` COCO ``[x, y, w, h]``.
       scores: float ``[D]``.
       eval_image_ids: images to evaluate (default: all images of the ground truth).
+      max_detections: pycocotools' ``params.maxDets[2]`` (`CocoMatcher`).
 
     Returns:
       `CocoEvaluation`. Input order breaks score ties, as a results list's order does.
@@ -829,12 +860,12 @@ def evaluate_bbox(ground_truth, image_ids, category_ids, boxes_xywh, scores, *, 
       ValueError: a detection's image is not evaluated or its category is not in the ground
         truth (pycocotools would assert, or silently skip it), or a score is NaN.
     """
-    matcher = CocoMatcher(ground_truth, eval_image_ids)
+    matcher = CocoMatcher(ground_truth, eval_image_ids, max_detections=max_detections)
     matches = matcher.match(matcher.image_positions(image_ids), matcher.category_positions(category_ids), boxes_xywh, scores)
     return matches.evaluate()[0]
 
 
-def evaluate_results(ground_truth, results, *, eval_image_ids=None) -> CocoEvaluation:
+def evaluate_results(ground_truth, results, *, eval_image_ids=None, max_detections: int = MAX_DETECTIONS[-1]) -> CocoEvaluation:
     """`evaluate_bbox` of a COCO results list (dicts with image_id, category_id, bbox, score),
     or of the path of a results json."""
     if isinstance(results, (str, os.PathLike)):
@@ -853,4 +884,5 @@ def evaluate_results(ground_truth, results, *, eval_image_ids=None) -> CocoEvalu
             scores[position] = record["score"]
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"results[{position}]: needs image_id, category_id, bbox [x, y, w, h] and score ({error})") from None
-    return evaluate_bbox(ground_truth, image_ids, category_ids, boxes, scores, eval_image_ids=eval_image_ids)
+    return evaluate_bbox(ground_truth, image_ids, category_ids, boxes, scores, eval_image_ids=eval_image_ids,
+                         max_detections=max_detections)

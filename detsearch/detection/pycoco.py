@@ -26,6 +26,7 @@ __all__ = [
     "pycocotools_eval",
     "pycocotools_f1",
     "pycocotools_stats",
+    "summary_stats",
 ]
 
 
@@ -80,33 +81,50 @@ def load_results(coco_gt, results: Sequence[Mapping[str, Any]]):
     return coco_dt
 
 
-def pycocotools_eval(coco_gt, coco_dt, image_ids: Iterable[int] | None = None):
+def pycocotools_eval(coco_gt, coco_dt, image_ids: Iterable[int] | None = None, max_detections: int = 100):
     """A bbox ``COCOeval`` of ``coco_dt`` against ``coco_gt`` after evaluate, accumulate and
-    summarize (``.stats`` holds the 12 stats); on ``image_ids`` (sorted, as pycocotools orders
-    them) or, when None, on every ground-truth image."""
+    summarize (``.stats`` holds the 12 stats, `summary_stats` the project's); on ``image_ids``
+    (sorted, as pycocotools orders them) or, when None, on every ground-truth image; with
+    ``params.maxDets[2] = max_detections``, as Model Garden's evaluator sets it."""
     from pycocotools.cocoeval import COCOeval
 
     with _quiet():
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.params.maxDets[2] = max_detections
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     return evaluator
 
 
+def summary_stats(evaluator) -> tuple[float, ...]:
+    """The 12 stats of a summarized ``COCOeval``, AP read at ``params.maxDets[2]`` as the other
+    AP stats are: pycocotools' ``summarize`` reads it at 100 whatever ``maxDets`` holds (-1 when
+    100 is not among them). The mean ``summarize`` takes, over ``eval['precision']``; with the
+    default ``maxDets`` exactly ``evaluator.stats``."""
+    stats = [float(v) for v in evaluator.stats]
+    params = evaluator.params
+    if 100 not in params.maxDets or params.maxDets[2] != 100:
+        area = [i for i, label in enumerate(params.areaRngLbl) if label == "all"]
+        at = [i for i, value in enumerate(params.maxDets) if value == params.maxDets[2]]  # `_summarize`'s indexing
+        precision = evaluator.eval["precision"][:, :, :, area, at]
+        stats[0] = float(np.mean(precision[precision > -1])) if (precision > -1).any() else -1.0
+    return tuple(stats)
+
+
 def pycocotools_stats(ground_truth: GroundTruth | Mapping[str, Any], results: Sequence[Mapping[str, Any]],
-                      image_ids: Iterable[int] | None = None) -> tuple[float, ...]:
-    """pycocotools' 12 bbox stats of COCO ``results`` (may be empty) on ``image_ids`` (None:
-    every ground-truth image). Neither input is modified."""
+                      image_ids: Iterable[int] | None = None, max_detections: int = 100) -> tuple[float, ...]:
+    """pycocotools' 12 bbox stats (`summary_stats`) of COCO ``results`` (may be empty) on
+    ``image_ids`` (None: every ground-truth image), ``maxDets[2] = max_detections``. Neither
+    input is modified."""
     coco_gt = coco_ground_truth(ground_truth)
-    evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
-    return tuple(float(v) for v in evaluator.stats)
+    return summary_stats(pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids, max_detections))
 
 
 def pycocotools_f1(evaluator) -> tuple[float, float, float | None]:
-    """F1 at IoU 0.5, area all, 100 detections, categories pooled, from an evaluated
+    """F1 at IoU 0.5, area all, ``maxDets[-1]`` detections, categories pooled, from an evaluated
     ``COCOeval``'s per-image results (crowd and ignored boxes excluded).
 
     Returns:

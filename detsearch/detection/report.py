@@ -184,7 +184,7 @@ def render_report(result: SweepResult) -> str:
         f"- rule: the fewest detections per image within {result.tolerance:g} of the highest {result.objective}; "
         + tradeoff_line(result),
         f"- chosen AP@[.5:.95] {result.best_row.stats[0]:.4f}, AP50 {result.best_row.stats[1]:.4f}, "
-        f"AR@100 {result.best_row.recall:.4f}, F1@.5 {result.best_row.f1:.4f}, {result.best_row.dets_per_image:.2f} detections/image",
+        f"AR@{result.max_eval_detections} {result.best_row.recall:.4f}, F1@.5 {result.best_row.f1:.4f}, {result.best_row.dets_per_image:.2f} detections/image",
     ]
     if result.best_row.f1_max_score is not None:
         lines.append(
@@ -196,12 +196,13 @@ def render_report(result: SweepResult) -> str:
         "",
         "## All configurations",
         "",
-        "mAP alone favours the lowest score threshold: COCO AP keeps the 100 best detections per image and "
+        f"mAP alone favours the lowest score threshold: COCO AP keeps the {result.max_eval_detections} best detections "
+        "per image and category and "
         "never loses by adding lower-scored ones, so raising the score threshold can only lower or tie it. "
         "That is why the choice takes the fewest detections per image within the tolerance of the best "
         "(pareto.png shows the trade-off); --objective f1 or map_at_budget are other operating points.",
         "",
-        "| " + " | ".join(_COLUMN_NAMES[n] for n in names) + " | mAP | AP50 | AR@100 | F1@.5 | dets/image | objective | |",
+        "| " + " | ".join(_COLUMN_NAMES[n] for n in names) + f" | mAP | AP50 | AR@{result.max_eval_detections} | F1@.5 | dets/image | objective | |",
         "|" + "---:|" * (len(names) + 6) + "---|",
     ]
     top_params = dict((result.top_row or result.best_row).params)

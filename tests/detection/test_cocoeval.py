@@ -213,3 +213,46 @@ def test_bad_detections_are_named(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="gt.json: malformed JSON: Expecting property name"):
         cocoeval.load_ground_truth(bad)
+
+
+# ------------------------------------------------------------------------------------------
+# crowded scenes: maxDets[2] raised (Model Garden's max_num_eval_detections)
+
+
+def assert_same_at(evaluator, ours):
+    """`assert_same` for any maxDets: the precision and recall arrays, the stats of
+    `pycoco.summary_stats` (pycocotools' own, AP read at maxDets[2])."""
+    assert ours.stats.tolist() == list(pycoco.summary_stats(evaluator))
+    np.testing.assert_array_equal(ours.precision, evaluator.eval["precision"])
+    np.testing.assert_array_equal(ours.recall, evaluator.eval["recall"])
+    assert ours.max_dets == tuple(evaluator.params.maxDets)
+
+
+@pytest.mark.parametrize("max_detections", [100, 300, 120, 40, 10, 5])
+def test_raised_max_detections_equal_pycocotools(max_detections):
+    rng = np.random.default_rng(max_detections)
+    for case in range(12):
+        dataset, results = random_case(rng, many_per_group=True)
+        coco_gt = pycoco.coco_ground_truth(dataset)
+        evaluator = pycoco.pycocotools_eval(coco_gt, pycoco.load_results(coco_gt, results), None, max_detections)
+        ours = cocoeval.evaluate_results(dataset, results, max_detections=max_detections)
+        assert_same_at(evaluator, ours)
+        if max_detections == 100:
+            np.testing.assert_array_equal(ours.stats, evaluator.stats)  # pycocotools' summarize itself
+        elif 100 not in evaluator.params.maxDets:
+            assert evaluator.stats[0] == -1  # what pycocotools' summarize (and Model Garden's log) says
+            assert ours.stats[1:].tolist() == evaluator.stats[1:].tolist()
+
+
+def test_more_than_100_detections_per_group_count_when_raised():
+    """One image, one category: 150 ground truth boxes, each found by one detection. At 100 the
+    first 100 count (recall 100/150); raised to 150, all of them (recall 1)."""
+    boxes = [[float(10 * (i % 15)), float(10 * (i // 15)), 8.0, 8.0] for i in range(150)]
+    dataset = {"images": [{"id": 1}], "categories": [{"id": 1}],
+               "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": 64.0, "iscrowd": 0}
+                               for i, b in enumerate(boxes)]}
+    results = [{"image_id": 1, "category_id": 1, "bbox": b, "score": 1.0 - i / 1000} for i, b in enumerate(boxes)]
+    assert round(cocoeval.evaluate_results(dataset, results).stats[8], 12) == round(100 / 150, 12)  # a mean of 10
+    assert cocoeval.evaluate_results(dataset, results, max_detections=150).stats[8] == 1.0
+    with pytest.raises(ValueError, match="max_detections"):
+        cocoeval.evaluate_results(dataset, results, max_detections=0)

@@ -37,6 +37,22 @@ def pycocotools(annotations, results) -> tuple[np.ndarray, list[str]]:
     return evaluator.stats, printed.getvalue().splitlines()
 
 
+def test_a_raised_max_eval_detections_equals_pycocotools_at_that_maxdets(tmp_path):
+    # Model Garden's max_num_eval_detections: pycocotools with maxDets[2] = 300 (AP read at 300,
+    # where pycocotools' summarize prints -1: `pycoco.summary_stats`).
+    pytest.importorskip("pycocotools", reason="the oracle: pip install 'detsearch[coco]'")
+    from detsearch.detection import pycoco
+
+    dataset, results = json.loads(ANNOTATIONS.read_text()), json.loads(RESULTS.read_text())
+    coco_gt = pycoco.coco_ground_truth(dataset)
+    evaluator = pycoco.pycocotools_eval(coco_gt, pycoco.load_results(coco_gt, results), None, 300)
+    code, printed, err, result = run_eval(tmp_path, "--detections", RESULTS, "--annotations", ANNOTATIONS,
+                                          "--max-eval-detections", "300")
+    assert code == 0, err
+    assert result["stats"] == list(pycoco.summary_stats(evaluator)) and evaluator.stats[0] == -1
+    assert result["max_eval_detections"] == 300 and "maxDets=300 ]" in printed[0] and "maxDets= 10 ]" in printed[7]
+
+
 def run_eval(tmp_path, *arguments) -> tuple[int, list[str], str, dict | None]:
     out = tmp_path / "out"
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -18,7 +18,7 @@ def test_defaults_filled_once_per_kind():
     checked = PostProcessing().checked(one)
     assert checked == PostProcessing(nms_version=NmsVersion.BATCHED, max_detections_per_class=100, max_total_detections=100,
                                      class_agnostic=False, pre_nms_top_k=None, proposal_nms=ProposalNms.BATCHED,
-                                     num_proposals=None, per_level=False, proposal_top_k=None)
+                                     num_proposals=None, per_level=False, proposal_top_k=None, max_eval_detections=100)
     assert checked.checked(one) == checked  # checking a checked one changes nothing
     two, _ = random_case(1, "two_stage", num_proposals=12)
     tiled = PostProcessing(nms_version="v2", proposal_nms="tiled").checked(two)
@@ -33,7 +33,8 @@ def test_strings_are_taken_as_members_and_written_back_as_strings():
     assert post.nms_version is NmsVersion.V2 and post.proposal_nms is ProposalNms.TILED
     assert json.loads(json.dumps(post.to_dict())) == {
         "nms_version": "v2", "max_detections_per_class": None, "max_total_detections": None, "class_agnostic": False,
-        "pre_nms_top_k": None, "proposal_nms": "tiled", "num_proposals": 300, "per_level": None, "proposal_top_k": None}
+        "pre_nms_top_k": None, "proposal_nms": "tiled", "num_proposals": 300, "per_level": None, "proposal_top_k": None,
+        "max_eval_detections": None}
     with pytest.raises(dataclasses.FrozenInstanceError):
         post.num_proposals = 5
 
@@ -49,6 +50,7 @@ def test_strings_are_taken_as_members_and_written_back_as_strings():
     ("two_stage", dict(nms_version="v2", pre_nms_top_k=5), "pre_nms_top_k 5 < num_proposals 12"),
     ("two_stage", dict(proposal_nms="tiled", per_level=False), "proposal_nms tiled runs per FPN level"),
     ("two_stage", dict(proposal_nms="tiled", proposal_top_k=-1), "proposal_top_k must be an integer >= 1, got -1"),
+    ("one_stage", dict(max_eval_detections=0), "max_eval_detections must be an integer >= 1, got 0"),
 ])
 def test_bad_settings_name_the_setting(kind, settings, message):
     cache, _ = random_case(1, kind, num_proposals=12)

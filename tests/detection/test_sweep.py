@@ -39,12 +39,16 @@ ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size
 REFERENCE_IMPORTS = {
     "detsearch/detection/reference_nms.py": {},
     "detsearch/detection/reference_nms_v2.py": {},
+    "detsearch/detection/reference_nms_agnostic.py": {},
+    "detsearch/detection/reference_nms_v1.py": {},
     "detsearch/detection/sweep/_reference.py": {
         "detsearch.detection.cache": {"CacheKind", "DetectionCache"},
         "detsearch.detection.cocoeval": {"GroundTruth", "load_ground_truth"},
         "detsearch.detection.pycoco": None,
         "detsearch.detection.reference_nms": None,
         "detsearch.detection.reference_nms_v2": None,
+        "detsearch.detection.reference_nms_agnostic": None,
+        "detsearch.detection.reference_nms_v1": None,
         "detsearch.detection.sweep.result": {"DEFAULT_TOLERANCE", "SweepResult", "SweepRow"},
         "detsearch.detection.sweep.settings": {"NmsVersion", "PostProcessing", "ProposalNms"},
         "detsearch.params": {"ParamSpec"},
@@ -122,6 +126,22 @@ def test_crowded_images_equal_reference():
     assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
     assert all(row.stats[7] < row.stats[8] for row in fast.table)  # AR@10 < AR@100
     assert max(row.dets_per_image for row in fast.table) > 100
+
+
+
+@pytest.mark.parametrize("max_eval", [300, 150, 40])
+def test_raised_or_lowered_max_eval_detections_equal_reference(max_eval):
+    # COCO's maxDets[2] (Model Garden's max_num_eval_detections): the crowded images above keep
+    # more than 100 detections of one image and category, which count at 150 and 300.
+    cache, dataset = random_case(37, "one_stage", num_images=4, num_classes=1, max_rows=250, floor=0.01)
+    spec = ParamSpec(score_threshold=[0.01, 0.5], iou_threshold=[0.5, 1.0])
+    post = PostProcessing(max_eval_detections=max_eval)
+    fast = sweep_module.sweep(cache, dataset, spec, post, max_detections=[50, 300])
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post, max_detections=[50, 300]))
+    at_100 = sweep_module.sweep(cache, dataset, spec, PostProcessing(max_detections_per_class=300, max_total_detections=300))
+    crowded = next(row for row in fast.table if row.params == {"score_threshold": 0.01, "iou_threshold": 1.0, "max_detections": 300})
+    usual = next(row for row in at_100.table if row.params == {"score_threshold": 0.01, "iou_threshold": 1.0})
+    assert (crowded.stats[8] > usual.stats[8]) == (max_eval > 100)
 
 
 @pytest.mark.tf

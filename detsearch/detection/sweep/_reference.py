@@ -19,8 +19,9 @@ import numpy as np
 
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
-from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1
+from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1, summary_stats
 from detsearch.detection.reference_nms import class_agnostic_nms_reference, per_class_nms_reference
+from detsearch.detection.reference_nms_agnostic import generate_detections_v2_class_agnostic_reference
 from detsearch.detection.reference_nms_v2 import generate_detections_v2_reference, sorted_nms_padded_reference
 from detsearch.detection.sweep.result import DEFAULT_TOLERANCE, SweepResult, SweepRow
 from detsearch.detection.sweep.settings import NmsVersion, PostProcessing, ProposalNms
@@ -88,13 +89,13 @@ def sweep_reference(
         params = {name: float(value) for name, value in zip(names, values)}
         params.update(zip(extra, values[len(names):]))
         results = reference_detections(cache, params, post)
-        evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids)
-        stats = tuple(float(v) for v in evaluator.stats)
+        evaluator = pycocotools_eval(coco_gt, load_results(coco_gt, results), image_ids, post.max_eval_detections)
+        stats = summary_stats(evaluator)
         f1, f1_max, f1_max_score = pycocotools_f1(evaluator)
         rows.append(SweepRow(
             params=params,
             stats=stats,
-            recall=stats[8],  # AR@100
+            recall=stats[8],  # AR at max_eval_detections
             ap50=stats[1],
             dets_per_image=len(results) / len(image_ids) if image_ids else 0.0,
             f1=float(f1),
@@ -114,6 +115,7 @@ def sweep_reference(
         num_images=len(image_ids),
         tolerance=float(tolerance),
         top_row=_choose(table, objective, budget, 0.0),
+        max_eval_detections=post.max_eval_detections,
     )
 
 
@@ -155,7 +157,9 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
     ``cache``; ``max_detections`` in ``params`` sets both caps, ``class_agnostic`` (in
     ``params``, else the post-processing's) keeps each box's best class (ties: the lower class)
     and runs one NMS per image. ``nms_version`` v2 and ``proposal_nms`` tiled run Model Garden's
-    code as transcribed in `reference_nms_v2`."""
+    code as transcribed in `reference_nms_v2`; v2 with ``class_agnostic`` Model Garden's
+    ``_generate_detections_v2_class_agnostic`` as transcribed in `reference_nms_agnostic` (which
+    keeps each anchor's best class itself)."""
     max_detections_per_class = post_processing.max_detections_per_class
     max_total_detections = post_processing.max_total_detections
     num_proposals, per_level = post_processing.num_proposals, post_processing.per_level
@@ -208,7 +212,7 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
         classes = np.asarray(cache.entry_class)[entries]
         if v2:
             kept = _v2_detections(boxes, scores, classes, local_rank, len(category_ids), params,
-                                  post_processing.pre_nms_top_k, max_total_detections)
+                                  post_processing.pre_nms_top_k, max_total_detections, agnostic)
         else:
             if agnostic:
                 # Each box's best class: the highest float32 score of its row, ties the lower class.
@@ -273,11 +277,13 @@ def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposal
     return chosen[chosen >= 0]
 
 
-def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int) -> np.ndarray:
+def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int,
+                   agnostic: bool = False) -> np.ndarray:
     """Model Garden's v2 generator on one image's candidates (row or proposal ``rank`` is the
     anchor index; classes as columns; candidates not recorded score 0 and pass no threshold),
-    through `reference_nms_v2.generate_detections_v2_reference`. Returns the candidates kept, in
-    order."""
+    through `reference_nms_v2.generate_detections_v2_reference`, or with ``agnostic``
+    `reference_nms_agnostic.generate_detections_v2_class_agnostic_reference`. Returns the
+    candidates kept, in order."""
     num_rows = int(rank.max()) + 1 if len(rank) else 1
     dense_scores = np.zeros((1, num_rows, num_classes), np.float32)
     dense_boxes = np.zeros((1, num_rows, num_classes, 4), np.float32)
@@ -285,7 +291,8 @@ def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_n
     dense_scores[0, rank, classes] = scores
     dense_boxes[0, rank, classes] = boxes
     candidate[rank, classes] = np.arange(len(rank))
-    _, _, out_classes, valid, anchors = generate_detections_v2_reference(
+    generate = generate_detections_v2_class_agnostic_reference if agnostic else generate_detections_v2_reference
+    _, _, out_classes, valid, anchors = generate(
         dense_boxes, dense_scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
         nms_iou_threshold=params["iou_threshold"], max_num_detections=cap)
     return candidate[anchors[0, :int(valid[0])], out_classes[0, :int(valid[0])]]

@@ -24,7 +24,11 @@ Why a whole score axis costs one NMS and one matching pass (the argument the tes
    prefix of the matching order, so their matches are unchanged (checked; where float64 scores
    that tie in float32 break the prefix, those detections are matched again).
 5. Class-agnostic NMS (each box keeps only its best class, then one NMS per image) visits the
-   same candidates in the same order, restricted to the first entry of each row.
+   same candidates in the same order, restricted to the first entry of each row. With
+   ``nms_version: v2`` (Model Garden's ``use_class_agnostic_nms``) an image's first
+   ``pre_nms_top_k`` of them go through TensorFlow's padded NMS (`nms_v2.padded_nms`): greedy at
+   IoU >= the threshold (at 0: the first 512 positions), a box decided by the boxes before it,
+   one cap per image; points 1-4 hold for it as they stand.
 
 So for each IoU setting (and, two-stage, each first-stage setting) NMS runs once at the lowest
 score threshold of the grid and the largest cap, and all score thresholds and caps are read off
@@ -140,7 +144,8 @@ class SweepEngine:
         self.kind = grid.kind
         self.post_processing = post_processing
         meta = cache.meta
-        self.matcher = CocoMatcher(ground_truth, image_ids=meta.image_ids)
+        self.matcher = CocoMatcher(ground_truth, image_ids=meta.image_ids,
+                                   max_detections=post_processing.max_eval_detections)
         self.num_images = len(meta.image_ids)
         self.image_pos = self.matcher.image_positions(meta.image_ids)
         self.class_pos = self.matcher.category_positions(meta.category_ids)

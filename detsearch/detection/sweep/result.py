@@ -110,6 +110,8 @@ class SweepResult:
         (`detsearch.detection.sweep.per_class.PerClassResult`), or None.
       holdout: the choice confirmed on held-out images
         (`detsearch.detection.sweep.holdout.Holdout`), or None.
+      max_eval_detections: COCO's ``maxDets[2]`` the rows were evaluated at (``stats[8]`` is AR
+        at it; `PostProcessing.max_eval_detections`).
       chosen: the chosen configuration's evaluation and score curves, for plots
         (`detsearch.detection.sweep.per_class.ChosenDetails`); not written to JSON.
     """
@@ -126,6 +128,7 @@ class SweepResult:
     top_row: SweepRow | None = None
     per_class: Any = None
     holdout: Any = None
+    max_eval_detections: int = 100
     chosen: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -150,6 +153,7 @@ class SweepResult:
             "best_row": self.best_row.to_dict(self.objective_of(self.best_row)),
             "top_row": top.to_dict(self.objective_of(top)),
             "stat_names": list(STAT_NAMES),
+            "max_eval_detections": self.max_eval_detections,
             "num_images": self.num_images,
             "table": [row.to_dict(self.objective_of(row)) for row in self.table],
             **({} if self.per_class is None else self.per_class.to_dict()),

@@ -8,13 +8,16 @@ Every NMS setting the sweep reproduces, by Model Garden's meaning (``task.model.
 ``max_detections_per_class``,   ``detection_generator.max_num_detections`` (Model Garden
 ``max_total_detections``        caps each class and each image at it)
 ``class_agnostic``              one NMS over all classes of an image, each box keeping only
-                                its best class (batched; ``use_class_agnostic_nms``)
+                                its best class (v2: ``use_class_agnostic_nms``; batched too)
 ``pre_nms_top_k``               ``detection_generator.pre_nms_top_k`` (v2)
 ``proposal_nms``                ``roi_generator.use_batched_nms``: true ``batched``, false
                                 ``tiled`` (`ProposalNms`; two-stage)
 ``num_proposals``               ``roi_generator.test_num_proposals`` (two-stage)
 ``per_level``                   first-stage NMS per FPN level (Model Garden: always)
 ``proposal_top_k``              ``roi_generator.test_pre_nms_top_k`` (tiled)
+``max_eval_detections``         ``task.max_num_eval_detections``: COCO's ``maxDets[2]``,
+                                detections evaluated per image and category (RetinaNet;
+                                Model Garden's Faster and Mask R-CNN tasks evaluate 100)
 ==============================  =========================================================
 
 The score thresholds are not here: they are the grid (`detsearch.params.ParamSpec`), and so
@@ -43,6 +46,7 @@ from detsearch.errors import BadSetting
 from detsearch.params import ParamSpec
 
 __all__ = [
+    "DEFAULT_MAX_EVAL_DETECTIONS",
     "DEFAULT_PRE_NMS_TOP_K",
     "DEFAULT_PROPOSAL_TOP_K",
     "NmsBackend",
@@ -55,6 +59,8 @@ __all__ = [
 
 DEFAULT_PRE_NMS_TOP_K = 5000
 """Model Garden's ``detection_generator.pre_nms_top_k``: v2's candidates per image and class."""
+DEFAULT_MAX_EVAL_DETECTIONS = 100
+"""COCO's ``maxDets[2]`` (Model Garden's ``task.max_num_eval_detections``)."""
 DEFAULT_PROPOSAL_TOP_K = 1000
 """Model Garden's ``roi_generator.test_pre_nms_top_k``: the tiled first stage's proposals per
 level before NMS."""
@@ -145,7 +151,8 @@ class PostProcessing:
         (default 100 and 100; v2 takes one cap for both).
       class_agnostic: one NMS over all classes of an image, each box keeping only its
         highest-scoring class (ties: the lower class), capped at ``max_total_detections``
-        (default False; batched only).
+        (default False; with v2 Model Garden's ``use_class_agnostic_nms``, TensorFlow's padded
+        NMS over each image's top ``pre_nms_top_k`` anchors, `detsearch.detection.nms_v2.padded_nms`).
       pre_nms_top_k: v2's candidates per image and class (default 5000).
       proposal_nms: two-stage: the first stage's `ProposalNms` (default batched).
       num_proposals: two-stage: proposals kept after the first stage (default the cache's
@@ -154,6 +161,8 @@ class PostProcessing:
         ``row_level``).
       proposal_top_k: with ``proposal_nms`` tiled: proposals per level before NMS (default
         1000); the cache must hold at least these per level.
+      max_eval_detections: COCO evaluation's ``maxDets[2]`` (default 100;
+        `detsearch.detection.cocoeval.CocoMatcher`).
     """
 
     nms_version: NmsVersion = NmsVersion.BATCHED
@@ -165,6 +174,7 @@ class PostProcessing:
     num_proposals: int | None = None
     per_level: bool | None = None
     proposal_top_k: int | None = None
+    max_eval_detections: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nms_version", member(NmsVersion, self.nms_version, "nms_version"))
@@ -203,8 +213,8 @@ class PostProcessing:
             raise BadSetting("proposal_top_k is a setting of proposal_nms tiled")
         top_k = positive_int(_or(self.pre_nms_top_k, DEFAULT_PRE_NMS_TOP_K), "pre_nms_top_k") if v2 else None
         proposal_top_k = positive_int(_or(self.proposal_top_k, DEFAULT_PROPOSAL_TOP_K), "proposal_top_k") if tiled else None
-        if v2 and self.class_agnostic:
-            raise BadSetting("nms_version v2 is swept class-aware; class-agnostic v2 NMS is not reproduced")
+        max_eval = positive_int(_or(self.max_eval_detections, DEFAULT_MAX_EVAL_DETECTIONS), "max_eval_detections")
+        # v2, class-aware or class-agnostic (one cap per image), has one max_num_detections.
         if v2 and per_class_cap != total_cap:
             raise BadSetting(f"nms_version v2 caps each class and each image at one max_num_detections; got "
                              f"max_detections_per_class {per_class_cap} and max_total_detections {total_cap}")
@@ -229,7 +239,7 @@ class PostProcessing:
                 raise BadSetting("proposal_nms tiled runs per FPN level: it needs the cache's row_level and per_level")
         checked = replace(self, max_detections_per_class=per_class_cap, max_total_detections=total_cap,
                           class_agnostic=bool(self.class_agnostic), pre_nms_top_k=top_k, num_proposals=num_proposals,
-                          per_level=per_level, proposal_top_k=proposal_top_k)
+                          per_level=per_level, proposal_top_k=proposal_top_k, max_eval_detections=max_eval)
         if grid is not None:
             _check_grid(cache, grid, checked)
         return checked

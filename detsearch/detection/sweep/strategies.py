@@ -234,6 +234,7 @@ class _Run:
             tolerance=float(self.tolerance),
             top_row=top_row,
             per_class=per_class,
+            max_eval_detections=engine.post_processing.max_eval_detections,
             chosen=chosen,
         )
 
