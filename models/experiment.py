@@ -90,6 +90,8 @@ logger = logging.getLogger(__name__)
 
 MAX_DETECTIONS_KEY = "task.model.detection_generator.max_num_detections"
 """Where the sweep's ``max_detections`` axis goes (the cap per class and per image)."""
+SOFT_NMS_SIGMA_KEY = "task.model.detection_generator.soft_nms_sigma"
+"""Where the sweep's ``soft_nms_sigma`` axis goes (v1)."""
 
 
 SHIPPED_CONFIGS = Path(__file__).parent / "experiments"
@@ -158,7 +160,6 @@ def kind_of(config) -> CacheKind:
 
 
 UNREPRODUCED_NMS = {
-    "v1": " (per-class TensorFlow NMS, soft NMS with soft_nms_sigma; not reproduced yet)",
     "v3": " (the Edge TPU NMS, which orders in the scores' dtype)",
     "tflite": " (TFLite's post-processing: in TensorFlow its function returns zeros, so it cannot be evaluated)",
 }
@@ -176,16 +177,23 @@ def check_supported(config) -> CacheKind:
     if generator.nms_version not in tuple(NmsVersion):
         why = UNREPRODUCED_NMS.get(generator.nms_version, "")
         raise ValueError(f"task.model.detection_generator.nms_version {generator.nms_version!r}{why}: the sweep "
-                         f"reproduces {' and '.join(NmsVersion)} (Model Garden's default); set one of them")
+                         f"reproduces {', '.join(NmsVersion)} (v2 is Model Garden's default); set one of them")
     if not generator.apply_nms:
         raise ValueError("task.model.detection_generator.apply_nms false: the model runs no NMS to choose thresholds for")
     if getattr(generator, "use_class_agnostic_nms", False) and generator.nms_version != NmsVersion.V2:
         raise ValueError(f"task.model.detection_generator.use_class_agnostic_nms true with nms_version "
                          f"{generator.nms_version!r}: Model Garden runs class-agnostic NMS with v2 only (its generator "
                          "refuses the rest); set nms_version v2 or use_class_agnostic_nms false")
-    if getattr(generator, "soft_nms_sigma", None):
-        raise ValueError(f"task.model.detection_generator.soft_nms_sigma {generator.soft_nms_sigma}: soft NMS is not "
-                         "reproduced")
+    sigma = getattr(generator, "soft_nms_sigma", None)
+    if sigma is not None and generator.nms_version != NmsVersion.V1:
+        raise ValueError(f"task.model.detection_generator.soft_nms_sigma {sigma}: Model Garden reads it with "
+                         f"nms_version v1 only, not {generator.nms_version!r}; set it to null or nms_version v1")
+    if generator.nms_version == NmsVersion.V1 and not config.task.validation_data.drop_remainder:
+        raise ValueError("task.model.detection_generator.nms_version 'v1' with task.validation_data.drop_remainder "
+                         "false: Model Garden's v1 loops over the batch's static size, which a dataset keeping its last "
+                         "partial batch does not have (its own evaluation fails there too); set drop_remainder true")
+    if sigma is not None and not sigma >= 0:
+        raise ValueError(f"task.model.detection_generator.soft_nms_sigma {sigma}: TensorFlow's kernel needs a sigma >= 0")
     if getattr(model, "head", None) is not None and getattr(model.head, "attribute_heads", None):
         raise ValueError("task.model.head.attribute_heads: attribute heads are not supported")
     evaluated = getattr(config.task, "max_num_eval_detections", 100)
@@ -242,10 +250,13 @@ def thresholds_override(kind: CacheKind, thresholds: Mapping[str, float]) -> dic
     for name, value in thresholds.items():
         if name == "max_detections":
             key, value = MAX_DETECTIONS_KEY, int(value)
+        elif name == "soft_nms_sigma":
+            key, value = SOFT_NMS_SIGMA_KEY, float(value)
         elif name in THRESHOLD_KEYS[kind]:
             key, value = THRESHOLD_KEYS[kind][name], float(value)
         else:
-            raise ValueError(f"{name!r} is not a {kind} threshold; known: {', '.join(THRESHOLD_KEYS[kind])}, max_detections")
+            raise ValueError(f"{name!r} is not a {kind} threshold; known: {', '.join(THRESHOLD_KEYS[kind])}, "
+                             "max_detections, soft_nms_sigma")
         node = override
         *parents, leaf = key.split(".")
         for part in parents:
@@ -339,6 +350,10 @@ class Experiment:
         fields: dict[str, Any] = {"nms_version": NmsVersion(generator.nms_version),
                                   "max_detections_per_class": self.max_detections,
                                   "max_total_detections": self.max_detections}
+        if fields["nms_version"] == NmsVersion.V1:
+            fields["pre_nms_top_k"] = int(generator.pre_nms_top_k)
+            sigma = getattr(generator, "soft_nms_sigma", None)
+            fields["soft_nms_sigma"] = None if sigma is None else float(sigma)
         if fields["nms_version"] == NmsVersion.V2:
             fields["pre_nms_top_k"] = int(generator.pre_nms_top_k)
             # use_class_agnostic_nms (RetinaNet's generator only): TensorFlow's padded NMS per image.

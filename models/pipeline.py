@@ -465,6 +465,17 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
                                               max_total_detections=None)
     else:
         options.pop("max_detections", None)
+    if options.get("soft_nms_sigma") is not None:  # swept; the config's own sigma is a candidate too
+        sigma = post_processing.soft_nms_sigma
+        if post_processing.nms_version != "v1" or sigma is None:
+            raise BadSetting(f"soft_nms_sigma: swept on a config with nms_version v1 and a soft_nms_sigma (0 is "
+                             f"TensorFlow's hard NMS kernel); this one has nms_version {post_processing.nms_version} "
+                             f"and soft_nms_sigma {sigma}")
+        config_thresholds["soft_nms_sigma"] = sigma
+        options["soft_nms_sigma"] = sorted({float(v) for v in options["soft_nms_sigma"]} | {sigma})
+        post_processing = dataclasses.replace(post_processing, soft_nms_sigma=None)
+    else:
+        options.pop("soft_nms_sigma", None)
     seconds = {}
     started = time.perf_counter()
     cache, ground_truth = record_cache(experiment, out / "cache", score_floor, executor=executor,

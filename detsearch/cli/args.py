@@ -96,7 +96,8 @@ def objective_arguments(parser: argparse.ArgumentParser) -> None:
 
 def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
     """How the sweep chooses and confirms: ``--tolerance``, ``--per-class``, ``--holdout``,
-    ``--seed``, ``--replicates``, and the ``--max-detections`` / ``--class-agnostic`` axes."""
+    ``--seed``, ``--replicates``, and the ``--max-detections`` / ``--class-agnostic`` /
+    ``--soft-nms-sigmas`` axes."""
     from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES
     from detsearch.detection.sweep.result import DEFAULT_TOLERANCE
 
@@ -121,6 +122,10 @@ def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-agnostic", metavar="LIST",
                         help="false, true or false,true: sweep class-agnostic NMS (each box keeps its best class, one NMS "
                         "over all classes)")
+    parser.add_argument("--soft-nms-sigmas", metavar="LIST",
+                        help="nms_version v1: comma-separated soft_nms_sigma values to sweep (0: TensorFlow's hard NMS "
+                        "kernel; soft NMS decays overlapping boxes' scores and ignores the IoU threshold); one pass "
+                        "per sigma covers every score threshold")
 
 
 def operating_point_options(args: argparse.Namespace) -> dict:
@@ -152,8 +157,9 @@ def operating_point_options(args: argparse.Namespace) -> dict:
         if not words or any(word not in known for word in words):
             raise BadInput(f"--class-agnostic: {args.class_agnostic!r}; use false, true or false,true")
         agnostic = [known[word] for word in words]
+    sigmas = None if args.soft_nms_sigmas is None else float_list(args.soft_nms_sigmas, "--soft-nms-sigmas", low=0)
     return dict(tolerance=args.tolerance, per_class=rule, holdout=args.holdout, seed=args.holdout_seed,
-                replicates=args.replicates, max_detections=caps, class_agnostic=agnostic)
+                replicates=args.replicates, max_detections=caps, class_agnostic=agnostic, soft_nms_sigma=sigmas)
 
 
 def check_objective(args: argparse.Namespace) -> None:

@@ -83,11 +83,14 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--max-detections-per-class", type=int, metavar="N", help="NMS cap per class and image (default 100)")
     sweep.add_argument("--max-total-detections", type=int, metavar="N", help="NMS cap per image (default 100)")
     sweep.add_argument("--nms-version", choices=list(NmsVersion), default=NmsVersion.BATCHED,
-                       help="the Model Garden post-processing to reproduce: batched (greedy NMS, default) or "
+                       help="the Model Garden post-processing to reproduce: batched (greedy NMS, default), "
                        "v2 (Model Garden's default: per-class pre-NMS top-k, tiled NMS suppressing at IoU >= the "
-                       "threshold); v2 caps classes and images alike (--max-detections)")
-    sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v2: candidates per image and "
-                       "class (default 5000, Model Garden's)")
+                       "threshold) or v1 (per-class pre-NMS top-k, TensorFlow's padded NMS, or with "
+                       "--soft-nms-sigma its NMS kernel); v1 and v2 cap classes and images alike (--max-detections)")
+    sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v1 or v2: candidates per "
+                       "image and class (default 5000, Model Garden's)")
+    sweep.add_argument("--soft-nms-sigma", type=float, metavar="S", help="with --nms-version v1: Model Garden's "
+                       "soft_nms_sigma (0: the kernel's hard NMS; above 0 soft NMS); --soft-nms-sigmas sweeps several")
     sweep.add_argument("--max-eval-detections", type=int, metavar="N",
                        help="COCO's maxDets[2]: detections evaluated per image and category (default 100; Model "
                        "Garden's task.max_num_eval_detections, raised for crowded scenes)")
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         max_detections_per_class=args.max_detections_per_class,
         max_total_detections=args.max_total_detections,
         pre_nms_top_k=args.pre_nms_top_k,
+        soft_nms_sigma=args.soft_nms_sigma,
         num_proposals=args.num_proposals,
         max_eval_detections=args.max_eval_detections,
     )

@@ -19,6 +19,7 @@ import numpy as np
 from detsearch.atomic import atomic_path, write_bytes_atomic
 from detsearch.detection.cache import CacheKind
 from detsearch.detection.sweep.result import SweepResult, objective_value
+from detsearch.params import PARAM_NAMES
 
 __all__ = ["PLOTS", "describe_params", "print_summary", "summary_lines", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
            "write_heatmap", "write_outputs", "write_plots"]
@@ -30,6 +31,7 @@ _COLUMN_NAMES = {
     "iou_threshold": "iou",
     "max_detections": "max_dets",
     "class_agnostic": "agnostic",
+    "soft_nms_sigma": "sigma",
 }
 
 PLOTS = ("heatmap.png", "pr_curve.png", "f1_curve.png", "pareto.png", "per_class.png")
@@ -312,9 +314,11 @@ def write_heatmap(result: SweepResult, path: Path) -> None:
     from matplotlib.patches import Rectangle
 
     best = dict(result.best_row.params)  # the grid's values, as the table's rows hold them
-    panels = [("score_threshold", "iou_threshold", {k: v for k, v in best.items() if k.startswith("nms_")})]
+    extra = {k: v for k, v in best.items() if k not in PARAM_NAMES}  # swept axes beyond the thresholds: the chosen value
+    panels = [("score_threshold", "iou_threshold", {**{k: v for k, v in best.items() if k.startswith("nms_")}, **extra})]
     if result.kind == CacheKind.TWO_STAGE:
-        panels.append(("nms_score_threshold", "nms_iou_threshold", {k: best[k] for k in ("score_threshold", "iou_threshold")}))
+        panels.append(("nms_score_threshold", "nms_iou_threshold",
+                       {**{k: best[k] for k in ("score_threshold", "iou_threshold")}, **extra}))
     figure = Figure(figsize=(6.5 * len(panels), 5))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels), squeeze=False)

@@ -182,7 +182,7 @@ def test_v2_differs_from_batched_and_sweeps_caps():
 
 @pytest.mark.parametrize("post, axes, message", [
     (dict(nms_version="v3"), {}, "nms_version must be one of batched, v2"),
-    (dict(pre_nms_top_k=10), {}, "pre_nms_top_k is a setting of nms_version v2"),
+    (dict(pre_nms_top_k=10), {}, "pre_nms_top_k is a setting of nms_version v1 and v2"),
     (dict(nms_version="v2", pre_nms_top_k=0), {}, "pre_nms_top_k must be an integer >= 1"),
     (dict(nms_version="v2", class_agnostic=True), dict(class_agnostic=[False, True]), "do not set it in the post-processing"),
     (dict(nms_version="v2", max_detections_per_class=10, max_total_detections=100), {}, "one max_num_detections"),

@@ -17,7 +17,8 @@ def test_defaults_filled_once_per_kind():
     one, _ = random_case(1, "one_stage")
     checked = PostProcessing().checked(one)
     assert checked == PostProcessing(nms_version=NmsVersion.BATCHED, max_detections_per_class=100, max_total_detections=100,
-                                     class_agnostic=False, pre_nms_top_k=None, proposal_nms=ProposalNms.BATCHED,
+                                     class_agnostic=False, pre_nms_top_k=None, soft_nms_sigma=None,
+                                     proposal_nms=ProposalNms.BATCHED,
                                      num_proposals=None, per_level=False, proposal_top_k=None, max_eval_detections=100)
     assert checked.checked(one) == checked  # checking a checked one changes nothing
     two, _ = random_case(1, "two_stage", num_proposals=12)
@@ -33,7 +34,7 @@ def test_strings_are_taken_as_members_and_written_back_as_strings():
     assert post.nms_version is NmsVersion.V2 and post.proposal_nms is ProposalNms.TILED
     assert json.loads(json.dumps(post.to_dict())) == {
         "nms_version": "v2", "max_detections_per_class": None, "max_total_detections": None, "class_agnostic": False,
-        "pre_nms_top_k": None, "proposal_nms": "tiled", "num_proposals": 300, "per_level": None, "proposal_top_k": None,
+        "pre_nms_top_k": None, "soft_nms_sigma": None, "proposal_nms": "tiled", "num_proposals": 300, "per_level": None, "proposal_top_k": None,
         "max_eval_detections": None}
     with pytest.raises(dataclasses.FrozenInstanceError):
         post.num_proposals = 5
@@ -95,3 +96,22 @@ def test_first_stage_thresholds_the_cache_was_not_recorded_for():
     with pytest.raises(BadSetting, match="num_proposals 13 .per_level True.: the cache's second stage"):
         PostProcessing(num_proposals=13).checked(recorded, ParamSpec(nms_score_threshold=[0.1], nms_iou_threshold=[0.5],
                                                                      **grid))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(soft_nms_sigma=0.5), "soft_nms_sigma is a setting of nms_version v1"),
+    (dict(nms_version="v1", soft_nms_sigma=-1.0), "soft_nms_sigma must be None or a number >= 0, got -1.0"),
+    (dict(nms_version="v1", soft_nms_sigma=float("nan")), "soft_nms_sigma must be None or a number >= 0"),
+    (dict(nms_version="v1", class_agnostic=True), "Model Garden runs class-agnostic NMS with v2 only"),
+    (dict(nms_version="v1", max_detections_per_class=5, max_total_detections=8), "nms_version v1 caps each class"),
+])
+def test_bad_v1_settings_name_the_setting(settings, message):
+    cache, _ = random_case(1, "one_stage")
+    with pytest.raises(BadSetting, match=message):
+        PostProcessing(**settings).checked(cache)
+
+
+def test_v1_is_one_stage():
+    cache, _ = random_case(1, "two_stage", num_proposals=12)
+    with pytest.raises(BadSetting, match="nms_version v1 is swept one-stage"):
+        PostProcessing(nms_version="v1").checked(cache)

@@ -124,12 +124,46 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal
     assert min(ious) < 0.5 < max(ious)  # rows where the tiled NMS is greedy and where it is not
 
 
+def test_v1_and_soft_nms_equal_model_garden(trained, tmp_path, capsys):
+    # nms_version v1 with the config's soft_nms_sigma 0.5, swept with 0 (TensorFlow's hard NMS
+    # kernel) and 0.3: soft NMS decays overlapping boxes' scores, which COCO then ranks by.
+    from official.modeling import hyperparams
+
+    from detsearch.models.experiment import load_config
+
+    root, config_file, model_dir = trained
+    out = tmp_path / "out"
+    # drop_remainder: Model Garden's v1 loops over a static batch size (32 images, batches of 8).
+    override = ("task.model.detection_generator.nms_version=v1,task.model.detection_generator.soft_nms_sigma=0.5,"
+                "task.validation_data.drop_remainder=true")
+    code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                                 "--params-override", override, "--soft-nms-sigmas", "0,0.3", "--score-thresholds",
+                                 "0.05,0.3", "--iou-thresholds", "0.4,0.6", "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    rows = verified(summary)["rows"]
+    assert {row["params"]["soft_nms_sigma"] for row in rows} == {0.0, 0.3, 0.5}
+    assert summary["config_row"]["params"]["soft_nms_sigma"] == 0.5 and summary["configurations"] == 18  # the config IoU 0.5 joins
+    assert summary["post_processing"]["nms_version"] == "v1"
+    table = json.loads((out / "sweep" / "result.json").read_text())["table"]
+    soft = {tuple(row["params"].values()): row["stats"] for row in table}
+    assert soft[(0.05, 0.4, 0.5)] == soft[(0.05, 0.6, 0.5)] != soft[(0.05, 0.4, 0.0)]  # soft NMS reads no IoU threshold
+    chosen = summary["chosen"]["params"]
+    config = hyperparams.override_params_dict(load_config(EXPERIMENT, config_file.split(",")), str(out / "thresholds.yaml"),
+                                              is_strict=True)
+    assert config.task.model.detection_generator.soft_nms_sigma == chosen["soft_nms_sigma"]
+
+
 @pytest.mark.parametrize("change, message", [
     (["--experiment", "retinanet_nonsense"], "unknown experiment 'retinanet_nonsense'; registered detection experiments:"),
     (["--params-override", "task.model.no_such_key=1"], "--params-override: Model Garden rejects it"),
+    (["--params-override", "task.model.detection_generator.nms_version=v3"],
+     "task.model.detection_generator.nms_version 'v3' (the Edge TPU NMS, which orders in the scores' dtype): the sweep "
+     "reproduces batched, v2, v1 (v2 is Model Garden's default); set one of them"),
     (["--params-override", "task.model.detection_generator.nms_version=v1"],
-     "task.model.detection_generator.nms_version 'v1' (per-class TensorFlow NMS, soft NMS with soft_nms_sigma; not "
-     "reproduced yet): the sweep reproduces batched and v2 (Model Garden's default); set one of them"),
+     "nms_version 'v1' with task.validation_data.drop_remainder false: Model Garden's v1 loops over the batch's static"),
+    (["--params-override", "task.model.detection_generator.soft_nms_sigma=0.5"],
+     "soft_nms_sigma 0.5: Model Garden reads it with nms_version v1 only, not 'batched'"),
     (["--params-override", "task.model.detection_generator.nms_version=tflite"],
      "nms_version 'tflite' (TFLite's post-processing: in TensorFlow its function returns zeros, so it cannot be "
      "evaluated)"),

@@ -22,6 +22,7 @@ from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
 from detsearch.detection.pycoco import coco_ground_truth, load_results, pycocotools_eval, pycocotools_f1, summary_stats
 from detsearch.detection.reference_nms import class_agnostic_nms_reference, per_class_nms_reference
 from detsearch.detection.reference_nms_agnostic import generate_detections_v2_class_agnostic_reference
+from detsearch.detection.reference_nms_v1 import generate_detections_v1_reference
 from detsearch.detection.reference_nms_v2 import generate_detections_v2_reference, sorted_nms_padded_reference
 from detsearch.detection.sweep.result import DEFAULT_TOLERANCE, SweepResult, SweepRow
 from detsearch.detection.sweep.settings import NmsVersion, PostProcessing, ProposalNms
@@ -42,6 +43,7 @@ def sweep_reference(
     *,
     max_detections: int | Sequence[int] | None = None,
     class_agnostic: bool | Sequence[bool] | None = None,
+    soft_nms_sigma: float | Sequence[float] | None = None,
     objective: str = "map",
     budget: float | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -80,6 +82,8 @@ def sweep_reference(
         extra["max_detections"] = sorted({int(v) for v in np.atleast_1d(max_detections).tolist()})
     if class_agnostic is not None:
         extra["class_agnostic"] = sorted({bool(v) for v in np.atleast_1d(class_agnostic).tolist()})
+    if soft_nms_sigma is not None:
+        extra["soft_nms_sigma"] = sorted({float(v) for v in np.atleast_1d(soft_nms_sigma).tolist()})
     post = post_processing.checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     coco_gt = coco_ground_truth(gt)
@@ -164,6 +168,8 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
     max_total_detections = post_processing.max_total_detections
     num_proposals, per_level = post_processing.num_proposals, post_processing.per_level
     v2 = post_processing.nms_version == NmsVersion.V2
+    v1 = post_processing.nms_version == NmsVersion.V1
+    sigma = params.get("soft_nms_sigma", post_processing.soft_nms_sigma)
     tiled = post_processing.proposal_nms == ProposalNms.TILED
     kind = CacheKind(cache.meta.kind)
     meta = cache.meta
@@ -210,7 +216,10 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
             boxes = np.asarray(cache.entry_boxes)[entries]
         scores = np.asarray(cache.entry_score)[entries]
         classes = np.asarray(cache.entry_class)[entries]
-        if v2:
+        if v1:
+            kept, scores = _v1_detections(boxes, scores, classes, local_rank, len(category_ids), params,
+                                          post_processing.pre_nms_top_k, max_total_detections, sigma)
+        elif v2:
             kept = _v2_detections(boxes, scores, classes, local_rank, len(category_ids), params,
                                   post_processing.pre_nms_top_k, max_total_detections, agnostic)
         else:
@@ -275,6 +284,29 @@ def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposal
     top = np.argsort(-np.concatenate(scores_out), kind="stable")[:num_proposals]
     chosen = np.concatenate(rows_out)[top]
     return chosen[chosen >= 0]
+
+
+def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int, sigma):
+    """Model Garden's v1 generator on one image's candidates (laid out as `_v2_detections` lays
+    them out) through `reference_nms_v1.generate_detections_v1_reference`. Returns the
+    candidates kept, in order, and every candidate's score with the kept ones' replaced by the
+    generator's output (soft NMS decays them)."""
+    num_rows = int(rank.max()) + 1 if len(rank) else 1
+    dense_scores = np.zeros((1, num_rows, num_classes), np.float32)
+    dense_boxes = np.zeros((1, num_rows, num_classes, 4), np.float32)
+    candidate = np.full((num_rows, num_classes), -1, np.int64)
+    dense_scores[0, rank, classes] = scores
+    dense_boxes[0, rank, classes] = boxes
+    candidate[rank, classes] = np.arange(len(rank))
+    _, out_scores, out_classes, valid, anchors = generate_detections_v1_reference(
+        dense_boxes, dense_scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
+        nms_iou_threshold=params["iou_threshold"], max_num_detections=cap, soft_nms_sigma=sigma)
+    n = int(valid[0])
+    kept = candidate[anchors[0, :n], out_classes[0, :n]]
+    output = np.array(scores, np.float64, copy=True)
+    if sigma:  # soft NMS: the decayed scores are the output; otherwise the cached ones as given
+        output[kept] = out_scores[0, :n]
+    return kept, output
 
 
 def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int,

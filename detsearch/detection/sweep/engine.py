@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Mapping
 
 import numpy as np
@@ -69,8 +70,8 @@ from detsearch.detection.sweep.cuts import float32_cut
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.result import SweepRow, make_row
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
-from detsearch.detection.sweep.suppressors import (Candidates, KeptProposals, Selection, Suppressor, first_stage_nms,
-                                                   second_stage_nms)
+from detsearch.detection.sweep.suppressors import (Candidates, KeptProposals, Selection, Suppressor, V1Nms,
+                                                   first_stage_nms, second_stage_nms)
 
 __all__ = ["SweepEngine", "break_ties", "visiting_order"]
 
@@ -195,7 +196,11 @@ class SweepEngine:
         self.score_cuts = [float32_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)
-        self.nms: Suppressor = second_stage_nms(post_processing, nms_backend, self.candidates)
+        # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
+        self._nms: dict[float | None, Suppressor] = {
+            sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
+                                    nms_backend, self.candidates, float(lowest))
+            for sigma in grid.sigmas}
         if self.kind == CacheKind.TWO_STAGE:
             self.proposal_nms: Suppressor = (
                 KeptProposals(first_stage) if first_stage is not None
@@ -266,40 +271,67 @@ class SweepEngine:
     def prepare(self, key: NmsKey) -> None:
         """Prepares the NMS input every key of ``key.selection`` shares (for example before
         worker processes fork, so that they inherit it)."""
-        self.nms.prepare(self.selection(key))
+        self.nms_of(key).prepare(self.selection(key))
 
-    def _match(self, dets: np.ndarray) -> Matches:
-        """COCO matching of cache entries ``dets`` (image by image in output order)."""
+    def nms_of(self, key: NmsKey) -> Suppressor:
+        """The second-stage NMS of setting ``key`` (its ``soft_nms_sigma``)."""
+        return self._nms[key.soft_nms_sigma]
+
+    def _match(self, dets: np.ndarray, scores: np.ndarray) -> Matches:
+        """COCO matching of cache entries ``dets`` (image by image in output order) scored
+        ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
         return self.matcher.match(self.image_pos[self.entry_image[dets]], self.class_pos[self.entry_class[dets]],
-                                  self.entry_xywh(dets), self.entry_score_exact[dets], self.pairs.pairs(dets))
+                                  self.entry_xywh(dets), scores, self.pairs.pairs(dets))
 
-    def _output(self, key: NmsKey) -> tuple[np.ndarray, np.ndarray, Matches]:
-        """NMS output at setting ``key`` (the lowest score threshold, the largest cap): the
-        entries image by image in output order, each one's position in its image's output, and
-        their matches. The last key's are kept."""
-        if self._output_memo is not None and self._output_memo[0] == key:
+    def _run_nms(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """NMS output at setting ``key`` (at the grid's lowest score threshold, or, where the NMS
+        answers no higher one by restriction, at ``score_threshold``; the largest cap): the cache
+        entries image by image in output order and their output scores (float64)."""
+        nms, selection = self.nms_of(key), self.selection(key)
+        if score_threshold is not None:
+            positions = nms.kept_above(selection, key.iou_threshold, score_threshold)
+            return self.candidates.entries[positions], self.entry_score_exact[self.candidates.entries[positions]]
+        dets = self.candidates.entries[nms.kept(selection, key.iou_threshold)]
+        rescored = nms.output_scores(selection, key.iou_threshold) if isinstance(nms, V1Nms) else None
+        return dets, self.entry_score_exact[dets] if rescored is None else rescored.astype(np.float64)
+
+    def _output(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Matches]:
+        """`_run_nms`'s output, each entry's position in its image's output, and the matches. The
+        last one's are kept."""
+        memo = (key, score_threshold)
+        if self._output_memo is not None and self._output_memo[0] == memo:
             return self._output_memo[1]
-        dets = self.candidates.entries[self.nms.kept(self.selection(key), key.iou_threshold)]
+        dets, scores = self._run_nms(key, score_threshold)
         image = self.entry_image[dets]
         position = np.arange(len(dets)) - np.searchsorted(image, image, side="left")
-        value = (dets, position, self._match(dets))
-        self._output_memo = (key, value)
+        value = (dets, position, scores, self._match(dets, scores))
+        self._output_memo = (memo, value)
         return value
 
-    def capped(self, key: NmsKey, cap: int | None) -> tuple[np.ndarray, Matches]:
-        """The output entries and their matches at setting ``key`` with ``max_detections`` ``cap``
-        (None: the engine's own caps), every score above the lowest threshold."""
-        dets, position, matches = self._output(key)
+    def exact_prefixes(self, key: NmsKey) -> bool:
+        """Whether one NMS pass at the lowest score threshold answers every score threshold of
+        ``key`` (False only for v1's padded NMS with an IoU exactly at the threshold,
+        `V1Nms.exact_prefixes`; then each threshold runs NMS on its own)."""
+        nms = self.nms_of(key)
+        return not isinstance(nms, V1Nms) or nms.exact_prefixes(self.selection(key), key.iou_threshold)
+
+    def capped(self, key: NmsKey, cap: int | None, score_threshold: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray, Matches]:
+        """The output entries, their output scores (float64) and their matches at setting ``key``
+        with ``max_detections`` ``cap`` (None: the engine's own caps), every score above the
+        lowest threshold (or, with ``score_threshold``, NMS run at that threshold: see
+        `exact_prefixes`)."""
+        dets, position, scores, matches = self._output(key, score_threshold)
         if cap is None or cap >= max(self.grid.caps):
-            return dets, matches
+            return dets, scores, matches
         inside = position < cap
         kept = inside[matches.input_index]
         # Within a group the kept matches must be a prefix of the matching order.
         group = matches.image_pos * self.matcher.num_categories + matches.category_pos
         same = group[1:] == group[:-1]
         if not (same & kept[1:] & ~kept[:-1]).any():
-            return dets[inside], matches.select(kept, np.cumsum(inside) - 1)
-        return dets[inside], self._match(dets[inside])
+            return dets[inside], scores[inside], matches.select(kept, np.cumsum(inside) - 1)
+        return dets[inside], scores[inside], self._match(dets[inside], scores[inside])
 
     def rows(self, key: NmsKey) -> list[SweepRow]:
         """Rows at NMS setting ``key``: every ``max_detections`` cap (when swept), and within a
@@ -308,17 +340,20 @@ class SweepEngine:
             return self._rows[key]
         started = time.perf_counter()
         rows = []
+        exact = self.exact_prefixes(key)
         for cap in self.grid.caps or (None,):
-            dets, matches = self.capped(key, cap)
-            scores = self.entry_score_exact[dets]
-            evaluations = matches.evaluate(self.score_cuts)
-            curve = matches.f1_curve()
-            ground_truth = matches.num_ground_truth
-            for score_threshold, cut, evaluation in zip(self.score_thresholds, self.score_cuts, evaluations):
-                params = self.grid.row_params(key, score_threshold, cap)
-                f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
-                rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images,
-                                     evaluation.f1, f1_max, f1_max_score))
+            runs = ([(None, self.score_thresholds, self.score_cuts)] if exact else
+                    [(t, [t], [cut]) for t, cut in zip(self.score_thresholds, self.score_cuts)])
+            for run_at, thresholds, cuts in runs:
+                dets, scores, matches = self.capped(key, cap, run_at)
+                evaluations = matches.evaluate(cuts)
+                curve = matches.f1_curve()
+                ground_truth = matches.num_ground_truth
+                for score_threshold, cut, evaluation in zip(thresholds, cuts, evaluations):
+                    params = self.grid.row_params(key, score_threshold, cap)
+                    f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
+                    rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images,
+                                         evaluation.f1, f1_max, f1_max_score))
         self._rows[key] = rows
         logger.debug("sweep: %s: %d rows in %.2fs", key, len(rows), time.perf_counter() - started)
         return rows

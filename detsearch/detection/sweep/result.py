@@ -243,7 +243,7 @@ def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1
 
 def row_sort_key(row: SweepRow) -> tuple:
     """Orders a table by its thresholds in `PARAM_NAMES` order, then the extra axes."""
-    return tuple(row.params[name] for name in PARAM_NAMES + ("max_detections", "class_agnostic") if name in row.params)
+    return tuple(row.params[name] for name in PARAM_NAMES + ("max_detections", "class_agnostic", "soft_nms_sigma") if name in row.params)
 
 
 def thresholds_of(params: Mapping[str, Any]) -> ParamSpec:

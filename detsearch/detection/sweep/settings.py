@@ -9,7 +9,9 @@ Every NMS setting the sweep reproduces, by Model Garden's meaning (``task.model.
 ``max_total_detections``        caps each class and each image at it)
 ``class_agnostic``              one NMS over all classes of an image, each box keeping only
                                 its best class (v2: ``use_class_agnostic_nms``; batched too)
-``pre_nms_top_k``               ``detection_generator.pre_nms_top_k`` (v2)
+``pre_nms_top_k``               ``detection_generator.pre_nms_top_k`` (v1, v2)
+``soft_nms_sigma``              ``detection_generator.soft_nms_sigma`` (v1: None, 0 or the
+                                Gaussian's sigma; `detsearch.detection.nms_v1`)
 ``proposal_nms``                ``roi_generator.use_batched_nms``: true ``batched``, false
                                 ``tiled`` (`ProposalNms`; two-stage)
 ``num_proposals``               ``roi_generator.test_num_proposals`` (two-stage)
@@ -34,6 +36,7 @@ on a cache are filled in; the sweep, its reference and the engine run what it re
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -74,6 +77,11 @@ class NmsVersion(enum.StrEnum):
     V2 = "v2"
     """Model Garden's default: per class the top ``pre_nms_top_k``, then its tiled NMS, which
     suppresses at IoU >= the threshold (`detsearch.detection.nms_v2`)."""
+    V1 = "v1"
+    """Per class the top ``pre_nms_top_k``, then TensorFlow's NMS: with ``soft_nms_sigma`` None
+    ``non_max_suppression_padded`` (IoU >= the threshold), with a sigma the
+    ``NonMaxSuppressionV5`` kernel (0: hard, IoU > the threshold; above 0: soft NMS, whose
+    decayed scores are the output) (`detsearch.detection.nms_v1`)."""
 
 
 class ProposalNms(enum.StrEnum):
@@ -153,7 +161,9 @@ class PostProcessing:
         highest-scoring class (ties: the lower class), capped at ``max_total_detections``
         (default False; with v2 Model Garden's ``use_class_agnostic_nms``, TensorFlow's padded
         NMS over each image's top ``pre_nms_top_k`` anchors, `detsearch.detection.nms_v2.padded_nms`).
-      pre_nms_top_k: v2's candidates per image and class (default 5000).
+      pre_nms_top_k: v1's and v2's candidates per image and class (default 5000).
+      soft_nms_sigma: v1 only: None (``non_max_suppression_padded``), 0 (the kernel's hard
+        NMS) or the sigma of its soft NMS (> 0), as Model Garden's setting.
       proposal_nms: two-stage: the first stage's `ProposalNms` (default batched).
       num_proposals: two-stage: proposals kept after the first stage (default the cache's
         ``meta.num_proposals``, else `DEFAULT_NUM_PROPOSALS`).
@@ -170,6 +180,7 @@ class PostProcessing:
     max_total_detections: int | None = None
     class_agnostic: bool = False
     pre_nms_top_k: int | None = None
+    soft_nms_sigma: float | None = None
     proposal_nms: ProposalNms = ProposalNms.BATCHED
     num_proposals: int | None = None
     per_level: bool | None = None
@@ -201,23 +212,34 @@ class PostProcessing:
         kind = cache_kind(cache)
         two_stage = kind == CacheKind.TWO_STAGE
         v2 = self.nms_version == NmsVersion.V2
+        v1 = self.nms_version == NmsVersion.V1
         tiled = self.proposal_nms == ProposalNms.TILED
         per_class_cap = positive_int(_or(self.max_detections_per_class, DEFAULT_MAX_DETECTIONS_PER_CLASS),
                                      "max_detections_per_class")
         total_cap = positive_int(_or(self.max_total_detections, DEFAULT_MAX_TOTAL_DETECTIONS), "max_total_detections")
         if not isinstance(self.class_agnostic, (bool, np.bool_)):
             raise BadSetting(f"class_agnostic must be a bool, got {self.class_agnostic!r}")
-        if not v2 and self.pre_nms_top_k is not None:
-            raise BadSetting("pre_nms_top_k is a setting of nms_version v2")
+        if not (v1 or v2) and self.pre_nms_top_k is not None:
+            raise BadSetting("pre_nms_top_k is a setting of nms_version v1 and v2")
+        sigma = self.soft_nms_sigma
+        if sigma is not None:
+            if not v1:
+                raise BadSetting("soft_nms_sigma is a setting of nms_version v1")
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)) or not (
+                    math.isfinite(sigma) and sigma >= 0):
+                raise BadSetting(f"soft_nms_sigma must be None or a number >= 0, got {sigma!r}")
+            sigma = float(sigma)
         if not tiled and self.proposal_top_k is not None:
             raise BadSetting("proposal_top_k is a setting of proposal_nms tiled")
-        top_k = positive_int(_or(self.pre_nms_top_k, DEFAULT_PRE_NMS_TOP_K), "pre_nms_top_k") if v2 else None
+        top_k = positive_int(_or(self.pre_nms_top_k, DEFAULT_PRE_NMS_TOP_K), "pre_nms_top_k") if v1 or v2 else None
         proposal_top_k = positive_int(_or(self.proposal_top_k, DEFAULT_PROPOSAL_TOP_K), "proposal_top_k") if tiled else None
         max_eval = positive_int(_or(self.max_eval_detections, DEFAULT_MAX_EVAL_DETECTIONS), "max_eval_detections")
         # v2, class-aware or class-agnostic (one cap per image), has one max_num_detections.
-        if v2 and per_class_cap != total_cap:
-            raise BadSetting(f"nms_version v2 caps each class and each image at one max_num_detections; got "
-                             f"max_detections_per_class {per_class_cap} and max_total_detections {total_cap}")
+        if (v1 or v2) and per_class_cap != total_cap:
+            raise BadSetting(f"nms_version {self.nms_version} caps each class and each image at one max_num_detections; "
+                             f"got max_detections_per_class {per_class_cap} and max_total_detections {total_cap}")
+        if v1 and self.class_agnostic:
+            raise BadSetting("nms_version v1 is per class: Model Garden runs class-agnostic NMS with v2 only")
         if self.per_level not in (None, True, False):
             raise BadSetting(f"per_level must be a bool, got {self.per_level!r}")
         if not two_stage:
@@ -232,13 +254,17 @@ class PostProcessing:
             per_level = cache.row_level is not None if self.per_level is None else bool(self.per_level)
             if per_level and cache.row_level is None:
                 raise BadSetting("per_level NMS needs row_level in the cache")
+            if v1:
+                raise BadSetting("nms_version v1 is swept one-stage: on a two-stage model Model Garden's v1 also "
+                                 "reports the all-zero padding proposals as detections, which the cache does not record")
             if v2 and top_k < num_proposals:
                 raise BadSetting(f"pre_nms_top_k {top_k} < num_proposals {num_proposals}: Model Garden's top-k would "
                                  "then rank the all-zero padding proposals too, which the cache does not record")
             if tiled and not per_level:
                 raise BadSetting("proposal_nms tiled runs per FPN level: it needs the cache's row_level and per_level")
         checked = replace(self, max_detections_per_class=per_class_cap, max_total_detections=total_cap,
-                          class_agnostic=bool(self.class_agnostic), pre_nms_top_k=top_k, num_proposals=num_proposals,
+                          class_agnostic=bool(self.class_agnostic), pre_nms_top_k=top_k, soft_nms_sigma=sigma,
+                          num_proposals=num_proposals,
                           per_level=per_level, proposal_top_k=proposal_top_k, max_eval_detections=max_eval)
         if grid is not None:
             _check_grid(cache, grid, checked)

@@ -67,6 +67,7 @@ def sweep(
     *,
     max_detections: int | Sequence[int] | None = None,
     class_agnostic: bool | Sequence[bool] | None = None,
+    soft_nms_sigma: float | Sequence[float] | None = None,
     objective: str = "map",
     budget: float | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -114,6 +115,9 @@ def sweep(
         best-scoring class, then one NMS over all classes of the image, capped at
         ``max_total_detections``); a bool or a list; rows then name it.
         ``post_processing.class_agnostic`` must then be left False.
+      soft_nms_sigma: an axis of v1's ``soft_nms_sigma`` (numbers >= 0; 0 is the kernel's hard
+        NMS); a number or a list; rows then name it. ``post_processing.soft_nms_sigma`` must
+        then be left None.
       objective: one of `OBJECTIVES` (default ``"map"``).
       budget: mean detections per image allowed by ``map_at_budget``.
       tolerance: the choice is the configuration with the fewest detections per image among
@@ -152,7 +156,8 @@ def sweep(
         post_processing = PostProcessing()
     if not isinstance(post_processing, PostProcessing):
         raise TypeError(f"post_processing must be a PostProcessing, got {type(post_processing).__name__}")
-    configurations = Grid.build(cache_kind(cache), grid, post_processing, max_detections, class_agnostic)
+    configurations = Grid.build(cache_kind(cache), grid, post_processing, max_detections, class_agnostic,
+                                soft_nms_sigma)
     check_objective(objective, budget)
     check_tolerance(tolerance)
     rule = None if per_class is None else PerClassRule.parse(per_class)
@@ -176,8 +181,10 @@ def sweep(
     chosen = result.best_row.params
     # The held-out engine's grid is the chosen configuration alone, its cap included.
     held_post = post
+    if configurations.swept_sigma:
+        held_post = replace(held_post, soft_nms_sigma=chosen["soft_nms_sigma"])
     if configurations.caps is not None:
-        held_post = replace(post, max_detections_per_class=chosen["max_detections"],
+        held_post = replace(held_post, max_detections_per_class=chosen["max_detections"],
                             max_total_detections=chosen["max_detections"])
     held = SweepEngine(subset_cache(cache, held_positions), gt, configurations.at(chosen), held_post,
                        nms_backend=nms_backend)
@@ -220,7 +227,10 @@ class _Run:
             time.perf_counter() - started,
             dict(best_row.params),
         )
-        written = written_thresholds(cache, self.grid.kind, best_row.params)
+        key = self.grid.key_of(best_row.params)
+        # Soft NMS outputs decayed scores: the written threshold separates those.
+        output = engine.capped(key, None)[1] if key.soft_nms_sigma else None
+        written = written_thresholds(cache, self.grid.kind, best_row.params, output)
         chosen, per_class = chosen_details(engine, best_row, self.rule, written["score_threshold"])
         return SweepResult(
             kind=self.grid.kind,
@@ -239,12 +249,15 @@ class _Run:
         )
 
 
-def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any]) -> dict[str, Any]:
+def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any],
+                       output_scores: np.ndarray | None = None) -> dict[str, Any]:
     """``params`` with each score threshold made separating on the cache's scores
-    (`cuts.separating_threshold`): ``score_threshold`` on the candidates' scores,
-    ``nms_score_threshold`` on the proposals' objectness."""
+    (`cuts.separating_threshold`): ``score_threshold`` on the candidates' scores (or on
+    ``output_scores``, soft NMS's decayed ones), ``nms_score_threshold`` on the proposals'
+    objectness."""
     written = dict(params)
-    written["score_threshold"] = separating_threshold(params["score_threshold"], cache.entry_score)
+    scores = cache.entry_score if output_scores is None else output_scores
+    written["score_threshold"] = separating_threshold(params["score_threshold"], scores)
     if kind == CacheKind.TWO_STAGE:
         written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
     for name in ("score_threshold", "nms_score_threshold"):
@@ -260,11 +273,10 @@ def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None
     under ``rule`` (None: not asked) on top of its score threshold as written (default: the
     row's)."""
     started = time.perf_counter()
-    dets, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
+    dets, scores, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
     threshold = row.params["score_threshold"]
     cut = engine.score_cut(threshold)
     above = matches.select(matches.scores > cut, np.arange(len(dets)))
-    scores = engine.entry_score_exact[dets]
     kept = scores > cut
     names = engine.category_names()
     counted = above.counted[:, 0, 0]

@@ -13,7 +13,10 @@ Second stage (and one-stage), over the engine's `Candidates`:
 - `GreedyWalkNms`: greedy batched NMS as a vectorized walk over all images (`nms.GreedyWalk`);
 - `ReferenceGreedyNms`: the same, image by image through `nms.per_class_nms_reference`;
 - `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, then the merge;
-  class-agnostic, ``use_class_agnostic_nms``: `nms_v2.padded_nms` per image).
+  class-agnostic, ``use_class_agnostic_nms``: `nms_v2.padded_nms` per image);
+- `V1Nms`: Model Garden's v1 (`nms_v1`: TensorFlow's padded NMS, or its kernel's hard or soft
+  NMS, per image and class, then the merge). Soft NMS outputs decayed scores: second-stage
+  suppressors answer `output_scores` (None: the candidates' own).
 
 First stage (two-stage), over the cache's proposal rows:
 
@@ -35,7 +38,7 @@ from typing import Hashable, Mapping, NamedTuple, Protocol
 import numpy as np
 
 from detsearch.detection import nms as nms_ops
-from detsearch.detection import nms_v2
+from detsearch.detection import nms_v1, nms_v2
 from detsearch.detection.cache import DetectionCache
 from detsearch.detection.sweep.settings import NmsBackend, NmsVersion, PostProcessing, ProposalNms
 
@@ -49,6 +52,8 @@ __all__ = [
     "Suppressor",
     "TiledProposalNms",
     "TiledV2Nms",
+    "V1Nms",
+    "class_lists",
     "first_stage_nms",
     "second_stage_nms",
 ]
@@ -221,16 +226,7 @@ class TiledV2Nms:
             lists = [[everything[offsets[i]:offsets[i + 1]][:self.pre_nms_top_k]] for i in range(c.num_images)]
             self._groups = (selection.key, lists)
             return lists
-        groups: list[np.ndarray] = []
-        if len(everything):
-            group = c.image[everything] * c.num_classes + c.classes[everything]
-            by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
-            order, group = everything[by_group], group[by_group]
-            starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-            groups = [part[:self.pre_nms_top_k] for part in np.split(order, starts[1:])]
-        image_of = np.asarray([c.image[g[0]] for g in groups], np.int64)
-        bounds = np.searchsorted(image_of, np.arange(c.num_images + 1))
-        per_image = [groups[bounds[i]:bounds[i + 1]] for i in range(c.num_images)]
+        per_image = class_lists(c, everything, self.pre_nms_top_k)
         self._groups = (selection.key, per_image)
         return per_image
 
@@ -272,6 +268,113 @@ class TiledV2Nms:
             for c in todo:  # every candidate scoring at least the cut (the cut only rises)
                 lengths[c] = int(np.count_nonzero(score[groups[c]] >= cut))
         return list(zip(groups, chosen))
+
+
+def class_lists(candidates: Candidates, positions: np.ndarray, top_k: int) -> list[list[np.ndarray]]:
+    """Per image, per class with candidates among ``positions`` (ascending class): their
+    positions, the first ``top_k`` in visiting order (Model Garden's per-class ``tf.nn.top_k``:
+    descending score, ties by row or proposal rank; entries under the lowest threshold would rank
+    below these)."""
+    c = candidates
+    groups: list[np.ndarray] = []
+    if len(positions):
+        group = c.image[positions] * c.num_classes + c.classes[positions]
+        by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
+        order, group = positions[by_group], group[by_group]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        groups = [part[:top_k] for part in np.split(order, starts[1:])]
+    image_of = np.asarray([c.image[g[0]] for g in groups], np.int64)
+    bounds = np.searchsorted(image_of, np.arange(c.num_images + 1))
+    return [groups[bounds[i]:bounds[i + 1]] for i in range(c.num_images)]
+
+
+class V1Nms:
+    """Model Garden's ``nms_version: v1`` (`detsearch.detection.nms_v1`): per (image, class) the
+    top ``pre_nms_top_k`` candidates, one TensorFlow NMS each at the grid's lowest score
+    threshold, capped at ``cap``; the classes merged by descending output score, ties by (class,
+    position), the first ``cap`` of each image.
+
+    ``soft_nms_sigma`` None runs ``non_max_suppression_padded`` (`nms_v1.padded_nms_v1`), 0 the
+    kernel's hard NMS (`nms_v1.greedy_nms_v1`), above 0 its soft NMS (`nms_v1.soft_nms_v1`),
+    whose decayed scores are the output (`output_scores`) and which ignores the IoU threshold.
+    Every higher score threshold is the output restricted to output scores above it, and every
+    smaller cap its first entries (`nms_v1`, properties (a) and (b)), except with
+    ``soft_nms_sigma`` None where a tile holds an IoU exactly at the threshold: then
+    `exact_prefixes` is False and `kept_above` runs each score threshold on its own."""
+
+    def __init__(self, candidates: Candidates, pre_nms_top_k: int, cap: int, soft_nms_sigma: float | None,
+                 score_threshold: float):
+        self.candidates = candidates
+        self.pre_nms_top_k = pre_nms_top_k
+        self.cap = cap
+        self.sigma = soft_nms_sigma
+        self.score_threshold = score_threshold
+        self._groups: tuple[Hashable, list[list[np.ndarray]]] | None = None
+        self._runs: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+
+    def prepare(self, selection: Selection) -> None:
+        self._prepared(selection)
+
+    def _prepared(self, selection: Selection) -> list[list[np.ndarray]]:
+        if self._groups is None or self._groups[0] != selection.key:
+            everything = np.arange(len(self.candidates.entries)) if selection.positions is None else selection.positions
+            self._groups = (selection.key, class_lists(self.candidates, everything, self.pre_nms_top_k))
+            self._runs = {}
+        return self._groups[1]
+
+    def _class(self, group: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """One class: its selected candidates (positions into ``group``), their output scores,
+        whether restriction answers every higher score threshold."""
+        boxes, scores = self.candidates.boxes[group], self.candidates.score[group]
+        if self.sigma is None:
+            chosen, exact = nms_v1.padded_nms_v1_checked(boxes, iou_threshold, self.cap)
+            return chosen, scores[chosen], exact
+        if self.sigma == 0:
+            chosen = nms_v1.greedy_nms_v1(boxes, iou_threshold, self.cap)
+            return chosen, scores[chosen], True
+        chosen, decayed = nms_v1.soft_nms_v1(boxes, scores, self.sigma, self.score_threshold, self.cap)
+        return chosen, decayed, True
+
+    def _run(self, selection: Selection, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(kept positions image by image in output order, their float32 output scores, exact)."""
+        groups = self._prepared(selection)
+        memo = (selection.key, None if self.sigma else iou_threshold)  # soft NMS reads no IoU threshold
+        if memo not in self._runs:
+            picked, scores, exact = [], [], True
+            for classes in groups:
+                lists = [self._class(group, iou_threshold) for group in classes]
+                exact = exact and all(ok for _, _, ok in lists)
+                which, position = nms_v1.merge_classes([out for _, out, _ in lists], self.cap)
+                picked.extend(classes[k][lists[k][0][p]] for k, p in zip(which.tolist(), position.tolist()))
+                scores.extend(lists[k][1][p] for k, p in zip(which.tolist(), position.tolist()))
+            self._runs[memo] = (np.asarray(picked, np.int64), np.asarray(scores, np.float32), exact)
+        return self._runs[memo]
+
+    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
+        return self._run(selection, iou_threshold)[0]
+
+    def output_scores(self, selection: Selection, iou_threshold: float) -> np.ndarray | None:
+        """Soft NMS: the decayed float32 score of each of `kept`'s positions; otherwise None (the
+        candidates' own scores)."""
+        return self._run(selection, iou_threshold)[1] if self.sigma else None
+
+    def exact_prefixes(self, selection: Selection, iou_threshold: float) -> bool:
+        """Whether every higher score threshold's output is `kept`'s restricted to scores above it."""
+        return self._run(selection, iou_threshold)[2]
+
+    def kept_above(self, selection: Selection, iou_threshold: float, score_threshold: float) -> np.ndarray:
+        """`kept` of a run at ``score_threshold`` itself (``soft_nms_sigma`` None): each class's
+        candidates scoring above it (a prefix of its list) through `nms_v1.padded_nms_v1`."""
+        score, cut = self.candidates.score, np.float32(score_threshold)
+        picked = []
+        for classes in self._prepared(selection):
+            lists = []
+            for group in classes:
+                group = group[score[group] > cut]
+                lists.append(group[nms_v1.padded_nms_v1(self.candidates.boxes[group], iou_threshold, self.cap)])
+            which, position = nms_v1.merge_classes([score[g] for g in lists], self.cap)
+            picked.extend(lists[k][p] for k, p in zip(which.tolist(), position.tolist()))
+        return np.asarray(picked, np.int64)
 
 
 class BatchedProposalNms:
@@ -363,11 +466,14 @@ class KeptProposals:
         return self._kept[iou_threshold]
 
 
-def second_stage_nms(post_processing: PostProcessing, backend: NmsBackend, candidates: Candidates) -> Suppressor:
-    """The (second-stage, or one-stage) NMS a checked ``post_processing`` runs: v2 is always
-    `TiledV2Nms`; batched is `GreedyWalkNms`, or `ReferenceGreedyNms` with the reference
-    backend."""
+def second_stage_nms(post_processing: PostProcessing, backend: NmsBackend, candidates: Candidates,
+                     score_threshold: float) -> Suppressor:
+    """The (second-stage, or one-stage) NMS a checked ``post_processing`` runs at
+    ``score_threshold`` (the grid's lowest): v1 is always `V1Nms`, v2 `TiledV2Nms`; batched is
+    `GreedyWalkNms`, or `ReferenceGreedyNms` with the reference backend."""
     per_class, total = post_processing.max_detections_per_class, post_processing.max_total_detections
+    if post_processing.nms_version == NmsVersion.V1:
+        return V1Nms(candidates, post_processing.pre_nms_top_k, total, post_processing.soft_nms_sigma, score_threshold)
     if post_processing.nms_version == NmsVersion.V2:
         return TiledV2Nms(candidates, post_processing.pre_nms_top_k, total)
     if backend == NmsBackend.REFERENCE:
