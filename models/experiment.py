@@ -200,15 +200,23 @@ def check_supported(config) -> CacheKind:
     if isinstance(evaluated, bool) or not isinstance(evaluated, int) or evaluated < 1:
         raise ValueError(f"task.max_num_eval_detections {evaluated!r}: COCO's maxDets needs an int >= 1")
     # task.validation_data.dtype (bfloat16 in every registered experiment) rounds the images the
-    # input pipeline gives; the model casts them to its float32 compute dtype, and everything from
-    # there to the NMS runs in float32, as the recorder and the sweep do: any dtype is taken.
+    # input pipeline gives; the model casts them to its compute dtype: any dtype is taken.
+    # runtime.mixed_precision_dtype is the compute dtype Model Garden's training script sets
+    # (`precision_policy`): the model's scores come in it, which the sweep reproduces where its
+    # NMS takes them (`PostProcessing.score_dtype`).
     data = config.task.validation_data
     precision = config.runtime.mixed_precision_dtype
-    if precision not in (None, "", "float32"):
-        raise ValueError(f"runtime.mixed_precision_dtype {precision!r}: Model Garden's training script would run the "
-                         f"model in mixed {precision} (scores in {precision}, v2's top-k and score threshold in "
-                         f"{precision}), which is not reproduced; set it to float32 (task.validation_data.dtype "
-                         f"{data.dtype!r} is taken as it is)")
+    if precision not in (None, "", "float32", "bfloat16", "float16"):
+        raise ValueError(f"runtime.mixed_precision_dtype {precision!r}: Model Garden's training script takes "
+                         "float32, bfloat16 or float16")
+    if precision in ("bfloat16", "float16"):
+        if generator.nms_version == NmsVersion.BATCHED:
+            raise ValueError(f"runtime.mixed_precision_dtype {precision!r} with task.model.detection_generator."
+                             f"nms_version 'batched': Model Garden's combined_non_max_suppression takes float32 scores "
+                             f"only and fails on {precision} ones; set nms_version v2 (its default) or v1")
+        if kind == CacheKind.TWO_STAGE:
+            raise ValueError(f"runtime.mixed_precision_dtype {precision!r} on a two-stage experiment: its first stage "
+                             f"ranks and suppresses proposals in {precision}, which is not reproduced; set float32")
     if not data.input_path:
         raise ValueError("task.validation_data.input_path is empty: the validation TFRecords are read from it")
     return kind
@@ -287,6 +295,34 @@ def _config_value(config, key: str):
     return node
 
 
+def mixed_precision(config) -> str | None:
+    """``"bfloat16"`` or ``"float16"`` when ``runtime.mixed_precision_dtype`` asks for mixed
+    precision, else None."""
+    precision = config.runtime.mixed_precision_dtype
+    return precision if precision in ("bfloat16", "float16") else None
+
+
+@contextlib.contextmanager
+def precision_policy(config):
+    """The global Keras policy Model Garden's training script (``official.vision.train``,
+    ``performance.set_mixed_precision_policy``) sets for ``runtime.mixed_precision_dtype``
+    (``mixed_bfloat16``, ``mixed_float16``), for the block: layers built in it compute in that
+    dtype (their variables stay float32). The previous policy is restored after. Nothing
+    changes for float32."""
+    import tf_keras
+
+    precision = mixed_precision(config)
+    if precision is None:
+        yield
+        return
+    previous = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy(f"mixed_{precision}")
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
+
+
 def read_thresholds(config, kind: CacheKind) -> dict[str, float]:
     """The MoXing-named thresholds a config holds."""
     return {name: float(_config_value(config, key)) for name, key in THRESHOLD_KEYS[kind].items()}
@@ -361,6 +397,7 @@ class Experiment:
         # RetinaNet's task sets COCO's maxDets[2] to it; Model Garden's Mask R-CNN task (Faster
         # R-CNN too) has no such setting and evaluates 100.
         fields["max_eval_detections"] = int(getattr(self.config.task, "max_num_eval_detections", 100))
+        fields["score_dtype"] = mixed_precision(self.config) or "float32"
         if self.kind == CacheKind.TWO_STAGE:
             proposals = model.roi_generator
             fields.update(num_proposals=int(proposals.test_num_proposals), per_level=True)
@@ -373,12 +410,15 @@ class Experiment:
         """(task, model) at ``thresholds`` (None: the config's), the checkpoint restored; with
         ``decoded_only`` the model returns the decoded boxes and scores before NMS instead.
         With ``restore`` False the model is as the task builds it, its variables not yet
-        created (Keras creates them on the first call or trace): `restore` it after that."""
+        created (Keras creates them on the first call or trace): `restore` it after that. The
+        model is built under the config's precision (`precision_policy`), as Model Garden's
+        training script builds it."""
         from official.core import task_factory
 
         config = _with_thresholds(self.config, self.kind, thresholds, decoded_only=decoded_only)
         task = task_factory.get_task(config.task)
-        model = task.build_model()
+        with precision_policy(config):
+            model = task.build_model()
         if restore:
             create_variables(model, config.task.model)  # every variable exists, so a misfit is found now
             self.restore(model)
@@ -518,7 +558,8 @@ class OneStageForward:
         and their entries; and the number of score columns."""
         boxes, scores = call_traced(self._decoded, images, labels["anchor_boxes"], labels["image_info"][:, 1, :],
                                     batch_size=self.batch_size)
-        boxes, scores = boxes.numpy()[:, :, 0, :], scores.numpy()
+        # Under mixed precision the scores come in bfloat16 or float16: float32 holds them exactly.
+        boxes, scores = boxes.numpy()[:, :, 0, :].astype(np.float32), scores.numpy().astype(np.float32)
         records = []
         for i in range(len(boxes)):
             rows, classes = np.nonzero(scores[i] >= floor)  # row-major: sorted by (anchor, class)
@@ -1025,10 +1066,11 @@ def export_experiment(experiment: Experiment, thresholds: Mapping[str, float], p
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        export_saved_model_lib.export_inference_graph(
-            input_type="image_tensor", batch_size=None, input_image_size=list(config.task.model.input_size[:2]),
-            params=config, checkpoint_path=experiment.checkpoint, export_dir=str(tmp),
-            export_saved_model_subdir="saved_model", export_checkpoint_subdir="checkpoint")
+        with precision_policy(config):  # the model as it was evaluated
+            export_saved_model_lib.export_inference_graph(
+                input_type="image_tensor", batch_size=None, input_image_size=list(config.task.model.input_size[:2]),
+                params=config, checkpoint_path=experiment.checkpoint, export_dir=str(tmp),
+                export_saved_model_subdir="saved_model", export_checkpoint_subdir="checkpoint")
         if class_score_thresholds:
             filter_by_class(tmp / "saved_model", class_score_thresholds, int(config.task.model.num_classes))
             write_bytes_atomic(tmp / "class_score_thresholds.json", json.dumps(

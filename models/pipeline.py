@@ -254,7 +254,7 @@ def train(config, model_dir: str | os.PathLike, *, seed: int = 0, on_start: Call
     import tensorflow as tf
     from official.core import task_factory, train_lib
 
-    from detsearch.models.experiment import model_garden_seed
+    from detsearch.models.experiment import model_garden_seed, precision_policy
 
     model_dir = str(model_dir)
     latest = tf.train.latest_checkpoint(model_dir)
@@ -267,7 +267,7 @@ def train(config, model_dir: str | os.PathLike, *, seed: int = 0, on_start: Call
         config.task.train_data.seed, config.task.train_data.deterministic = int(seed), True
     device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
     strategy = tf.distribute.OneDeviceStrategy(device)
-    with model_garden_seed(seed):
+    with model_garden_seed(seed), precision_policy(config):  # as official.vision.train sets it
         with strategy.scope():
             task = task_factory.get_task(config.task, logging_dir=model_dir)
         train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config,

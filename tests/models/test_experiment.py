@@ -124,6 +124,35 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal
     assert min(ious) < 0.5 < max(ious)  # rows where the tiled NMS is greedy and where it is not
 
 
+@pytest.mark.parametrize("precision, agnostic", [("bfloat16", False), ("float32", True)])
+def test_mixed_precision_and_class_agnostic_v2_equal_model_garden(trained, tmp_path, capsys, precision, agnostic):
+    # Model Garden's v2 under its ResNet-FPN experiments' mixed bfloat16 (scores in bfloat16,
+    # filtered at the threshold as bfloat16), and v2's class-agnostic path (use_class_agnostic_nms).
+    root, config_file, model_dir = trained
+    out = tmp_path / "out"
+    override = (f"task.model.detection_generator.nms_version=v2,runtime.mixed_precision_dtype={precision},"
+                f"task.model.detection_generator.use_class_agnostic_nms={str(agnostic).lower()}")
+    code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                                 "--params-override", override, "--score-thresholds", "0.05,0.3",
+                                 "--iou-thresholds", "0.4,0.6", "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    verified(summary)
+    post = summary["post_processing"]
+    assert (post["score_dtype"], post["class_agnostic"]) == (precision, agnostic)
+    chosen = summary["chosen"]["params"]["score_threshold"]
+    if precision == "bfloat16":  # written as bfloat16 compares it: Model Garden rounds it to itself
+        import ml_dtypes
+
+        from detsearch.detection.cache import read_cache
+        from detsearch.detection.sweep.cuts import reduced_threshold
+
+        assert chosen == reduced_threshold(chosen, "bfloat16") and chosen not in (0.05, 0.3, 0.5)
+        # the model ran in bfloat16: every cached score is a bfloat16 value
+        scores = np.asarray(read_cache(out / "cache").entry_score, np.float32)
+        assert len(scores) and (scores.astype(ml_dtypes.bfloat16).astype(np.float32) == scores).all()
+
+
 def test_v1_and_soft_nms_equal_model_garden(trained, tmp_path, capsys):
     # nms_version v1 with the config's soft_nms_sigma 0.5, swept with 0 (TensorFlow's hard NMS
     # kernel) and 0.3: soft NMS decays overlapping boxes' scores, which COCO then ranks by.

@@ -220,6 +220,8 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
             kept, scores = _v1_detections(boxes, scores, classes, local_rank, len(category_ids), params,
                                           post_processing.pre_nms_top_k, max_total_detections, sigma)
         elif v2:
+            if post_processing.score_dtype != "float32" and not agnostic:  # filtered in that dtype
+                params = dict(params, score_threshold=_as_dtype(params["score_threshold"], post_processing.score_dtype))
             kept = _v2_detections(boxes, scores, classes, local_rank, len(category_ids), params,
                                   post_processing.pre_nms_top_k, max_total_detections, agnostic)
         else:
@@ -284,6 +286,17 @@ def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposal
     top = np.argsort(-np.concatenate(scores_out), kind="stable")[:num_proposals]
     chosen = np.concatenate(rows_out)[top]
     return chosen[chosen >= 0]
+
+
+def _as_dtype(threshold: float, dtype: str) -> float:
+    """A Python float as TensorFlow makes it a ``dtype`` scalar: to float32, then to ``dtype``,
+    to nearest, ties to even (bfloat16: the float32's top 16 bits, rounded by the usual bias)."""
+    single = np.float32(threshold)
+    if dtype == "float16":
+        return float(np.float16(single))
+    word = int(np.frombuffer(single.tobytes(), np.uint32)[0])
+    word = (word + 0x7FFF + ((word >> 16) & 1)) & 0xFFFF0000
+    return float(np.frombuffer(np.uint32(word).tobytes(), np.float32)[0])
 
 
 def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int, sigma):

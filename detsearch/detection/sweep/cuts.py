@@ -23,7 +23,11 @@ import math
 
 import numpy as np
 
-__all__ = ["float32_cut", "separates", "separating_threshold", "threshold_between", "threshold_keeping"]
+__all__ = ["REDUCED_DTYPES", "float32_cut", "next_value", "reduced_threshold", "separates", "separating_threshold", "threshold_between",
+           "threshold_keeping"]
+
+REDUCED_DTYPES = ("bfloat16", "float16")
+"""Score dtypes of Model Garden's mixed precision (``runtime.mixed_precision_dtype``)."""
 
 
 def float32_cut(threshold: float) -> float:
@@ -41,6 +45,38 @@ def float32_cut(threshold: float) -> float:
     if int(np.asarray(u).view(np.uint32)) & 1 == 0:
         return float(np.nextafter(middle, -np.inf))
     return middle
+
+
+def reduced_threshold(threshold: float, dtype: str) -> float:
+    """``threshold`` as TensorFlow makes it a ``dtype`` tensor to compare ``dtype`` scores with
+    (``tf.math.greater(scores, threshold)`` under mixed precision): rounded to float32, then to
+    ``dtype``, each to nearest, ties to even (TensorFlow converts a Python float through float32:
+    ``1 + 2**-8 + 2**-40`` becomes bfloat16 1.0, not 1.0078125). For scores that are ``dtype``
+    values, ``score > threshold`` in that dtype is ``score > reduced_threshold`` in any wider
+    float."""
+    single = np.float32(threshold)
+    if dtype == "float16":
+        return float(np.float16(single))
+    if dtype != "bfloat16":
+        raise ValueError(f"dtype must be one of {', '.join(REDUCED_DTYPES)}, got {dtype!r}")
+    if not np.isfinite(single):
+        return float(single)
+    bits = int(np.asarray(single).view(np.uint32))
+    kept, dropped = bits >> 16, bits & 0xFFFF
+    if dropped > 0x8000 or (dropped == 0x8000 and kept & 1):  # to nearest, ties to even
+        kept += 1
+    return float(np.asarray(np.uint32(kept << 16)).view(np.float32))
+
+
+def next_value(value: float, dtype: str) -> float:
+    """The smallest ``dtype`` value above ``value``, a ``dtype`` value (`REDUCED_DTYPES`)."""
+    if dtype == "float16":
+        return float(np.nextafter(np.float16(value), np.float16(np.inf)))
+    single = np.float32(value)
+    if not single >= 0:
+        raise ValueError(f"next_value takes a value >= 0, got {value!r}")
+    bits = int(np.asarray(single).view(np.uint32)) + 0x10000  # bfloat16: the float32's top 16 bits, one up
+    return float(np.asarray(np.uint32(bits & 0xFFFF0000)).view(np.float32))
 
 
 def separates(threshold: float, dropped: float | None, kept: float | None) -> bool:

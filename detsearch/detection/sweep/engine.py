@@ -66,7 +66,6 @@ import numpy as np
 from detsearch.detection.boxes import yxyx_to_xywh
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, Matches, ragged_arange
-from detsearch.detection.sweep.cuts import float32_cut
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.result import SweepRow, make_row
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
@@ -151,7 +150,8 @@ class SweepEngine:
         self.image_pos = self.matcher.image_positions(meta.image_ids)
         self.class_pos = self.matcher.category_positions(meta.category_ids)
         self.score_thresholds = grid.score_thresholds
-        lowest = np.float32(min(self.score_thresholds))
+        lowest = min(self.score_thresholds)
+        lowest_cut = post_processing.threshold_cut(lowest)
         entry_offsets = np.asarray(cache.entry_offsets, np.int64)
         entry_score = np.asarray(cache.entry_score, np.float32)
         entry_row = np.asarray(cache.entry_row, np.int64)
@@ -159,7 +159,7 @@ class SweepEngine:
         entry_image = np.repeat(np.arange(self.num_images), np.diff(entry_offsets))
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
-        candidates = np.flatnonzero(entry_score > lowest)
+        candidates = np.flatnonzero(np.asarray(cache.entry_score, np.float64) > lowest_cut)
         cand = candidates[visiting_order(entry_image[candidates], entry_score[candidates], entry_row[candidates], entry_class[candidates])]
         if self.kind == CacheKind.ONE_STAGE:
             row_boxes = np.asarray(cache.row_boxes, np.float32)
@@ -191,9 +191,10 @@ class SweepEngine:
         self.entry_class = entry_class
         self.entry_score = entry_score
         # COCO matching orders detections by the scores as stored (float64 when given so), and
-        # a score threshold t keeps float32(score) > float32(t): `float32_cut` says it in float64.
+        # a score threshold t keeps float32(score) > float32(t) (`float32_cut` says it in
+        # float64; `PostProcessing.threshold_cut` where v2 compares in a reduced dtype).
         self.entry_score_exact = np.asarray(cache.entry_score, np.float64)
-        self.score_cuts = [float32_cut(t) for t in self.score_thresholds]
+        self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
@@ -210,10 +211,10 @@ class SweepEngine:
         self._output_memo: tuple | None = None
         self._rows: dict[NmsKey, list[SweepRow]] = {}
         logger.info(
-            "sweep: %d images, %d candidate entries above %g, prepared in %.2fs",
+            "sweep: %d images, %d candidate entries above %r, prepared in %.2fs",
             self.num_images,
             len(cand),
-            float(lowest),
+            lowest_cut,
             time.perf_counter() - started,
         )
 

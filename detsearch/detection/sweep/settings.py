@@ -17,6 +17,8 @@ Every NMS setting the sweep reproduces, by Model Garden's meaning (``task.model.
 ``num_proposals``               ``roi_generator.test_num_proposals`` (two-stage)
 ``per_level``                   first-stage NMS per FPN level (Model Garden: always)
 ``proposal_top_k``              ``roi_generator.test_pre_nms_top_k`` (tiled)
+``score_dtype``                 ``runtime.mixed_precision_dtype``: the dtype of the model's
+                                scores (float32; bfloat16 or float16 under mixed precision)
 ``max_eval_detections``         ``task.max_num_eval_detections``: COCO's ``maxDets[2]``,
                                 detections evaluated per image and category (RetinaNet;
                                 Model Garden's Faster and Mask R-CNN tasks evaluate 100)
@@ -45,6 +47,7 @@ import numpy as np
 from detsearch.checks import positive_int
 from detsearch.detection.cache import DEFAULT_NUM_PROPOSALS, CacheKind, DetectionCache
 from detsearch.detection.nms import DEFAULT_MAX_DETECTIONS_PER_CLASS, DEFAULT_MAX_TOTAL_DETECTIONS
+from detsearch.detection.sweep.cuts import REDUCED_DTYPES, float32_cut, next_value, reduced_threshold
 from detsearch.errors import BadSetting
 from detsearch.params import ParamSpec
 
@@ -173,6 +176,10 @@ class PostProcessing:
         1000); the cache must hold at least these per level.
       max_eval_detections: COCO evaluation's ``maxDets[2]`` (default 100;
         `detsearch.detection.cocoeval.CocoMatcher`).
+      score_dtype: the dtype the model's scores come in (``"float32"``; under Model Garden's
+        mixed precision ``"bfloat16"`` or ``"float16"``, whose values the cache holds exactly
+        in float32). v2's class-aware path compares them with the score threshold in that dtype
+        (`threshold_cut`); batched NMS and two-stage models are refused with it.
     """
 
     nms_version: NmsVersion = NmsVersion.BATCHED
@@ -186,6 +193,7 @@ class PostProcessing:
     per_level: bool | None = None
     proposal_top_k: int | None = None
     max_eval_detections: int | None = None
+    score_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nms_version", member(NmsVersion, self.nms_version, "nms_version"))
@@ -234,6 +242,14 @@ class PostProcessing:
         top_k = positive_int(_or(self.pre_nms_top_k, DEFAULT_PRE_NMS_TOP_K), "pre_nms_top_k") if v1 or v2 else None
         proposal_top_k = positive_int(_or(self.proposal_top_k, DEFAULT_PROPOSAL_TOP_K), "proposal_top_k") if tiled else None
         max_eval = positive_int(_or(self.max_eval_detections, DEFAULT_MAX_EVAL_DETECTIONS), "max_eval_detections")
+        if self.score_dtype not in ("float32", *REDUCED_DTYPES):
+            raise BadSetting(f"score_dtype must be float32, bfloat16 or float16, got {self.score_dtype!r}")
+        if self.score_dtype != "float32" and self.nms_version == NmsVersion.BATCHED:
+            raise BadSetting(f"score_dtype {self.score_dtype} (mixed precision) with nms_version batched: Model Garden's "
+                             "combined_non_max_suppression takes float32 scores only and fails on these; use v2 or v1")
+        if self.score_dtype != "float32" and two_stage:
+            raise BadSetting(f"score_dtype {self.score_dtype} (mixed precision) on a two-stage model: its first stage "
+                             f"ranks and suppresses proposals in {self.score_dtype}, which is not reproduced")
         # v2, class-aware or class-agnostic (one cap per image), has one max_num_detections.
         if (v1 or v2) and per_class_cap != total_cap:
             raise BadSetting(f"nms_version {self.nms_version} caps each class and each image at one max_num_detections; "
@@ -270,6 +286,16 @@ class PostProcessing:
             _check_grid(cache, grid, checked)
         return checked
 
+    def threshold_cut(self, threshold: float) -> float:
+        """The float64 ``c`` with ``score > c`` exactly when this post-processing's NMS keeps a
+        score at score threshold ``threshold``: `float32_cut` (TensorFlow's NMS compares in
+        float32), except where v2's class-aware path filters scores in a reduced ``score_dtype``
+        (``box_ops.filter_boxes_by_scores`` before its float32 NMS): there the threshold as
+        that dtype (`reduced_threshold`), the scores being that dtype's values."""
+        if self.score_dtype != "float32" and self.nms_version == NmsVersion.V2 and not self.class_agnostic:
+            return reduced_threshold(threshold, self.score_dtype)
+        return float32_cut(threshold)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON types (the enums as their strings)."""
         return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
@@ -286,6 +312,13 @@ def _plain(value):
 def _check_grid(cache: DetectionCache, grid: ParamSpec, post: PostProcessing) -> None:
     """What a cache can answer exactly for the thresholds of ``grid`` (those it names)."""
     check_score_floor(grid, float(cache.meta.score_floor))
+    if "score_threshold" in grid:
+        lowest = min(grid.candidates("score_threshold"))
+        cut = post.threshold_cut(lowest)
+        # The reduced dtype's scores above the cut start at its next value: recorded when at least the floor.
+        if post.score_dtype != "float32" and next_value(cut, post.score_dtype) < float(np.float32(cache.meta.score_floor)):
+            raise BadSetting(f"score_threshold {lowest:g} is {cut!r} in {post.score_dtype}, below the cache's score "
+                             f"floor {cache.meta.score_floor:g}: entries under the floor were not recorded")
     if cache.meta.kind != CacheKind.TWO_STAGE or "nms_iou_threshold" not in grid:
         return
     nms_ious = grid.candidates("nms_iou_threshold")

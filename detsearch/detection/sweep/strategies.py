@@ -19,7 +19,7 @@ import numpy as np
 from detsearch.checks import positive_int
 from detsearch.detection.cache import CacheKind, DetectionCache
 from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
-from detsearch.detection.sweep.cuts import separating_threshold
+from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
 from detsearch.detection.sweep.engine import SweepEngine
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
@@ -230,7 +230,7 @@ class _Run:
         key = self.grid.key_of(best_row.params)
         # Soft NMS outputs decayed scores: the written threshold separates those.
         output = engine.capped(key, None)[1] if key.soft_nms_sigma else None
-        written = written_thresholds(cache, self.grid.kind, best_row.params, output)
+        written = written_thresholds(cache, self.grid.kind, best_row.params, output, self.post_processing)
         chosen, per_class = chosen_details(engine, best_row, self.rule, written["score_threshold"])
         return SweepResult(
             kind=self.grid.kind,
@@ -250,20 +250,29 @@ class _Run:
 
 
 def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any],
-                       output_scores: np.ndarray | None = None) -> dict[str, Any]:
+                       output_scores: np.ndarray | None = None, post_processing: PostProcessing | None = None
+                       ) -> dict[str, Any]:
     """``params`` with each score threshold made separating on the cache's scores
     (`cuts.separating_threshold`): ``score_threshold`` on the candidates' scores (or on
     ``output_scores``, soft NMS's decayed ones), ``nms_score_threshold`` on the proposals'
-    objectness."""
+    objectness. Where v2 compares scores in a reduced dtype (mixed precision), the threshold as
+    that dtype (`PostProcessing.threshold_cut`): Model Garden rounds it to itself, and every
+    score being that dtype's value, ``score > t`` keeps the same in any precision."""
     written = dict(params)
     scores = cache.entry_score if output_scores is None else output_scores
-    written["score_threshold"] = separating_threshold(params["score_threshold"], scores)
+    cut = None if post_processing is None else post_processing.threshold_cut(params["score_threshold"])
+    reduced = cut is not None and cut != float32_cut(params["score_threshold"])
+    if reduced:
+        written["score_threshold"] = cut
+    else:
+        written["score_threshold"] = separating_threshold(params["score_threshold"], scores)
     if kind == CacheKind.TWO_STAGE:
         written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
     for name in ("score_threshold", "nms_score_threshold"):
         if name in params and written[name] != params[name]:
-            logger.warning("sweep: %s %r is written as %r: a cached score lies where float32 and float64 disagree "
-                           "about %r", name, params[name], written[name], params[name])
+            why = (f"Model Garden compares it as {post_processing.score_dtype}" if name == "score_threshold" and reduced
+                   else f"a cached score lies where float32 and float64 disagree about {params[name]!r}")
+            logger.warning("sweep: %s %r is written as %r: %s", name, params[name], written[name], why)
     return written
 
 
