@@ -11,10 +11,12 @@ Garden's evaluator builds it; image ids are the records' ``source_id``; boxes go
 original image the evaluator's way (divided by ``image_info``'s scale, float32).
 
 Supported now: RetinaNet experiments whose post-processing is Model Garden's default
-``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`) or ``batched``, and
-Faster R-CNN experiments (``include_mask: false``) with a v2 second stage and either first
-stage (``roi_generator.use_batched_nms``); anything else is refused with one line naming the
-setting (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
+``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`; class-aware or
+class-agnostic), ``batched`` or ``v1`` (`detsearch.detection.nms_v1`; soft NMS too), in float32
+or Model Garden's mixed precision, and Faster and Mask R-CNN experiments (Mask R-CNN's boxes;
+its masks are not evaluated) with a v2 second stage and either first stage
+(``roi_generator.use_batched_nms``); anything else is refused with one line naming the setting
+(`check_supported`). `write_thresholds_yaml` writes the choice as a params override
 that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
 ``validation_step`` and its ``COCOEvaluator`` at given thresholds, and `verify_rows` holds rows of
 the sweep's table (`verification_rows`) against it, each of the 12 stats as float32 (the proof
@@ -173,6 +175,10 @@ def check_supported(config) -> CacheKind:
     model = config.task.model
     if kind == CacheKind.TWO_STAGE:
         _check_two_stage(model)
+        if model.include_mask and not config.task.annotation_file:
+            raise ValueError("task.model.include_mask true with an empty task.annotation_file: Model Garden's evaluator "
+                             "then takes the mask ground truth from the records, which is not reproduced; set "
+                             "task.annotation_file (a COCO json with the masks)")
     generator = model.detection_generator
     if generator.nms_version not in tuple(NmsVersion):
         why = UNREPRODUCED_NMS.get(generator.nms_version, "")
@@ -188,6 +194,12 @@ def check_supported(config) -> CacheKind:
     if sigma is not None and generator.nms_version != NmsVersion.V1:
         raise ValueError(f"task.model.detection_generator.soft_nms_sigma {sigma}: Model Garden reads it with "
                          f"nms_version v1 only, not {generator.nms_version!r}; set it to null or nms_version v1")
+    if generator.nms_version == NmsVersion.V1 and sigma is None:
+        raise ValueError("task.model.detection_generator.nms_version 'v1' with soft_nms_sigma null: Model Garden then "
+                         "fills each image's output up to max_num_detections with copies of the first class's "
+                         "highest-scoring box at score -1, which its evaluator counts as detections (they can match), "
+                         "and which the cache does not reproduce; set soft_nms_sigma (0.0 is TensorFlow's hard NMS "
+                         "kernel, which pads with empty boxes) or nms_version v2")
     if generator.nms_version == NmsVersion.V1 and not config.task.validation_data.drop_remainder:
         raise ValueError("task.model.detection_generator.nms_version 'v1' with task.validation_data.drop_remainder "
                          "false: Model Garden's v1 loops over the batch's static size, which a dataset keeping its last "
@@ -223,11 +235,10 @@ def check_supported(config) -> CacheKind:
 
 
 def _check_two_stage(model) -> None:
-    """The Faster R-CNN settings the two-stage sweep reproduces (ValueError naming any other)."""
+    """The Faster R-CNN settings the two-stage sweep reproduces (ValueError naming any other).
+    Mask R-CNN (``include_mask``) is its boxes: the mask head runs on the detections after NMS
+    and changes none of them; its masks are not evaluated."""
     prefix = "task.model"
-    if model.include_mask:
-        raise ValueError(f"{prefix}.include_mask true: Mask R-CNN's masks are not reproduced; a Faster R-CNN "
-                         "(include_mask false) is")
     if model.roi_sampler.cascade_iou_thresholds:
         raise ValueError(f"{prefix}.roi_sampler.cascade_iou_thresholds {model.roi_sampler.cascade_iou_thresholds}: "
                          "Cascade R-CNN heads are not reproduced")
@@ -336,10 +347,12 @@ def _with_thresholds(config, kind: CacheKind, thresholds: Mapping[str, float] | 
     config = copy.deepcopy(config)
     override = thresholds_override(kind, thresholds or {})
     if decoded_only:
-        generator = override.setdefault("task", {}).setdefault("model", {}).setdefault("detection_generator", {})
-        generator.update(apply_nms=False)
+        model = override.setdefault("task", {}).setdefault("model", {})
+        model.setdefault("detection_generator", {}).update(apply_nms=False)
         if kind == CacheKind.ONE_STAGE:
-            generator.update(return_decoded=True)
+            model["detection_generator"].update(return_decoded=True)
+        elif config.task.model.include_mask:  # the mask head would run on the detections NMS no longer gives
+            model["include_mask"] = False
     return hyperparams.override_params_dict(config, override, is_strict=True)
 
 
@@ -799,6 +812,14 @@ def _validation_step(task, model):
     return tf.function(lambda inputs: task.validation_step(inputs, model, metrics), autograph=False, reduce_retracing=True)
 
 
+RAISED_MAX_DETS = ("Model Garden's evaluator logs it as -1 when max_num_eval_detections is not 100 (pycocotools' "
+                   "summarize reads AP at maxDets 100)")
+MASK_AREAS = ("Model Garden's Mask R-CNN evaluator sizes each detection by its mask's area (its COCOWrapper, "
+              "eval_type mask), which decides the area range an unmatched detection counts in; the sweep sizes it by "
+              "its box, as pycocotools' bbox evaluation does")
+NOT_COMPARED = {RAISED_MAX_DETS: ("AP",), MASK_AREAS: ("APs", "APm", "APl", "ARs", "ARm", "ARl")}
+"""Why a stat of `verify_rows` is not compared with Model Garden's, by reason: the stats it covers."""
+
 VERIFY_ROWS = 6
 """`verification_rows`' default: the chosen row, the config's, and four more spread over the axes."""
 
@@ -821,9 +842,10 @@ class VerifiedRow:
       theirs: Model Garden's 12 stats (float32 values, as its evaluator reports them).
       tie: None, or why the kernel's order of equal scores may decide this row otherwise than
         the sweep (`TieFinder`): a difference there is reported, not an error.
-      unreported: positions of the stats Model Garden's evaluator does not report (it logs -1):
-        AP when ``task.max_num_eval_detections`` is not 100, since pycocotools' ``summarize``
-        reads AP at ``maxDets`` 100 (`detsearch.detection.cocoeval`); not compared.
+      unreported: positions of the stats not compared (`NOT_COMPARED` says why): AP when
+        ``task.max_num_eval_detections`` is not 100 (Model Garden's evaluator logs -1: pycocotools'
+        ``summarize`` reads AP at ``maxDets`` 100, `detsearch.detection.cocoeval`); the six
+        stats of an area range on Mask R-CNN (its evaluator sizes each detection by its mask).
     """
 
     params: Mapping[str, float]
@@ -882,9 +904,9 @@ class Verification:
                    else f"{len(self.rows)} rows x 12 stats = {self.stats_compared}")
         lines = [f"Model Garden's own evaluation: {counted} compared as float32 (np.float32(sweep) == Model Garden): "
                  f"{verdict}"]
-        if unreported:
-            lines.append(f"  not compared: {', '.join(unreported)}, which Model Garden's evaluator logs as -1 when "
-                         "max_num_eval_detections is not 100 (pycocotools' summarize reads AP at maxDets 100)")
+        for reason, names in NOT_COMPARED.items():
+            if set(names) & set(unreported):
+                lines.append(f"  not compared: {', '.join(n for n in names if n in unreported)}: {reason}")
         for row in self.rows:
             state = "equal" if not row.differing else f"{len(row.differing)} differ"
             shown = row.ours[0] if 0 in row.unreported else row.theirs[0]
@@ -1034,10 +1056,12 @@ def verify_rows(experiment: Experiment, rows: Sequence[tuple[Any, tuple[str, ...
     theirs = evaluate_settings_with_model_garden(experiment, [dict(row.params) for row, _ in rows],
                                                  ground_truth_file=ground_truth_file, progress=progress)
     raised = experiment.post_processing.max_eval_detections != 100
+    masks = experiment.kind == CacheKind.TWO_STAGE and bool(experiment.config.task.model.include_mask)
+    sized = [STAT_NAMES.index(name) for name in NOT_COMPARED[MASK_AREAS]] if masks else []
     return Verification(tuple(
         VerifiedRow(params=dict(row.params), labels=tuple(labels), ours=tuple(float(v) for v in row.stats),
                     theirs=tuple(stats[name] for name in STAT_NAMES), tie=None if ties is None else ties.reason(row.params),
-                    unreported=(0,) if raised and stats["AP"] == -1 else ())
+                    unreported=tuple(([0] if raised and stats["AP"] == -1 else []) + sized))
         for (row, labels), stats in zip(rows, theirs)))
 
 

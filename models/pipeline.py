@@ -374,17 +374,21 @@ def record_cache(experiment, directory: str | os.PathLike, score_floor: float, *
                  progress: Callable[[int], None] | None = None):
     """The cache of ``experiment``'s validation records at ``directory`` and its ground truth:
     one shard per record file, resumable, on ``executor`` when ``task.annotation_file`` is set
-    (`detsearch.models.experiment_shards.record_sharded`), else one pass in this process."""
+    (`detsearch.models.experiment_shards.record_sharded`), else one pass in this process. With
+    ``validation_data.drop_remainder`` the pass is one too: Model Garden drops the last partial
+    batch of the whole set, which no shard of it can tell."""
     from detsearch.detection.cache import write_cache
     from detsearch.executor import LocalExecutor, as_executor
     from detsearch.models.experiment import record
     from detsearch.models.experiment_shards import record_sharded
 
-    if experiment.config.task.annotation_file:
+    data = experiment.config.task.validation_data
+    if experiment.config.task.annotation_file and not data.drop_remainder:
         return record_sharded(experiment, directory, score_floor, executor=executor, progress=progress)
     if executor is not None and not isinstance(as_executor(executor), LocalExecutor):
-        raise BadSetting("a Ray executor needs task.annotation_file (the ground truth of each shard's records would "
-                         "name its own categories)")
+        raise BadSetting("a Ray executor records in shards, which needs task.annotation_file (the ground truth of each "
+                         "shard's records would name its own categories) and task.validation_data.drop_remainder "
+                         "false (Model Garden drops the last partial batch of the whole set)")
     cache, ground_truth = record(experiment, score_floor, progress=progress)
     write_cache(directory, cache)
     return cache, ground_truth

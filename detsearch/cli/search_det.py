@@ -167,6 +167,7 @@ def finish(args, out: Path, outcome, started, extra=None) -> None:
                                                           "ci95": {k: list(v) for k, v in result.holdout.ci95.items()}}}),
         "thresholds_yaml": str(outcome.thresholds_yaml),
         "post_processing": {k: v for k, v in outcome.post_processing.to_dict().items() if v is not None},
+        **({"masks": "not evaluated"} if getattr(experiment.config.task.model, "include_mask", False) else {}),
         **({} if outcome.verification is None else {"model_garden_verification": outcome.verification.to_dict()}),
         **({} if outcome.export is None else {"export": str(outcome.export),
                                               "export_per_class_thresholds": result.per_class is not None}),
@@ -185,6 +186,9 @@ def finish(args, out: Path, outcome, started, extra=None) -> None:
     for line in summary_lines(result, out / "sweep"):
         print(f"  {line}")
     print(f"wrote {out / 'sweep'} (result.json, report.md, plots), {out / 'summary.json'} ({summary['seconds']:.0f} s)")
+    if summary.get("masks"):
+        print("  masks: not evaluated (Mask R-CNN: the box thresholds and box mAP only; the mask head runs after "
+              "NMS on the kept boxes)")
     print(f"  thresholds for Model Garden: {outcome.thresholds_yaml} "
           f"(official.vision.train --config_file ...,{outcome.thresholds_yaml})")
     if outcome.export is not None:

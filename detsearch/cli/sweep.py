@@ -89,6 +89,9 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
                        "--soft-nms-sigma its NMS kernel); v1 and v2 cap classes and images alike (--max-detections)")
     sweep.add_argument("--pre-nms-top-k", type=int, metavar="N", help="with --nms-version v1 or v2: candidates per "
                        "image and class (default 5000, Model Garden's)")
+    sweep.add_argument("--score-dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                       help="the dtype the model's scores came in (Model Garden's runtime.mixed_precision_dtype; "
+                       "default float32): v2 then compares them with the score threshold in it")
     sweep.add_argument("--soft-nms-sigma", type=float, metavar="S", help="with --nms-version v1: Model Garden's "
                        "soft_nms_sigma (0: the kernel's hard NMS; above 0 soft NMS); --soft-nms-sigmas sweeps several")
     sweep.add_argument("--max-eval-detections", type=int, metavar="N",
@@ -169,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         max_total_detections=args.max_total_detections,
         pre_nms_top_k=args.pre_nms_top_k,
         soft_nms_sigma=args.soft_nms_sigma,
+        score_dtype=args.score_dtype,
         num_proposals=args.num_proposals,
         max_eval_detections=args.max_eval_detections,
     )

@@ -109,6 +109,13 @@ def detections(**change):
         (lambda p: write(p, detections()), ["--max-detections", "100", "--max-total-detections", "50"], "do not give max_total_detections with it"),
         (lambda p: write(p, detections()), ["--class-agnostic", "maybe"], "--class-agnostic: 'maybe'"),
         (lambda p: write(p, detections()), ["--replicates", "0"], "--replicates must be an integer >= 1, got 0"),
+        (lambda p: write(p, detections()), ["--soft-nms-sigmas", "0.5"], "soft_nms_sigma is a setting of nms_version v1"),
+        (lambda p: write(p, detections()), ["--soft-nms-sigmas", "-1"], "--soft-nms-sigmas: -1 is outside"),
+        (lambda p: write(p, detections()), ["--soft-nms-sigma", "0.5"], "soft_nms_sigma is a setting of nms_version v1"),
+        (lambda p: write(p, detections()), ["--nms-version", "v1", "--soft-nms-sigma", "-0.5"],
+         "soft_nms_sigma must be None or a number >= 0"),
+        (lambda p: write(p, detections()), ["--score-dtype", "bfloat16"], "Model Garden's combined_non_max_suppression"),
+        (lambda p: write(p, detections()), ["--max-eval-detections", "0"], "max_eval_detections must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, extra, message):
@@ -132,6 +139,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_detections, ext
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
     assert not out.exists()  # nothing written
+
+
+def test_v1_soft_nms_sigmas_as_an_axis(tmp_path, capsys):
+    code = cli.main(["sweep", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS), "--no-progress",
+                     "--score-thresholds", "0.0,0.3", "--iou-thresholds", "0.5", "--nms-version", "v1",
+                     "--soft-nms-sigmas", "0,0.5", "--max-eval-detections", "300", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [row["params"]["soft_nms_sigma"] for row in result["table"]] == [0.0, 0.5, 0.0, 0.5]
+    assert result["max_eval_detections"] == 300 and "sigma" in (tmp_path / "report.md").read_text()
 
 
 def test_holdout_that_leaves_a_split_without_ground_truth(tmp_path, capsys):

@@ -28,12 +28,15 @@ trainer:
 """
 
 
-def convert_records(data: Path, split: str, prefix: Path, num_shards: int = 1) -> None:
-    """``data/split`` (images and ``instances_SPLIT.json``) as TFRecords ``prefix-*`` by Model
-    Garden's own converter."""
+def convert_records(data: Path, split: str, prefix: Path, num_shards: int = 1, *, image_dir: Path | None = None,
+                    include_masks: bool = False) -> None:
+    """``data/split`` (images, or ``image_dir``'s, and ``instances_SPLIT.json``) as TFRecords
+    ``prefix-*`` by Model Garden's own converter (with the annotations' masks: ``include_masks``)."""
     done = subprocess.run([sys.executable, "-m", "official.vision.data.create_coco_tf_record",
-                           f"--image_dir={data / split}", f"--object_annotations_file={data / f'instances_{split}.json'}",
-                           f"--output_file_prefix={prefix}", f"--num_shards={num_shards}", "--num_processes=0"],
+                           f"--image_dir={image_dir or data / split}",
+                           f"--object_annotations_file={data / f'instances_{split}.json'}",
+                           f"--output_file_prefix={prefix}", f"--num_shards={num_shards}", "--num_processes=0",
+                           f"--include_masks={str(include_masks).lower()}"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -49,11 +52,13 @@ def build_records(root: Path, *, num_train: int = NUM_TRAIN, num_val: int = NUM_
     return root
 
 
-def train_experiment(root: Path, data_root: Path, experiment: str, shipped: str, *, steps: int):
+def train_experiment(root: Path, data_root: Path, experiment: str, shipped: str, *, steps: int,
+                     extra_config: str | None = None):
     """Writes ``root/override.yaml`` (the records of ``data_root/demo``, `build_records`;
-    ``steps`` training steps) and trains the shipped config ``shipped`` with it by
-    ``train_lib.run_experiment`` into ``root/model_dir``. Returns ``(data_root, "SHIPPED,override.yaml"
-    for --config-file, model_dir)``."""
+    ``steps`` training steps) and trains the shipped config ``shipped`` with it (then with
+    ``extra_config``, YAML, as ``root/extra.yaml``) by ``train_lib.run_experiment`` into
+    ``root/model_dir``. Returns ``(data_root, "SHIPPED,override.yaml[,extra.yaml]" for
+    --config-file, model_dir)``."""
     import tensorflow as tf
     from official.core import task_factory, train_lib
 
@@ -62,6 +67,9 @@ def train_experiment(root: Path, data_root: Path, experiment: str, shipped: str,
     override = root / "override.yaml"
     override.write_text(OVERRIDE.format(data=data_root / "demo", steps=steps))
     config_files = f"{shipped},{override}"
+    if extra_config is not None:
+        (root / "extra.yaml").write_text(extra_config)
+        config_files += f",{root / 'extra.yaml'}"
     config = load_config(experiment, config_files.split(","))
     model_dir = root / "model_dir"
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")

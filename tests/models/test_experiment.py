@@ -190,6 +190,8 @@ def test_v1_and_soft_nms_equal_model_garden(trained, tmp_path, capsys):
      "task.model.detection_generator.nms_version 'v3' (the Edge TPU NMS, which orders in the scores' dtype): the sweep "
      "reproduces batched, v2, v1 (v2 is Model Garden's default); set one of them"),
     (["--params-override", "task.model.detection_generator.nms_version=v1"],
+     "nms_version 'v1' with soft_nms_sigma null: Model Garden then fills each image's output"),
+    (["--params-override", "task.model.detection_generator.nms_version=v1,task.model.detection_generator.soft_nms_sigma=0.0"],
      "nms_version 'v1' with task.validation_data.drop_remainder false: Model Garden's v1 loops over the batch's static"),
     (["--params-override", "task.model.detection_generator.soft_nms_sigma=0.5"],
      "soft_nms_sigma 0.5: Model Garden reads it with nms_version v1 only, not 'batched'"),

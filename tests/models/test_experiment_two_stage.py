@@ -67,7 +67,6 @@ def test_a_faster_rcnn_experiment_equals_model_garden(trained, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("task.model.include_mask=true", "task.model.include_mask true: Mask R-CNN's masks are not reproduced"),
     ("task.model.detection_generator.nms_version=batched",
      "task.model.detection_generator.nms_version 'batched': a two-stage experiment is reproduced with v2"),
     ("task.model.roi_generator.test_pre_nms_min_size_threshold=2.0",

@@ -49,6 +49,12 @@ top ``pre_nms_top_k`` candidates (independent of the score threshold), runs its 
 only) and merges the classes by descending score, ties by (class, position): points 1-4 hold
 for it as they stand.
 
+Model Garden's ``nms_version: v1`` (`detsearch.detection.nms_v1`) is the same per class with
+TensorFlow's NMS: points 1-4 hold for its padded NMS except where a tile holds an IoU exactly at
+the threshold (then each score threshold runs NMS on its own, `SweepEngine.exact_prefixes`), and
+for its soft NMS over the *decayed* scores, which are its output: matching, the score cuts and
+the detections counted use them (`SweepEngine.capped`).
+
 Tie order (equal scores): one-stage candidates by (row, class), as the TF ops see anchors
 then classes; two-stage second-stage candidates by (rank of the proposal after the first
 stage, class); proposals by row.
