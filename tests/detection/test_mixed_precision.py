@@ -23,9 +23,9 @@ def as_dtype(scores, dtype):
     scores = np.asarray(scores, np.float32)
     if dtype == "float16":
         return scores.astype(np.float16).astype(np.float32)
-    import ml_dtypes  # noqa: F401 - TensorFlow's bfloat16, installed with it
-
-    return scores.astype(ml_dtypes.bfloat16).astype(np.float32)
+    bits = scores.view(np.uint32).astype(np.uint64)  # bfloat16: the top 16 bits, to nearest, ties to even
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
 
 
 def reduced_case(seed, dtype, ties):
