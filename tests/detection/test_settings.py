@@ -35,7 +35,7 @@ def test_strings_are_taken_as_members_and_written_back_as_strings():
     assert json.loads(json.dumps(post.to_dict())) == {
         "nms_version": "v2", "max_detections_per_class": None, "max_total_detections": None, "class_agnostic": False,
         "pre_nms_top_k": None, "soft_nms_sigma": None, "proposal_nms": "tiled", "num_proposals": 300, "per_level": None, "proposal_top_k": None,
-        "max_eval_detections": None}
+        "max_eval_detections": None, "score_dtype": "float32"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         post.num_proposals = 5
 

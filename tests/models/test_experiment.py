@@ -119,7 +119,8 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal
     summary = json.loads((out / "summary.json").read_text())
     assert summary["post_processing"] == {"nms_version": "v2", "max_detections_per_class": 300,
                                          "max_total_detections": 300, "class_agnostic": False, "pre_nms_top_k": 5000,
-                                         "proposal_nms": "batched", "per_level": False, "max_eval_detections": 300}
+                                         "proposal_nms": "batched", "per_level": False, "max_eval_detections": 300,
+                                         "score_dtype": "float32"}
     ious = {row["params"]["iou_threshold"] for row in verified(summary)["rows"]}
     assert min(ious) < 0.5 < max(ious)  # rows where the tiled NMS is greedy and where it is not
 

@@ -46,7 +46,8 @@ def test_a_faster_rcnn_experiment_equals_model_garden(trained, tmp_path, capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["post_processing"] == {
         "nms_version": "v2", "max_detections_per_class": 100, "max_total_detections": 100, "class_agnostic": False,
-        "pre_nms_top_k": 5000, "num_proposals": 300, "per_level": True, "proposal_nms": "tiled", "proposal_top_k": 300}
+        "pre_nms_top_k": 5000, "num_proposals": 300, "per_level": True, "proposal_nms": "tiled", "proposal_top_k": 300,
+        "max_eval_detections": 100, "score_dtype": "float32"}
     assert summary["config_row"]["params"] == CONFIG_THRESHOLDS
     assert summary["configurations"] == 2 * 2 * 2 * 3 and summary["images"] == NUM_VAL
     rows = verified(summary)["rows"]
