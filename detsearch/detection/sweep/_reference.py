@@ -299,11 +299,11 @@ def _as_dtype(threshold: float, dtype: str) -> float:
     return float(np.frombuffer(np.uint32(word).tobytes(), np.float32)[0])
 
 
-def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int, sigma):
-    """Model Garden's v1 generator on one image's candidates (laid out as `_v2_detections` lays
-    them out) through `reference_nms_v1.generate_detections_v1_reference`. Returns the
-    candidates kept, in order, and every candidate's score with the kept ones' replaced by the
-    generator's output (soft NMS decays them)."""
+def _dense(boxes, scores, classes, rank, num_classes: int):
+    """One image's candidates as Model Garden's generators take them: ``[1, anchors, classes,
+    4]`` boxes and ``[1, anchors, classes]`` scores (row or proposal ``rank`` the anchor, the
+    class the column; what is not recorded scores 0 and passes no threshold), and the candidate
+    at each (anchor, class), -1 where none."""
     num_rows = int(rank.max()) + 1 if len(rank) else 1
     dense_scores = np.zeros((1, num_rows, num_classes), np.float32)
     dense_boxes = np.zeros((1, num_rows, num_classes, 4), np.float32)
@@ -311,6 +311,14 @@ def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_n
     dense_scores[0, rank, classes] = scores
     dense_boxes[0, rank, classes] = boxes
     candidate[rank, classes] = np.arange(len(rank))
+    return dense_boxes, dense_scores, candidate
+
+
+def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int, sigma):
+    """Model Garden's v1 generator on one image's candidates (laid out by `_dense`) through `reference_nms_v1.generate_detections_v1_reference`. Returns the
+    candidates kept, in order, and every candidate's score with the kept ones' replaced by the
+    generator's output (soft NMS decays them)."""
+    dense_boxes, dense_scores, candidate = _dense(boxes, scores, classes, rank, num_classes)
     _, out_scores, out_classes, valid, anchors = generate_detections_v1_reference(
         dense_boxes, dense_scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
         nms_iou_threshold=params["iou_threshold"], max_num_detections=cap, soft_nms_sigma=sigma)
@@ -324,18 +332,10 @@ def _v1_detections(boxes, scores, classes, rank, num_classes: int, params, pre_n
 
 def _v2_detections(boxes, scores, classes, rank, num_classes: int, params, pre_nms_top_k: int, cap: int,
                    agnostic: bool = False) -> np.ndarray:
-    """Model Garden's v2 generator on one image's candidates (row or proposal ``rank`` is the
-    anchor index; classes as columns; candidates not recorded score 0 and pass no threshold),
-    through `reference_nms_v2.generate_detections_v2_reference`, or with ``agnostic``
+    """Model Garden's v2 generator on one image's candidates (laid out by `_dense`), through `reference_nms_v2.generate_detections_v2_reference`, or with ``agnostic``
     `reference_nms_agnostic.generate_detections_v2_class_agnostic_reference`. Returns the
     candidates kept, in order."""
-    num_rows = int(rank.max()) + 1 if len(rank) else 1
-    dense_scores = np.zeros((1, num_rows, num_classes), np.float32)
-    dense_boxes = np.zeros((1, num_rows, num_classes, 4), np.float32)
-    candidate = np.full((num_rows, num_classes), -1, np.int64)
-    dense_scores[0, rank, classes] = scores
-    dense_boxes[0, rank, classes] = boxes
-    candidate[rank, classes] = np.arange(len(rank))
+    dense_boxes, dense_scores, candidate = _dense(boxes, scores, classes, rank, num_classes)
     generate = generate_detections_v2_class_agnostic_reference if agnostic else generate_detections_v2_reference
     _, _, out_classes, valid, anchors = generate(
         dense_boxes, dense_scores, pre_nms_top_k=pre_nms_top_k, pre_nms_score_threshold=params["score_threshold"],
