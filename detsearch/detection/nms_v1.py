@@ -113,13 +113,14 @@ import heapq
 
 import numpy as np
 
+from detsearch.detection.nms_v2 import pairwise_overlap
+
 __all__ = [
     "TILE_SIZE",
     "greedy_nms_v1",
     "kernel_iou",
     "merge_classes",
     "nms_v1",
-    "padded_iou",
     "padded_nms_v1",
     "padded_nms_v1_by_prefix",
     "padded_nms_v1_checked",
@@ -158,26 +159,6 @@ def _expf(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # soft_nms_sigma None: non_max_suppression_padded_v2
-
-
-def padded_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``image_ops_impl._bbox_overlap`` of ``[n, 4]`` and ``[m, 4]`` yxyx boxes: ``[n, m]``
-    float32, the same operations in the same order."""
-    ay0, ax0, ay1, ax1 = (a[:, k:k + 1] for k in range(4))
-    by0, bx0, by1, bx1 = (b[None, :, k] for k in range(4))
-    width = np.minimum(ax1, bx1)
-    width -= np.maximum(ax0, bx0)
-    np.maximum(width, _F32(0), out=width)
-    height = np.minimum(ay1, by1)
-    height -= np.maximum(ay0, by0)
-    np.maximum(height, _F32(0), out=height)
-    width *= height  # i_area
-    union = (ay1 - ay0) * (ax1 - ax0) + (by1 - by0) * (bx1 - bx0)
-    union -= width
-    union += _F32(1e-8)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        width /= union
-    return width
 
 
 def _canonical(boxes: np.ndarray) -> np.ndarray:
@@ -251,10 +232,10 @@ def _padded(boxes: np.ndarray, iou_threshold: float, max_output: int) -> tuple[n
         hi = min(n, lo + TILE_SIZE)
         earlier = boxes[:lo][alive[:lo]]  # suppressed boxes are dots: IoU 0 < threshold
         if len(earlier):
-            alive[lo:hi] &= ~(padded_iou(earlier, boxes[lo:hi]) >= threshold).any(0)
+            alive[lo:hi] &= ~(pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
         inside = lo + np.flatnonzero(alive[lo:hi])
         tile = boxes[inside]
-        iou = padded_iou(tile, tile)
+        iou = pairwise_overlap(tile, tile)
         edges = np.triu(iou >= threshold, 1)
         at_threshold = edges & (iou == threshold)
         tie = tie or bool(at_threshold.any())

@@ -60,6 +60,7 @@ __all__ = [
     "bbox_overlap",
     "generate_detections_v2_reference",
     "padded_nms",
+    "pairwise_overlap",
     "sorted_nms_padded_reference",
     "tiled_nms",
 ]
@@ -74,10 +75,13 @@ _HALF = 0.5  # the constant of Model Garden's self-suppression loop (not the IoU
 _UPPER = np.triu(np.ones((NMS_TILE_SIZE, NMS_TILE_SIZE), bool), 1)  # i < j within a tile
 
 
-def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Model Garden's ``box_ops.bbox_overlap`` of ``[n, 4]`` and ``[m, 4]`` boxes without the -1
     padding rule (for boxes after score filtering, whose coordinates are >= 0 or which are
-    dots): the same float32 operations in the same order."""
+    dots): the same float32 operations in the same order. TensorFlow's own tiled NMS
+    (``image_ops_impl._bbox_overlap``) computes the same, operation for operation. A zero or
+    negative union (boxes given with their corners the other way round) divides without a
+    warning."""
     ay0, ax0, ay1, ax1 = (a[:, k:k + 1] for k in range(4))
     by0, bx0, by1, bx1 = (b[None, :, k] for k in range(4))
     width = np.minimum(ax1, bx1)
@@ -90,7 +94,8 @@ def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = (ay1 - ay0) * (ax1 - ax0) + (by1 - by0) * (bx1 - bx0)
     union -= width
     union += np.float32(1e-8)
-    width /= union
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width /= union
     return width
 
 
@@ -138,9 +143,9 @@ def tiled_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> 
         hi = min(len(boxes), lo + NMS_TILE_SIZE)
         earlier = boxes[:lo][alive[:lo]]
         if len(earlier):
-            alive[lo:hi] &= ~(_pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
+            alive[lo:hi] &= ~(pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
         tile = boxes[lo:hi] * alive[lo:hi, None]  # suppressed boxes become dots
-        alive[lo:hi] &= ~_tile_suppressed(_pairwise_overlap(tile, tile), threshold)
+        alive[lo:hi] &= ~_tile_suppressed(pairwise_overlap(tile, tile), threshold)
         selected[lo:hi] = alive[lo:hi] & (tile > 0).any(1)
     return np.flatnonzero(selected)[:max_output_size]
 
@@ -158,7 +163,7 @@ def padded_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) ->
 
     What it computes (`detsearch.detection.reference_nms_agnostic` says why that is TensorFlow's
     algorithm): at ``t = float32(iou_threshold) > 0`` greedy NMS over the whole list, a box
-    suppressed when a kept earlier box overlaps it by ``>= t`` (IoU in `_pairwise_overlap`'s
+    suppressed when a kept earlier box overlaps it by ``>= t`` (IoU in `pairwise_overlap`'s
     float32 arithmetic, TensorFlow's ``_bbox_overlap`` operation by operation), selected when
     kept and with a coordinate > 0 (a kept box without one still suppresses); at ``t = 0`` the
     first `TF_TILE_SIZE` positions that have a coordinate > 0 (no suppression within a tile,
@@ -192,10 +197,10 @@ def padded_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) ->
         hi = min(len(boxes), lo + size)
         earlier = boxes[:lo][alive[:lo]]
         if len(earlier):
-            alive[lo:hi] &= ~(_pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
+            alive[lo:hi] &= ~(pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
         inside = lo + np.flatnonzero(alive[lo:hi])
         chunk = boxes[inside]
-        alive[inside] = ~_tile_suppressed(_pairwise_overlap(chunk, chunk), threshold, np.float32(0))
+        alive[inside] = ~_tile_suppressed(pairwise_overlap(chunk, chunk), threshold, np.float32(0))
         count += int(np.count_nonzero(alive[lo:hi] & selectable[lo:hi]))
         lo, size = hi, min(2 * size, TF_TILE_SIZE)
     return np.flatnonzero(alive[:lo] & selectable[:lo])[:max_output_size]

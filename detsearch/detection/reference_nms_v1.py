@@ -39,8 +39,9 @@ The two places where this is not TensorFlow's arithmetic to the bit:
   NumPy's float32 ``np.exp`` is not that function: it differed from glibc's ``expf`` on 43% of
   the kernel's arguments tested (``float32(np.exp(float64 x))`` on 0.07%).
 
-Shares no code with `detsearch.detection.nms_v1` or other project modules; imports only
-NumPy and the standard library.
+Shares no code with `detsearch.detection.nms_v1` or other fast paths: beside NumPy and the
+standard library it takes only the kernel's ``IOU`` from the greedy kernels' reference
+(`detsearch.detection.reference_nms.kernel_iou`, the same C++ function).
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ import heapq
 
 import numpy as np
 
+from detsearch.detection.reference_nms import kernel_iou
+
 __all__ = [
     "expf",
     "generate_detections_v1_reference",
-    "kernel_iou",
     "non_max_suppression_padded_v2",
     "non_max_suppression_v5",
     "padded_bbox_overlap",
@@ -185,26 +187,6 @@ def non_max_suppression_padded_v2(boxes, scores, max_output_size: int, iou_thres
 # tf.image.non_max_suppression_with_scores -> NonMaxSuppressionV5 (non_max_suppression_op.cc)
 
 
-def kernel_iou(boxes: np.ndarray, i: int, j: int) -> np.float32:
-    """The kernel's ``IOU(boxes, i, j)`` in float32 scalars, in its order."""
-    bi, bj = boxes[i], boxes[j]
-    ymin_i, xmin_i = min(bi[0], bi[2]), min(bi[1], bi[3])
-    ymax_i, xmax_i = max(bi[0], bi[2]), max(bi[1], bi[3])
-    ymin_j, xmin_j = min(bj[0], bj[2]), min(bj[1], bj[3])
-    ymax_j, xmax_j = max(bj[0], bj[2]), max(bj[1], bj[3])
-    area_i = (ymax_i - ymin_i) * (xmax_i - xmin_i)
-    area_j = (ymax_j - ymin_j) * (xmax_j - xmin_j)
-    if area_i <= 0 or area_j <= 0:
-        return _F32(0.0)
-    intersection_ymin = max(ymin_i, ymin_j)
-    intersection_xmin = max(xmin_i, xmin_j)
-    intersection_ymax = min(ymax_i, ymax_j)
-    intersection_xmax = min(xmax_i, xmax_j)
-    intersection_area = (max(intersection_ymax - intersection_ymin, _F32(0.0))
-                         * max(intersection_xmax - intersection_xmin, _F32(0.0)))
-    return intersection_area / (area_i + area_j - intersection_area)
-
-
 class _Candidate:
     """The kernel's ``Candidate`` ordered as its priority queue pops: the highest score first,
     equal scores the lower ``box_index`` first (``cmp`` is the queue's "less")."""
@@ -254,7 +236,7 @@ def non_max_suppression_v5(boxes, scores, max_output_size: int, iou_threshold: f
         original_score = next_candidate.score
         should_hard_suppress = False
         for j in range(len(selected) - 1, next_candidate.suppress_begin_index - 1, -1):
-            similarity = kernel_iou(boxes, next_candidate.box_index, selected[j])
+            similarity = kernel_iou(boxes[next_candidate.box_index], boxes[selected[j]])
             next_candidate.score = next_candidate.score * suppress_weight(similarity)
             if not is_soft_nms and similarity > similarity_threshold:
                 should_hard_suppress = True

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detsearch.detection import nms_v1, reference_nms_v1
+from detsearch.detection import nms_v1, nms_v2, reference_nms, reference_nms_v1
 
 SIGMAS = [None, 0.0, 0.3, 0.5]
 
@@ -142,7 +142,7 @@ def test_the_kernels_decay_is_glibcs_expf():
         _, ours = reference_nms_v1.non_max_suppression_v5(boxes, [2.0, 1.0], 2, 0.5, 0.0, sigma)
         np.testing.assert_array_equal(out.numpy(), ours)
         scale = np.float32(-0.5) / np.float32(sigma)
-        sim = reference_nms_v1.kernel_iou(boxes, 1, 0)
+        sim = reference_nms.kernel_iou(boxes[1], boxes[0])
         assert out.numpy()[1] == reference_nms_v1.expf(scale * sim * sim)
         numpy_differs += out.numpy()[1] != np.exp(scale * sim * sim)  # NumPy's float32 exp
     print(f"np.exp(float32) differs from the kernel's weight in {numpy_differs} of 150")
@@ -190,7 +190,7 @@ def test_fast_padded_path_at_ious_exactly_at_the_threshold(iou):
     # Two tiles of integer-grid boxes: duplicates and many IoUs exactly at the threshold, within
     # a tile and across tiles.
     boxes = grid_boxes(int(iou * 100), 700)
-    assert (nms_v1.padded_iou(boxes, boxes)[np.triu_indices(700, 1)] == np.float32(iou)).any()
+    assert (nms_v2.pairwise_overlap(boxes, boxes)[np.triu_indices(700, 1)] == np.float32(iou)).any()
     scores = np.linspace(1, 0.01, 700).astype(np.float32)
     idx, valid = reference_nms_v1.non_max_suppression_padded_v2(boxes, scores, 1000, iou, 0.0)
     np.testing.assert_array_equal(nms_v1.padded_nms_v1(boxes, iou, 1000), idx[:valid])
@@ -335,14 +335,11 @@ import detsearch.detection.sweep as sweep_module  # noqa: E402
 from detsearch.detection.cache import CACHE_VERSION, CacheMeta, DetectionCache  # noqa: E402
 from detsearch.detection.sweep import PostProcessing  # noqa: E402
 from detsearch.params import ParamSpec  # noqa: E402
-from tests.detection.sweep_cases import outcome, random_case  # noqa: E402
-
-thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7]), min_size=1, max_size=3, unique=True)
-ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
+from tests.detection.sweep_cases import IOU_LISTS, SCORE_LISTS, outcome, random_case  # noqa: E402
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(), sigma=st.sampled_from(SIGMAS),
+@given(seed=st.integers(0, 10_000), scores=SCORE_LISTS, iou=IOU_LISTS, ties=st.booleans(), sigma=st.sampled_from(SIGMAS),
        top_k=st.sampled_from([None, 1, 4]), caps=st.sampled_from([None, [2, 100], [1, 3, 7]]))
 def test_v1_sweep_equals_reference(seed, scores, iou, ties, sigma, top_k, caps):
     cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)

@@ -40,7 +40,7 @@ REFERENCE_IMPORTS = {
     "detsearch/detection/reference_nms.py": {},
     "detsearch/detection/reference_nms_v2.py": {},
     "detsearch/detection/reference_nms_agnostic.py": {},
-    "detsearch/detection/reference_nms_v1.py": {},
+    "detsearch/detection/reference_nms_v1.py": {"detsearch.detection.reference_nms": {"kernel_iou"}},
     "detsearch/detection/sweep/_reference.py": {
         "detsearch.detection.cache": {"CacheKind", "DetectionCache"},
         "detsearch.detection.cocoeval": {"GroundTruth", "load_ground_truth"},
