@@ -1,8 +1,15 @@
 """Seeded random detection caches with their ground truth, for the sweep's tests."""
 
 import numpy as np
+from hypothesis import strategies as st
 
 from detsearch.detection.cache import CACHE_VERSION, CacheMeta, DetectionCache
+
+
+SCORE_LISTS = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7]), min_size=1, max_size=3, unique=True)
+"""Hypothesis: a score-threshold axis (1-3 values)."""
+IOU_LISTS = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
+"""Hypothesis: an IoU-threshold axis (1-3 values, 0 and 1 among the candidates)."""
 
 
 def random_case(seed, kind="one_stage", num_images=5, num_classes=3, max_rows=30, floor=0.05, levels=True, ties=False,

@@ -10,7 +10,7 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_v2
 from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import outcome, random_case, table_dicts
+from tests.detection.sweep_cases import IOU_LISTS, SCORE_LISTS, outcome, random_case, table_dicts
 
 
 def clustered(seed, batch, anchors, classes, quantize=False):
@@ -116,12 +116,8 @@ def test_below_half_the_tiled_nms_is_not_greedy():
     np.testing.assert_array_equal(positions[0][positions[0] >= 0], [0])
 
 
-thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7]), min_size=1, max_size=3, unique=True)
-ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(),
+@given(seed=st.integers(0, 10_000), scores=SCORE_LISTS, iou=IOU_LISTS, ties=st.booleans(),
        cap_top_k=st.sampled_from([(100, None), (3, 5), (1, 2), (7, 1)]))
 def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
     cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)
@@ -134,8 +130,8 @@ def test_v2_sweep_equals_reference(seed, scores, iou, ties, cap_top_k):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), nms_scores=st.lists(st.sampled_from([0.0, 0.2, 0.5]), min_size=1, max_size=2, unique=True),
-       nms_ious=st.lists(st.sampled_from([0.3, 0.5, 0.7, 1.0]), min_size=1, max_size=2, unique=True), scores=thresholds,
-       iou=ious, ties=st.booleans(), num_proposals=st.sampled_from([4, 12, 1000]), proposal_top_k=st.sampled_from([3, 1000]),
+       nms_ious=st.lists(st.sampled_from([0.3, 0.5, 0.7, 1.0]), min_size=1, max_size=2, unique=True), scores=SCORE_LISTS,
+       iou=IOU_LISTS, ties=st.booleans(), num_proposals=st.sampled_from([4, 12, 1000]), proposal_top_k=st.sampled_from([3, 1000]),
        second_stage=st.sampled_from(["v2", "batched"]))
 def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores, nms_ious, scores, iou, ties, num_proposals,
                                                                  proposal_top_k, second_stage):
@@ -150,7 +146,7 @@ def test_model_gardens_default_two_stage_sweep_equals_reference(seed, nms_scores
 
 @pytest.mark.tf
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), iou=ious, ties=st.booleans())
+@given(seed=st.integers(0, 10_000), iou=IOU_LISTS, ties=st.booleans())
 def test_batched_first_stage_with_a_v2_second_stage_equals_reference(seed, iou, ties):
     cache, dataset = random_case(seed, "two_stage", ties=ties, num_proposals=12, max_rows=60)
     spec = ParamSpec(nms_score_threshold=[0.0, 0.2], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.3], iou_threshold=iou)

@@ -12,7 +12,7 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_agnostic
 from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import outcome, random_case, table_dicts
+from tests.detection.sweep_cases import IOU_LISTS, SCORE_LISTS, outcome, random_case, table_dicts
 
 
 def clustered(seed, batch, anchors, classes, quantize=False, per_class_boxes=False):
@@ -170,12 +170,8 @@ def test_padded_nms_on_an_empty_list():
     assert nms_v2.padded_nms(np.zeros((0, 4), np.float32), 0.0, 10).tolist() == []
 
 
-thresholds = st.lists(st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.5, 0.7]), min_size=1, max_size=3, unique=True)
-ious = st.lists(st.sampled_from([0.0, 0.3, 0.45, 0.5, 0.6, 0.75, 1.0]), min_size=1, max_size=3, unique=True)
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), scores=thresholds, iou=ious, ties=st.booleans(),
+@given(seed=st.integers(0, 10_000), scores=SCORE_LISTS, iou=IOU_LISTS, ties=st.booleans(),
        top_k=st.sampled_from([None, 1, 4, 20]), caps=st.sampled_from([None, [2, 100], [1, 3, 7]]))
 def test_class_agnostic_v2_sweep_equals_reference(seed, scores, iou, ties, top_k, caps):
     cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)
@@ -186,7 +182,7 @@ def test_class_agnostic_v2_sweep_equals_reference(seed, scores, iou, ties, top_k
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), iou=ious, ties=st.booleans(), kind=st.sampled_from(["one_stage", "two_stage"]))
+@given(seed=st.integers(0, 10_000), iou=IOU_LISTS, ties=st.booleans(), kind=st.sampled_from(["one_stage", "two_stage"]))
 def test_the_class_agnostic_axis_with_v2_equals_reference(seed, iou, ties, kind):
     # Both values of the axis in one sweep, with the max_detections axis; two-stage with Model
     # Garden's tiled first stage (no TensorFlow).
