@@ -172,10 +172,13 @@ def test_v1_and_soft_nms_equal_model_garden(trained, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     rows = verified(summary)["rows"]
-    assert {row["params"]["soft_nms_sigma"] for row in rows} == {0.0, 0.3, 0.5}
+    # the config's sigma (soft) and the far end 0 (hard) are always among the verified rows; the
+    # interior 0.3 only when the evenly spaced ones reach it, which depends on the chosen row
+    assert {0.0, 0.5} <= {row["params"]["soft_nms_sigma"] for row in rows}
     assert summary["config_row"]["params"]["soft_nms_sigma"] == 0.5 and summary["configurations"] == 18  # the config IoU 0.5 joins
     assert summary["post_processing"]["nms_version"] == "v1"
     table = json.loads((out / "sweep" / "result.json").read_text())["table"]
+    assert {row["params"]["soft_nms_sigma"] for row in table} == {0.0, 0.3, 0.5}
     soft = {tuple(row["params"].values()): row["stats"] for row in table}
     assert soft[(0.05, 0.4, 0.5)] == soft[(0.05, 0.6, 0.5)] != soft[(0.05, 0.4, 0.0)]  # soft NMS reads no IoU threshold
     chosen = summary["chosen"]["params"]
