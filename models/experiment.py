@@ -12,10 +12,11 @@ original image the evaluator's way (divided by ``image_info``'s scale, float32).
 
 Supported now: RetinaNet experiments whose post-processing is Model Garden's default
 ``detection_generator.nms_version: v2`` (`detsearch.detection.nms_v2`; class-aware or
-class-agnostic), ``batched`` or ``v1`` (`detsearch.detection.nms_v1`; soft NMS too), in float32
-or Model Garden's mixed precision, and Faster and Mask R-CNN experiments (Mask R-CNN's boxes;
-its masks are not evaluated) with a v2 second stage and either first stage
-(``roi_generator.use_batched_nms``); anything else is refused with one line naming the setting
+class-agnostic), ``batched`` or ``v1`` (`detsearch.detection.nms_v1`; soft NMS too), and Faster
+and Mask R-CNN experiments (Mask R-CNN's boxes; its masks are not evaluated) with a v2 second
+stage and either first stage (``roi_generator.use_batched_nms``); in float32 or Model Garden's
+mixed precision (not with batched NMS in either stage, which fails on the reduced scores in Model
+Garden itself); anything else is refused with one line naming the setting
 (`check_supported`). `write_thresholds_yaml` writes the choice as a params override
 that Model Garden reads with ``is_strict=True``; `evaluate_with_model_garden` runs the task's
 ``validation_step`` and its ``COCOEvaluator`` at given thresholds, and `verify_rows` holds rows of
@@ -226,9 +227,10 @@ def check_supported(config) -> CacheKind:
             raise ValueError(f"runtime.mixed_precision_dtype {precision!r} with task.model.detection_generator."
                              f"nms_version 'batched': Model Garden's combined_non_max_suppression takes float32 scores "
                              f"only and fails on {precision} ones; set nms_version v2 (its default) or v1")
-        if kind == CacheKind.TWO_STAGE:
-            raise ValueError(f"runtime.mixed_precision_dtype {precision!r} on a two-stage experiment: its first stage "
-                             f"ranks and suppresses proposals in {precision}, which is not reproduced; set float32")
+        if kind == CacheKind.TWO_STAGE and model.roi_generator.use_batched_nms:
+            raise ValueError(f"runtime.mixed_precision_dtype {precision!r} with task.model.roi_generator.use_batched_nms "
+                             f"true: Model Garden's first stage then runs combined_non_max_suppression, which takes "
+                             f"float32 scores only and fails on {precision} ones; set use_batched_nms false (its default)")
     if not data.input_path:
         raise ValueError("task.validation_data.input_path is empty: the validation TFRecords are read from it")
     return kind

@@ -13,6 +13,13 @@ The experiment's own restored model (``task.build_model()``, its detection gener
   ``test_num_proposals`` ROIs, the shape it has at inference. The box head treats each ROI on
   its own, so any first-stage setting selects rows whose second stage is already recorded.
 
+Under Model Garden's mixed precision (``runtime.mixed_precision_dtype``) the RPN's outputs and the
+first stage's sigmoid, decoding, clipping, score filter and top-k are in the reduced dtype; its
+tiled NMS casts the proposals to float32, and the second stage decodes in float32 (its ROIs'
+dtype) with softmax scores in the reduced dtype. The rows and entries are those values, which
+float32 holds exactly; the sweep filters them at the thresholds as that dtype
+(`detsearch.detection.sweep.PostProcessing.proposal_cut`, ``threshold_cut``).
+
 Model Garden also sends all-zero padding ROIs to the second stage when fewer proposals survive;
 their decoded boxes are all zero, which v2 NMS never selects (`detsearch.detection.nms_v2`), so
 they are not recorded (`experiment.check_supported` requires v2 for two-stage experiments).
@@ -107,7 +114,9 @@ class TwoStageForward:
         image_shape = labels["image_info"][:, 1, :]
         features, rois, objectness, levels = call_traced(self._proposals, images, labels["anchor_boxes"], image_shape,
                                                          batch_size=self.batch_size)
-        rois, objectness, levels = rois.numpy(), objectness.numpy(), levels.numpy()
+        # Under mixed precision the first stage gives the RPN's dtype (bfloat16, float16), whose
+        # values float32 holds exactly; Model Garden's NMS casts them to float32 too.
+        rois, objectness, levels = rois.numpy().astype(np.float32), objectness.numpy().astype(np.float32), levels.numpy()
         total = rois.shape[1]
         padded = -(-total // self.chunk) * self.chunk
         chunks = np.zeros((rois.shape[0], padded, 4), np.float32)
@@ -115,8 +124,8 @@ class TwoStageForward:
         parts = [call_traced(self._second_stage, features, tf.constant(chunks[:, start:start + self.chunk]), image_shape,
                              batch_size=self.batch_size)
                  for start in range(0, padded, self.chunk)]
-        boxes = np.concatenate([p[0].numpy() for p in parts], 1)[:, :total]
-        scores = np.concatenate([p[1].numpy() for p in parts], 1)[:, :total]
+        boxes = np.concatenate([p[0].numpy().astype(np.float32) for p in parts], 1)[:, :total]
+        scores = np.concatenate([p[1].numpy().astype(np.float32) for p in parts], 1)[:, :total]
         records = []
         for i in range(rois.shape[0]):
             rows, classes = np.nonzero(scores[i] >= floor)  # row-major: by (proposal, class)

@@ -1,7 +1,7 @@
 """Scores in a reduced dtype (Model Garden's mixed precision, ``runtime.mixed_precision_dtype``):
 the threshold as TensorFlow makes it that dtype, and the sweep against its reference where v2
 filters scores in that dtype (class-aware) and where its NMS compares in float32 (class-agnostic
-v2, v1)."""
+v2, v1), and on a two-stage cache whose tiled first stage filters the objectness in that dtype."""
 
 import numpy as np
 import pytest
@@ -28,10 +28,13 @@ def as_dtype(scores, dtype):
     return bits.astype(np.uint32).view(np.float32)
 
 
-def reduced_case(seed, dtype, ties):
-    cache, dataset = random_case(seed, "one_stage", ties=ties, max_rows=60)
+def reduced_case(seed, dtype, ties, kind="one_stage"):
+    """`random_case` with its scores (two-stage: and objectness) rounded to ``dtype``."""
+    cache, dataset = random_case(seed, kind, ties=ties, max_rows=60)
     arrays = cache.arrays()
     arrays["entry_score"] = as_dtype(arrays["entry_score"], dtype)
+    if kind == "two_stage":
+        arrays["row_objectness"] = as_dtype(arrays["row_objectness"], dtype)
     return DetectionCache.from_arrays(cache.meta, **arrays), dataset
 
 
@@ -78,6 +81,41 @@ def test_reduced_scores_sweep_equals_reference(seed, dtype, ties, version, score
         assert reduced_threshold(threshold, dtype) == threshold
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), dtype=st.sampled_from(["bfloat16", "float16"]), ties=st.booleans(),
+       nms_scores=st.lists(st.sampled_from([0.0, 0.2, 0.2002, 0.5]), min_size=1, max_size=2, unique=True),
+       scores=st.lists(st.sampled_from([0.05, 0.0501, 0.3]), min_size=1, max_size=2, unique=True))
+def test_reduced_two_stage_sweep_equals_reference(seed, dtype, ties, nms_scores, scores):
+    # A Faster R-CNN under mixed precision: the tiled first stage filters the objectness and v2
+    # the second stage's scores at the thresholds as the reduced dtype.
+    cache, dataset = reduced_case(seed, dtype, ties, "two_stage")
+    spec = ParamSpec(nms_score_threshold=nms_scores, nms_iou_threshold=[0.5, 0.7], score_threshold=scores,
+                     iou_threshold=[0.5])
+    post = PostProcessing(nms_version="v2", proposal_nms="tiled", max_detections_per_class=5, max_total_detections=5,
+                          score_dtype=dtype)
+    fast = sweep_module.sweep(cache, dataset, spec, post)
+    assert outcome(fast) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
+    chosen = fast.best_params["nms_score_threshold"]
+    assert chosen == reduced_threshold(fast.best_row.params["nms_score_threshold"], dtype)  # as Model Garden compares it
+
+
+def test_the_reduced_threshold_decides_which_proposals_pass():
+    # bfloat16's 0.2 is 0.2001953125: objectness of that value passes a float32 first stage at
+    # 0.2 and not Model Garden's bfloat16 filter, and so neither do its second-stage entries.
+    cache, dataset = reduced_case(3, "bfloat16", False, "two_stage")
+    arrays = cache.arrays()
+    arrays["row_objectness"] = arrays["row_objectness"].copy()
+    arrays["row_objectness"][::3] = np.float32(reduced_threshold(0.2, "bfloat16"))
+    cache = DetectionCache.from_arrays(cache.meta, **arrays)
+    spec = ParamSpec(nms_score_threshold=[0.2], nms_iou_threshold=[0.7], score_threshold=[0.05], iou_threshold=[0.5])
+    wide, narrow = (sweep_module.sweep(cache, dataset, spec, PostProcessing(nms_version="v2", proposal_nms="tiled",
+                                                                            score_dtype=dtype))
+                    for dtype in ("float32", "bfloat16"))
+    assert narrow.best_row.dets_per_image < wide.best_row.dets_per_image
+    post = PostProcessing(nms_version="v2", proposal_nms="tiled", score_dtype="bfloat16")
+    assert outcome(narrow) == outcome(sweep_module.sweep_reference(cache, dataset, spec, post))
+
+
 def test_the_reduced_threshold_decides_which_scores_pass():
     # 0.05 is 0.050048828125 in bfloat16: a score of 0.0500488... is kept at float32 but dropped
     # by v2's bfloat16 filter.
@@ -103,5 +141,6 @@ def test_bad_reduced_settings(settings, message):
     with pytest.raises(BadSetting, match=message):
         PostProcessing(**settings).checked(cache)
     two, _ = random_case(1, "two_stage", num_proposals=12)
-    with pytest.raises(BadSetting, match="two-stage model"):
+    with pytest.raises(BadSetting, match="proposal_nms batched: Model Garden's first stage then runs "
+                                         "combined_non_max_suppression"):
         PostProcessing(nms_version="v2", score_dtype="bfloat16").checked(two)

@@ -34,13 +34,18 @@ SETTINGS = [
     (50, 0.5, 0.3, 200),  # more proposals than the levels' top-k together
     (600, 0.1, 0.6, 20),
     (20, 0.0, 0.7, 1),
+    (1000, 0.3, 0.7, 1000),  # every proposal above 0.3: those at bfloat16's 0.3 (0.30078125) too
 ]
 
 
-def multilevel_inputs(seed: int, batch: int = 2):
+AT_REDUCED = -0.84375  # a bfloat16 logit whose bfloat16 sigmoid is 0.30078125, bfloat16's 0.3
+
+
+def multilevel_inputs(seed: int, batch: int = 2, dtype: str = "float32"):
     """``(raw_boxes, raw_scores, anchor_boxes, image_shape)`` as Model Garden's RPN head and
     anchor generator give them: per level ``[B, H, W, A * 4]`` deltas, ``[B, H, W, A]`` logits
-    and ``[B, H * W * A, 4]`` yxyx anchors."""
+    (in ``dtype``, the RPN's compute dtype: bfloat16 under mixed precision) and ``[B, H * W * A,
+    4]`` yxyx anchors (float32)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -65,16 +70,18 @@ def multilevel_inputs(seed: int, batch: int = 2):
                 boxes[b, index] = [-size[b, index, 0], -size[b, index, 1], 0, 0]  # clipped to a dot
         deltas = rng.normal(0, 0.1, (batch, n, 4)) * (rng.random((batch, n, 1)) < 0.5)  # half decoded exactly
         logits = np.round(rng.normal(0, 2, (batch, n)), 1)  # ties
-        raw_boxes[level] = tf.constant(deltas.reshape(batch, height, width, PER_LOCATION * 4), tf.float32)
-        raw_scores[level] = tf.constant(logits.reshape(batch, height, width, PER_LOCATION), tf.float32)
+        logits[rng.random((batch, n)) < 1 / 16] = AT_REDUCED
+        raw_boxes[level] = tf.cast(tf.constant(deltas.reshape(batch, height, width, PER_LOCATION * 4), tf.float32), dtype)
+        raw_scores[level] = tf.cast(tf.constant(logits.reshape(batch, height, width, PER_LOCATION), tf.float32), dtype)
         anchors[level] = tf.constant(boxes, tf.float32)
     image_shape = tf.constant([[IMAGE_SIZE, IMAGE_SIZE]] * batch, tf.float32)
     return raw_boxes, raw_scores, anchors, image_shape
 
 
-def port_first_stage(rois, objectness, levels, setting):
-    """The sweep's first stage on the recorded rows of each image: per image the kept local
-    rows, by `SweepEngine.first_stage` and by the sweep's reference."""
+def port_first_stage(rois, objectness, levels, setting, dtype: str = "float32"):
+    """The sweep's first stage on the recorded rows of each image (``dtype``: the RPN's, as
+    `PostProcessing.score_dtype`): per image the kept local rows, by `SweepEngine.first_stage`
+    and by the sweep's reference."""
     from detsearch.detection.cache import CacheBuilder, CacheKind, CacheSettings
     from detsearch.detection.cocoeval import GroundTruth
     from detsearch.detection.sweep import PostProcessing
@@ -99,39 +106,50 @@ def port_first_stage(rois, objectness, levels, setting):
     grid = ParamSpec(nms_score_threshold=score_threshold, nms_iou_threshold=iou_threshold, score_threshold=0.05,
                      iou_threshold=0.5)
     post = PostProcessing(nms_version="v2", pre_nms_top_k=max(5000, num_proposals), proposal_nms="tiled",
-                          proposal_top_k=top_k)
+                          proposal_top_k=top_k, score_dtype=dtype)
     engine = SweepEngine(cache, ground_truth, Grid.build(CacheKind.TWO_STAGE, grid, post), post.checked(cache, grid))
     kept, offsets = engine.first_stage(iou_threshold)
     starts = np.asarray(cache.row_offsets)[:-1]
     fast = [kept[offsets[b]:offsets[b + 1]] - starts[b] for b in range(batch)]
     params = {"nms_score_threshold": score_threshold, "nms_iou_threshold": iou_threshold}
-    reference = [_tiled_proposals(rois[b], objectness[b], levels[b], params, top_k, num_proposals) for b in range(batch)]
+    reference = [_tiled_proposals(rois[b], objectness[b], levels[b], params, top_k, num_proposals, dtype)
+                 for b in range(batch)]
     return fast, reference
 
 
-@pytest.mark.parametrize("seed, traced", [(0, False), (1, False), (2, False), (0, True)],
-                         ids=["eager-0", "eager-1", "eager-2", "tf.function-0"])  # a trace per setting: one seed
-def test_the_port_keeps_model_gardens_proposals(seed, traced):
+@pytest.mark.parametrize("seed, traced, dtype", [(0, False, "float32"), (1, False, "float32"), (2, False, "float32"),
+                                                 (0, True, "float32"), (3, False, "bfloat16"), (4, True, "bfloat16")],
+                         ids=["eager-0", "eager-1", "eager-2", "tf.function-0", "eager-bfloat16-3",
+                              "tf.function-bfloat16-4"])  # a trace per setting: one seed each
+def test_the_port_keeps_model_gardens_proposals(seed, traced, dtype):
+    # bfloat16: the RPN under Model Garden's mixed_bfloat16. Its sigmoid, decoding, clipping, score
+    # filter and top-k run in bfloat16 (the anchors cast to it), its NMS in float32.
     import tensorflow as tf
     from official.vision.modeling.layers import roi_generator
 
     from detsearch.models.experiment_two_stage import rank_proposals
 
-    raw_boxes, raw_scores, anchors, image_shape = multilevel_inputs(seed)
+    raw_boxes, raw_scores, anchors, image_shape = multilevel_inputs(seed, dtype=dtype)
     theirs_fn = roi_generator._multilevel_propose_rois  # pylint: disable=protected-access
     ranked_fn = rank_proposals
     if traced:
         theirs_fn = tf.function(theirs_fn, autograph=False)
         ranked_fn = tf.function(ranked_fn, autograph=False)
-    tried = {"at_threshold": 0, "ties": 0, "cut": 0}
+    tried = {"at_threshold": 0, "ties": 0, "cut": 0, "at_reduced": 0}
     for setting in SETTINGS:
         top_k, score_threshold, iou_threshold, num_proposals = setting
         rois, scores = theirs_fn(raw_boxes, raw_scores, anchors, image_shape, pre_nms_top_k=top_k,
                                  pre_nms_score_threshold=score_threshold, pre_nms_min_size_threshold=0.0,
                                  nms_iou_threshold=iou_threshold, num_proposals=num_proposals, use_batched_nms=False)
         rois, scores = rois.numpy(), scores.numpy()
+        assert rois.dtype == scores.dtype == np.float32  # its NMS casts them
         recorded = [t.numpy() for t in ranked_fn(raw_boxes, raw_scores, anchors, image_shape, top_k=top_k)]
-        fast, reference = port_first_stage(*recorded, setting)
+        assert recorded[1].dtype.name == dtype
+        recorded = [recorded[0].astype(np.float32), recorded[1].astype(np.float32), recorded[2]]
+        fast, reference = port_first_stage(*recorded, setting, dtype)
+        if dtype != "float32":  # the threshold compared in float32 keeps what Model Garden's bfloat16 one drops
+            as_float32, _ = port_first_stage(*recorded, setting, "float32")
+            tried["at_reduced"] += sum(len(as_float32[b]) != len(fast[b]) for b in range(len(fast)))
         for b in range(len(rois)):
             real = scores[b] > 0  # Model Garden pads with all-zero boxes of score 0
             count = int(real.sum())
@@ -144,8 +162,10 @@ def test_the_port_keeps_model_gardens_proposals(seed, traced):
             tried["cut"] += int(count < min(num_proposals, int((recorded[1][b] > score_threshold).sum())))
             tried["at_threshold"] += _pairs_at(recorded[0][b], iou_threshold)
     # The cases the inputs are built for happened: ties among kept proposals, pairs at the
-    # threshold, and suppression or caps that dropped proposals.
+    # threshold, suppression or caps that dropped proposals, and (bfloat16) objectness that only
+    # the threshold as bfloat16 drops.
     assert tried["ties"] > 0 and tried["at_threshold"] > 0 and tried["cut"] > 0, tried
+    assert (tried["at_reduced"] > 0) == (dtype != "float32"), tried
 
 
 def _pairs_at(boxes, threshold) -> int:

@@ -7,7 +7,9 @@ config's set to IoU thresholds below 0.5 in both stages (where its tiled NMS is 
 
 import json
 
+import numpy as np
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
@@ -67,7 +69,45 @@ def test_a_faster_rcnn_experiment_equals_model_garden(trained, tmp_path, capsys)
     assert "Model Garden's own evaluation: 6 rows x 12 stats = 72 compared as float32" in printed and "all equal" in printed
 
 
+def test_a_faster_rcnn_at_model_gardens_default_precisions_equals_model_garden(trained, tmp_path, capsys):
+    # fasterrcnn_resnetfpn_coco's own validation_data.dtype and runtime.mixed_precision_dtype
+    # (bfloat16 both; the shared detector was trained in float32, whose weights mixed precision
+    # keeps): the RPN's objectness and the second stage's scores come in bfloat16, and both
+    # stages filter them at the thresholds as bfloat16 (0.05 is 0.050048828125 there, 0.3 is
+    # 0.30078125).
+    import ml_dtypes
+
+    from detsearch.detection.cache import read_cache
+    from detsearch.detection.sweep.cuts import reduced_threshold
+
+    root, config_file, model_dir = trained
+    out = tmp_path / "out"
+    override = OVERRIDE + ",runtime.mixed_precision_dtype=bfloat16,task.validation_data.dtype=bfloat16"
+    code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
+                                 "--params-override", override, "--nms-score-thresholds", "0.0,0.3", "--nms-iou-thresholds", "0.7",
+                                 "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.5", "--verify"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["post_processing"]["score_dtype"] == "bfloat16"
+    rows = verified(summary)["rows"]
+    for name in ("nms_score_threshold", "score_threshold"):  # the rows spread over both score axes
+        assert len({row["params"][name] for row in rows}) >= 2, name
+    assert summary["config_row"]["map"] > 0 and summary["chosen"]["map"] > 0
+    cache = read_cache(out / "cache")
+    for values in (cache.row_objectness, cache.entry_score):  # the model ran in bfloat16
+        values = np.asarray(values, np.float32)
+        assert len(values) and (values.astype(ml_dtypes.bfloat16).astype(np.float32) == values).all()
+    written = yaml.safe_load((out / "thresholds.yaml").read_text())["task"]["model"]
+    chosen = summary["chosen"]["params"]
+    for value, threshold in ((written["roi_generator"]["test_pre_nms_score_threshold"], chosen["nms_score_threshold"]),
+                             (written["detection_generator"]["pre_nms_score_threshold"], chosen["score_threshold"])):
+        assert value == reduced_threshold(threshold, "bfloat16")  # as Model Garden compares it
+
+
 @pytest.mark.parametrize("override, message", [
+    ("runtime.mixed_precision_dtype=bfloat16,task.model.roi_generator.use_batched_nms=true",
+     "runtime.mixed_precision_dtype 'bfloat16' with task.model.roi_generator.use_batched_nms true: Model Garden's first "
+     "stage then runs combined_non_max_suppression"),
     ("task.model.detection_generator.nms_version=batched",
      "task.model.detection_generator.nms_version 'batched': a two-stage experiment is reproduced with v2"),
     ("task.model.roi_generator.test_pre_nms_min_size_threshold=2.0",

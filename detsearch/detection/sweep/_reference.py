@@ -196,7 +196,7 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
             levels = np.asarray(cache.row_level)[rows] if per_level else None
             if tiled:
                 survivors = _tiled_proposals(row_boxes, objectness, levels, params, post_processing.proposal_top_k,
-                                             num_proposals)
+                                             num_proposals, post_processing.score_dtype)
             else:
                 survivors = class_agnostic_nms_reference(
                     row_boxes,
@@ -261,12 +261,16 @@ def reference_detections(cache: DetectionCache, params, post_processing: PostPro
     return results
 
 
-def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposals: int) -> np.ndarray:
+def _tiled_proposals(boxes, objectness, levels, params, top_k: int, num_proposals: int,
+                     score_dtype: str = "float32") -> np.ndarray:
     """Model Garden's ``_multilevel_propose_rois`` with ``use_batched_nms: false`` on one image's
-    recorded rows (per level, in its order): per level the score filter, the top ``top_k``,
+    recorded rows (per level, in its order): per level the score filter (in ``score_dtype``, the
+    RPN's: under mixed precision the threshold as that dtype), the top ``top_k``,
     `reference_nms_v2.sorted_nms_padded_reference` keeping ``num_proposals``; the levels'
     outputs merged by ``top_k`` over their concatenation. Returns the local rows kept."""
     threshold = np.float32(params["nms_score_threshold"])
+    if score_dtype != "float32":  # objectness of that dtype's values, compared with the threshold in it
+        threshold = np.float32(_as_dtype(params["nms_score_threshold"], score_dtype))
     scores_out, rows_out = [], []
     for level in dict.fromkeys(levels.tolist()):  # the recorded level order
         rows = np.flatnonzero(levels == level)

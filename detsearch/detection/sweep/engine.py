@@ -256,7 +256,7 @@ class SweepEngine:
         else:
             rows, row_offsets = self.first_stage(key.nms_iou_threshold)
             objectness = np.asarray(self.cache.row_objectness, np.float32)[rows]
-            above = objectness > np.float32(key.nms_score_threshold)
+            above = objectness.astype(np.float64) > self.post_processing.proposal_cut(key.nms_score_threshold)
             image_of = np.repeat(np.arange(self.num_images), np.diff(row_offsets))
             counts = np.minimum(np.bincount(image_of[above], minlength=self.num_images), self.post_processing.num_proposals)
             # `above` is a prefix of each image's list (descending objectness): take `counts`.

@@ -179,7 +179,8 @@ class PostProcessing:
       score_dtype: the dtype the model's scores come in (``"float32"``; under Model Garden's
         mixed precision ``"bfloat16"`` or ``"float16"``, whose values the cache holds exactly
         in float32). v2's class-aware path compares them with the score threshold in that dtype
-        (`threshold_cut`); batched NMS and two-stage models are refused with it.
+        (`threshold_cut`), and so does the tiled first stage with the objectness
+        (`proposal_cut`); batched NMS, in either stage, is refused with it.
     """
 
     nms_version: NmsVersion = NmsVersion.BATCHED
@@ -247,9 +248,10 @@ class PostProcessing:
         if self.score_dtype != "float32" and self.nms_version == NmsVersion.BATCHED:
             raise BadSetting(f"score_dtype {self.score_dtype} (mixed precision) with nms_version batched: Model Garden's "
                              "combined_non_max_suppression takes float32 scores only and fails on these; use v2 or v1")
-        if self.score_dtype != "float32" and two_stage:
-            raise BadSetting(f"score_dtype {self.score_dtype} (mixed precision) on a two-stage model: its first stage "
-                             f"ranks and suppresses proposals in {self.score_dtype}, which is not reproduced")
+        if self.score_dtype != "float32" and two_stage and not tiled:
+            raise BadSetting(f"score_dtype {self.score_dtype} (mixed precision) with proposal_nms batched: Model "
+                             "Garden's first stage then runs combined_non_max_suppression, which takes float32 scores "
+                             "only and fails on these; use proposal_nms tiled")
         # v2, class-aware or class-agnostic (one cap per image), has one max_num_detections.
         if (v1 or v2) and per_class_cap != total_cap:
             raise BadSetting(f"nms_version {self.nms_version} caps each class and each image at one max_num_detections; "
@@ -293,6 +295,15 @@ class PostProcessing:
         (``box_ops.filter_boxes_by_scores`` before its float32 NMS): there the threshold as
         that dtype (`reduced_threshold`), the scores being that dtype's values."""
         if self.score_dtype != "float32" and self.nms_version == NmsVersion.V2 and not self.class_agnostic:
+            return reduced_threshold(threshold, self.score_dtype)
+        return float32_cut(threshold)
+
+    def proposal_cut(self, threshold: float) -> float:
+        """`threshold_cut` of the first stage's ``nms_score_threshold``: the tiled first stage
+        (``_multilevel_propose_rois``) filters the objectness as the RPN gives it, in
+        ``score_dtype`` (``box_ops.filter_boxes_by_scores``, before its float32 NMS), so under
+        mixed precision the threshold as that dtype (`reduced_threshold`), else `float32_cut`."""
+        if self.score_dtype != "float32":
             return reduced_threshold(threshold, self.score_dtype)
         return float32_cut(threshold)
 

@@ -255,9 +255,11 @@ def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[s
     """``params`` with each score threshold made separating on the cache's scores
     (`cuts.separating_threshold`): ``score_threshold`` on the candidates' scores (or on
     ``output_scores``, soft NMS's decayed ones), ``nms_score_threshold`` on the proposals'
-    objectness. Where v2 compares scores in a reduced dtype (mixed precision), the threshold as
-    that dtype (`PostProcessing.threshold_cut`): Model Garden rounds it to itself, and every
-    score being that dtype's value, ``score > t`` keeps the same in any precision."""
+    objectness. Where Model Garden compares scores in a reduced dtype (mixed precision: v2's
+    class-aware path, the tiled first stage), the threshold as that dtype
+    (`PostProcessing.threshold_cut`, `PostProcessing.proposal_cut`): Model Garden rounds it to
+    itself, and every score being that dtype's value, ``score > t`` keeps the same in any
+    precision."""
     written = dict(params)
     scores = cache.entry_score if output_scores is None else output_scores
     cut = None if post_processing is None else post_processing.threshold_cut(params["score_threshold"])
@@ -266,11 +268,17 @@ def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[s
         written["score_threshold"] = cut
     else:
         written["score_threshold"] = separating_threshold(params["score_threshold"], scores)
+    reduced_names = {"score_threshold"} if reduced else set()
     if kind == CacheKind.TWO_STAGE:
-        written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
+        proposal_cut = None if post_processing is None else post_processing.proposal_cut(params["nms_score_threshold"])
+        if proposal_cut is not None and proposal_cut != float32_cut(params["nms_score_threshold"]):
+            written["nms_score_threshold"] = proposal_cut
+            reduced_names.add("nms_score_threshold")
+        else:
+            written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
     for name in ("score_threshold", "nms_score_threshold"):
         if name in params and written[name] != params[name]:
-            why = (f"Model Garden compares it as {post_processing.score_dtype}" if name == "score_threshold" and reduced
+            why = (f"Model Garden compares it as {post_processing.score_dtype}" if name in reduced_names
                    else f"a cached score lies where float32 and float64 disagree about {params[name]!r}")
             logger.warning("sweep: %s %r is written as %r: %s", name, params[name], written[name], why)
     return written

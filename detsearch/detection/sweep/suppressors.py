@@ -414,13 +414,14 @@ class BatchedProposalNms:
 class TiledProposalNms:
     """The first stage as Model Garden's ``roi_generator`` with ``use_batched_nms: false``: per
     FPN level (in recorded order) the top ``proposal_top_k`` rows by objectness (ties by row),
-    objectness above ``score_threshold`` (the grid's lowest ``nms_score_threshold``),
+    objectness above ``score_cut`` (the grid's lowest ``nms_score_threshold`` as the first stage
+    compares it, `PostProcessing.proposal_cut`),
     `nms_v2.tiled_nms` keeping at most ``num_proposals``; the levels merged by descending
     objectness, ties by (level, position), the first ``num_proposals``. Kept by IoU threshold."""
 
-    def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, proposal_top_k: int):
+    def __init__(self, cache: DetectionCache, score_cut: float, num_proposals: int, proposal_top_k: int):
         self.cache = cache
-        self.score_threshold = score_threshold
+        self.score_cut = score_cut
         self.num_proposals = num_proposals
         self.proposal_top_k = proposal_top_k
         self._kept: dict[float, np.ndarray] = {}
@@ -437,7 +438,6 @@ class TiledProposalNms:
         boxes = np.asarray(self.cache.row_boxes, np.float32)
         objectness = np.asarray(self.cache.row_objectness, np.float32)
         levels = np.asarray(self.cache.row_level)
-        lowest = np.float32(self.score_threshold)
         kept = []
         for i in range(len(row_offsets) - 1):
             lo, hi = int(row_offsets[i]), int(row_offsets[i + 1])
@@ -445,7 +445,7 @@ class TiledProposalNms:
             for level in dict.fromkeys(levels[lo:hi].tolist()):  # Model Garden records them in its order
                 rows = lo + np.flatnonzero(levels[lo:hi] == level)
                 rows = rows[np.argsort(-objectness[rows], kind="stable")][:self.proposal_top_k]
-                rows = rows[objectness[rows] > lowest]  # a prefix
+                rows = rows[objectness[rows].astype(np.float64) > self.score_cut]  # a prefix
                 merged.append(rows[nms_v2.tiled_nms(boxes[rows], iou_threshold, self.num_proposals)])
             merged = np.concatenate(merged) if merged else np.zeros(0, np.int64)
             kept.append(merged[np.argsort(-objectness[merged], kind="stable")][:self.num_proposals])
@@ -486,6 +486,7 @@ def first_stage_nms(post_processing: PostProcessing, backend: NmsBackend, cache:
     """The first-stage NMS a checked two-stage ``post_processing`` runs, at ``score_threshold``
     (the grid's lowest ``nms_score_threshold``)."""
     if post_processing.proposal_nms == ProposalNms.TILED:
-        return TiledProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.proposal_top_k)
+        return TiledProposalNms(cache, post_processing.proposal_cut(score_threshold), post_processing.num_proposals,
+                                post_processing.proposal_top_k)
     return BatchedProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.per_level,
                               "numpy" if backend == NmsBackend.REFERENCE else "tensorflow")
