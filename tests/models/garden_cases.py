@@ -91,20 +91,29 @@ def search(experiment: str, arguments, capsys):
 def trainer_evaluation(experiment: str, config_files: str, model_dir, params_override: str | None = None) -> list[float]:
     """The 12 stats Model Garden's own trainer reports for the latest checkpoint in ``model_dir``
     (``train_utils.create_trainer``, its ``evaluate`` over the whole validation set: the orbit
-    loop ``official.vision.train --mode=eval`` runs), in pycocotools' order, as float32."""
+    loop ``official.vision.train --mode=eval`` runs, under the Keras policy it sets for
+    ``runtime.mixed_precision_dtype``), in pycocotools' order, as float32."""
     import contextlib
     import io
 
     import tensorflow as tf
+    import tf_keras
     from official.core import task_factory, train_utils
+    from official.modeling import performance
 
     from detsearch.models.experiment import load_config
 
     config = load_config(experiment, config_files.split(","), params_override)
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-        task = task_factory.get_task(config.task)
-        trainer = train_utils.create_trainer(config, task, train=False, evaluate=True)
+    previous = tf_keras.mixed_precision.global_policy()
+    try:
+        if config.runtime.mixed_precision_dtype:  # as official.vision.train does before building
+            performance.set_mixed_precision_policy(config.runtime.mixed_precision_dtype)
+        strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        with strategy.scope():
+            task = task_factory.get_task(config.task)
+            trainer = train_utils.create_trainer(config, task, train=False, evaluate=True)
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
     tf.train.Checkpoint(model=trainer.model).read(tf.train.latest_checkpoint(str(model_dir))).expect_partial()
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' tables
         logs = trainer.evaluate(tf.constant(-1))

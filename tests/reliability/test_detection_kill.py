@@ -1,6 +1,7 @@
-"""tools/search_det.py --search-training killed (SIGKILL) in the middle of the selector's trials
-and as the final training starts, then started again with the same arguments: it
-finishes with the uninterrupted run's choices and numbers, without rerunning finished trials."""
+"""tools/search_det.py --search-training killed (SIGKILL) in the middle of the selector's trials,
+started again with the same arguments and killed as the final training starts, then started
+once more: it finishes with the uninterrupted run's choices and numbers, without rerunning
+finished trials."""
 
 from __future__ import annotations
 
@@ -67,24 +68,19 @@ def journal_lines(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def test_killed_during_the_trials(reference, tmp_path):
+def test_killed_during_the_trials_then_during_the_final_training(reference, tmp_path):
     out = tmp_path / "out"
+    total = reference["selection"]["trials_run"] + reference["selection"]["trials_reused"]
     run_until_killed(out, lambda: journal_lines(out) >= 2)
     done = journal_lines(out)
+    assert 2 <= done < reference["selection"]["trials_run"]
+    # Started again and killed as the final training starts: training.yaml is written as Model
+    # Garden's trainer starts on the choice (its first checkpoint comes at the end). The trials
+    # the first run finished were reused, not run again: the journal holds each trial once.
+    run_until_killed(out, lambda: (out / "training.yaml").exists())
+    assert journal_lines(out) == reference["selection"]["trials_run"]
+    # Started once more: it trains again from the start and finishes as the uninterrupted run.
     summary = run(out)
     same_outcome(summary, reference)
     selection = summary["selection"]
-    total = reference["selection"]["trials_run"] + reference["selection"]["trials_reused"]
-    assert selection["trials_run"] == reference["selection"]["trials_run"] - done  # the finished ones are reused
-    assert selection["trials_run"] + selection["trials_reused"] == total
-
-
-def test_killed_during_the_final_training(reference, tmp_path):
-    out = tmp_path / "out"
-    # training.yaml is written as Model Garden's trainer starts on the choice (its first
-    # checkpoint comes at the end), so the rerun trains again from the start
-    run_until_killed(out, lambda: (out / "training.yaml").exists())
-    trials = journal_lines(out)
-    summary = run(out)
-    same_outcome(summary, reference)
-    assert summary["selection"]["trials_run"] == 0 and trials == reference["selection"]["trials_run"]
+    assert selection["trials_run"] == 0 and selection["trials_run"] + selection["trials_reused"] == total
