@@ -91,7 +91,8 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
                        "image and class (default 5000, Model Garden's)")
     sweep.add_argument("--score-dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                        help="the dtype the model's scores came in (Model Garden's runtime.mixed_precision_dtype; "
-                       "default float32): v2 then compares them with the score threshold in it")
+                       "default float32): v2 then compares them with the score threshold in it, and a two-stage "
+                       "cache's tiled first stage its objectness with the nms_score_threshold")
     sweep.add_argument("--soft-nms-sigma", type=float, metavar="S", help="with --nms-version v1: Model Garden's "
                        "soft_nms_sigma (0: the kernel's hard NMS; above 0 soft NMS); --soft-nms-sigmas sweeps several")
     sweep.add_argument("--max-eval-detections", type=int, metavar="N",
