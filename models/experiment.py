@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from detsearch.detection.cache import CacheKind
+from detsearch.detection.sweep.cuts import REDUCED_DTYPES
 from detsearch.detection.sweep.settings import NmsVersion
 from detsearch.errors import BadSetting
 
@@ -219,10 +220,10 @@ def check_supported(config) -> CacheKind:
     # NMS takes them (`PostProcessing.score_dtype`).
     data = config.task.validation_data
     precision = config.runtime.mixed_precision_dtype
-    if precision not in (None, "", "float32", "bfloat16", "float16"):
+    if precision not in (None, "", "float32", *REDUCED_DTYPES):
         raise ValueError(f"runtime.mixed_precision_dtype {precision!r}: Model Garden's training script takes "
                          "float32, bfloat16 or float16")
-    if precision in ("bfloat16", "float16"):
+    if mixed_precision(config):
         if generator.nms_version == NmsVersion.BATCHED:
             raise ValueError(f"runtime.mixed_precision_dtype {precision!r} with task.model.detection_generator."
                              f"nms_version 'batched': Model Garden's combined_non_max_suppression takes float32 scores "
@@ -312,7 +313,7 @@ def mixed_precision(config) -> str | None:
     """``"bfloat16"`` or ``"float16"`` when ``runtime.mixed_precision_dtype`` asks for mixed
     precision, else None."""
     precision = config.runtime.mixed_precision_dtype
-    return precision if precision in ("bfloat16", "float16") else None
+    return precision if precision in REDUCED_DTYPES else None
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
-"""Benchmark: each Model Garden post-processing setting the sweep reproduces, on the demo
-RetinaNet (the shipped ``retinanet_demo`` checkpoint, the demo's validation images), as a user
-runs it: one ``detsearch search-det --model-dir retinanet_demo --params-override ... --verify``
-process per setting.
+"""Benchmark: each Model Garden post-processing setting the sweep reproduces, on the demo (the
+shipped ``retinanet_demo`` RetinaNet, or the demo's Faster R-CNN; the demo's validation images),
+as a user runs it: one ``detsearch search-det ... --params-override ... --verify`` process per
+setting.
 
 Per setting it prints, from the run's ``summary.json``:
 
@@ -87,7 +87,7 @@ def run(name: str, out: Path, verify_rows: int, fasterrcnn_model_dir: Path | Non
     verification = summary["model_garden_verification"]
     diffs = [abs(float(np.float32(ours)) - float(np.float32(theirs)))
              for row in verification["rows"]
-             for name, ours, theirs in zip(STAT_NAMES, row["ours"], row["theirs"]) if name not in row["not_compared"]]
+             for stat, ours, theirs in zip(STAT_NAMES, row["ours"], row["theirs"]) if stat not in row["not_compared"]]
     seconds = summary["stage_seconds"]
     rows = len(verification["rows"])
     return {"name": name, "images": summary["images"], "configurations": summary["configurations"], "rows": rows,

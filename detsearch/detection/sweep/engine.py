@@ -165,7 +165,11 @@ class SweepEngine:
         entry_image = np.repeat(np.arange(self.num_images), np.diff(entry_offsets))
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
-        candidates = np.flatnonzero(np.asarray(cache.entry_score, np.float64) > lowest_cut)
+        # COCO matching orders detections by the scores as stored (float64 when given so), and
+        # a score threshold t keeps float32(score) > float32(t) (`float32_cut` says it in
+        # float64; `PostProcessing.threshold_cut` where v2 compares in a reduced dtype).
+        self.entry_score_exact = np.asarray(cache.entry_score, np.float64)
+        candidates = np.flatnonzero(self.entry_score_exact > lowest_cut)
         cand = candidates[visiting_order(entry_image[candidates], entry_score[candidates], entry_row[candidates], entry_class[candidates])]
         if self.kind == CacheKind.ONE_STAGE:
             row_boxes = np.asarray(cache.row_boxes, np.float32)
@@ -196,10 +200,6 @@ class SweepEngine:
         self.entry_image = entry_image
         self.entry_class = entry_class
         self.entry_score = entry_score
-        # COCO matching orders detections by the scores as stored (float64 when given so), and
-        # a score threshold t keeps float32(score) > float32(t) (`float32_cut` says it in
-        # float64; `PostProcessing.threshold_cut` where v2 compares in a reduced dtype).
-        self.entry_score_exact = np.asarray(cache.entry_score, np.float64)
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
         self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)

@@ -261,21 +261,21 @@ def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[s
     itself, and every score being that dtype's value, ``score > t`` keeps the same in any
     precision."""
     written = dict(params)
-    scores = cache.entry_score if output_scores is None else output_scores
-    cut = None if post_processing is None else post_processing.threshold_cut(params["score_threshold"])
-    reduced = cut is not None and cut != float32_cut(params["score_threshold"])
-    if reduced:
-        written["score_threshold"] = cut
-    else:
-        written["score_threshold"] = separating_threshold(params["score_threshold"], scores)
-    reduced_names = {"score_threshold"} if reduced else set()
-    if kind == CacheKind.TWO_STAGE:
-        proposal_cut = None if post_processing is None else post_processing.proposal_cut(params["nms_score_threshold"])
-        if proposal_cut is not None and proposal_cut != float32_cut(params["nms_score_threshold"]):
-            written["nms_score_threshold"] = proposal_cut
-            reduced_names.add("nms_score_threshold")
+    reduced_names = set()
+
+    def write(name: str, reduced_cut, values) -> None:
+        # Where the reduced dtype's cut is not the float32 one, write it; else separate.
+        cut = None if post_processing is None else reduced_cut(params[name])
+        if cut is not None and cut != float32_cut(params[name]):
+            written[name] = cut
+            reduced_names.add(name)
         else:
-            written["nms_score_threshold"] = separating_threshold(params["nms_score_threshold"], cache.row_objectness)
+            written[name] = separating_threshold(params[name], values)
+
+    write("score_threshold", post_processing and post_processing.threshold_cut,
+          cache.entry_score if output_scores is None else output_scores)
+    if kind == CacheKind.TWO_STAGE:
+        write("nms_score_threshold", post_processing and post_processing.proposal_cut, cache.row_objectness)
     for name in ("score_threshold", "nms_score_threshold"):
         if name in params and written[name] != params[name]:
             why = (f"Model Garden compares it as {post_processing.score_dtype}" if name in reduced_names
