@@ -433,7 +433,7 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     """Records ``experiment``'s validation set once (``out/cache``), sweeps ``grid`` (a
     `ParamSpec`; None: `threshold_grid` of the defaults) with the config's own post-processing,
     writes ``out/thresholds.yaml`` and ``out/annotations.json``; with ``verify_rows`` holds that
-    many rows of the table against Model Garden's own evaluation (`experiment.verify_rows`); with
+    many rows of the table against Model Garden's own evaluation (`experiment_verify.verify_rows`); with
     ``export`` writes a SavedModel at the chosen thresholds by Model Garden's serving module.
     ``sweep_options``: the operating-point keywords of `detsearch.detection.sweep.sweep`
     (``tolerance``, ``per_class``, ``holdout``, ``seed``, ``replicates``, ``max_detections``).
@@ -448,6 +448,7 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
     from detsearch.atomic import write_json_atomic
     from detsearch.detection.sweep import check_score_floor, sweep
     from detsearch.models import experiment as garden
+    from detsearch.models import experiment_verify
 
     out = Path(out)
     options = dict(sweep_options or {})
@@ -505,10 +506,10 @@ def search_thresholds(experiment, out: str | os.PathLike, *, grid=None, score_fl
                           **{**options, "holdout": None, "per_class": None}).table
         # the chosen row by its grid values (the thresholds written may have moved off them: `sweep.cuts`)
         chosen_row = {name: result.best_row.params[name] for name in chosen}
-        rows = garden.verification_rows(table, chosen_row, config_thresholds, verify_rows)
-        verification = garden.verify_rows(
+        rows = experiment_verify.verification_rows(table, chosen_row, config_thresholds, verify_rows)
+        verification = experiment_verify.verify_rows(
             experiment, rows, ground_truth_file=None if experiment.config.task.annotation_file else annotations,
-            ties=garden.TieFinder(cache, post_processing),
+            ties=experiment_verify.TieFinder(cache, post_processing),
             progress=None if progress is None else lambda n: progress("verify", n))
         seconds["verify"] = time.perf_counter() - started
     exported = None

@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--verify-rows needs --verify")
     verify_rows = None
     if args.verify:
-        from detsearch.models.experiment import VERIFY_ROWS
+        from detsearch.models.experiment_verify import VERIFY_ROWS
 
         verify_rows = VERIFY_ROWS if args.verify_rows is None else args.verify_rows
         if verify_rows < 2:

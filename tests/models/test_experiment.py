@@ -411,7 +411,7 @@ def test_a_class_the_ground_truth_does_not_name_still_takes_its_places(trained, 
 def test_a_difference_from_model_garden_is_one_line_and_exit_2(trained, tmp_path, capsys, monkeypatch):
     # Model Garden's evaluation stood in for by one that reports the sweep's rows with AP50 one
     # float32 step higher: every row is then compared and listed, summary.json keeps them, exit 2.
-    from detsearch.models import experiment as garden
+    from detsearch.models import experiment_verify as garden
 
     def shifted(experiment, rows, **kwargs):
         return garden.Verification(tuple(
@@ -460,7 +460,7 @@ def rows_of(grid: dict) -> list:
 
 
 def test_verification_rows_are_the_chosen_the_configs_and_the_ends_of_every_axis():
-    from detsearch.models.experiment import verification_rows
+    from detsearch.models.experiment_verify import verification_rows
 
     table = rows_of({"score_threshold": [0.05, 0.1, 0.3, 0.5], "iou_threshold": [0.4, 0.5, 0.6]})
     chosen, config = {"score_threshold": 0.1, "iou_threshold": 0.6}, {"score_threshold": 0.05, "iou_threshold": 0.5}
@@ -479,7 +479,7 @@ def test_verification_rows_are_the_chosen_the_configs_and_the_ends_of_every_axis
 
 
 def test_a_difference_is_an_error_unless_a_documented_tie_explains_it():
-    from detsearch.models.experiment import ModelGardenMismatch, Verification, VerifiedRow
+    from detsearch.models.experiment_verify import ModelGardenMismatch, Verification, VerifiedRow
 
     stats = tuple(float(np.float32(0.1 * i)) for i in range(12))
     above = tuple(float(np.nextafter(np.float32(v), np.float32(2))) for v in stats)
@@ -500,7 +500,7 @@ def test_a_difference_is_an_error_unless_a_documented_tie_explains_it():
 def test_ties_are_found_where_the_kernel_orders_equal_scores_freely():
     from detsearch.detection.cache import CacheBuilder, CacheKind, CacheSettings
     from detsearch.detection.sweep.settings import PostProcessing
-    from detsearch.models.experiment import TieFinder
+    from detsearch.models.experiment_verify import TieFinder
 
     builder = CacheBuilder(CacheSettings(kind=CacheKind.ONE_STAGE, category_ids=(1, 2), score_floor=0.01))
     boxes = np.array([[0, 0, 10, 10], [0, 1, 10, 11], [20, 20, 30, 30]], np.float32)
