@@ -84,7 +84,7 @@ def test_search_det_on_an_experiment_equals_model_garden(trained, tmp_path, caps
 def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal_model_garden(trained, tmp_path, capsys):
     # v2 at IoU thresholds below, at and above 0.5: its tiled NMS is not greedy below 0.5. The
     # validation images as Model Garden's registered experiments give them: bfloat16. A crowded
-    # scene: 300 detections per image, and COCO's maxDets raised to 300 to count them.
+    # scene: 1000 detections per image, and COCO's maxDets raised to 1000 to count them.
     from collections import Counter
 
     from detsearch.detection.cache import read_cache
@@ -95,20 +95,21 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal
     out = tmp_path / "out"
     code, printed, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(out),
                                  "--params-override", "task.model.detection_generator.nms_version=v2,"
-                                                      "task.validation_data.dtype=bfloat16,task.max_num_eval_detections=300,"
-                                                      "task.model.detection_generator.max_num_detections=300",
-                                 "--score-thresholds", "0.01,0.05,0.3", "--iou-thresholds", "0.3,0.4,0.6", "--verify"], capsys)
+                                                      "task.validation_data.dtype=bfloat16,task.max_num_eval_detections=1000,"
+                                                      "task.model.detection_generator.max_num_detections=1000",
+                                 "--score-floor", "0.001", "--score-thresholds", "0.001,0.05,0.3",
+                                 "--iou-thresholds", "0.3,0.4,0.9", "--verify"], capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     rows = verified(summary)["rows"]
-    # Model Garden logs AP as -1 at maxDets 300 (pycocotools' summarize reads AP at 100): the other 11 are compared.
+    # Model Garden logs AP as -1 at maxDets 1000 (pycocotools' summarize reads AP at 100): the other 11 are compared.
     assert all(row["not_compared"] == ["AP"] and row["theirs"][0] == -1 for row in rows)
     assert "6 rows, 66 stats compared as float32" in printed and "all equal" in printed
     # The crowd is there: at the lowest thresholds some image keeps more than 100 detections of
     # one category, which COCO's default maxDets would not have counted.
     cache = read_cache(out / "cache")
     post = PostProcessing(**summary["post_processing"])
-    crowded = reference_detections(cache, {"score_threshold": 0.01, "iou_threshold": 0.6}, post.checked(cache))
+    crowded = reference_detections(cache, {"score_threshold": 0.001, "iou_threshold": 0.9}, post.checked(cache))
     assert max(Counter((d["image_id"], d["category_id"]) for d in crowded).values()) > 100
     # the dtype took effect: the float32 images give other raw scores
     code, _, err = search(["--config-file", str(config_file), "--model-dir", str(model_dir), "--out", str(tmp_path / "f32"),
@@ -117,9 +118,9 @@ def test_model_gardens_default_nms_v2_and_bfloat16_data_in_a_crowded_scene_equal
     bf16, f32 = read_cache(out / "cache"), read_cache(tmp_path / "f32" / "cache")
     assert bf16.entry_score.shape != f32.entry_score.shape or not np.array_equal(bf16.entry_score, f32.entry_score)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["post_processing"] == {"nms_version": "v2", "max_detections_per_class": 300,
-                                         "max_total_detections": 300, "class_agnostic": False, "pre_nms_top_k": 5000,
-                                         "proposal_nms": "batched", "per_level": False, "max_eval_detections": 300,
+    assert summary["post_processing"] == {"nms_version": "v2", "max_detections_per_class": 1000,
+                                         "max_total_detections": 1000, "class_agnostic": False, "pre_nms_top_k": 5000,
+                                         "proposal_nms": "batched", "per_level": False, "max_eval_detections": 1000,
                                          "score_dtype": "float32"}
     ious = {row["params"]["iou_threshold"] for row in verified(summary)["rows"]}
     assert min(ious) < 0.5 < max(ious)  # rows where the tiled NMS is greedy and where it is not
