@@ -33,20 +33,26 @@ larger cap, as for greedy NMS.
 transcribed line by line (every tile, every dot, the batch; no code shared with this module),
 the oracle the tests hold against its TensorFlow function.
 `tiled_nms` is step 3 for one image on the boxes that pass the score threshold only, its loop
-run to the fixed point on the entries > 0.5 alone (the sweep's path). The transcription sums
-the loop's IoUs in float64 where TensorFlow sums in float32, and the fast path stops at the
-fixed point: only a change within float32 rounding of exactly 0.5 could be judged otherwise.
+run to the fixed point (the sweep's path); `tiled_nms_groups` is the same on many lists in one
+call (every image and class of a sweep). Both run `_tiled_groups`, a compiled kernel (numba):
+one box at a time, in order, against the boxes that can still suppress it, which is the loop's
+fixed point (its docstring says why) without the tile's IoU matrix. The transcription sums the
+loop's IoUs in float64 where TensorFlow sums in float32, and the fast path stops at the fixed
+point: only a change within float32 rounding of exactly 0.5 could be judged otherwise. The
+kernel assumes finite boxes (a cache holds no others).
 
 With ``use_class_agnostic_nms: true`` Model Garden's v2 (``_generate_detections_v2_class_agnostic``)
 keeps each anchor's best class, the top ``pre_nms_top_k`` anchors of an image by it, and calls
 TensorFlow's ``tf.image.non_max_suppression_padded`` instead: a tiled NMS of its own, whose loop
 compares with the IoU threshold where Model Garden's compares with 0.5, and which is greedy NMS at
-IoU >= the threshold at every threshold > 0. `padded_nms` is that for one image (the sweep's
-path); `detsearch.detection.reference_nms_agnostic` is the line-by-line transcription.
+IoU >= the threshold at every threshold > 0. `padded_nms` is that for one image and
+`padded_nms_groups` for many (the sweep's path, the same kernel);
+`detsearch.detection.reference_nms_agnostic` is the line-by-line transcription.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 # The transcription lives in its own module (it shares no code with the fast path); its names
@@ -59,10 +65,13 @@ __all__ = [
     "TF_TILE_SIZE",
     "bbox_overlap",
     "generate_detections_v2_reference",
+    "merge_classes",
     "padded_nms",
+    "padded_nms_groups",
     "pairwise_overlap",
     "sorted_nms_padded_reference",
     "tiled_nms",
+    "tiled_nms_groups",
 ]
 
 NMS_TILE_SIZE = 512
@@ -71,8 +80,10 @@ TF_TILE_SIZE = 512
 """``tf.image.non_max_suppression_padded``'s default ``tile_size`` (Model Garden's class-agnostic
 v2 passes none)."""
 
-_HALF = 0.5  # the constant of Model Garden's self-suppression loop (not the IoU threshold)
-_UPPER = np.triu(np.ones((NMS_TILE_SIZE, NMS_TILE_SIZE), bool), 1)  # i < j within a tile
+_HALF = np.float32(0.5)  # the constant of Model Garden's self-suppression loop (not the IoU threshold)
+_NONE = np.float32(0)  # TensorFlow's loop: every entry >= the threshold drives it
+_EPS = np.float32(1e-8)
+_ZERO = np.float32(0)
 
 
 def pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -99,32 +110,116 @@ def pairwise_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return width
 
 
-def _tile_suppressed(iou: np.ndarray, threshold: np.float32, above: np.float32 = np.float32(_HALF)) -> np.ndarray:
-    """Which boxes of one tile Model Garden's loop suppresses, from the tile's IoU matrix: its
-    fixed point computed on the entries that drive it. Rows are cleared ("can no longer
-    suppress") only through entries > 0.5 between boxes with such entries; the loop runs on
-    those alone, as booleans, to the fixed point Model Garden's loop stops at (property (a));
-    then a box is suppressed when a row not cleared holds an entry ``>= threshold`` for it.
-    With ``above`` 0 every entry ``>= threshold > 0`` drives the loop: TensorFlow's loop, whose
-    fixed point is greedy NMS (`padded_nms`)."""
-    n = len(iou)
-    weak = _UPPER[:n, :n] & (iou >= threshold)
-    weak &= iou > 0
-    strong = weak & (iou > above)
-    involved = np.flatnonzero(strong.any(0) | strong.any(1))
-    cleared = np.zeros(n, bool)
-    if len(involved):
-        edges = strong[np.ix_(involved, involved)]
-        done = np.zeros(len(involved), bool)
-        while True:
-            live = edges & ~done[:, None]
-            can = ~live.any(0)
-            newly = (live & can[:, None]).any(0) & ~done
-            if not newly.any():
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _overlap(boxes, i, j):  # pragma: no cover - compiled
+    """`pairwise_overlap` of boxes ``i`` (the earlier) and ``j``: the same float32 operations in
+    the same order (float32 operands give float32 results in compiled code too)."""
+    ay0, ax0, ay1, ax1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+    by0, bx0, by1, bx1 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
+    width = (ax1 if ax1 <= bx1 else bx1) - (ax0 if ax0 >= bx0 else bx0)
+    if width < _ZERO:
+        width = _ZERO
+    height = (ay1 if ay1 <= by1 else by1) - (ay0 if ay0 >= by0 else by0)
+    if height < _ZERO:
+        height = _ZERO
+    inter = width * height
+    union = (ay1 - ay0) * (ax1 - ax0) + (by1 - by0) * (bx1 - bx0)
+    union = union - inter
+    union = union + _EPS
+    return inter / union
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tiled_groups(boxes, offsets, threshold, above, cap, tile):  # pragma: no cover - compiled
+    """The kernel behind `tiled_nms`, `padded_nms` and `tiled_nms_groups`: for every group
+    ``boxes[offsets[g]:offsets[g + 1]]`` (sorted, real boxes only) which boxes are selected.
+
+    One box at a time, in order (whether a box is suppressed depends on the boxes before it
+    only, property (b)): a box is suppressed by a box of an earlier tile that was not suppressed
+    when their IoU is ``>= threshold``; one so suppressed is a dot in its own tile (no IoU > 0
+    with anything). Otherwise, within its tile, it is suppressed by an earlier box of the tile
+    that is not a dot and not cleared when their IoU is ``>= threshold`` and ``> 0``, and it is
+    cleared (can no longer suppress) when such an IoU is also ``> above``. Why that is the
+    loop's fixed point: "box j is cleared iff a box i < j not cleared has a strong entry
+    (``> above``) for it" has one solution (decide the boxes in order). The loop's end state
+    solves it: a box it cleared was cleared by one that could suppress then, and such a box is
+    never cleared later (the live entries into it only go); and were a box not cleared with a
+    live entry from one not cleared, the first such box's source would have no live entry
+    itself, so could suppress, and the loop would not have stopped. Selected: not suppressed and
+    a coordinate > 0; a group stops once ``cap`` are selected (nothing before a box depends on
+    the boxes after it)."""
+    n = boxes.shape[0]
+    selected = np.zeros(n, np.bool_)
+    kept = np.empty(n, np.int64)  # not suppressed, of the group's finished tiles
+    live = np.empty(tile, np.int64)  # the current tile's boxes that are not dots and not cleared
+    alive = np.empty(tile, np.int64)  # the current tile's boxes not suppressed
+    for g in range(len(offsets) - 1):
+        lo, hi = offsets[g], offsets[g + 1]
+        num_kept = num_live = num_alive = count = 0
+        for j in range(lo, hi):
+            if (j - lo) % tile == 0:  # a new tile
+                kept[num_kept:num_kept + num_alive] = alive[:num_alive]
+                num_kept += num_alive
+                num_live = num_alive = 0
+            if count >= cap:
                 break
-            done |= newly
-        cleared[involved] = done
-    return (weak & ~cleared[:, None]).any(0)
+            suppressed = False
+            for k in range(num_kept):
+                if _overlap(boxes, kept[k], j) >= threshold:
+                    suppressed = True
+                    break
+            if suppressed:
+                continue  # a dot in its tile
+            cleared = False
+            for k in range(num_live):
+                iou = _overlap(boxes, live[k], j)
+                if iou >= threshold and iou > _ZERO:
+                    suppressed = True
+                    if iou > above:
+                        cleared = True
+                        break
+            if not cleared:
+                live[num_live] = j
+                num_live += 1
+            if not suppressed:
+                alive[num_alive] = j
+                num_alive += 1
+                if boxes[j, 0] > _ZERO or boxes[j, 1] > _ZERO or boxes[j, 2] > _ZERO or boxes[j, 3] > _ZERO:
+                    selected[j] = True
+                    count += 1
+    return selected
+
+
+def tiled_nms_groups(boxes: np.ndarray, offsets: np.ndarray, iou_threshold: float, max_output_size: int) -> np.ndarray:
+    """`tiled_nms` on many lists at once: list ``g`` is ``boxes[offsets[g]:offsets[g + 1]]``.
+    Returns a bool mask over ``boxes``: selected (each list's first ``max_output_size`` at most)."""
+    boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+    return _tiled_groups(boxes, np.asarray(offsets, np.int64), np.float32(iou_threshold), _HALF,
+                         int(max_output_size), NMS_TILE_SIZE)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merged(image, score, cap):  # pragma: no cover - compiled
+    out = np.empty(len(image), np.int64)
+    size = lo = 0
+    while lo < len(image):
+        hi = lo + 1
+        while hi < len(image) and image[hi] == image[lo]:
+            hi += 1
+        order = np.argsort(-score[lo:hi], kind="mergesort")  # stable: ties keep the given order
+        k = min(cap, hi - lo)
+        out[size:size + k] = lo + order[:k]
+        size += k
+        lo = hi
+    return out[:size]
+
+
+def merge_classes(image: np.ndarray, score: np.ndarray, max_total: int) -> np.ndarray:
+    """Step 4 for many images: given the selected boxes of each image's classes by ascending
+    image, within an image in the merge's tie order (ascending class, then position in the
+    class's selection), the positions of each image's first ``max_total`` by descending score
+    (ties in that order: ``tf.nn.top_k`` over the concatenated lists), image by image."""
+    return _merged(np.asarray(image, np.int64), np.asarray(score, np.float32), int(max_total))
 
 
 def tiled_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> np.ndarray:
@@ -134,23 +229,24 @@ def tiled_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> 
     the selected positions in order, at most ``max_output_size``. The images of a batch do
     not interact (see the module's docstring), so one image is enough."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.flatnonzero(tiled_nms_groups(boxes, np.array([0, len(boxes)]), iou_threshold, max_output_size))
+
+
+def padded_nms_groups(boxes: np.ndarray, offsets: np.ndarray, iou_threshold: float, max_output_size: int) -> np.ndarray:
+    """`padded_nms` on many lists at once, as `tiled_nms_groups`."""
+    boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+    offsets = np.asarray(offsets, np.int64)
     threshold = np.float32(iou_threshold)
-    alive = np.ones(len(boxes), bool)  # not suppressed: may suppress later boxes
-    selected = np.zeros(len(boxes), bool)  # alive with a coordinate > 0
-    for lo in range(0, len(boxes), NMS_TILE_SIZE):
-        if selected.sum() >= max_output_size:
-            break
-        hi = min(len(boxes), lo + NMS_TILE_SIZE)
-        earlier = boxes[:lo][alive[:lo]]
-        if len(earlier):
-            alive[lo:hi] &= ~(pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
-        tile = boxes[lo:hi] * alive[lo:hi, None]  # suppressed boxes become dots
-        alive[lo:hi] &= ~_tile_suppressed(pairwise_overlap(tile, tile), threshold)
-        selected[lo:hi] = alive[lo:hi] & (tile > 0).any(1)
-    return np.flatnonzero(selected)[:max_output_size]
-
-
-_FIRST_CHUNK = 128  # padded_nms's first chunk; then doubled up to TF_TILE_SIZE
+    if not threshold >= 0:
+        raise ValueError(f"iou_threshold {iou_threshold!r} < 0: TensorFlow's padded NMS never ends there")
+    if threshold == 0:  # no suppression within the first tile, every later tile suppressed
+        position = np.arange(len(boxes)) - np.repeat(offsets[:-1], np.diff(offsets))
+        selectable = (boxes > 0).any(1) & (position < TF_TILE_SIZE)
+        group_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        rank = np.cumsum(selectable) - 1
+        first = np.r_[0, np.cumsum(selectable)][offsets[:-1]]
+        return selectable & (rank - first[group_of] < max_output_size)
+    return _tiled_groups(boxes, offsets, threshold, _NONE, int(max_output_size), TF_TILE_SIZE)
 
 
 def padded_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) -> np.ndarray:
@@ -167,14 +263,12 @@ def padded_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) ->
     float32 arithmetic, TensorFlow's ``_bbox_overlap`` operation by operation), selected when
     kept and with a coordinate > 0 (a kept box without one still suppresses); at ``t = 0`` the
     first `TF_TILE_SIZE` positions that have a coordinate > 0 (no suppression within a tile,
-    every later tile suppressed). Greedy NMS does not depend on how the list is cut into tiles,
-    so this one walks chunks of its own (128 boxes, then doubling up to 512): each chunk
-    suppressed by the kept boxes before it, then within itself by `_tile_suppressed` with every
-    entry driving the loop (its fixed point: greedy NMS over the chunk), stopping once
-    ``max_output_size`` are selected. TensorFlow's loop may stop short of that fixed point only
-    after an iteration in which no image of its batch lost more than ``t`` of summed IoU though
-    one lost an entry: a single IoU equal to ``t`` (or within its float32 sums' rounding of
-    ``t``); this path is the fixed point (the tests show both on a chain of boxes).
+    every later tile suppressed). Greedy NMS is `_tiled_groups` with every entry ``>= t``
+    driving the loop (``above`` 0: a suppressed box is cleared), whatever the tiles.
+    TensorFlow's loop may stop short of that fixed point only after an iteration in which no
+    image of its batch lost more than ``t`` of summed IoU though one lost an entry: a single IoU
+    equal to ``t`` (or within its float32 sums' rounding of ``t``); this path is the fixed point
+    (the tests show both on a chain of boxes).
 
     Both properties the sweep needs hold: whether a box is kept depends on the boxes before it
     only (greedy; at ``t = 0`` on its position), so a shorter prefix (a higher score threshold)
@@ -185,22 +279,4 @@ def padded_nms(boxes: np.ndarray, iou_threshold: float, max_output_size: int) ->
       ValueError: ``t < 0`` (TensorFlow's loop does not end there).
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    threshold = np.float32(iou_threshold)
-    if not threshold >= 0:
-        raise ValueError(f"iou_threshold {iou_threshold!r} < 0: TensorFlow's padded NMS never ends there")
-    selectable = (boxes > 0).any(1)
-    if threshold == 0:
-        return np.flatnonzero(selectable[:TF_TILE_SIZE])[:max_output_size]
-    alive = np.ones(len(boxes), bool)  # not suppressed: may suppress later boxes
-    lo, size, count = 0, _FIRST_CHUNK, 0
-    while lo < len(boxes) and count < max_output_size:
-        hi = min(len(boxes), lo + size)
-        earlier = boxes[:lo][alive[:lo]]
-        if len(earlier):
-            alive[lo:hi] &= ~(pairwise_overlap(earlier, boxes[lo:hi]) >= threshold).any(0)
-        inside = lo + np.flatnonzero(alive[lo:hi])
-        chunk = boxes[inside]
-        alive[inside] = ~_tile_suppressed(pairwise_overlap(chunk, chunk), threshold, np.float32(0))
-        count += int(np.count_nonzero(alive[lo:hi] & selectable[lo:hi]))
-        lo, size = hi, min(2 * size, TF_TILE_SIZE)
-    return np.flatnonzero(alive[:lo] & selectable[:lo])[:max_output_size]
+    return np.flatnonzero(padded_nms_groups(boxes, np.array([0, len(boxes)]), iou_threshold, max_output_size))

@@ -12,8 +12,9 @@ Second stage (and one-stage), over the engine's `Candidates`:
 
 - `GreedyWalkNms`: greedy batched NMS as a vectorized walk over all images (`nms.GreedyWalk`);
 - `ReferenceGreedyNms`: the same, image by image through `nms.per_class_nms_reference`;
-- `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, then the merge;
-  class-agnostic, ``use_class_agnostic_nms``: `nms_v2.padded_nms` per image);
+- `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, one compiled call
+  over all of them, then the merge; class-agnostic, ``use_class_agnostic_nms``:
+  `nms_v2.padded_nms` per image);
 - `V1Nms`: Model Garden's v1 (`nms_v1`: TensorFlow's padded NMS, or its kernel's hard or soft
   NMS, per image and class, then the merge). Soft NMS outputs decayed scores: second-stage
   suppressors answer `output_scores` (None: the candidates' own).
@@ -53,6 +54,7 @@ __all__ = [
     "TiledProposalNms",
     "TiledV2Nms",
     "V1Nms",
+    "class_groups",
     "class_lists",
     "first_stage_nms",
     "second_stage_nms",
@@ -191,8 +193,9 @@ class ReferenceGreedyNms:
 
 class TiledV2Nms:
     """Model Garden's ``nms_version: v2``: per (image, class) the top ``pre_nms_top_k``
-    candidates, `nms_v2.tiled_nms` on each, the classes merged by descending score, ties by
-    (class, position), the first ``cap`` of each image.
+    candidates, `nms_v2.tiled_nms` on each (all of them in one `nms_v2.tiled_nms_groups` call),
+    the classes merged by descending score, ties by (class, position), the first ``cap`` of each
+    image.
 
     A class-agnostic selection (``use_class_agnostic_nms: true``, Model Garden's
     ``_generate_detections_v2_class_agnostic``) is each row's best class (the engine's selection:
@@ -208,84 +211,69 @@ class TiledV2Nms:
         self.candidates = candidates
         self.pre_nms_top_k = pre_nms_top_k
         self.cap = cap
-        self._groups: tuple[Hashable, list[list[np.ndarray]]] | None = None
+        self._lists: tuple[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def prepare(self, selection: Selection) -> None:
         self._prepared(selection)
 
-    def _prepared(self, selection: Selection) -> list[list[np.ndarray]]:
-        """Per image, per class with candidates: their positions, the top ``pre_nms_top_k`` in
-        visiting order (descending score, ties by row or proposal rank: Model Garden's
-        ``tf.nn.top_k``; entries under the lowest threshold would rank below these)."""
-        if self._groups is not None and self._groups[0] == selection.key:
-            return self._groups[1]
+    def _prepared(self, selection: Selection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lists NMS runs on, laid end to end: ``(positions, offsets, boxes)``, list ``g``
+        being ``positions[offsets[g]:offsets[g + 1]]``. Per image, per class with candidates
+        (ascending): the top ``pre_nms_top_k`` in visiting order (descending score, ties by row or
+        proposal rank: Model Garden's ``tf.nn.top_k``; entries under the lowest threshold would
+        rank below these); class-agnostic: per image its first ``pre_nms_top_k``."""
+        if self._lists is not None and self._lists[0] == selection.key:
+            return self._lists[1]
         c = self.candidates
         everything = np.arange(len(c.entries)) if selection.positions is None else selection.positions
-        if selection.class_agnostic:  # one list per image: its rows' best classes in visiting order
-            offsets = selection.offsets
-            lists = [[everything[offsets[i]:offsets[i + 1]][:self.pre_nms_top_k]] for i in range(c.num_images)]
-            self._groups = (selection.key, lists)
-            return lists
-        per_image = class_lists(c, everything, self.pre_nms_top_k)
-        self._groups = (selection.key, per_image)
-        return per_image
+        if selection.class_agnostic:
+            positions, offsets = _first_of_each(everything, selection.offsets, self.pre_nms_top_k)
+        else:
+            positions, offsets = class_groups(c, everything, self.pre_nms_top_k)
+        lists = (positions, offsets, np.ascontiguousarray(c.boxes[positions], np.float32))
+        self._lists = (selection.key, lists)
+        return lists
 
     def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
         c = self.candidates
+        positions, offsets, boxes = self._prepared(selection)
         if selection.class_agnostic:
-            picked = [group[nms_v2.padded_nms(c.boxes[group], iou_threshold, self.cap)]
-                      for (group,) in self._prepared(selection)]
-            return np.concatenate(picked) if picked else np.zeros(0, np.int64)
-        kept = []
-        for groups in self._prepared(selection):
-            kept.extend(self._image(groups, iou_threshold))
-        picked = np.concatenate([group[chosen] for group, chosen in kept]) if kept else np.zeros(0, np.int64)
-        position = np.concatenate([np.arange(len(chosen)) for _, chosen in kept]) if kept else picked
-        image = c.image[picked]
-        order = np.lexsort((position, c.classes[picked], -c.score[picked], image))
-        picked, image = picked[order], image[order]
-        rank = np.arange(len(picked)) - np.searchsorted(image, image, side="left")
-        return picked[rank < self.cap]
+            return positions[nms_v2.padded_nms_groups(boxes, offsets, iou_threshold, self.cap)]
+        picked = positions[nms_v2.tiled_nms_groups(boxes, offsets, iou_threshold, self.cap)]
+        # by image, class and position in the class's selection: the merge's tie order
+        return picked[nms_v2.merge_classes(c.image[picked], c.score[picked], self.cap)]
 
-    def _image(self, groups: list[np.ndarray], iou_threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One image's classes through `nms_v2.tiled_nms`, each only as far down its list as the
-        image's output can reach: a class's selection on a prefix of its list is the selection's
-        prefix (`nms_v2`, property (b)), so a prefix is extended only while its next candidate
-        scores at least the image's ``cap``-th selected score (then to every candidate that
-        does) and the class has fewer than ``cap`` selected. Returns ``(group, selected
-        positions)`` per class."""
-        cap, boxes, score = self.cap, self.candidates.boxes, self.candidates.score
-        lengths = [min(len(group), 128) for group in groups]
-        chosen = [None] * len(groups)
-        todo = range(len(groups))
-        while todo:
-            for c in todo:
-                chosen[c] = nms_v2.tiled_nms(boxes[groups[c][:lengths[c]]], iou_threshold, cap)
-            scores = np.concatenate([score[g[sel]] for g, sel in zip(groups, chosen)])
-            cut = np.partition(scores, len(scores) - cap)[len(scores) - cap] if len(scores) >= cap else -np.inf
-            todo = [c for c, group in enumerate(groups)
-                    if lengths[c] < len(group) and len(chosen[c]) < cap and score[group[lengths[c]]] >= cut]
-            for c in todo:  # every candidate scoring at least the cut (the cut only rises)
-                lengths[c] = int(np.count_nonzero(score[groups[c]] >= cut))
-        return list(zip(groups, chosen))
+
+def _first_of_each(positions: np.ndarray, offsets: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``top_k`` of each list ``positions[offsets[i]:offsets[i + 1]]``: ``(positions,
+    offsets)`` of the shortened lists."""
+    lengths = np.diff(offsets)
+    rank = np.arange(len(positions)) - np.repeat(offsets[:-1], lengths)
+    return positions[rank < top_k], np.r_[0, np.cumsum(np.minimum(lengths, top_k))].astype(np.int64)
+
+
+def class_groups(candidates: Candidates, positions: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, per class with candidates among ``positions`` (ascending image, then class):
+    their positions, the first ``top_k`` in visiting order (Model Garden's per-class
+    ``tf.nn.top_k``: descending score, ties by row or proposal rank; entries under the lowest
+    threshold would rank below these), laid end to end: ``(positions, offsets)``, group ``g``
+    being ``positions[offsets[g]:offsets[g + 1]]``."""
+    c = candidates
+    if not len(positions):
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    group = c.image[positions] * c.num_classes + c.classes[positions]
+    by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
+    order, group = positions[by_group], group[by_group]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    return _first_of_each(order, np.r_[starts, len(order)], top_k)
 
 
 def class_lists(candidates: Candidates, positions: np.ndarray, top_k: int) -> list[list[np.ndarray]]:
-    """Per image, per class with candidates among ``positions`` (ascending class): their
-    positions, the first ``top_k`` in visiting order (Model Garden's per-class ``tf.nn.top_k``:
-    descending score, ties by row or proposal rank; entries under the lowest threshold would rank
-    below these)."""
-    c = candidates
-    groups: list[np.ndarray] = []
-    if len(positions):
-        group = c.image[positions] * c.num_classes + c.classes[positions]
-        by_group = np.argsort(group, kind="stable")  # within a group: the visiting order
-        order, group = positions[by_group], group[by_group]
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        groups = [part[:top_k] for part in np.split(order, starts[1:])]
-    image_of = np.asarray([c.image[g[0]] for g in groups], np.int64)
-    bounds = np.searchsorted(image_of, np.arange(c.num_images + 1))
-    return [groups[bounds[i]:bounds[i + 1]] for i in range(c.num_images)]
+    """`class_groups` as one list of groups per image."""
+    order, offsets = class_groups(candidates, positions, top_k)
+    groups = [order[lo:hi] for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    bounds = np.searchsorted(candidates.image[order[offsets[:-1]]], np.arange(candidates.num_images + 1))
+    return [groups[bounds[i]:bounds[i + 1]] for i in range(candidates.num_images)]
 
 
 class V1Nms:
