@@ -96,15 +96,19 @@ def separating_threshold(threshold: float, scores: np.ndarray) -> float:
     highest dropped and the lowest kept score that does (the highest dropped score where no
     decimal of up to 17 digits does).
     """
-    scores = np.asarray(scores, np.float64).ravel()
-    return threshold_keeping(scores, scores > float32_cut(threshold), float(threshold))
+    scores = np.asarray(scores).ravel()
+    if scores.dtype not in (np.float16, np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    # against a float64 scalar NumPy compares in float64, without a float64 copy of the scores
+    return threshold_keeping(scores, scores > np.float64(float32_cut(threshold)), float(threshold))
 
 
 def threshold_keeping(scores: np.ndarray, kept: np.ndarray, preferred: float) -> float:
-    """The separating threshold (`threshold_between`) that keeps ``scores[kept]`` (float64, as
-    given) and drops the others; ``kept`` must be the scores above some float32 value."""
-    dropped_max = float(scores[~kept].max()) if (~kept).any() else None
-    kept_min = float(scores[kept].min()) if kept.any() else None
+    """The separating threshold (`threshold_between`) that keeps ``scores[kept]`` (as given; a
+    float dtype) and drops the others; ``kept`` must be the scores above some float32 value."""
+    dropped = ~kept
+    dropped_max = float(np.max(scores, where=dropped, initial=-np.inf)) if dropped.any() else None
+    kept_min = float(np.min(scores, where=kept, initial=np.inf)) if kept.any() else None
     return threshold_between(dropped_max, kept_min, preferred)
 
 

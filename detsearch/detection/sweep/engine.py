@@ -84,32 +84,37 @@ logger = logging.getLogger(__name__)
 
 
 class _PairStore:
-    """IoU >= 0.5 pairs per cache entry, computed the first time an entry is evaluated."""
+    """IoU >= 0.5 pairs per candidate entry, computed the first time an entry is evaluated. Its
+    memory is per candidate (``keys``: the candidates' cache entries, ascending), not per cache
+    entry."""
 
-    def __init__(self, matcher: CocoMatcher, num_entries: int, image_pos, class_pos, entry_xywh):
+    def __init__(self, matcher: CocoMatcher, keys: np.ndarray, positions, entry_xywh):
         self.matcher = matcher
-        self.image_pos = image_pos  # per entry
-        self.class_pos = class_pos  # per entry
+        self.keys = keys
+        self.positions = positions  # callable: entries -> (image positions, category positions)
         self.entry_xywh = entry_xywh  # callable: entries -> COCO [n, 4] boxes for matching
-        self.start = np.full(num_entries, -1, np.int64)
-        self.count = np.zeros(num_entries, np.int64)
+        self.start = np.full(len(keys), -1, np.int64)
+        self.count = np.zeros(len(keys), np.int64)
         self.total = 0
         self.gt_index = np.zeros(0, np.int64)
         self.iou = np.zeros(0, np.float64)
 
     def pairs(self, entries: np.ndarray) -> IouPairs:
-        unknown = entries[self.start[entries] < 0]  # entries of one call are distinct
+        at = np.searchsorted(self.keys, entries)
+        if (at >= len(self.keys)).any() or not np.array_equal(self.keys[at], entries):
+            raise ValueError("IoU pairs asked for an entry that is not a candidate")
+        unknown = at[self.start[at] < 0]  # entries of one call are distinct
         if unknown.size:
-            found = self.matcher.iou_pairs(self.image_pos[unknown], self.class_pos[unknown], self.entry_xywh(unknown))
+            found = self.matcher.iou_pairs(*self.positions(self.keys[unknown]), self.entry_xywh(self.keys[unknown]))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)
             self.gt_index = np.concatenate([self.gt_index, found.gt_index])
             self.iou = np.concatenate([self.iou, found.iou])
-        counts = self.count[entries]
+        counts = self.count[at]
         offsets = np.zeros(len(entries) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        rows = ragged_arange(self.start[entries], counts)
+        rows = ragged_arange(self.start[at], counts)
         return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
 
 
@@ -158,30 +163,36 @@ class SweepEngine:
         self.score_thresholds = grid.score_thresholds
         lowest = min(self.score_thresholds)
         lowest_cut = post_processing.threshold_cut(lowest)
-        entry_offsets = np.asarray(cache.entry_offsets, np.int64)
-        entry_score = np.asarray(cache.entry_score, np.float32)
-        entry_row = np.asarray(cache.entry_row, np.int64)
-        entry_class = np.asarray(cache.entry_class, np.int64)
-        entry_image = np.repeat(np.arange(self.num_images), np.diff(entry_offsets))
+        # Per cache entry nothing is copied (memory is per candidate): the entries' images,
+        # classes and scores are read off the cache where asked (`image_of`, `class_of`,
+        # `exact_scores`).
+        self._entry_offsets = np.asarray(cache.entry_offsets, np.int64)
+        self._entry_row, self._entry_class, self._entry_score = cache.entry_row, cache.entry_class, cache.entry_score
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
         # COCO matching orders detections by the scores as stored (float64 when given so), and
         # a score threshold t keeps float32(score) > float32(t) (`float32_cut` says it in
-        # float64; `PostProcessing.threshold_cut` where v2 compares in a reduced dtype).
-        self.entry_score_exact = np.asarray(cache.entry_score, np.float64)
-        candidates = np.flatnonzero(self.entry_score_exact > lowest_cut)
-        cand = candidates[visiting_order(entry_image[candidates], entry_score[candidates], entry_row[candidates], entry_class[candidates])]
+        # float64, compared in float64 against a float64 scalar; `PostProcessing.threshold_cut`
+        # where v2 compares in a reduced dtype).
+        candidates = np.flatnonzero(cache.entry_score > np.float64(lowest_cut))
+        image = self.image_of(candidates)
+        score = np.asarray(cache.entry_score[candidates], np.float32)
+        row = np.asarray(cache.entry_row[candidates], np.int64)
+        classes = self.class_of(candidates)
+        order = visiting_order(image, score, row, classes)
+        cand, image, score, row, classes = candidates[order], image[order], score[order], row[order], classes[order]
+        del candidates, order
         if self.kind == CacheKind.ONE_STAGE:
             row_boxes = np.asarray(cache.row_boxes, np.float32)
-            cand_boxes = row_boxes[entry_row[cand]]
-            entry_box = lambda entries: row_boxes[entry_row[entries]]  # noqa: E731
+            cand_boxes = row_boxes[row]
+            entry_box = lambda entries: row_boxes[self._entry_row[entries]]  # noqa: E731
         else:
             entry_boxes = np.asarray(cache.entry_boxes, np.float32)
             cand_boxes = entry_boxes[cand]
             entry_box = lambda entries: entry_boxes[entries]  # noqa: E731
         if self.kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:
             row_xywh = np.asarray(cache.row_xywh, np.float64)
-            entry_xywh = lambda entries: row_xywh[entry_row[entries]]  # noqa: E731 - the boxes as given
+            entry_xywh = lambda entries: row_xywh[self._entry_row[entries]]  # noqa: E731 - the boxes as given
         elif self.kind == CacheKind.TWO_STAGE:
             stored_boxes = np.asarray(cache.entry_boxes)  # float64 when imported so: matched as given
             entry_xywh = lambda entries: yxyx_to_xywh(stored_boxes[entries])  # noqa: E731
@@ -189,20 +200,19 @@ class SweepEngine:
             entry_xywh = lambda entries: yxyx_to_xywh(entry_box(entries))  # noqa: E731
         self.candidates = Candidates(
             entries=cand,
-            image=entry_image[cand],
-            row=entry_row[cand],
-            classes=entry_class[cand],
-            score=entry_score[cand],
+            image=image,
+            row=row,
+            classes=classes,
+            score=score,
             boxes=cand_boxes,
-            offsets=np.searchsorted(entry_image[cand], np.arange(self.num_images + 1)),
+            offsets=np.searchsorted(image, np.arange(self.num_images + 1)),
             num_classes=len(meta.category_ids),
         )
-        self.entry_image = entry_image
-        self.entry_class = entry_class
-        self.entry_score = entry_score
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
-        self.pairs = _PairStore(self.matcher, len(entry_score), self.image_pos[entry_image], self.class_pos[entry_class], entry_xywh)
+        self.pairs = _PairStore(self.matcher, np.sort(cand),
+                                lambda entries: (self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)]),
+                                entry_xywh)
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
         self._nms: dict[float | None, Suppressor] = {
             sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
@@ -223,6 +233,18 @@ class SweepEngine:
             lowest_cut,
             time.perf_counter() - started,
         )
+
+    def image_of(self, entries: np.ndarray) -> np.ndarray:
+        """The image position of each cache entry of ``entries``."""
+        return np.searchsorted(self._entry_offsets, entries, side="right") - 1
+
+    def class_of(self, entries: np.ndarray) -> np.ndarray:
+        """The class index (into the cache's categories) of each cache entry of ``entries``."""
+        return np.asarray(self._entry_class[entries], np.int64)
+
+    def exact_scores(self, entries: np.ndarray) -> np.ndarray:
+        """The cached scores of ``entries`` as given (float64: what COCO matching orders by)."""
+        return np.asarray(self._entry_score[entries], np.float64)
 
     def category_names(self) -> tuple[str, ...]:
         """Category names by category position (the ground truth's categories)."""
@@ -287,7 +309,7 @@ class SweepEngine:
     def _match(self, dets: np.ndarray, scores: np.ndarray) -> Matches:
         """COCO matching of cache entries ``dets`` (image by image in output order) scored
         ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
-        return self.matcher.match(self.image_pos[self.entry_image[dets]], self.class_pos[self.entry_class[dets]],
+        return self.matcher.match(self.image_pos[self.image_of(dets)], self.class_pos[self.class_of(dets)],
                                   self.entry_xywh(dets), scores, self.pairs.pairs(dets))
 
     def _run_nms(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +319,10 @@ class SweepEngine:
         nms, selection = self.nms_of(key), self.selection(key)
         if score_threshold is not None:
             positions = nms.kept_above(selection, key.iou_threshold, score_threshold)
-            return self.candidates.entries[positions], self.entry_score_exact[self.candidates.entries[positions]]
+            return self.candidates.entries[positions], self.exact_scores(self.candidates.entries[positions])
         dets = self.candidates.entries[nms.kept(selection, key.iou_threshold)]
         rescored = nms.output_scores(selection, key.iou_threshold) if isinstance(nms, V1Nms) else None
-        return dets, self.entry_score_exact[dets] if rescored is None else rescored.astype(np.float64)
+        return dets, self.exact_scores(dets) if rescored is None else rescored.astype(np.float64)
 
     def _output(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Matches]:
         """`_run_nms`'s output, each entry's position in its image's output, and the matches. The
@@ -309,7 +331,7 @@ class SweepEngine:
         if self._output_memo is not None and self._output_memo[0] == memo:
             return self._output_memo[1]
         dets, scores = self._run_nms(key, score_threshold)
-        image = self.entry_image[dets]
+        image = self.image_of(dets)
         position = np.arange(len(dets)) - np.searchsorted(image, image, side="left")
         value = (dets, position, scores, self._match(dets, scores))
         self._output_memo = (memo, value)

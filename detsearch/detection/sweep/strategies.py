@@ -306,7 +306,7 @@ def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None
     )
     per_class = None
     if rule is not None:
-        category = engine.class_pos[engine.entry_class[dets[kept]]]
+        category = engine.class_pos[engine.class_of(dets[kept])]
         base = threshold if written_threshold is None else written_threshold
         per_class = per_class_thresholds(above, category, scores[kept], rule, base, names, engine.num_images)
     logger.info("sweep: chosen configuration's curves%s in %.2fs", " and per-class thresholds" if rule else "",
