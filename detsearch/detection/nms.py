@@ -29,10 +29,10 @@ Implementations:
   re-exported here;
 - ``*_tf``: the same passes through ``tf.image.non_max_suppression_with_scores`` (on a GPU
   when TensorFlow has one);
-- ``*_batched`` / `greedy_walk`: many images at once. Per-class NMS is a vectorized NumPy walk
-  (all images advance one candidate per step; it stops an image at ``max_total_detections``
-  kept, so it only looks at the top of each image's candidate list); class-agnostic NMS with
-  its long walks (up to ``num_proposals`` kept) batches the TF op over padded groups.
+- ``*_batched`` / `greedy_walk`: many images at once. Per-class NMS is a compiled walk (numba;
+  image by image, it stops an image at ``max_total_detections`` kept, so it only looks at the
+  top of each image's candidate list); class-agnostic NMS (up to ``num_proposals`` kept per
+  image) is the same walk with the FPN levels as its groups.
 
 The single-image functions return int64 indices into their inputs in output order
 (descending score); the batched ones return indices and per-image offsets, `greedy_walk` a
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from detsearch.checks import positive_int
@@ -62,7 +63,6 @@ __all__ = [
     "class_agnostic_nms_tf",
     "compact_groups",
     "GreedyWalk",
-    "WalkWorkspace",
     "greedy_walk",
     "nms_reference",
     "nms_tf",
@@ -222,10 +222,8 @@ def greedy_walk(boxes, groups, image_offsets, *, iou_threshold, max_per_group, m
     per-class NMS followed by the merge and total cap (the per-class passes only ever look at
     earlier candidates of their own class, and the merge order is the visiting order).
 
-    All images advance one candidate per step, so the Python loop runs as many times as the
-    longest walk (until an image has ``max_per_image`` kept or no candidates left), and each
-    step is a handful of array operations over the active images against the kept boxes of
-    the candidates' groups.
+    A compiled loop (`_walk`): each candidate is compared with the kept boxes of its image
+    until one suppresses it.
 
     Args:
       boxes: float32 ``[N, 4]`` yxyx, grouped by image (image ``i`` owns rows
@@ -270,96 +268,66 @@ class GreedyWalk:
 
     def _set(self, data, group_index, num_groups, offsets) -> None:
         self.data = data
-        self.group_index = group_index
+        self.group_index = np.asarray(group_index, np.int64)
         self.num_groups = num_groups
         self.offsets = offsets
         self.size = data.shape[1]
         self.num_images = len(offsets) - 1
         self.group_size = np.bincount(group_index, minlength=num_groups)
 
-    def run(self, *, iou_threshold, max_per_group, max_per_image, workspace: "WalkWorkspace | None" = None) -> np.ndarray:
-        """Kept mask for one threshold (see `greedy_walk`). A `WalkWorkspace` shared by runs
-        saves re-allocating (and the OS re-zeroing) the kept-box storage each time."""
-        kept = np.zeros(self.size, bool)
+    def run(self, *, iou_threshold, max_per_group, max_per_image) -> np.ndarray:
+        """Kept mask for one threshold (see `greedy_walk`)."""
         if self.size == 0 or max_per_group <= 0 or max_per_image <= 0:
-            return kept
-        iou_t = np.float32(iou_threshold)
-        group_index = self.group_index
-        data = [self.data[k] for k in range(5)]
-        # Kept boxes of a group live in a reserved block of `slots` (rows as in `data`), sized
-        # by the most the group can keep: min(its candidates, max_per_group, max_per_image).
-        # Only the first `group_count` entries of a block are ever read, so stale values from
-        # an earlier run do no harm.
-        capacity = np.minimum(self.group_size, min(max_per_group, max_per_image))
-        base = np.zeros(self.num_groups, np.int64)
-        np.cumsum(capacity[:-1], out=base[1:])
-        slots = (workspace or WalkWorkspace()).slots(int(capacity.sum()))
-        group_count = np.zeros(self.num_groups, np.int64)
-        image_count = np.zeros(self.num_images, np.int64)
-        starts, ends = self.offsets[:-1], self.offsets[1:]
-        active = np.flatnonzero(ends > starts)
-        position = starts[active].copy()
-        end = ends[active]
-        zero = np.float32(0.0)
-        while active.size:
-            group = group_index[position]
-            count = group_count[group]
-            keep = count < max_per_group
-            check = np.flatnonzero(keep & (count > 0))
-            if check.size:
-                # Every (candidate, kept box of its group) pair, flat: no padding to the
-                # largest group. c and s: (ymin, xmin, ymax, xmax, area) of the pairs.
-                g = group[check]
-                counts = count[check]
-                seg_end = np.cumsum(counts)
-                seg_start = seg_end - counts
-                slot_index = np.repeat(base[g] - seg_start, counts) + np.arange(int(seg_end[-1]))
-                candidate_index = np.repeat(position[check], counts)
-                s = [row[slot_index] for row in slots]
-                c = [row[candidate_index] for row in data]
-                height = np.minimum(c[2], s[2])
-                height -= np.maximum(c[0], s[0])
-                np.maximum(height, zero, out=height)
-                breadth = np.minimum(c[3], s[3])
-                breadth -= np.maximum(c[1], s[1])
-                np.maximum(breadth, zero, out=breadth)
-                intersection = height * breadth
-                union = c[4] + s[4]
-                union -= intersection
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    iou = intersection / union
-                suppress = iou > iou_t
-                suppress &= s[4] > zero
-                suppress &= c[4] > zero
-                keep[check[np.logical_or.reduceat(suppress, seg_start)]] = False
-            chosen = np.flatnonzero(keep)
-            if chosen.size:
-                g = group[chosen]
-                p = position[chosen]
-                destination = base[g] + count[chosen]
-                for row, source in zip(slots, data):
-                    row[destination] = source[p]
-                group_count[g] += 1
-                image_count[active[chosen]] += 1
+            return np.zeros(self.size, bool)
+        return _walk(self.data, self.group_index, self.num_groups, self.offsets, np.float32(iou_threshold),
+                     int(max_per_group), int(max_per_image))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _walk(data, group_index, num_groups, offsets, iou_t, max_per_group, max_per_image):  # pragma: no cover - compiled
+    """`GreedyWalk.run`'s kernel: image by image, candidates in the given order; a candidate is
+    kept unless its group holds ``max_per_group`` kept or a kept box of its group overlaps it by
+    IoU ``> iou_t`` (the kernel's float32 IoU from `walk_data`, its operations in its order; a
+    box of zero area has no intersection, so neither suppresses nor is suppressed); an image stops at
+    ``max_per_image`` kept."""
+    zero = np.float32(0)
+    kept = np.zeros(data.shape[1], np.bool_)
+    group_count = np.zeros(num_groups, np.int64)
+    image_kept = np.empty(data.shape[1], np.int64)  # the current image's kept candidates
+    for image in range(len(offsets) - 1):
+        count = 0
+        for p in range(offsets[image], offsets[image + 1]):
+            if count >= max_per_image:
+                break
+            g = group_index[p]
+            if group_count[g] >= max_per_group:
+                continue
+            suppressed = False
+            if data[4, p] > zero:  # a box of zero area intersects nothing: its IoUs are 0 (or 0 / 0)
+                for k in range(count):
+                    q = image_kept[k]
+                    if group_index[q] != g:
+                        continue
+                    height = (data[2, p] if data[2, p] <= data[2, q] else data[2, q]) - \
+                        (data[0, p] if data[0, p] >= data[0, q] else data[0, q])
+                    if height < zero:
+                        height = zero
+                    breadth = (data[3, p] if data[3, p] <= data[3, q] else data[3, q]) - \
+                        (data[1, p] if data[1, p] >= data[1, q] else data[1, q])
+                    if breadth < zero:
+                        breadth = zero
+                    intersection = height * breadth
+                    union = data[4, p] + data[4, q]
+                    union = union - intersection
+                    if intersection / union > iou_t:
+                        suppressed = True
+                        break
+            if not suppressed:
                 kept[p] = True
-            position += 1
-            alive = (position < end) & (image_count[active] < max_per_image)
-            if not alive.all():
-                active, position, end = active[alive], position[alive], end[alive]
-        return kept
-
-
-class WalkWorkspace:
-    """Reusable storage for `GreedyWalk.run` (one per thread of work)."""
-
-    def __init__(self):
-        self._rows: list[np.ndarray] = []
-
-    def slots(self, size: int) -> list[np.ndarray]:
-        """Five float32 rows of at least ``size`` elements (contents unspecified)."""
-        if not self._rows or len(self._rows[0]) < size:
-            self._rows = [np.empty(max(size, 1), np.float32) for _ in range(5)]
-        return self._rows
+                image_kept[count] = p
+                count += 1
+                group_count[g] += 1
+    return kept
 
 
 def walk_data(boxes) -> np.ndarray:
@@ -445,7 +413,6 @@ def class_agnostic_nms_batched(
     score_threshold=-math.inf,
     max_output_size=DEFAULT_NUM_PROPOSALS,
     levels=None,
-    backend: str = "tensorflow",
 ) -> tuple[np.ndarray, np.ndarray]:
     """`class_agnostic_nms_reference` for many images (Faster R-CNN first stage).
 
@@ -454,10 +421,10 @@ def class_agnostic_nms_batched(
         ``image_offsets[i]:image_offsets[i + 1]``.
       image_offsets: int ``[num_images + 1]``.
       levels: optional ``[N]`` FPN level per proposal (NMS per level, then merge).
-      backend: ``"tensorflow"``: one ``non_max_suppression_with_scores`` call per image and
-        level (the kernel's speed for the long first-stage walks); ``"numpy"``: `greedy_walk`
-        (no TensorFlow; slow when many proposals are kept).
       Other arguments as `class_agnostic_nms_reference`.
+
+    One `greedy_walk` over all images (the levels its groups): an image's kept proposals, in
+    visiting order (descending score, ties by index), are the merge of its levels' NMS.
 
     Returns:
       ``(indices, offsets)``: int64 global row indices of the kept proposals, image by image by
@@ -474,103 +441,15 @@ def class_agnostic_nms_batched(
     groups = np.zeros(len(boxes), np.int64) if levels is None else np.asarray(levels, np.int64).reshape(-1)
     if len(groups) != len(boxes):
         raise ValueError(f"levels has {len(groups)} entries for {len(boxes)} boxes")
-    if backend == "numpy":
-        candidates = np.flatnonzero(scores > score_t)
-        order = candidates[np.lexsort((candidates, -scores[candidates], image_of[candidates]))]
-        kept = greedy_walk(
-            boxes[order],
-            groups[order],
-            np.searchsorted(image_of[order], np.arange(num_images + 1)),
-            iou_threshold=iou_t,
-            max_per_group=limit,
-            max_per_image=limit,
-        )
-        indices = order[kept]
-    elif backend == "tensorflow":
-        # Group rows by (image, level) without disturbing row order inside a group.
-        low = int(groups.min()) if len(groups) else 0
-        span = int(groups.max()) - low + 1 if len(groups) else 1
-        key = image_of * span + (groups - low)
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(order) else np.zeros(0, np.int64)
-        sizes = np.diff(np.r_[starts, len(order)])
-        kept = _grouped_nms_tf(boxes, scores, order, starts, sizes, iou_t, score_t, limit) if limit else np.zeros(0, np.int64)
-        merged = kept[np.lexsort((kept, -scores[kept], image_of[kept]))]
-        image_kept = image_of[merged]
-        first = np.searchsorted(image_kept, np.arange(num_images + 1))
-        rank = np.arange(len(merged)) - first[image_kept]
-        indices = merged[rank < limit]
-    else:
-        raise ValueError(f"backend must be 'tensorflow' or 'numpy', got {backend!r}")
+    candidates = np.flatnonzero(scores > score_t)
+    order = candidates[np.lexsort((candidates, -scores[candidates], image_of[candidates]))]
+    kept = greedy_walk(
+        boxes[order],
+        groups[order],
+        np.searchsorted(image_of[order], np.arange(num_images + 1)),
+        iou_threshold=iou_t,
+        max_per_group=limit,
+        max_per_image=limit,
+    )
+    indices = order[kept]
     return indices.astype(np.int64), np.searchsorted(image_of[indices], np.arange(num_images + 1)).astype(np.int64)
-
-
-_GROUPED_NMS = None
-_GROUPS_PER_CALL = 2048
-
-
-def _grouped_nms_fn():
-    """A traced function running ``NonMaxSuppressionV5`` over a batch of padded groups."""
-    global _GROUPED_NMS
-    if _GROUPED_NMS is None:
-        import tensorflow as tf
-
-        @tf.function(
-            autograph=False,
-            input_signature=[
-                tf.TensorSpec([None, None, 4], tf.float32),
-                tf.TensorSpec([None, None], tf.float32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.int32),
-            ]
-        )
-        def grouped(boxes, scores, iou_threshold, score_threshold, limit):
-            def one(group):
-                selected, _, valid = tf.raw_ops.NonMaxSuppressionV5(
-                    boxes=group[0],
-                    scores=group[1],
-                    max_output_size=limit,
-                    iou_threshold=iou_threshold,
-                    score_threshold=score_threshold,
-                    soft_nms_sigma=tf.constant(0.0),
-                    pad_to_max_output_size=True,
-                )
-                return selected, valid
-
-            return tf.map_fn(
-                one,
-                (boxes, scores),
-                fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)),
-                parallel_iterations=16,
-            )
-
-        _GROUPED_NMS = grouped
-    return _GROUPED_NMS
-
-
-def _grouped_nms_tf(boxes, scores, order, starts, sizes, iou_t, score_t, limit) -> np.ndarray:
-    """Rows kept by the TF op in each group ``order[starts[g]:starts[g] + sizes[g]]``.
-
-    Groups are batched by similar size into padded tensors; padding gets a score below any
-    threshold (-inf is never > a threshold) so it is never selected.
-    """
-    grouped = _grouped_nms_fn()
-    by_size = np.argsort(sizes, kind="stable")
-    parts = []
-    for chunk_start in range(0, len(by_size), _GROUPS_PER_CALL):
-        chunk = by_size[chunk_start : chunk_start + _GROUPS_PER_CALL]
-        width = int(sizes[chunk].max())
-        if width == 0:
-            continue
-        member = np.arange(width)[None, :] < sizes[chunk][:, None]
-        rows = np.where(member, starts[chunk][:, None] + np.arange(width)[None, :], 0)
-        rows = order[np.minimum(rows, len(order) - 1)]
-        padded_boxes = np.where(member[:, :, None], boxes[rows], np.float32(0))
-        padded_scores = np.where(member, scores[rows], np.float32(-np.inf))
-        selected, valid = grouped(padded_boxes, padded_scores, float(iou_t), float(score_t), int(min(limit, width)))
-        selected, valid = selected.numpy(), valid.numpy()
-        take = np.arange(selected.shape[1])[None, :] < valid[:, None]
-        parts.append(np.take_along_axis(rows, selected.astype(np.int64), axis=1)[take])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -44,23 +44,19 @@ def walk_single(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_
     return indices
 
 
-def agnostic_single(backend):
-    def run(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_output_size=None):
-        n = len(scores)
-        indices, _ = nms.class_agnostic_nms_batched(boxes, scores, [0, n], iou_threshold=iou_threshold,
-                                                    score_threshold=score_threshold,
-                                                    max_output_size=n if max_output_size is None else max_output_size,
-                                                    backend=backend)
-        return indices
-    return run
+def agnostic_single(boxes, scores, *, iou_threshold, score_threshold=-math.inf, max_output_size=None):
+    n = len(scores)
+    indices, _ = nms.class_agnostic_nms_batched(boxes, scores, [0, n], iou_threshold=iou_threshold,
+                                                score_threshold=score_threshold,
+                                                max_output_size=n if max_output_size is None else max_output_size)
+    return indices
 
 
 SINGLE_GROUP = [
     pytest.param(reference_nms.nms_reference, id="reference"),
     pytest.param(walk_single, id="walk"),
-    pytest.param(agnostic_single("numpy"), id="agnostic-numpy"),
+    pytest.param(agnostic_single, id="agnostic"),
     pytest.param(lambda *a, **k: nms.nms_tf(*a, **k), id="tf", marks=pytest.mark.tf),
-    pytest.param(agnostic_single("tensorflow"), id="agnostic-tf", marks=pytest.mark.tf),
 ]
 
 
@@ -270,21 +266,31 @@ def class_agnostic_case(with_levels):
     return sizes, boxes, scores, levels, np.r_[0, np.cumsum(sizes)]
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("tensorflow", marks=pytest.mark.tf)])
 @pytest.mark.parametrize("with_levels", [False, True])
-def test_class_agnostic_implementations_agree(with_levels, backend):
+def test_class_agnostic_implementations_agree(with_levels):
     sizes, boxes, scores, levels, offsets = class_agnostic_case(with_levels)
     for iou_threshold, score_threshold, limit in ((0.7, 0.0, 1000), (0.5, 0.2, 30), (0.3, 0.5, 7), (0.0, 0.0, 1000)):
         kwargs = dict(iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
-        indices, out_offsets = nms.class_agnostic_nms_batched(boxes, scores, offsets, levels=levels, backend=backend, **kwargs)
+        indices, out_offsets = nms.class_agnostic_nms_batched(boxes, scores, offsets, levels=levels, **kwargs)
         for i in range(len(sizes)):
             lo, hi = offsets[i], offsets[i + 1]
             image_levels = None if levels is None else levels[lo:hi]
             reference = reference_nms.class_agnostic_nms_reference(boxes[lo:hi], scores[lo:hi], levels=image_levels, **kwargs)
             np.testing.assert_array_equal(indices[out_offsets[i] : out_offsets[i + 1]] - lo, reference)
-            if backend == "tensorflow":
-                np.testing.assert_array_equal(
-                    nms.class_agnostic_nms_tf(boxes[lo:hi], scores[lo:hi], levels=image_levels, **kwargs), reference)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("with_levels", [False, True])
+def test_class_agnostic_reference_is_the_tf_op(with_levels):
+    sizes, boxes, scores, levels, offsets = class_agnostic_case(with_levels)
+    for iou_threshold, score_threshold, limit in ((0.7, 0.0, 1000), (0.5, 0.2, 30), (0.3, 0.5, 7), (0.0, 0.0, 1000)):
+        kwargs = dict(iou_threshold=iou_threshold, score_threshold=score_threshold, max_output_size=limit)
+        for i in range(len(sizes)):
+            lo, hi = offsets[i], offsets[i + 1]
+            image_levels = None if levels is None else levels[lo:hi]
+            np.testing.assert_array_equal(
+                nms.class_agnostic_nms_tf(boxes[lo:hi], scores[lo:hi], levels=image_levels, **kwargs),
+                reference_nms.class_agnostic_nms_reference(boxes[lo:hi], scores[lo:hi], levels=image_levels, **kwargs))
 
 
 def test_higher_score_threshold_is_a_prefix():

@@ -98,7 +98,7 @@ def test_first_stage_contract(proposal_nms, implementation):
         assert all((np.diff(objectness[rows[image == i]]) <= 0).all() for i in range(len(row_offsets) - 1))
         assert np.bincount(image, minlength=1).max(initial=0) <= post.num_proposals
         assert (objectness[rows] > np.float32(0.0)).all()  # the grid's lowest nms_score_threshold
-        fresh = first_stage_nms(post, NmsBackend.REFERENCE, cache, 0.0)
+        fresh = first_stage_nms(post, cache, 0.0)
         assert np.array_equal(fresh.kept(proposals, nms_iou), rows)
         kept_by_iou[nms_iou] = rows
     # what another engine kept is what a worker's engine answers

@@ -37,11 +37,11 @@ and reused.
 
 Which code runs NMS: a `detsearch.detection.sweep.suppressors.Suppressor` the engine's
 `PostProcessing` chooses. The per-class passes (one-stage, and the two-stage second stage) use
-`nms.GreedyWalk`, a vectorized NumPy walk over all images that stops each image at
+`nms.GreedyWalk`, a compiled walk over all images that stops each image at
 ``max_total_detections`` kept (per-image TF op calls would cost more in call overhead than the
-work they do); the two-stage first stage, whose walks keep up to ``num_proposals`` boxes,
-batches the TensorFlow op (`nms.class_agnostic_nms_batched`). Both keep exactly the boxes of
-TensorFlow's kernels; the tests compare them with the op and with the NumPy reference.
+work they do); the two-stage first stage, whose walks keep up to ``num_proposals`` boxes, is
+the same walk (`nms.class_agnostic_nms_batched`). Both keep exactly the boxes of TensorFlow's
+kernels; the tests compare them with the op and with the NumPy reference.
 
 Model Garden's ``nms_version: v2`` (`detsearch.detection.nms_v2`) takes each (image, class)'s
 top ``pre_nms_top_k`` candidates (independent of the score threshold), runs its tiled NMS
@@ -136,7 +136,7 @@ class SweepEngine:
       nms_backend: `NmsBackend` of the batched NMS (v2 runs `nms_v2.tiled_nms` whatever it
         says).
       first_stage: two-stage: the rows another engine's first stage kept, by
-        ``nms_iou_threshold`` (`first_stage`), so that this one runs no TensorFlow.
+        ``nms_iou_threshold`` (`first_stage`), so that this one does not run it again.
     """
 
     def __init__(
@@ -221,7 +221,7 @@ class SweepEngine:
         if self.kind == CacheKind.TWO_STAGE:
             self.proposal_nms: Suppressor = (
                 KeptProposals(first_stage) if first_stage is not None
-                else first_stage_nms(post_processing, nms_backend, cache, min(grid.axes["nms_score_threshold"])))
+                else first_stage_nms(post_processing, cache, min(grid.axes["nms_score_threshold"])))
             self._proposals = Selection("proposals", None, np.asarray(cache.row_offsets, np.int64), True)
         self._selection: Selection | None = None
         self._output_memo: tuple | None = None

@@ -101,7 +101,7 @@ class NmsBackend(enum.StrEnum):
     """Which code runs the sweep's batched NMS; the figures do not depend on it."""
 
     FAST = "fast"
-    """A vectorized greedy walk; the batched first stage through TensorFlow's op."""
+    """The compiled greedy walk (`nms.GreedyWalk`), the batched first stage included."""
     REFERENCE = "reference"
     """The NumPy reference loops (slow; no TensorFlow)."""
 

@@ -131,15 +131,14 @@ def sweep(
         others and the choice is scored on these (``result.holdout``); None: no holdout.
       seed: the holdout split's and the bootstrap's seed.
       replicates: bootstrap replicates of the held-out intervals.
-      nms_backend: `NmsBackend`: ``"fast"`` (vectorized greedy walk; the first stage through
-        the TensorFlow op) or ``"reference"`` (NumPy reference loops; slow, no TensorFlow).
-        The figures do not depend on it.
+      nms_backend: `NmsBackend`: ``"fast"`` (the compiled greedy walk, the first stage
+        included) or ``"reference"`` (NumPy reference loops for the second stage; slow). The
+        figures do not depend on it.
       executor: where the grid's NMS settings run: None or ``"local"`` (this process),
         ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
         forked processes that inherit the prepared engine). One task per NMS setting
-        (two-stage: per first-stage setting); any TensorFlow work (the first stage) runs in
-        this process first, so the tasks only use NumPy. The table does not depend on the
-        executor. The coordinate strategy runs in this process only.
+        (two-stage: per first-stage setting); the first stage runs in this process first and
+        the tasks get what it kept. The table does not depend on the executor. The coordinate strategy runs in this process only.
       progress: optional ``progress(done, total)`` callback.
 
     Returns:
@@ -342,7 +341,7 @@ def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[Nms
                       progress) -> None:
     """Evaluates every NMS setting of ``keys`` as executor tasks; the rows land in ``engine``."""
     if engine.kind == CacheKind.TWO_STAGE:
-        # TensorFlow runs here; the tasks get its results and only use NumPy.
+        # The first stage runs here, once per nms_iou_threshold; the tasks get what it kept.
         kept = {nms_iou: engine.first_stage(nms_iou)[0] for nms_iou in sorted({key.nms_iou_threshold for key in keys})}
         # Keys of one first-stage setting share their candidates: keep them in one task.
         tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key.selection)]

@@ -10,7 +10,7 @@ share once and keeps it, its memo, which nobody else reads.
 
 Second stage (and one-stage), over the engine's `Candidates`:
 
-- `GreedyWalkNms`: greedy batched NMS as a vectorized walk over all images (`nms.GreedyWalk`);
+- `GreedyWalkNms`: greedy batched NMS as one compiled walk over all images (`nms.GreedyWalk`);
 - `ReferenceGreedyNms`: the same, image by image through `nms.per_class_nms_reference`;
 - `TiledV2Nms`: Model Garden's v2 (`nms_v2.tiled_nms` per image and class, one compiled call
   over all of them, then the merge; class-agnostic, ``use_class_agnostic_nms``:
@@ -21,8 +21,8 @@ Second stage (and one-stage), over the engine's `Candidates`:
 
 First stage (two-stage), over the cache's proposal rows:
 
-- `BatchedProposalNms`: greedy class-agnostic NMS (`nms.class_agnostic_nms_batched`, through
-  TensorFlow's op or the NumPy walk);
+- `BatchedProposalNms`: greedy class-agnostic NMS (`nms.class_agnostic_nms_batched`, the
+  compiled walk);
 - `TiledProposalNms`: Model Garden's ``use_batched_nms: false`` (per level the top-k, then
   `nms_v2.tiled_nms`);
 - `KeptProposals`: what another engine's first stage kept (a worker process runs no
@@ -120,7 +120,7 @@ class Candidates:
 
 
 class GreedyWalkNms:
-    """Greedy batched NMS (TensorFlow's kernels' semantics) as one vectorized walk over all
+    """Greedy batched NMS (TensorFlow's kernels' semantics) as one compiled walk over all
     images (`nms.GreedyWalk`); each image stops at ``max_total`` kept."""
 
     def __init__(self, candidates: Candidates, max_per_class: int, max_total: int):
@@ -130,7 +130,6 @@ class GreedyWalkNms:
         # Shared by every walk: the boxes' walk data and dense (image, class) group ids.
         self.data = nms_ops.walk_data(candidates.boxes)
         self.group, self.num_groups = nms_ops.compact_groups(candidates.image, candidates.classes)
-        self._workspace = nms_ops.WalkWorkspace()
         self._walk: tuple[Hashable, nms_ops.GreedyWalk] | None = None
 
     def prepare(self, selection: Selection) -> None:
@@ -155,7 +154,6 @@ class GreedyWalkNms:
             iou_threshold=iou_threshold,
             max_per_group=self.max_total if selection.class_agnostic else self.max_per_class,  # agnostic: one group
             max_per_image=self.max_total,
-            workspace=self._workspace,
         )
         return np.flatnonzero(kept) if selection.positions is None else selection.positions[kept]
 
@@ -369,15 +367,14 @@ class BatchedProposalNms:
     """The first stage as greedy class-agnostic NMS (Model Garden's ``roi_generator.
     use_batched_nms: true``): proposals above ``score_threshold`` (the grid's lowest
     ``nms_score_threshold``), per FPN level when ``per_level``, at most ``num_proposals`` per
-    image, by `nms.class_agnostic_nms_batched` (``backend`` ``"tensorflow"`` or ``"numpy"``).
+    image, by `nms.class_agnostic_nms_batched` (the compiled walk).
     Kept: global rows per image by descending objectness (ties by row), by IoU threshold."""
 
-    def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, per_level: bool, backend: str):
+    def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, per_level: bool):
         self.cache = cache
         self.score_threshold = score_threshold
         self.num_proposals = num_proposals
         self.per_level = per_level
-        self.backend = backend
         self._kept: dict[float, np.ndarray] = {}
 
     def prepare(self, selection: Selection) -> None:
@@ -394,7 +391,6 @@ class BatchedProposalNms:
                 score_threshold=self.score_threshold,
                 max_output_size=self.num_proposals,
                 levels=np.asarray(cache.row_level) if self.per_level else None,
-                backend=self.backend,
             )
         return self._kept[iou_threshold]
 
@@ -469,12 +465,10 @@ def second_stage_nms(post_processing: PostProcessing, backend: NmsBackend, candi
     return GreedyWalkNms(candidates, per_class, total)
 
 
-def first_stage_nms(post_processing: PostProcessing, backend: NmsBackend, cache: DetectionCache,
-                    score_threshold: float) -> Suppressor:
+def first_stage_nms(post_processing: PostProcessing, cache: DetectionCache, score_threshold: float) -> Suppressor:
     """The first-stage NMS a checked two-stage ``post_processing`` runs, at ``score_threshold``
     (the grid's lowest ``nms_score_threshold``)."""
     if post_processing.proposal_nms == ProposalNms.TILED:
         return TiledProposalNms(cache, post_processing.proposal_cut(score_threshold), post_processing.num_proposals,
                                 post_processing.proposal_top_k)
-    return BatchedProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.per_level,
-                              "numpy" if backend == NmsBackend.REFERENCE else "tensorflow")
+    return BatchedProposalNms(cache, score_threshold, post_processing.num_proposals, post_processing.per_level)
