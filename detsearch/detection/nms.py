@@ -272,8 +272,6 @@ class GreedyWalk:
         self.num_groups = num_groups
         self.offsets = offsets
         self.size = data.shape[1]
-        self.num_images = len(offsets) - 1
-        self.group_size = np.bincount(group_index, minlength=num_groups)
 
     def run(self, *, iou_threshold, max_per_group, max_per_image) -> np.ndarray:
         """Kept mask for one threshold (see `greedy_walk`)."""

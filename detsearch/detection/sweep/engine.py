@@ -88,11 +88,10 @@ class _PairStore:
     memory is per candidate (``keys``: the candidates' cache entries, ascending), not per cache
     entry."""
 
-    def __init__(self, matcher: CocoMatcher, keys: np.ndarray, positions, entry_xywh):
+    def __init__(self, matcher: CocoMatcher, keys: np.ndarray, located):
         self.matcher = matcher
         self.keys = keys
-        self.positions = positions  # callable: entries -> (image positions, category positions)
-        self.entry_xywh = entry_xywh  # callable: entries -> COCO [n, 4] boxes for matching
+        self.located = located  # callable: entries -> (image positions, category positions, COCO [n, 4] boxes)
         self.start = np.full(len(keys), -1, np.int64)
         self.count = np.zeros(len(keys), np.int64)
         self.total = 0
@@ -105,7 +104,7 @@ class _PairStore:
             raise ValueError("IoU pairs asked for an entry that is not a candidate")
         unknown = at[self.start[at] < 0]  # entries of one call are distinct
         if unknown.size:
-            found = self.matcher.iou_pairs(*self.positions(self.keys[unknown]), self.entry_xywh(self.keys[unknown]))
+            found = self.matcher.iou_pairs(*self.located(self.keys[unknown]))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)
@@ -167,7 +166,6 @@ class SweepEngine:
         # classes and scores are read off the cache where asked (`image_of`, `class_of`,
         # `exact_scores`).
         self._entry_offsets = np.asarray(cache.entry_offsets, np.int64)
-        self._entry_row, self._entry_class, self._entry_score = cache.entry_row, cache.entry_class, cache.entry_score
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
         # COCO matching orders detections by the scores as stored (float64 when given so), and
@@ -185,14 +183,14 @@ class SweepEngine:
         if self.kind == CacheKind.ONE_STAGE:
             row_boxes = np.asarray(cache.row_boxes, np.float32)
             cand_boxes = row_boxes[row]
-            entry_box = lambda entries: row_boxes[self._entry_row[entries]]  # noqa: E731
+            entry_box = lambda entries: row_boxes[cache.entry_row[entries]]  # noqa: E731
         else:
             entry_boxes = np.asarray(cache.entry_boxes, np.float32)
             cand_boxes = entry_boxes[cand]
             entry_box = lambda entries: entry_boxes[entries]  # noqa: E731
         if self.kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:
             row_xywh = np.asarray(cache.row_xywh, np.float64)
-            entry_xywh = lambda entries: row_xywh[self._entry_row[entries]]  # noqa: E731 - the boxes as given
+            entry_xywh = lambda entries: row_xywh[cache.entry_row[entries]]  # noqa: E731 - the boxes as given
         elif self.kind == CacheKind.TWO_STAGE:
             stored_boxes = np.asarray(cache.entry_boxes)  # float64 when imported so: matched as given
             entry_xywh = lambda entries: yxyx_to_xywh(stored_boxes[entries])  # noqa: E731
@@ -210,9 +208,7 @@ class SweepEngine:
         )
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
-        self.pairs = _PairStore(self.matcher, np.sort(cand),
-                                lambda entries: (self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)]),
-                                entry_xywh)
+        self.pairs = _PairStore(self.matcher, np.sort(cand), self._located)
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
         self._nms: dict[float | None, Suppressor] = {
             sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
@@ -240,11 +236,16 @@ class SweepEngine:
 
     def class_of(self, entries: np.ndarray) -> np.ndarray:
         """The class index (into the cache's categories) of each cache entry of ``entries``."""
-        return np.asarray(self._entry_class[entries], np.int64)
+        return np.asarray(self.cache.entry_class[entries], np.int64)
 
     def exact_scores(self, entries: np.ndarray) -> np.ndarray:
         """The cached scores of ``entries`` as given (float64: what COCO matching orders by)."""
-        return np.asarray(self._entry_score[entries], np.float64)
+        return np.asarray(self.cache.entry_score[entries], np.float64)
+
+    def _located(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What COCO matching needs of cache entries: their image and category positions (the
+        ground truth's) and their COCO boxes."""
+        return self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)], self.entry_xywh(entries)
 
     def category_names(self) -> tuple[str, ...]:
         """Category names by category position (the ground truth's categories)."""
@@ -309,8 +310,8 @@ class SweepEngine:
     def _match(self, dets: np.ndarray, scores: np.ndarray) -> Matches:
         """COCO matching of cache entries ``dets`` (image by image in output order) scored
         ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
-        return self.matcher.match(self.image_pos[self.image_of(dets)], self.class_pos[self.class_of(dets)],
-                                  self.entry_xywh(dets), scores, self.pairs.pairs(dets))
+        image_pos, category_pos, boxes = self._located(dets)
+        return self.matcher.match(image_pos, category_pos, boxes, scores, self.pairs.pairs(dets))
 
     def _run_nms(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """NMS output at setting ``key`` (at the grid's lowest score threshold, or, where the NMS

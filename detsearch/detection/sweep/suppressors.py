@@ -41,6 +41,7 @@ import numpy as np
 from detsearch.detection import nms as nms_ops
 from detsearch.detection import nms_v1, nms_v2
 from detsearch.detection.cache import DetectionCache
+from detsearch.detection.cocoeval import ragged_arange
 from detsearch.detection.sweep.settings import NmsBackend, NmsVersion, PostProcessing, ProposalNms
 
 __all__ = [
@@ -245,9 +246,8 @@ class TiledV2Nms:
 def _first_of_each(positions: np.ndarray, offsets: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``top_k`` of each list ``positions[offsets[i]:offsets[i + 1]]``: ``(positions,
     offsets)`` of the shortened lists."""
-    lengths = np.diff(offsets)
-    rank = np.arange(len(positions)) - np.repeat(offsets[:-1], lengths)
-    return positions[rank < top_k], np.r_[0, np.cumsum(np.minimum(lengths, top_k))].astype(np.int64)
+    counts = np.minimum(np.diff(offsets), top_k)
+    return positions[ragged_arange(offsets[:-1], counts)], np.r_[0, np.cumsum(counts)].astype(np.int64)
 
 
 def class_groups(candidates: Candidates, positions: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
