@@ -104,3 +104,28 @@ def outcome(result):
     """What a sweep decides, to compare with the reference's: its table, the chosen row (the
     tolerance rule) and the row with the highest objective."""
     return table_dicts(result), result.best_row.to_dict(), (result.top_row or result.best_row).to_dict()
+
+
+def check_lists_in_one_call(seed, clustered, expected_of, run, tweak=None):
+    """A kernel's call on many lists laid end to end (the sweep's call: 12 lists, some empty, some
+    past a 512-box tile, scores with ties), checked list by list. Each list is ``clustered``'s
+    boxes for one image and class (a test module's generator) sorted by descending score (ties
+    by position), changed in place by ``tweak(boxes)`` if given; ``run(boxes, offsets, cap)``
+    returns a bool mask whose part for each list must select ``expected_of(boxes, scores, cap)``."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0, 1, 7, 300, 513, 1100], 12)
+    cap = int(rng.choice([3, 100, 600]))
+    lists = []
+    for size in sizes:
+        boxes, scores = clustered(int(rng.integers(1 << 30)), batch=1, anchors=max(int(size), 1), classes=1,
+                                  quantize=True)
+        boxes, scores = boxes[0, :size, 0], scores[0, :size, 0]
+        order = np.argsort(-scores, kind="stable")
+        boxes, scores = boxes[order], scores[order]
+        if tweak is not None:
+            tweak(boxes)
+        lists.append((boxes, scores))
+    offsets = np.r_[0, np.cumsum(sizes)]
+    selected = run(np.concatenate([boxes for boxes, _ in lists]), offsets, cap)
+    for g, (boxes, scores) in enumerate(lists):
+        np.testing.assert_array_equal(np.flatnonzero(selected[offsets[g]:offsets[g + 1]]), expected_of(boxes, scores, cap))

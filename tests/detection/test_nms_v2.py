@@ -10,7 +10,8 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_v2
 from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import IOU_LISTS, SCORE_LISTS, outcome, random_case, table_dicts
+from tests.detection.sweep_cases import (IOU_LISTS, SCORE_LISTS, check_lists_in_one_call, outcome, random_case,
+                                         table_dicts)
 
 
 def clustered(seed, batch, anchors, classes, quantize=False):
@@ -91,29 +92,20 @@ def test_tiled_nms_on_real_boxes_is_the_port(seed, score, iou, cap):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("iou", [0.0, 0.3, 0.5, 0.7])
 def test_many_lists_in_one_call_are_each_the_port(seed, iou):
-    # The sweep's call: the lists of every (image, class) end to end, some empty, some past a
-    # tile, some with ties and duplicates; each list's selection is the port's on that list.
-    rng = np.random.default_rng(seed)
-    sizes = rng.choice([0, 1, 7, 300, 513, 1100], 12)
-    cap = int(rng.choice([3, 100, 600]))
-    lists, expected = [], []
-    for size in sizes:
-        boxes, scores = clustered(int(rng.integers(1 << 30)), batch=1, anchors=max(int(size), 1), classes=1,
-                                  quantize=True)
-        boxes, scores = boxes[0, :size, 0], scores[0, :size, 0]
-        order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
-        if size and seed == 1:
+    # The sweep's call: the lists of every (image, class) end to end; each list's selection is
+    # the port's on that list.
+    def tweak(boxes):
+        if len(boxes) and seed == 1:
             boxes[1::5] = boxes[::5][:len(boxes[1::5])]  # exact duplicates
         if seed == 2:
             boxes /= np.float32(1280)  # normalized coordinates, small boxes: the IoU's 1e-8 counts
+
+    def port(boxes, scores, cap):
         _, _, positions = reference_nms_v2.sorted_nms_padded_reference(scores[None], boxes[None], cap, iou)
-        lists.append(boxes)
-        expected.append(positions[0][positions[0] >= 0])
-    offsets = np.r_[0, np.cumsum(sizes)]
-    selected = nms_v2.tiled_nms_groups(np.concatenate(lists), offsets, iou, cap)
-    for g, want in enumerate(expected):
-        np.testing.assert_array_equal(np.flatnonzero(selected[offsets[g]:offsets[g + 1]]), want)
+        return positions[0][positions[0] >= 0]
+
+    check_lists_in_one_call(seed, clustered, port, lambda boxes, offsets, cap: nms_v2.tiled_nms_groups(boxes, offsets, iou, cap),
+                            tweak)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -12,7 +12,8 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_agnostic
 from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import IOU_LISTS, SCORE_LISTS, outcome, random_case, table_dicts
+from tests.detection.sweep_cases import (IOU_LISTS, SCORE_LISTS, check_lists_in_one_call, outcome, random_case,
+                                         table_dicts)
 
 
 def clustered(seed, batch, anchors, classes, quantize=False, per_class_boxes=False):
@@ -168,27 +169,16 @@ def test_padded_nms_is_the_transcription(seed, score, iou, cap):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("iou", [0.0, 0.3, 0.5, 0.7])
 def test_many_lists_in_one_call_are_each_the_transcription(seed, iou):
-    # The sweep's call: every image's list end to end, some empty, some past a tile.
-    rng = np.random.default_rng(seed)
-    sizes = rng.choice([0, 1, 7, 300, 513, 1100], 12)
-    cap = int(rng.choice([3, 100, 600]))
-    lists, expected = [], []
-    for size in sizes:
-        boxes, scores = clustered(int(rng.integers(1 << 30)), batch=1, anchors=max(int(size), 1), classes=1,
-                                  quantize=True)
-        boxes, scores = boxes[0, :size, 0], scores[0, :size, 0]
-        order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
-        if size:
-            index, valid = reference_nms_agnostic.non_max_suppression_padded_reference(boxes[None], scores[None], cap, iou, -1.0)
-            expected.append(index[0, :valid[0]])
-        else:
-            expected.append(np.zeros(0, np.int64))
-        lists.append(boxes)
-    offsets = np.r_[0, np.cumsum(sizes)]
-    selected = nms_v2.padded_nms_groups(np.concatenate(lists), offsets, iou, cap)
-    for g, want in enumerate(expected):
-        np.testing.assert_array_equal(np.flatnonzero(selected[offsets[g]:offsets[g + 1]]), want)
+    # The sweep's call: every image's list end to end; each list's selection is the
+    # transcription's on that list.
+    def transcription(boxes, scores, cap):
+        if not len(boxes):
+            return np.zeros(0, np.int64)
+        index, valid = reference_nms_agnostic.non_max_suppression_padded_reference(boxes[None], scores[None], cap, iou, -1.0)
+        return index[0, :valid[0]]
+
+    check_lists_in_one_call(seed, clustered, transcription,
+                            lambda boxes, offsets, cap: nms_v2.padded_nms_groups(boxes, offsets, iou, cap))
 
 
 def test_padded_nms_on_an_empty_list():
