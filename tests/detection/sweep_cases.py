@@ -106,10 +106,29 @@ def outcome(result):
     return table_dicts(result), result.best_row.to_dict(), (result.top_row or result.best_row).to_dict()
 
 
-def check_lists_in_one_call(seed, clustered, expected_of, run, tweak=None):
+def clustered(seed, batch, anchors, classes, quantize=False, per_class_boxes=False):
+    """Boxes crowding around a few centres (many IoUs near any threshold), clipped to a 128 px
+    image, and squared uniform scores (rounded to 1/50 with ``quantize``: ties, within an anchor's
+    classes too); ``[B, N, 1 or C, 4]`` boxes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(10, 120, (batch, 8, 2))
+    picked = rng.integers(0, 8, (batch, anchors))
+    centre = np.take_along_axis(centres, picked[..., None], 1) + rng.normal(0, 4, (batch, anchors, 2))
+    half = rng.uniform(4, 15, (batch, anchors, 2))
+    boxes = np.concatenate([centre - half, centre + half], -1).clip(0, 128).astype(np.float32)[:, :, None, :]
+    if per_class_boxes:  # per-class regression: each class's box jittered
+        boxes = (boxes + rng.normal(0, 2, (batch, anchors, classes, 4))).clip(0, 128).astype(np.float32)
+        boxes = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], -1)
+    scores = rng.uniform(0, 1, (batch, anchors, classes)) ** 2
+    if quantize:
+        scores = np.round(scores * 50) / 50
+    return boxes, scores.astype(np.float32)
+
+
+def check_lists_in_one_call(seed, expected_of, run, tweak=None):
     """A kernel's call on many lists laid end to end (the sweep's call: 12 lists, some empty, some
-    past a 512-box tile, scores with ties), checked list by list. Each list is ``clustered``'s
-    boxes for one image and class (a test module's generator) sorted by descending score (ties
+    past a 512-box tile, scores with ties), checked list by list. Each list is `clustered`'s
+    boxes for one image and class, sorted by descending score (ties
     by position), changed in place by ``tweak(boxes)`` if given; ``run(boxes, offsets, cap)``
     returns a bool mask whose part for each list must select ``expected_of(boxes, scores, cap)``."""
     rng = np.random.default_rng(seed)

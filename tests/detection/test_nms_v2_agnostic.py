@@ -12,27 +12,8 @@ import detsearch.detection.sweep as sweep_module
 from detsearch.detection import nms_v2, reference_nms_agnostic
 from detsearch.detection.sweep import PostProcessing
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import (IOU_LISTS, SCORE_LISTS, check_lists_in_one_call, outcome, random_case,
-                                         table_dicts)
-
-
-def clustered(seed, batch, anchors, classes, quantize=False, per_class_boxes=False):
-    """Boxes crowding around a few centres (many IoUs near any threshold), clipped to a 128 px
-    image, and squared uniform scores (rounded to 1/50 with ``quantize``: ties, within an anchor's
-    classes too); ``[B, N, 1 or C, 4]`` boxes."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(10, 120, (batch, 8, 2))
-    picked = rng.integers(0, 8, (batch, anchors))
-    centre = np.take_along_axis(centres, picked[..., None], 1) + rng.normal(0, 4, (batch, anchors, 2))
-    half = rng.uniform(4, 15, (batch, anchors, 2))
-    boxes = np.concatenate([centre - half, centre + half], -1).clip(0, 128).astype(np.float32)[:, :, None, :]
-    if per_class_boxes:  # per-class regression: each class's box jittered
-        boxes = (boxes + rng.normal(0, 2, (batch, anchors, classes, 4))).clip(0, 128).astype(np.float32)
-        boxes = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], -1)
-    scores = rng.uniform(0, 1, (batch, anchors, classes)) ** 2
-    if quantize:
-        scores = np.round(scores * 50) / 50
-    return boxes, scores.astype(np.float32)
+from tests.detection.sweep_cases import (IOU_LISTS, SCORE_LISTS, check_lists_in_one_call, clustered, outcome,
+                                         random_case, table_dicts)
 
 
 def greedy(boxes, threshold, cap):
@@ -177,7 +158,7 @@ def test_many_lists_in_one_call_are_each_the_transcription(seed, iou):
         index, valid = reference_nms_agnostic.non_max_suppression_padded_reference(boxes[None], scores[None], cap, iou, -1.0)
         return index[0, :valid[0]]
 
-    check_lists_in_one_call(seed, clustered, transcription,
+    check_lists_in_one_call(seed, transcription,
                             lambda boxes, offsets, cap: nms_v2.padded_nms_groups(boxes, offsets, iou, cap))
 
 
