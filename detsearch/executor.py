@@ -117,6 +117,10 @@ class Executor(abc.ABC):
           The first failing task's exception (remaining tasks are cancelled where possible).
         """
 
+    def slots(self) -> int:
+        """How many tasks run at once (1 for `LocalExecutor`)."""
+        return 1
+
     def close(self) -> None:
         """Releases what the executor started (nothing for `LocalExecutor`)."""
 
@@ -170,8 +174,8 @@ class ProcessExecutor(Executor):
     after the other.
 
     A forked process must not use TensorFlow when this process already has (its thread pools do
-    not survive a fork): give such tasks NumPy work only, and run the TensorFlow part here
-    first, as the sweep does with its first stage. Use `RayExecutor` for tasks that train.
+    not survive a fork): give such tasks NumPy work only (the sweep's are), and run the
+    TensorFlow part here first. Use `RayExecutor` for tasks that train.
 
     Args:
       processes: worker processes, >= 1.
@@ -181,6 +185,9 @@ class ProcessExecutor(Executor):
 
     def __init__(self, processes: int):
         self.processes = positive_int(processes, "processes")
+
+    def slots(self) -> int:
+        return self.processes
 
     def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
         items = list(items)
@@ -270,6 +277,11 @@ class RayExecutor(Executor):
             self._remote = ray.remote(num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task,
                                       max_retries=0)(_call)
         return ray
+
+    def slots(self) -> int:
+        """The cluster's CPUs over ``num_cpus_per_task`` (at least 1; starts Ray if needed)."""
+        cpus = self._ray().cluster_resources().get("CPU", 1)
+        return max(1, int(cpus // self.num_cpus_per_task)) if self.num_cpus_per_task else max(1, int(cpus))
 
     def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
         items = list(items)

@@ -4,8 +4,9 @@ In one run, the same work with each executor:
 
 1. sweep: a one-stage threshold sweep on a seeded synthetic COCO-scale cache
    (`detsearch.detection.synthetic`; default 1000 images x 1000 candidates, 5 score x 6 IoU
-   thresholds, so 6 NMS settings = 6 tasks): in this process, in ``--num-cpus`` forked workers
-   (``sweep(executor=ProcessExecutor(N))``), and on Ray;
+   thresholds, so 6 NMS settings): in this process (one task per NMS setting on all images),
+   in ``--num-cpus`` forked workers (``sweep(executor=ProcessExecutor(N))``) and on Ray (6 NMS
+   settings x 2N image ranges = 12N tasks; the cache, made in memory, travels once);
 2. trials: HyperSelector candidate stages (4 learning rates, then 4 weight decays, then 4
    momentums: 12 trials, 10 run; the weight decay stage's trial at the default weight decay and
    the momentum stage's at the default momentum are earlier trials, reused) with a NumPy

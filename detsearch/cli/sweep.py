@@ -116,6 +116,14 @@ def add_arguments(name: str, sweep: argparse.ArgumentParser) -> None:
         metavar="N",
         help="processes for the grid strategy (default 1); the results do not depend on it",
     )
+    sweep.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the images into N ranges, one task per NMS setting and range (default: 1 in this process, "
+             "else twice the workers' slots); a task holds one range in memory; the results do not depend on it",
+    )
     add_executor_arguments(sweep)
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -133,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nms_iou_thresholds is not None:
         grid["nms_iou_threshold"] = thresholds(args.nms_iou_thresholds, "--nms-iou-thresholds")
     check_objective(args)
-    for flag in ("--workers", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
+    for flag in ("--workers", "--shards", "--max-detections-per-class", "--max-total-detections", "--num-proposals"):
         optional_positive_int(getattr(args, flag[2:].replace("-", "_")), flag)
     options = operating_point_options(args)
     out = Path(args.out)
@@ -206,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             budget=args.budget,
             strategy=args.strategy,
             executor=executor,
+            shards=args.shards,
             progress=progress,
             **options,
         )

@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -74,6 +74,7 @@ __all__ = [
     "Matches",
     "RECALL_THRESHOLDS",
     "STAT_NAMES",
+    "concatenate_matches",
     "evaluate_bbox",
     "evaluate_results",
     "load_ground_truth",
@@ -643,6 +644,11 @@ class Matches:
             has_pairs=self.has_pairs[rows],
         )
 
+    def detached(self) -> "Matches":
+        """These matches without their matcher (what another process sends back);
+        `concatenate_matches` gives them one again."""
+        return replace(self, matcher=None, _cache={})
+
     def count_above(self, score_thresholds: Sequence[float]) -> np.ndarray:
         """int64 number of detections with ``score > threshold``, per threshold."""
         sorted_scores = np.sort(self.scores)
@@ -834,6 +840,32 @@ class Matches:
                 )
             )
         return results
+
+
+def concatenate_matches(matcher: CocoMatcher, parts: Sequence[tuple[Matches, np.ndarray, int]]) -> Matches:
+    """The matches of disjoint image sets' detections as one `Matches` under ``matcher``.
+
+    Matching looks at one image at a time, so matching each set under a matcher of its own
+    images and concatenating is matching them all: the result is in ``matcher``'s (image,
+    category, rank) order, as `CocoMatcher.match` of all the detections would give it.
+
+    Args:
+      matcher: a matcher whose images include every part's.
+      parts: ``(matches, positions, input_offset)``: ``positions[i]`` is ``matcher``'s position of
+        the part's image position ``i`` (ascending), and ``input_offset`` is added to the part's
+        ``input_index`` (where its detections start in the concatenated input).
+    """
+    if not parts:
+        raise ValueError("concatenate_matches needs at least one part")
+    arrays = {name: np.concatenate([getattr(matches, name) for matches, _, _ in parts])
+              for name in ("category_pos", "rank", "scores", "true_positive", "counted", "area_out", "has_pairs")}
+    image_pos = np.concatenate([np.asarray(positions, np.int64)[matches.image_pos] for matches, positions, _ in parts])
+    input_index = np.concatenate([matches.input_index + offset for matches, _, offset in parts])
+    if len(image_pos) and (np.diff(image_pos) < 0).any():
+        order = np.argsort(image_pos, kind="stable")  # each part is in (image, category, rank) order
+        image_pos, input_index = image_pos[order], input_index[order]
+        arrays = {name: array[order] for name, array in arrays.items()}
+    return Matches(matcher=matcher, image_pos=image_pos, input_index=input_index, **arrays)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
-"""The sweep on Ray tasks gives the in-process table, row for row, bit for bit."""
+"""The sweep on Ray tasks gives the in-process table, row for row, bit for bit: one task per NMS
+setting and range of images, each reading its range from the cache's directory."""
 
 from pathlib import Path
 
 import pytest
 
 from detsearch.detection import cache as cache_module
-from detsearch.detection.sweep import sweep
+from detsearch.detection.sweep import PostProcessing, sweep
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import random_case, table_dicts
 
-pytestmark = pytest.mark.tf  # the two-stage first stage runs the TensorFlow op (in the driver)
+pytestmark = pytest.mark.tf  # with the full install, which has the ray extra
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
 
@@ -28,11 +29,24 @@ def test_one_stage_coco_fixture(ray_executor):
     assert sorted(done for done, _ in calls) == [1, 2, 3, 4] and {total for _, total in calls} == {4}
 
 
+def test_ranges_read_from_the_cache_directory_on_ray(ray_executor, tmp_path):
+    cache, dataset = random_case(31, "one_stage", num_images=11)
+    cache_module.write_cache(tmp_path / "cache", cache)
+    spec = ParamSpec(score_threshold=[0.05, 0.3], iou_threshold=[0.3, 0.5, 0.75])
+    for post, axes in ((PostProcessing(nms_version="v2"), {"max_detections": [3, 100]}),
+                       (PostProcessing(nms_version="v1"), {"soft_nms_sigma": [0.0, 0.5]})):
+        local = sweep(cache, dataset, spec, post, per_class="f1", **axes)
+        for shards in (None, 5):  # None: twice the cluster's 2 CPUs
+            on_ray = sweep(tmp_path / "cache", dataset, spec, post, per_class="f1", executor=ray_executor, shards=shards,
+                           **axes)
+            assert on_ray.to_json() == local.to_json()
+
+
 def test_two_stage_random_cache(ray_executor):
     cache, dataset = random_case(29, "two_stage", num_images=6)
     spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4],
                      iou_threshold=[0.4, 0.6])
-    on_ray = sweep(cache, dataset, spec, executor=ray_executor)
+    on_ray = sweep(cache, dataset, spec, executor=ray_executor, shards=3)
     assert on_ray.to_json() == sweep(cache, dataset, spec).to_json()
     assert on_ray.to_json() == sweep(cache, dataset, spec, executor=ProcessExecutor(2)).to_json()
 

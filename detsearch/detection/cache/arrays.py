@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -40,7 +41,7 @@ from detsearch.detection.cache.values import (
     image_size,
 )
 
-__all__ = ["DetectionCache", "ImageStream", "coerce_array", "validate_cache"]
+__all__ = ["DetectionCache", "ImageStream", "coerce_array", "image_range", "validate_cache"]
 
 Label = Callable[[str], str]
 
@@ -74,6 +75,8 @@ class DetectionCache:
       row_xywh: float64 ``[R, 4]`` (one-stage, optional): the COCO ``[x, y, w, h]`` each row
         came from, which COCO matching uses as given; ``row_boxes`` is then its float32
         (y, x, y + h, x + w) (`yxyx_of_xywh`). None: matching uses ``row_boxes``.
+      path: the directory `read_cache` read the whole cache from (the sweep's tasks read their
+        images from it); None for a cache made in memory or a part of one.
 
     The constructor takes arrays of the exact dtypes and validates them (`validate_cache`);
     `from_arrays` converts array-likes first. `CacheBuilder`, the importers and `read_cache`
@@ -94,6 +97,7 @@ class DetectionCache:
     entry_score: np.ndarray
     entry_boxes: np.ndarray | None
     row_xywh: np.ndarray | None = None
+    path: Path | None = None
 
     def __post_init__(self) -> None:
         validate_cache(self, "DetectionCache")
@@ -178,6 +182,10 @@ class DetectionCache:
         """The arrays that are present (not None), by name, in format order."""
         return {name: getattr(self, name) for name in ARRAY_NAMES if getattr(self, name) is not None}
 
+    def images(self, start: int, stop: int) -> DetectionCache:
+        """The cache of the images at positions ``start:stop``, in order (`image_range`)."""
+        return image_range(self.meta, self.arrays(), start, stop, "DetectionCache")
+
     def __repr__(self) -> str:
         return (
             f"DetectionCache(kind={str(self.meta.kind)!r}, images={self.num_images()}, "
@@ -190,9 +198,38 @@ def _assemble(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None]) -> Detec
     """A `DetectionCache` of already checked arrays, without running the constructor's checks."""
     cache = object.__new__(DetectionCache)
     object.__setattr__(cache, "meta", meta)
+    object.__setattr__(cache, "path", None)
     for name in ARRAY_NAMES:
         object.__setattr__(cache, name, arrays.get(name))
     return cache
+
+
+def image_range(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None], start: int, stop: int,
+                where: str) -> DetectionCache:
+    """The cache of the images at positions ``start:stop`` of a cache's ``meta`` and ``arrays``,
+    validated (that range only). Its arrays are views of ``arrays`` (memory maps stay memory
+    maps, read as they are used), except the rebased offsets and ``entry_row``.
+
+    Raises:
+      ValueError: not ``0 <= start < stop <= number of images``.
+      CacheError: the range breaks an invariant of the format.
+    """
+    num_images = len(meta.image_ids)
+    if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer)) and 0 <= start < stop <= num_images):
+        raise ValueError(f"image range {start}:{stop} is not a non-empty range of the cache's {num_images} images")
+    row_offsets = np.asarray(arrays["row_offsets"][start : stop + 1], np.int64)
+    entry_offsets = np.asarray(arrays["entry_offsets"][start : stop + 1], np.int64)
+    rows = slice(int(row_offsets[0]), int(row_offsets[-1]))
+    entries = slice(int(entry_offsets[0]), int(entry_offsets[-1]))
+    part: dict[str, Any] = {}
+    for name in ARRAY_NAMES:
+        array = arrays.get(name)
+        if array is not None and spec_of(name).axis != "images":
+            part[name] = array[rows if spec_of(name).axis == "rows" else entries]
+    part.update(row_offsets=row_offsets - row_offsets[0], entry_offsets=entry_offsets - entry_offsets[0],
+                entry_row=np.asarray(arrays["entry_row"][entries], np.int64) - row_offsets[0])
+    sub_meta = meta.with_images(meta.image_ids[start:stop], meta.image_sizes[start:stop])
+    return DetectionCache.from_arrays(sub_meta, where=f"{where} images {start}:{stop}", **part)
 
 
 def coerce_array(where: str, name: str, value: Any, spec: ArraySpec) -> np.ndarray | None:

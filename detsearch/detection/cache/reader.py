@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from detsearch.atomic import sibling_pattern
-from detsearch.detection.cache.arrays import DetectionCache
+from detsearch.detection.cache.arrays import DetectionCache, image_range
 from detsearch.detection.cache.format import (
     ARRAY_NAMES,
     META_FILE,
@@ -184,7 +184,7 @@ def _moved(directory: _Directory) -> bool:
         return True
 
 
-def _open_cache_once(path: Path, verify: bool) -> tuple[DetectionCache, ShardSpec | None]:
+def _open_cache_once(path: Path, verify: bool, images: tuple[int, int] | None) -> tuple[DetectionCache, ShardSpec | None]:
     try:
         directory = _Directory(path)
     except FileNotFoundError:
@@ -242,22 +242,28 @@ def _open_cache_once(path: Path, verify: bool) -> tuple[DetectionCache, ShardSpe
             raise _ChangedWhileReading
     finally:
         directory.close()
-    return DetectionCache.from_arrays(meta, where=str(path), **arrays), shard
+    if images is not None:
+        return image_range(meta, arrays, *images, str(path)), shard
+    cache = DetectionCache.from_arrays(meta, where=str(path), **arrays)
+    object.__setattr__(cache, "path", path)  # read whole: the sweep's tasks may read parts of it from here
+    return cache, shard
 
 
-def open_cache(path: Path, verify: bool) -> tuple[DetectionCache, ShardSpec | None]:
+def open_cache(path: Path, verify: bool, images: tuple[int, int] | None = None
+               ) -> tuple[DetectionCache, ShardSpec | None]:
     """`read_cache` that also returns the shard record of ``meta.json`` (None for a whole cache)."""
     if _TEMPORARY_NAME.fullmatch(path.name):
         raise CacheError(f"{path}: is the temporary directory of an unfinished or replaced write, not a cache")
     for _ in range(_MAX_READ_ATTEMPTS):
         try:
-            return _open_cache_once(path, verify)
+            return _open_cache_once(path, verify, images)
         except _ChangedWhileReading:
             logger.info("%s changed while being read; reading it again", path)
     raise CacheError(f"{path}: kept changing while being read ({_MAX_READ_ATTEMPTS} attempts)")
 
 
-def read_cache(path: str | os.PathLike, verify: bool = True) -> DetectionCache:
+def read_cache(path: str | os.PathLike, verify: bool = True, *, images: tuple[int, int] | None = None
+               ) -> DetectionCache:
     """Opens a cache directory; its arrays are read-only ``np.memmap``s.
 
     Checks, in order: ``meta.json`` (JSON, format name, version, its own checksum, fields);
@@ -270,10 +276,13 @@ def read_cache(path: str | os.PathLike, verify: bool = True) -> DetectionCache:
       path: the cache directory (or a shard directory ``root/shards/NNNNN``).
       verify: check the SHA-256 of every array. Without it, a flipped bit inside the data may go
         unnoticed (truncation and header damage are still caught).
+      images: ``(start, stop)``: only the images at positions ``start:stop`` (`image_range`):
+        the invariants are checked on that range only, and the checksums, which cover whole
+        files, only with ``verify``. A worker reads its part of a cache that way.
 
     Raises:
       CacheError: one message naming the file and what is wrong (including a version other
         than `CACHE_VERSION`: "found vs supported").
     """
-    cache, _ = open_cache(Path(path), verify)
+    cache, _ = open_cache(Path(path), verify, images)
     return cache

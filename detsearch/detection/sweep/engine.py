@@ -64,8 +64,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from typing import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -75,12 +75,73 @@ from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, IouPairs, Mat
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.result import SweepRow, make_row
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
-from detsearch.detection.sweep.suppressors import (Candidates, KeptProposals, Selection, Suppressor, V1Nms,
-                                                   first_stage_nms, second_stage_nms)
+from detsearch.detection.sweep.suppressors import (Candidates, Selection, Suppressor, V1Nms, first_stage_nms,
+                                                   second_stage_nms)
 
-__all__ = ["SweepEngine", "break_ties", "visiting_order"]
+__all__ = ["KeyOutputs", "Output", "SweepEngine", "break_ties", "key_rows", "visiting_order"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Output:
+    """NMS output at one setting, cap and score threshold: cache entries image by image in
+    output order, their output scores (float64) and their COCO matches."""
+
+    dets: np.ndarray
+    scores: np.ndarray
+    matches: Matches
+
+    def above(self, cut: float) -> "Output":
+        """The detections with ``score > cut`` (a prefix of every image's output and of every
+        matching order, so their matches stay as they are)."""
+        keep = self.scores > cut
+        return Output(self.dets[keep], self.scores[keep],
+                      self.matches.select(self.matches.scores > cut, np.cumsum(keep) - 1))
+
+
+@dataclass(frozen=True)
+class KeyOutputs:
+    """Everything the rows of one NMS setting are read from (`SweepEngine.outputs`, or the merge
+    of image shards': `shards`).
+
+    ``runs[cap, run_at]``: the `Output` at ``max_detections`` ``cap`` (None: the engine's own
+    caps) of one NMS run: at the grid's lowest score threshold (``run_at`` None) when ``exact``
+    (one pass answers every score threshold), else one run at each score threshold ``run_at``.
+    A run may hold scores at or below its threshold: readers cut it there (`Output.above`,
+    `Matches.evaluate`).
+    """
+
+    exact: bool
+    runs: Mapping[tuple[int | None, float | None], Output] = field(repr=False)
+
+    def at(self, cap: int | None, score_threshold: float) -> Output:
+        """The run that holds the output at ``cap`` and ``score_threshold`` (every score above the
+        run's threshold: cut it with `Output.above`)."""
+        return self.runs[cap, None if self.exact else score_threshold]
+
+
+def key_rows(grid: Grid, key: NmsKey, outputs: KeyOutputs, score_cuts: Sequence[float], num_images: int
+             ) -> list[SweepRow]:
+    """The rows of NMS setting ``key``: every ``max_detections`` cap (when swept), and within a cap
+    every score threshold of the grid (`Grid.row_position`); ``score_cuts`` are the thresholds'
+    float64 cuts."""
+    rows = []
+    for cap in grid.caps or (None,):
+        runs = ([(None, grid.score_thresholds, score_cuts)] if outputs.exact else
+                [(t, [t], [cut]) for t, cut in zip(grid.score_thresholds, score_cuts)])
+        for run_at, thresholds, cuts in runs:
+            output = outputs.runs[cap, run_at]
+            matches = output.matches
+            evaluations = matches.evaluate(cuts)
+            curve = matches.f1_curve()
+            ground_truth = matches.num_ground_truth
+            for score_threshold, cut, evaluation in zip(thresholds, cuts, evaluations):
+                params = grid.row_params(key, score_threshold, cap)
+                f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
+                rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(output.scores > cut)), num_images,
+                                     evaluation.f1, f1_max, f1_max_score))
+    return rows
 
 
 class _PairStore:
@@ -120,10 +181,10 @@ class _PairStore:
 class SweepEngine:
     """Evaluates NMS settings on one cache; every score threshold of the grid at once.
 
-    Built once per sweep (and once per worker process, see `strategies`): it sorts the
-    candidates above the lowest score threshold into NMS visiting order, chooses the NMS
-    implementations (`suppressors`), and computes IoUs with the ground truth as entries are
-    first evaluated.
+    Built once per image shard of a sweep (`shards`; the coordinate strategy: once for the
+    whole cache): it sorts the candidates above the lowest score threshold into NMS visiting
+    order, chooses the NMS implementations (`suppressors`), and computes IoUs with the ground
+    truth as entries are first evaluated.
 
     Args:
       cache: the validated `DetectionCache`.
@@ -134,8 +195,6 @@ class SweepEngine:
         (`Grid.nms_post_processing`).
       nms_backend: `NmsBackend` of the batched NMS (v2 runs `nms_v2.tiled_nms` whatever it
         says).
-      first_stage: two-stage: the rows another engine's first stage kept, by
-        ``nms_iou_threshold`` (`first_stage`), so that this one does not run it again.
     """
 
     def __init__(
@@ -146,7 +205,6 @@ class SweepEngine:
         post_processing: PostProcessing,
         *,
         nms_backend: NmsBackend = NmsBackend.FAST,
-        first_stage: Mapping[float, np.ndarray] | None = None,
     ):
         started = time.perf_counter()
         self.cache = cache
@@ -215,9 +273,8 @@ class SweepEngine:
                                     nms_backend, self.candidates, float(lowest))
             for sigma in grid.sigmas}
         if self.kind == CacheKind.TWO_STAGE:
-            self.proposal_nms: Suppressor = (
-                KeptProposals(first_stage) if first_stage is not None
-                else first_stage_nms(post_processing, cache, min(grid.axes["nms_score_threshold"])))
+            self.proposal_nms: Suppressor = first_stage_nms(post_processing, cache,
+                                                            min(grid.axes["nms_score_threshold"]))
             self._proposals = Selection("proposals", None, np.asarray(cache.row_offsets, np.int64), True)
         self._selection: Selection | None = None
         self._output_memo: tuple | None = None
@@ -253,12 +310,8 @@ class SweepEngine:
 
     @property
     def evaluated(self) -> Mapping[NmsKey, list[SweepRow]]:
-        """Rows of every NMS setting evaluated so far (or added), by setting."""
+        """Rows of every NMS setting evaluated so far, by setting."""
         return self._rows
-
-    def add_rows(self, rows: Mapping[NmsKey, list[SweepRow]]) -> None:
-        """Records rows another engine (a worker's) evaluated on the same cache and grid."""
-        self._rows.update(rows)
 
     def first_stage(self, nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
         """Kept proposals at the lowest nms_score_threshold, per image by descending objectness
@@ -297,11 +350,6 @@ class SweepEngine:
         offsets = c.offsets if picked is None else np.searchsorted(c.image[picked], np.arange(self.num_images + 1))
         self._selection = Selection(key.selection, picked, offsets, key.class_agnostic)
         return self._selection
-
-    def prepare(self, key: NmsKey) -> None:
-        """Prepares the NMS input every key of ``key.selection`` shares (for example before
-        worker processes fork, so that they inherit it)."""
-        self.nms_of(key).prepare(self.selection(key))
 
     def nms_of(self, key: NmsKey) -> Suppressor:
         """The second-stage NMS of setting ``key`` (its ``soft_nms_sigma``)."""
@@ -363,30 +411,23 @@ class SweepEngine:
             return dets[inside], scores[inside], matches.select(kept, np.cumsum(inside) - 1)
         return dets[inside], scores[inside], self._match(dets[inside], scores[inside])
 
-    def rows(self, key: NmsKey) -> list[SweepRow]:
-        """Rows at NMS setting ``key``: every ``max_detections`` cap (when swept), and within a
-        cap every score threshold of the grid (`Grid.row_position`)."""
-        if key in self._rows:
-            return self._rows[key]
-        started = time.perf_counter()
-        rows = []
+    def outputs(self, key: NmsKey) -> KeyOutputs:
+        """What the rows of NMS setting ``key`` are read from: its output at every cap, from one NMS
+        run or, where that does not answer every score threshold (`exact_prefixes`), from one run
+        per score threshold."""
         exact = self.exact_prefixes(key)
-        for cap in self.grid.caps or (None,):
-            runs = ([(None, self.score_thresholds, self.score_cuts)] if exact else
-                    [(t, [t], [cut]) for t, cut in zip(self.score_thresholds, self.score_cuts)])
-            for run_at, thresholds, cuts in runs:
-                dets, scores, matches = self.capped(key, cap, run_at)
-                evaluations = matches.evaluate(cuts)
-                curve = matches.f1_curve()
-                ground_truth = matches.num_ground_truth
-                for score_threshold, cut, evaluation in zip(thresholds, cuts, evaluations):
-                    params = self.grid.row_params(key, score_threshold, cap)
-                    f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
-                    rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(scores > cut)), self.num_images,
-                                         evaluation.f1, f1_max, f1_max_score))
-        self._rows[key] = rows
-        logger.debug("sweep: %s: %d rows in %.2fs", key, len(rows), time.perf_counter() - started)
-        return rows
+        runs = {(cap, run_at): Output(*self.capped(key, cap, run_at))
+                for cap in self.grid.caps or (None,)
+                for run_at in ((None,) if exact else self.score_thresholds)}
+        return KeyOutputs(exact, runs)
+
+    def rows(self, key: NmsKey) -> list[SweepRow]:
+        """Rows at NMS setting ``key`` (`key_rows`)."""
+        if key not in self._rows:
+            started = time.perf_counter()
+            self._rows[key] = key_rows(self.grid, key, self.outputs(key), self.score_cuts, self.num_images)
+            logger.debug("sweep: %s: %d rows in %.2fs", key, len(self._rows[key]), time.perf_counter() - started)
+        return self._rows[key]
 
     def row(self, params: Mapping[str, float]) -> SweepRow:
         """The row with ``params`` (evaluated now if its NMS setting was not yet)."""

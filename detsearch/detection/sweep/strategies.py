@@ -7,8 +7,8 @@ never prints.
 
 from __future__ import annotations
 
-import itertools
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -17,10 +17,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from detsearch.checks import positive_int
-from detsearch.detection.cache import CacheKind, DetectionCache
-from detsearch.detection.cocoeval import GroundTruth, load_ground_truth
+from detsearch.detection.cache import CacheKind, DetectionCache, read_cache
+from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, load_ground_truth
 from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
-from detsearch.detection.sweep.engine import SweepEngine
+from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, key_rows
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
 from detsearch.detection.sweep.per_class import (
@@ -44,7 +44,8 @@ from detsearch.detection.sweep.result import (
     thresholds_of,
 )
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing, cache_kind, member
-from detsearch.executor import Executor, LocalExecutor, ProcessExecutor, as_executor, release_worker_cache, worker_cache
+from detsearch.detection.sweep.shards import ShardedSweep
+from detsearch.executor import Executor, LocalExecutor, as_executor
 from detsearch.params import ParamSpec
 
 __all__ = ["ProgressCallback", "sweep"]
@@ -55,12 +56,9 @@ ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)`` after each NMS setting; ``total`` is an upper bound for the
 coordinate strategy."""
 
-_ENGINE_SLOT = __name__
-"""The `worker_cache` slot of the engine a worker process evaluates with."""
-
 
 def sweep(
-    cache: DetectionCache,
+    cache: DetectionCache | str | os.PathLike,
     ground_truth,
     grid: ParamSpec,
     post_processing: PostProcessing | None = None,
@@ -78,6 +76,7 @@ def sweep(
     replicates: int = DEFAULT_REPLICATES,
     nms_backend: NmsBackend | str = NmsBackend.FAST,
     executor: Executor | str | None = None,
+    shards: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> SweepResult:
     """Chooses post-processing thresholds on a cache of raw predictions.
@@ -99,7 +98,10 @@ def sweep(
     a whole score axis: `detsearch.detection.sweep.engine`.
 
     Args:
-      cache: a `detsearch.detection.cache.DetectionCache` (validated when it was built).
+      cache: a `detsearch.detection.cache.DetectionCache` (validated when it was built), or a
+        cache directory (`read_cache`). The grid's tasks read their images from the directory
+        of a cache `read_cache` gave (``cache.path``); others travel to them through the
+        executor.
       ground_truth: COCO instances: path, dict, pycocotools ``COCO`` or `GroundTruth`.
         Evaluation covers the cache's images (each must be in the ground truth) and all
         ground-truth categories (the cache's categories must be among them).
@@ -134,11 +136,15 @@ def sweep(
       nms_backend: `NmsBackend`: ``"fast"`` (the compiled greedy walk, the first stage
         included) or ``"reference"`` (NumPy reference loops for the second stage; slow). The
         figures do not depend on it.
-      executor: where the grid's NMS settings run: None or ``"local"`` (this process),
-        ``"ray"``, or an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four
-        forked processes that inherit the prepared engine). One task per NMS setting
-        (two-stage: per first-stage setting); the first stage runs in this process first and
-        the tasks get what it kept. The table does not depend on the executor. The coordinate strategy runs in this process only.
+      executor: where the grid's tasks run: None or ``"local"`` (this process), ``"ray"``, or
+        an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four forked
+        processes). One task is one NMS setting on one range of images, both stages
+        (`detsearch.detection.sweep.shards`). The table does not depend on the executor or
+        on ``shards``. The coordinate strategy runs in this process only.
+      shards: the number of image ranges the grid is split into (at most one per image);
+        default: one for the local executor (the whole cache at once), else twice the
+        executor's `detsearch.executor.Executor.slots`. More ranges bound a task's memory
+        by its range.
       progress: optional ``progress(done, total)`` callback.
 
     Returns:
@@ -151,6 +157,8 @@ def sweep(
         a `ValueError`), cache images or categories unknown to the ground truth, no
         configuration within the budget.
     """
+    if isinstance(cache, (str, os.PathLike)):
+        cache = read_cache(cache)
     if post_processing is None:
         post_processing = PostProcessing()
     if not isinstance(post_processing, PostProcessing):
@@ -170,9 +178,12 @@ def sweep(
     if strategy == "coordinate" and not isinstance(executor, LocalExecutor):
         raise ValueError(f"the coordinate strategy runs in this process (each step depends on the last); "
                          f"got executor {executor!r}: use the grid strategy or the local executor")
+    if shards is not None:
+        shards = positive_int(shards, "shards")
     post = configurations.nms_post_processing(post_processing).checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
-    run = _Run(configurations, post, nms_backend, strategy, objective, budget, tolerance, rule, executor, progress)
+    run = _Run(configurations, post, nms_backend, strategy, objective, budget, tolerance, rule, executor, shards,
+               progress)
     if holdout is None:
         return run.on(cache, gt)
     chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
@@ -205,32 +216,50 @@ class _Run:
     tolerance: float
     rule: PerClassRule | None
     executor: Executor
+    shards: int | None
     progress: ProgressCallback | None
 
     def on(self, cache: DetectionCache, gt: GroundTruth) -> SweepResult:
-        engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
         keys = self.grid.nms_keys()
         started = time.perf_counter()
         if self.strategy == "grid":
-            source = _EngineSource(uuid.uuid4().hex, cache, gt, self.grid, self.post_processing, self.nms_backend)
-            _grid_on_executor(engine, source, keys, self.executor, self.progress)
+            shards = self.shards or (1 if self.executor.slots() == 1 else 2 * self.executor.slots())
+            sharded = ShardedSweep(cache, gt, self.grid, self.post_processing, self.nms_backend, shards,
+                                   self.executor, uuid.uuid4().hex)
+            evaluated: dict = {}
+
+            def add_rows(key: NmsKey, outputs: KeyOutputs) -> None:
+                evaluated[key] = key_rows(self.grid, key, outputs, sharded.score_cuts, cache.num_images())
+                if self.progress is not None:
+                    self.progress(len(evaluated), len(keys))
+
+            sharded.run(keys, add_rows)
+            outputs_of, matcher = sharded.outputs, sharded.matcher
         else:
+            engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
             _coordinate_search(engine, keys, self.objective, self.budget, self.progress)
-        table = tuple(sorted((row for rows in engine.evaluated.values() for row in rows), key=row_sort_key))
+            evaluated, outputs_of, matcher = engine.evaluated, engine.outputs, engine.matcher
+        table = tuple(sorted((row for rows in evaluated.values() for row in rows), key=row_sort_key))
         best_row = select_best(table, self.objective, self.budget, self.tolerance)
         top_row = select_best(table, self.objective, self.budget)
         logger.info(
             "sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s",
             len(table),
-            len(engine.evaluated),
+            len(evaluated),
             time.perf_counter() - started,
             dict(best_row.params),
         )
         key = self.grid.key_of(best_row.params)
-        # Soft NMS outputs decayed scores: the written threshold separates those.
-        output = engine.capped(key, None)[1] if key.soft_nms_sigma else None
+        outputs = outputs_of(key)
+        # Soft NMS outputs decayed scores: the written threshold separates those (all of them).
+        lowest = min(self.grid.score_thresholds)
+        output = (outputs.at(max(self.grid.caps) if self.grid.caps else None, lowest).scores if key.soft_nms_sigma
+                  else None)
         written = written_thresholds(cache, self.grid.kind, best_row.params, output, self.post_processing)
-        chosen, per_class = chosen_details(engine, best_row, self.rule, written["score_threshold"])
+        category = matcher.category_positions(cache.meta.category_ids)
+        chosen, per_class = chosen_details(outputs, best_row, self.rule, written["score_threshold"], matcher,
+                                           lambda dets: category[np.asarray(cache.entry_class[dets], np.int64)],
+                                           self.post_processing, cache.num_images())
         return SweepResult(
             kind=self.grid.kind,
             objective=self.objective,
@@ -239,11 +268,11 @@ class _Run:
             best=thresholds_of(written),
             best_row=best_row,
             table=table,
-            num_images=engine.num_images,
+            num_images=cache.num_images(),
             tolerance=float(self.tolerance),
             top_row=top_row,
             per_class=per_class,
-            max_eval_detections=engine.post_processing.max_eval_detections,
+            max_eval_detections=self.post_processing.max_eval_detections,
             chosen=chosen,
         )
 
@@ -283,88 +312,32 @@ def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[s
     return written
 
 
-def chosen_details(engine: SweepEngine, row: SweepRow, rule: PerClassRule | None,
-                   written_threshold: float | None = None) -> tuple[ChosenDetails, PerClassResult | None]:
+def chosen_details(outputs: KeyOutputs, row: SweepRow, rule: PerClassRule | None, written_threshold: float,
+                   matcher: CocoMatcher, category_of: Callable[[np.ndarray], np.ndarray],
+                   post_processing: PostProcessing, num_images: int) -> tuple[ChosenDetails, PerClassResult | None]:
     """The chosen configuration's evaluation and score curves, and its per-category thresholds
-    under ``rule`` (None: not asked) on top of its score threshold as written (default: the
-    row's)."""
+    under ``rule`` (None: not asked) on top of its score threshold as written, from its NMS
+    setting's ``outputs``; ``category_of(entries)`` gives cache entries' category positions."""
     started = time.perf_counter()
-    dets, scores, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
     threshold = row.params["score_threshold"]
-    cut = engine.score_cut(threshold)
-    above = matches.select(matches.scores > cut, np.arange(len(dets)))
-    kept = scores > cut
-    names = engine.category_names()
+    output = outputs.at(row.params.get("max_detections"), threshold).above(post_processing.threshold_cut(threshold))
+    above = output.matches
+    names = tuple(matcher.ground_truth.category_names)
     counted = above.counted[:, 0, 0]
     details = ChosenDetails(
         evaluation=above.evaluate()[0],
         pooled=ScoreCurve.from_detections(above.scores[counted], above.true_positive[counted, 0, 0], above.num_ground_truth),
         curves=tuple(class_curves(above)),
-        category_ids=tuple(int(c) for c in engine.matcher.category_ids),
+        category_ids=tuple(int(c) for c in matcher.category_ids),
         names=names,
     )
     per_class = None
     if rule is not None:
-        category = engine.class_pos[engine.class_of(dets[kept])]
-        base = threshold if written_threshold is None else written_threshold
-        per_class = per_class_thresholds(above, category, scores[kept], rule, base, names, engine.num_images)
+        per_class = per_class_thresholds(above, category_of(output.dets), output.scores, rule, written_threshold, names,
+                                         num_images)
     logger.info("sweep: chosen configuration's curves%s in %.2fs", " and per-class thresholds" if rule else "",
                 time.perf_counter() - started)
     return details, per_class
-
-
-@dataclass(frozen=True)
-class _EngineSource:
-    """What a worker process needs to build the sweep's engine (sent once per executor call)."""
-
-    token: str  # names this sweep in `worker_cache`
-    cache: DetectionCache
-    ground_truth: GroundTruth
-    grid: Grid
-    post_processing: PostProcessing
-    nms_backend: NmsBackend
-    first_stage: Mapping[float, np.ndarray] | None = None
-
-    def build(self) -> SweepEngine:
-        return SweepEngine(self.cache, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend,
-                           first_stage=self.first_stage)
-
-
-def _engine_rows(source: _EngineSource, keys: list[NmsKey]) -> dict[NmsKey, list[SweepRow]]:
-    """One executor task: the rows of NMS settings ``keys``, on the engine this process holds for
-    the sweep (built from ``source`` on the process's first task of the sweep)."""
-    engine = worker_cache(_ENGINE_SLOT, source.token, source.build)
-    return {key: engine.rows(key) for key in keys}
-
-
-def _grid_on_executor(engine: SweepEngine, source: _EngineSource, keys: list[NmsKey], executor: Executor,
-                      progress) -> None:
-    """Evaluates every NMS setting of ``keys`` as executor tasks; the rows land in ``engine``."""
-    if engine.kind == CacheKind.TWO_STAGE:
-        # The first stage runs here, once per nms_iou_threshold; the tasks get what it kept.
-        kept = {nms_iou: engine.first_stage(nms_iou)[0] for nms_iou in sorted({key.nms_iou_threshold for key in keys})}
-        # Keys of one first-stage setting share their candidates: keep them in one task.
-        tasks = [list(group) for _, group in itertools.groupby(keys, key=lambda key: key.selection)]
-        source = replace(source, first_stage=kept)
-    else:
-        if isinstance(executor, ProcessExecutor):
-            engine.prepare(keys[0])  # shared by every key: prepared once, before the fork
-        tasks = [[key] for key in keys]
-    done = 0
-
-    def arrived(index: int, rows: dict) -> None:
-        nonlocal done
-        engine.add_rows(rows)
-        done += len(rows)
-        if progress is not None:
-            progress(done, len(keys))
-
-    # This process, and the processes a `ProcessExecutor` forks, find the prepared engine.
-    worker_cache(_ENGINE_SLOT, source.token, lambda: engine)
-    try:
-        executor.map(_engine_rows, tasks, shared=source, on_result=arrived)
-    finally:
-        release_worker_cache(_ENGINE_SLOT)
 
 
 def _coordinate_search(engine: SweepEngine, keys: list[NmsKey], objective, budget, progress) -> None:

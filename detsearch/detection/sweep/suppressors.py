@@ -24,9 +24,7 @@ First stage (two-stage), over the cache's proposal rows:
 - `BatchedProposalNms`: greedy class-agnostic NMS (`nms.class_agnostic_nms_batched`, the
   compiled walk);
 - `TiledProposalNms`: Model Garden's ``use_batched_nms: false`` (per level the top-k, then
-  `nms_v2.tiled_nms`);
-- `KeptProposals`: what another engine's first stage kept (a worker process runs no
-  TensorFlow).
+  `nms_v2.tiled_nms`).
 
 `second_stage_nms` and `first_stage_nms` choose the implementation a `PostProcessing` runs.
 """
@@ -34,7 +32,7 @@ First stage (two-stage), over the cache's proposal rows:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Mapping, NamedTuple, Protocol
+from typing import Hashable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -48,7 +46,6 @@ __all__ = [
     "BatchedProposalNms",
     "Candidates",
     "GreedyWalkNms",
-    "KeptProposals",
     "ReferenceGreedyNms",
     "Selection",
     "Suppressor",
@@ -434,20 +431,6 @@ class TiledProposalNms:
             merged = np.concatenate(merged) if merged else np.zeros(0, np.int64)
             kept.append(merged[np.argsort(-objectness[merged], kind="stable")][:self.num_proposals])
         return np.concatenate(kept) if kept else np.zeros(0, np.int64)
-
-
-class KeptProposals:
-    """A first stage another engine ran: its kept rows by IoU threshold (so that a worker
-    process runs no TensorFlow)."""
-
-    def __init__(self, kept: Mapping[float, np.ndarray]):
-        self._kept = dict(kept)
-
-    def prepare(self, selection: Selection) -> None:
-        pass
-
-    def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
-        return self._kept[iou_threshold]
 
 
 def second_stage_nms(post_processing: PostProcessing, backend: NmsBackend, candidates: Candidates,

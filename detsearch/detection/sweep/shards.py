@@ -1,0 +1,186 @@
+"""The grid sweep over image shards: each task evaluates one NMS setting on a range of images,
+and this process merges the ranges' matches and accumulates once.
+
+Why merging is exact: NMS (both stages) and COCO matching look at one image at a time, so a
+range's NMS output and matches are the whole cache's restricted to those images. COCO
+accumulation is global (per category over all images, by descending score, ties in image
+order): the merge puts the ranges' matches back in (image, category, rank) order under a
+matcher of all images (`cocoeval.concatenate_matches`) and accumulates them as one. Where a
+range needs one NMS run per score threshold (`SweepEngine.exact_prefixes`), the other ranges'
+single run stands for each threshold's: cut at the threshold (as every reader of a run cuts
+it), it is what their own run at that threshold would give.
+
+A task reads only its images: from the cache's directory when the sweep was given one
+(`read_cache(path, images=...)`, memory-mapped, no copy of the whole cache through the
+executor), else from the cache object the executor sends once. Its engine is kept for the
+process's next task on the same range (`detsearch.executor.worker_cache`), so tasks go range
+by range, every NMS setting of a range in turn; the first stage of two-stage caches runs in
+the tasks too. Results come back per task: a setting's rows are made once all ranges
+answered it, and its arrays are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from detsearch.detection.cache import DetectionCache, read_cache
+from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, Matches, concatenate_matches
+from detsearch.detection.sweep.engine import KeyOutputs, Output, SweepEngine
+from detsearch.detection.sweep.grid import Grid, NmsKey
+from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
+from detsearch.executor import Executor, release_worker_cache, worker_cache
+
+__all__ = ["ShardedSweep", "image_shards"]
+
+logger = logging.getLogger(__name__)
+
+_ENGINE_SLOT = __name__
+"""The `worker_cache` slot of the engine a process holds for its current image range."""
+
+
+def image_shards(num_images: int, shards: int) -> list[tuple[int, int]]:
+    """``shards`` (at most ``num_images``) contiguous image ranges ``(start, stop)`` of near-equal
+    size, in order."""
+    count = max(1, min(int(shards), num_images))
+    bounds = np.linspace(0, num_images, count + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class _ShardSource:
+    """What a task needs to build the engine of an image range (sent once per executor call)."""
+
+    token: str  # names this sweep in `worker_cache`
+    path: str | None  # the cache directory, read range by range; or None: `cache`
+    cache: DetectionCache | None
+    ground_truth: GroundTruth
+    grid: Grid
+    post_processing: PostProcessing
+    nms_backend: NmsBackend
+
+    def engine(self, images: tuple[int, int]) -> tuple[SweepEngine, float]:
+        """The engine of ``images`` this process holds, and the seconds it took to build now (0 when
+        held)."""
+        started = time.perf_counter()
+
+        def build() -> SweepEngine:
+            part = (read_cache(self.path, verify=False, images=images) if self.path is not None
+                    else self.cache.images(*images))
+            return SweepEngine(part, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend)
+
+        engine = worker_cache(_ENGINE_SLOT, (self.token, images), build)
+        return engine, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One task's answer: a range's `KeyOutputs` (entries of the range, matches without their
+    matcher), the range's image ids in its matcher's order, and the task's seconds building the
+    range's engine (reading the range included) and evaluating."""
+
+    images: tuple[int, int]
+    image_ids: np.ndarray
+    outputs: KeyOutputs
+    build_seconds: float
+    work_seconds: float
+
+
+def _shard_outputs(source: _ShardSource, task: tuple[tuple[int, int], NmsKey]) -> _Part:
+    images, key = task
+    engine, build_seconds = source.engine(images)
+    started = time.perf_counter()
+    outputs = engine.outputs(key)
+    runs = {at: Output(output.dets, output.scores, output.matches.detached()) for at, output in outputs.runs.items()}
+    return _Part(images, engine.matcher.image_ids, KeyOutputs(outputs.exact, runs), build_seconds,
+                 time.perf_counter() - started)
+
+
+class ShardedSweep:
+    """Evaluates NMS settings of a grid on a cache, image range by image range, on an executor.
+
+    Args:
+      cache: the cache: tasks read their ranges from ``cache.path`` where it has one, else get
+        ``cache`` through the executor.
+      ground_truth, grid, post_processing, nms_backend: as `SweepEngine`'s.
+      shards: the number of image ranges (at most one per image).
+      executor: where the tasks run.
+      token: names this sweep in the workers' `worker_cache`.
+    """
+
+    def __init__(self, cache: DetectionCache, ground_truth: GroundTruth, grid: Grid,
+                 post_processing: PostProcessing, nms_backend: NmsBackend, shards: int, executor: Executor,
+                 token: str):
+        self.grid = grid
+        self.executor = executor
+        path = None if cache.path is None else os.fspath(cache.path)
+        self.source = _ShardSource(token, path, cache if path is None else None, ground_truth, grid, post_processing,
+                                   nms_backend)
+        self.shards = image_shards(cache.num_images(), shards)
+        self.matcher = CocoMatcher(ground_truth, image_ids=cache.meta.image_ids,
+                                   max_detections=post_processing.max_eval_detections)
+        self.entry_offsets = np.asarray(cache.entry_offsets, np.int64)
+        self.score_cuts = [post_processing.threshold_cut(t) for t in grid.score_thresholds]
+
+    def run(self, keys: Sequence[NmsKey], on_key: Callable[[NmsKey, KeyOutputs], None]) -> None:
+        """Evaluates ``keys``; ``on_key(key, outputs)`` in this process as each key's ranges have all
+        answered, with the merged `KeyOutputs` (cache entries, matches under all images)."""
+        started = time.perf_counter()
+        tasks = [(images, key) for images in self.shards for key in keys]
+        waiting: dict[NmsKey, list[_Part]] = {key: [] for key in keys}
+        seconds = {"build": 0.0, "work": 0.0, "merge": 0.0}
+
+        def arrived(index: int, part: _Part) -> None:
+            key = tasks[index][1]
+            waiting[key].append(part)
+            seconds["build"] += part.build_seconds
+            seconds["work"] += part.work_seconds
+            if len(waiting[key]) == len(self.shards):
+                merge_started = time.perf_counter()
+                on_key(key, self.merge(waiting.pop(key)))
+                seconds["merge"] += time.perf_counter() - merge_started
+
+        try:
+            self.executor.map(_shard_outputs, tasks, shared=self.source, on_result=arrived)
+        finally:
+            release_worker_cache(_ENGINE_SLOT)
+        logger.info("sweep: %d tasks (%d NMS settings x %d image ranges) in %.2fs: in the tasks %.2fs building "
+                    "engines and %.2fs evaluating; here %.2fs merging and accumulating",
+                    len(tasks), len(keys), len(self.shards), time.perf_counter() - started, seconds["build"],
+                    seconds["work"], seconds["merge"])
+
+    def outputs(self, key: NmsKey) -> KeyOutputs:
+        """The merged `KeyOutputs` of one NMS setting, evaluated again (`run` keeps none)."""
+        found = []
+        self.run([key], lambda _, outputs: found.append(outputs))
+        return found[0]
+
+    def merge(self, parts: Sequence[_Part]) -> KeyOutputs:
+        """One `KeyOutputs` of every range's (`shards` module docstring)."""
+        parts = sorted(parts, key=lambda part: part.images)
+        positions = [self.matcher.image_positions(part.image_ids) for part in parts]
+        exact = all(part.outputs.exact for part in parts)
+        runs = {}
+        for cap in self.grid.caps or (None,):
+            if exact:
+                runs[cap, None] = self._concatenate(parts, positions, [part.outputs.runs[cap, None] for part in parts])
+                continue
+            # Some range ran NMS at each threshold; the others' single run holds every threshold's
+            # output once cut there (`KeyOutputs.at`: the rows and the chosen details cut it).
+            for run_at in self.grid.score_thresholds:
+                outputs = [part.outputs.runs[cap, None if part.outputs.exact else run_at] for part in parts]
+                runs[cap, run_at] = self._concatenate(parts, positions, outputs)
+        return KeyOutputs(exact, runs)
+
+    def _concatenate(self, parts: Sequence[_Part], positions: Sequence[np.ndarray], outputs: Sequence[Output]) -> Output:
+        starts = np.cumsum([0] + [len(output.dets) for output in outputs])
+        dets = np.concatenate([output.dets + self.entry_offsets[part.images[0]] for part, output in zip(parts, outputs)])
+        scores = np.concatenate([output.scores for output in outputs])
+        matches: Matches = concatenate_matches(
+            self.matcher, [(output.matches, where, int(start)) for output, where, start in zip(outputs, positions, starts)])
+        return Output(dets, scores, matches)
