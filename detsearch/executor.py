@@ -100,7 +100,7 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def map(self, fn: Callable, items: Iterable, *, shared: Any = _NOTHING,
-            on_result: Callable[[int, Any], None] | None = None) -> list:
+            on_result: Callable[[int, Any], None] | None = None, keep: bool = True) -> list | None:
         """``[fn(item) for item in items]``, or ``[fn(shared, item) ...]`` when ``shared`` is given.
 
         Args:
@@ -109,6 +109,8 @@ class Executor(abc.ABC):
           shared: one object every task receives as its first argument (sent once).
           on_result: ``on_result(index, result)`` in the calling process as each task finishes
             (in completion order, which may differ from input order).
+          keep: False: each result is given to ``on_result`` only, and dropped after it (large
+            results then need not all fit in memory at once); ``map`` returns None.
 
         Returns:
           The results, in the order of ``items``.
@@ -136,14 +138,16 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
+    def map(self, fn, items, *, shared=_NOTHING, on_result=None, keep=True) -> list | None:
         results = []
         for index, item in enumerate(items):
             result = fn(item) if shared is _NOTHING else fn(shared, item)
             if on_result is not None:
                 on_result(index, result)
-            results.append(result)
-        return results
+            if keep:
+                results.append(result)
+            del result
+        return results if keep else None
 
     def __repr__(self) -> str:
         return "LocalExecutor()"
@@ -189,13 +193,13 @@ class ProcessExecutor(Executor):
     def slots(self) -> int:
         return self.processes
 
-    def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
+    def map(self, fn, items, *, shared=_NOTHING, on_result=None, keep=True) -> list | None:
         items = list(items)
         forkable = "fork" in multiprocessing.get_all_start_methods()
         if self.processes == 1 or len(items) <= 1 or not forkable:
             if not forkable and self.processes > 1:
                 logger.info("process executor: no fork start method here; running %d tasks in this process", len(items))
-            return LocalExecutor().map(fn, items, shared=shared, on_result=on_result)
+            return LocalExecutor().map(fn, items, shared=shared, on_result=on_result, keep=keep)
         has_shared = shared is not _NOTHING
         results: list[Any] = [None] * len(items)
         context = multiprocessing.get_context("fork")
@@ -203,10 +207,12 @@ class ProcessExecutor(Executor):
         with context.Pool(min(self.processes, len(items)), initializer=_install_forked_task,
                           initargs=(fn, has_shared, shared if has_shared else None)) as pool:
             for index, result in pool.imap_unordered(_run_forked_task, enumerate(items)):
-                results[index] = result
+                if keep:
+                    results[index] = result
                 if on_result is not None:
                     on_result(index, result)
-        return results
+                del result
+        return results if keep else None
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(processes={self.processes})"
@@ -283,30 +289,34 @@ class RayExecutor(Executor):
         cpus = self._ray().cluster_resources().get("CPU", 1)
         return max(1, int(cpus // self.num_cpus_per_task)) if self.num_cpus_per_task else max(1, int(cpus))
 
-    def map(self, fn, items, *, shared=_NOTHING, on_result=None) -> list:
+    def map(self, fn, items, *, shared=_NOTHING, on_result=None, keep=True) -> list | None:
         items = list(items)
         if not items:
-            return []
+            return [] if keep else None
         ray = self._ray()
         has_shared = shared is not _NOTHING
         shared_ref = ray.put(shared) if has_shared else None
-        refs = [self._remote.remote(fn, has_shared, shared_ref, item) for item in items]
-        index_of = {ref: index for index, ref in enumerate(refs)}
-        results: list[Any] = [None] * len(refs)
-        pending = list(refs)
+        pending = [self._remote.remote(fn, has_shared, shared_ref, item) for item in items]
+        index_of = {ref: index for index, ref in enumerate(pending)}
+        results: list[Any] = [None] * len(pending)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
+                    index = index_of.pop(ref)  # the last reference: Ray may free the result after use
                     result = ray.get(ref)
-                    results[index_of[ref]] = result
+                    del ref
+                    if keep:
+                        results[index] = result
                     if on_result is not None:
-                        on_result(index_of[ref], result)
+                        on_result(index, result)
+                    del result
+                del ready
         except BaseException:
             for ref in pending:
                 ray.cancel(ref)
             raise
-        return results
+        return results if keep else None
 
     def close(self) -> None:
         """Shuts Ray down when this executor started it."""

@@ -66,24 +66,38 @@ def test_every_split_of_the_images_gives_the_whole_caches_result(name, seed):
         cache, dataset, spec, post, **axes).to_json()
 
 
-def test_ranges_read_from_the_cache_directory(tmp_path, monkeypatch):
+def test_a_cache_read_from_a_directory_travels_as_its_path(tmp_path, monkeypatch):
+    import pickle
+
     import detsearch.detection.sweep.shards as shards_module
+    from detsearch.detection.cache import CacheKind
+    from detsearch.detection.sweep.grid import Grid
+    from detsearch.executor import LocalExecutor
 
     cache, dataset = random_case(5, "two_stage", num_images=9)
     write_cache(tmp_path / "cache", cache)
     whole = sweep_module.sweep(cache, dataset, TWO_STAGE, holdout=0.3, per_class="precision:0.5")
-    read = []
-    monkeypatch.setattr(shards_module, "read_cache", lambda path, **kwargs: read.append((path, kwargs)) or read_cache(
-        path, **kwargs))
-    assert sweep_module.sweep(tmp_path / "cache", dataset, TWO_STAGE, shards=3).to_json() == sweep_module.sweep(
-        cache, dataset, TWO_STAGE).to_json()
-    ranges = [(0, 3), (3, 6), (6, 9)]
-    assert sorted(set((path, kwargs["images"]) for path, kwargs in read)) == [(str(tmp_path / "cache"), r) for r in ranges]
-    assert all(kwargs["verify"] is False for _, kwargs in read)  # the driver's read checked the checksums
     assert sweep_module.sweep(tmp_path / "cache", dataset, TWO_STAGE, shards=4, holdout=0.3,
                               per_class="precision:0.5").to_json() == whole.to_json()
     assert sweep_module.sweep(str(tmp_path / "cache"), dataset, TWO_STAGE, shards=4,
                               executor=ProcessExecutor(2)).to_json() == sweep_module.sweep(cache, dataset, TWO_STAGE).to_json()
+    # What a Ray worker gets: the path, not the arrays; its task reads its range from there.
+    read = []
+    monkeypatch.setattr(shards_module, "read_cache", lambda path, **kwargs: read.append((path, kwargs)) or read_cache(
+        path, **kwargs))
+    post = PostProcessing().checked(cache, TWO_STAGE)
+    on_disk = read_cache(tmp_path / "cache")
+    sharded = shards_module.ShardedSweep(on_disk, load_ground_truth(dataset), Grid.build(CacheKind.TWO_STAGE, TWO_STAGE, post),
+                                         post, sweep_module.NmsBackend.FAST, 3, LocalExecutor(), "token")
+    shipped = pickle.loads(pickle.dumps(sharded.source))
+    assert shipped.cache is None and shipped.path == str(tmp_path / "cache")
+    engine, _ = shipped.engine((3, 6))
+    assert read == [(str(tmp_path / "cache"), {"verify": False, "images": (3, 6)})]
+    assert engine.cache.meta.image_ids == on_disk.meta.image_ids[3:6]
+    in_memory = shards_module.ShardedSweep(cache, load_ground_truth(dataset), sharded.grid, post,
+                                           sweep_module.NmsBackend.FAST, 3, LocalExecutor(), "token")
+    assert pickle.loads(pickle.dumps(in_memory.source)).cache is not None  # made in memory: sent whole
+    sharded.close()
 
 
 def _mixed_exactness_case():

@@ -183,8 +183,11 @@ class DetectionCache:
         return {name: getattr(self, name) for name in ARRAY_NAMES if getattr(self, name) is not None}
 
     def images(self, start: int, stop: int) -> DetectionCache:
-        """The cache of the images at positions ``start:stop``, in order (`image_range`)."""
-        return image_range(self.meta, self.arrays(), start, stop, "DetectionCache")
+        """The cache of the images at positions ``start:stop``, in order (`image_range`; not
+        checked again: a range of a valid cache is valid). All of them: this cache."""
+        if (start, stop) == (0, self.num_images()):
+            return self
+        return image_range(self.meta, self.arrays(), start, stop, "DetectionCache", validate=False)
 
     def __repr__(self) -> str:
         return (
@@ -205,10 +208,11 @@ def _assemble(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None]) -> Detec
 
 
 def image_range(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None], start: int, stop: int,
-                where: str) -> DetectionCache:
+                where: str, validate: bool = True) -> DetectionCache:
     """The cache of the images at positions ``start:stop`` of a cache's ``meta`` and ``arrays``,
-    validated (that range only). Its arrays are views of ``arrays`` (memory maps stay memory
-    maps, read as they are used), except the rebased offsets and ``entry_row``.
+    validated (that range only; ``validate`` False: ``arrays`` are a valid cache's). Its arrays
+    are views of ``arrays`` (memory maps stay memory maps, read as they are used), except the
+    rebased offsets and ``entry_row``.
 
     Raises:
       ValueError: not ``0 <= start < stop <= number of images``.
@@ -226,9 +230,12 @@ def image_range(meta: CacheMeta, arrays: Mapping[str, np.ndarray | None], start:
         array = arrays.get(name)
         if array is not None and spec_of(name).axis != "images":
             part[name] = array[rows if spec_of(name).axis == "rows" else entries]
+    entry_row = arrays["entry_row"][entries]
     part.update(row_offsets=row_offsets - row_offsets[0], entry_offsets=entry_offsets - entry_offsets[0],
-                entry_row=np.asarray(arrays["entry_row"][entries], np.int64) - row_offsets[0])
+                entry_row=(entry_row - entry_row.dtype.type(row_offsets[0])) if row_offsets[0] else entry_row)
     sub_meta = meta.with_images(meta.image_ids[start:stop], meta.image_sizes[start:stop])
+    if not validate:
+        return _assemble(sub_meta, part)
     return DetectionCache.from_arrays(sub_meta, where=f"{where} images {start}:{stop}", **part)
 
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -152,7 +153,9 @@ class _PairStore:
     def __init__(self, matcher: CocoMatcher, keys: np.ndarray, located):
         self.matcher = matcher
         self.keys = keys
-        self.located = located  # callable: entries -> (image positions, category positions, COCO [n, 4] boxes)
+        # The engine's method: entries -> (image positions, category positions, COCO [n, 4] boxes).
+        # Held weakly, so that no cycle keeps a dropped engine (a range's, in a worker) alive.
+        self.located = weakref.WeakMethod(located)
         self.start = np.full(len(keys), -1, np.int64)
         self.count = np.zeros(len(keys), np.int64)
         self.total = 0
@@ -165,7 +168,7 @@ class _PairStore:
             raise ValueError("IoU pairs asked for an entry that is not a candidate")
         unknown = at[self.start[at] < 0]  # entries of one call are distinct
         if unknown.size:
-            found = self.matcher.iou_pairs(*self.located(self.keys[unknown]))
+            found = self.matcher.iou_pairs(*self.located()(self.keys[unknown]))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)

@@ -10,13 +10,15 @@ range needs one NMS run per score threshold (`SweepEngine.exact_prefixes`), the 
 single run stands for each threshold's: cut at the threshold (as every reader of a run cuts
 it), it is what their own run at that threshold would give.
 
-A task reads only its images: from the cache's directory when the sweep was given one
-(`read_cache(path, images=...)`, memory-mapped, no copy of the whole cache through the
-executor), else from the cache object the executor sends once. Its engine is kept for the
+A task reads only its images: in this process (and in forked ones) from the sweep's cache
+object; on Ray from the cache's directory when the cache was read from one
+(`read_cache(path, images=...)`, memory-mapped, that range checked: no copy of the whole cache
+through the object store), else from the cache object Ray sends once. Its engine is kept for the
 process's next task on the same range (`detsearch.executor.worker_cache`), so tasks go range
-by range, every NMS setting of a range in turn; the first stage of two-stage caches runs in
-the tasks too. Results come back per task: a setting's rows are made once all ranges
-answered it, and its arrays are dropped.
+by range; where tasks run side by side (Ray, forked processes) one task holds every NMS setting
+of a range, so that each range's engine is built once. The first stage of two-stage caches
+runs in the tasks too. A setting's rows are made once all ranges answered it, and its arrays
+are dropped.
 """
 
 from __future__ import annotations
@@ -54,15 +56,29 @@ def image_shards(num_images: int, shards: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class _ShardSource:
-    """What a task needs to build the engine of an image range (sent once per executor call)."""
+    """What a task needs to build the engine of an image range (sent once per executor call).
+
+    In this process and in forked ones, ``cache`` is the sweep's cache object. Pickled (to reach
+    a Ray worker), a cache read from a directory travels as its ``path`` alone, and the task reads
+    its range from there."""
 
     token: str  # names this sweep in `worker_cache`
-    path: str | None  # the cache directory, read range by range; or None: `cache`
+    path: str | None  # the cache's directory, or None: a cache made in memory, sent whole
     cache: DetectionCache | None
     ground_truth: GroundTruth
     grid: Grid
     post_processing: PostProcessing
     nms_backend: NmsBackend
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if state["path"] is not None:
+            state["cache"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def engine(self, images: tuple[int, int]) -> tuple[SweepEngine, float]:
         """The engine of ``images`` this process holds, and the seconds it took to build now (0 when
@@ -70,8 +86,8 @@ class _ShardSource:
         started = time.perf_counter()
 
         def build() -> SweepEngine:
-            part = (read_cache(self.path, verify=False, images=images) if self.path is not None
-                    else self.cache.images(*images))
+            part = (self.cache.images(*images) if self.cache is not None
+                    else read_cache(self.path, verify=False, images=images))
             return SweepEngine(part, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend)
 
         engine = worker_cache(_ENGINE_SLOT, (self.token, images), build)
@@ -91,14 +107,18 @@ class _Part:
     work_seconds: float
 
 
-def _shard_outputs(source: _ShardSource, task: tuple[tuple[int, int], NmsKey]) -> _Part:
-    images, key = task
+def _shard_outputs(source: _ShardSource, task: tuple[tuple[int, int], tuple[NmsKey, ...]]) -> list[_Part]:
+    images, keys = task
     engine, build_seconds = source.engine(images)
-    started = time.perf_counter()
-    outputs = engine.outputs(key)
-    runs = {at: Output(output.dets, output.scores, output.matches.detached()) for at, output in outputs.runs.items()}
-    return _Part(images, engine.matcher.image_ids, KeyOutputs(outputs.exact, runs), build_seconds,
-                 time.perf_counter() - started)
+    parts = []
+    for key in keys:
+        started = time.perf_counter()
+        outputs = engine.outputs(key)
+        runs = {at: Output(output.dets, output.scores, output.matches.detached()) for at, output in outputs.runs.items()}
+        parts.append(_Part(images, engine.matcher.image_ids, KeyOutputs(outputs.exact, runs), build_seconds,
+                           time.perf_counter() - started))
+        build_seconds = 0.0
+    return parts
 
 
 class ShardedSweep:
@@ -119,8 +139,7 @@ class ShardedSweep:
         self.grid = grid
         self.executor = executor
         path = None if cache.path is None else os.fspath(cache.path)
-        self.source = _ShardSource(token, path, cache if path is None else None, ground_truth, grid, post_processing,
-                                   nms_backend)
+        self.source = _ShardSource(token, path, cache, ground_truth, grid, post_processing, nms_backend)
         self.shards = image_shards(cache.num_images(), shards)
         self.matcher = CocoMatcher(ground_truth, image_ids=cache.meta.image_ids,
                                    max_detections=post_processing.max_eval_detections)
@@ -131,34 +150,41 @@ class ShardedSweep:
         """Evaluates ``keys``; ``on_key(key, outputs)`` in this process as each key's ranges have all
         answered, with the merged `KeyOutputs` (cache entries, matches under all images)."""
         started = time.perf_counter()
-        tasks = [(images, key) for images in self.shards for key in keys]
+        # In this process one setting a task (the range's engine is held from task to task, and
+        # every setting reports as it is done); where tasks run side by side, every setting of a
+        # range in one task, so that a range's engine is built once.
+        per_task = [(key,) for key in keys] if self.executor.slots() == 1 else [tuple(keys)]
+        tasks = [(images, group) for images in self.shards for group in per_task]
         waiting: dict[NmsKey, list[_Part]] = {key: [] for key in keys}
         seconds = {"build": 0.0, "work": 0.0, "merge": 0.0}
 
-        def arrived(index: int, part: _Part) -> None:
-            key = tasks[index][1]
-            waiting[key].append(part)
-            seconds["build"] += part.build_seconds
-            seconds["work"] += part.work_seconds
-            if len(waiting[key]) == len(self.shards):
-                merge_started = time.perf_counter()
-                on_key(key, self.merge(waiting.pop(key)))
-                seconds["merge"] += time.perf_counter() - merge_started
+        def arrived(index: int, parts: list[_Part]) -> None:
+            for key, part in zip(tasks[index][1], parts):
+                waiting[key].append(part)
+                seconds["build"] += part.build_seconds
+                seconds["work"] += part.work_seconds
+                if len(waiting[key]) == len(self.shards):
+                    merge_started = time.perf_counter()
+                    on_key(key, self.merge(waiting.pop(key)))
+                    seconds["merge"] += time.perf_counter() - merge_started
 
-        try:
-            self.executor.map(_shard_outputs, tasks, shared=self.source, on_result=arrived)
-        finally:
-            release_worker_cache(_ENGINE_SLOT)
+        self.executor.map(_shard_outputs, tasks, shared=self.source, on_result=arrived, keep=False)
         logger.info("sweep: %d tasks (%d NMS settings x %d image ranges) in %.2fs: in the tasks %.2fs building "
                     "engines and %.2fs evaluating; here %.2fs merging and accumulating",
                     len(tasks), len(keys), len(self.shards), time.perf_counter() - started, seconds["build"],
                     seconds["work"], seconds["merge"])
 
     def outputs(self, key: NmsKey) -> KeyOutputs:
-        """The merged `KeyOutputs` of one NMS setting, evaluated again (`run` keeps none)."""
+        """The merged `KeyOutputs` of one NMS setting, evaluated again (`run` keeps none; the
+        engine of the range a process evaluated last is still held, see `close`)."""
         found = []
         self.run([key], lambda _, outputs: found.append(outputs))
         return found[0]
+
+    def close(self) -> None:
+        """Drops the engine this process holds (worker processes drop theirs on their next
+        sweep's first task)."""
+        release_worker_cache(_ENGINE_SLOT)
 
     def merge(self, parts: Sequence[_Part]) -> KeyOutputs:
         """One `KeyOutputs` of every range's (`shards` module docstring)."""

@@ -233,24 +233,19 @@ class _Run:
                 if self.progress is not None:
                     self.progress(len(evaluated), len(keys))
 
-            sharded.run(keys, add_rows)
-            outputs_of, matcher = sharded.outputs, sharded.matcher
+            try:
+                sharded.run(keys, add_rows)
+                table, best_row, top_row = self._choose(evaluated, started)
+                outputs = sharded.outputs(self.grid.key_of(best_row.params))
+            finally:
+                sharded.close()
+            matcher = sharded.matcher
         else:
             engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
             _coordinate_search(engine, keys, self.objective, self.budget, self.progress)
-            evaluated, outputs_of, matcher = engine.evaluated, engine.outputs, engine.matcher
-        table = tuple(sorted((row for rows in evaluated.values() for row in rows), key=row_sort_key))
-        best_row = select_best(table, self.objective, self.budget, self.tolerance)
-        top_row = select_best(table, self.objective, self.budget)
-        logger.info(
-            "sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s",
-            len(table),
-            len(evaluated),
-            time.perf_counter() - started,
-            dict(best_row.params),
-        )
+            table, best_row, top_row = self._choose(engine.evaluated, started)
+            outputs, matcher = engine.outputs(self.grid.key_of(best_row.params)), engine.matcher
         key = self.grid.key_of(best_row.params)
-        outputs = outputs_of(key)
         # Soft NMS outputs decayed scores: the written threshold separates those (all of them).
         lowest = min(self.grid.score_thresholds)
         output = (outputs.at(max(self.grid.caps) if self.grid.caps else None, lowest).scores if key.soft_nms_sigma
@@ -275,6 +270,16 @@ class _Run:
             max_eval_detections=self.post_processing.max_eval_detections,
             chosen=chosen,
         )
+
+
+    def _choose(self, evaluated: Mapping[NmsKey, list[SweepRow]], started: float
+                ) -> tuple[tuple[SweepRow, ...], SweepRow, SweepRow]:
+        """The table of ``evaluated``'s rows, the chosen row and the top row."""
+        table = tuple(sorted((row for rows in evaluated.values() for row in rows), key=row_sort_key))
+        best_row = select_best(table, self.objective, self.budget, self.tolerance)
+        logger.info("sweep: %d configurations (%d NMS settings) in %.2fs; chosen %s", len(table), len(evaluated),
+                    time.perf_counter() - started, dict(best_row.params))
+        return table, best_row, select_best(table, self.objective, self.budget)
 
 
 def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[str, Any],
