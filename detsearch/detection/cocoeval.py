@@ -45,8 +45,12 @@ Why it is fast, and what the threshold sweep reuses (`CocoMatcher`, `Matches`):
   truncates the score-sorted arrays, so `Matches.evaluate` answers many thresholds from one
   matching pass.
 
-This module imports only NumPy (pycocotools is the oracle in the tests, never a dependency
-here).
+- Reading the envelope is one compiled pass (`_read_envelopes`, numba) per score threshold
+  over each (maxDets, area, IoU, category)'s true positives, from the last kept one back to the
+  first a recall threshold needs.
+
+This module imports NumPy and numba (pycocotools is the oracle in the tests, never a
+dependency here).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
+import numba
 import numpy as np
 
 from detsearch.detection.boxes import iou_xywh_pairs
@@ -771,17 +776,18 @@ class Matches:
         precision_at_tp = np.concatenate(pr_parts)
         tp_scores = np.concatenate(score_parts)
         num_segments = _NUM_M * _NUM_A * _NUM_T * num_k
-        seg_start = np.searchsorted(segment, np.arange(num_segments))
+        # Segment s's true positives are seg_bounds[s]:seg_bounds[s + 1] (segment ascends).
+        seg_bounds = np.searchsorted(segment, np.arange(num_segments + 1))
         # First TP ordinal (1-based) each recall threshold needs, per segment: [S, R].
         need = self.matcher._first_tp  # [K, A, R]
         need = np.broadcast_to(need.transpose(1, 0, 2)[None, :, None, :, :], (_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R))
-        need = np.maximum(need.reshape(num_segments, _NUM_R), 1)
-        npig = np.broadcast_to(self.matcher._npig.T[None, :, None, :], (_NUM_M, _NUM_A, _NUM_T, num_k)).reshape(num_segments)
+        need = np.ascontiguousarray(np.maximum(need.reshape(num_segments, _NUM_R), 1))
+        npig = np.ascontiguousarray(
+            np.broadcast_to(self.matcher._npig.T[None, :, None, :], (_NUM_M, _NUM_A, _NUM_T, num_k)).reshape(num_segments))
         prepared = dict(
-            segment=segment,
-            precision_at_tp=np.r_[precision_at_tp, -np.inf],
+            precision_at_tp=precision_at_tp,
             tp_scores=tp_scores,
-            seg_start=seg_start,
+            seg_bounds=seg_bounds,
             need=need,
             npig=npig,
             num_segments=num_segments,
@@ -793,46 +799,26 @@ class Matches:
         """Accumulation of the detections with ``score > t`` for each t, all at once; a t that is
         an array holds one threshold per category."""
         num_k = self.matcher.num_categories
-        num_segments = prepared["num_segments"]
-        num_thresholds = len(thresholds)
-        segment = prepared["segment"]
-        seg_start = prepared["seg_start"]
-        need = prepared["need"]  # [S, R] 1-based ordinal of the first TP a recall threshold needs
-        values = prepared["precision_at_tp"]  # ends with a -inf sentinel
-        # True positives kept by each threshold (a prefix of each segment: scores descend).
-        n_tp = np.empty((num_thresholds, num_segments), np.int64)
-        tp_category = segment % num_k
+        cuts = np.empty((len(thresholds), num_k), np.float64)
         for i, threshold in enumerate(thresholds):
-            cut = threshold[tp_category] if isinstance(threshold, np.ndarray) else threshold  # per category
-            n_tp[i] = np.bincount(segment[prepared["tp_scores"] > cut], minlength=num_segments)
-        # Blocks [bounds[r], bounds[r + 1]) of the TP precisions; the envelope at recall
-        # threshold r is the max over blocks r..R-1, i.e. a suffix max up to the truncation.
-        bounds = np.empty((num_thresholds, num_segments, _NUM_R + 1), np.int64)
-        np.minimum(need[None] - 1, n_tp[:, :, None], out=bounds[:, :, :_NUM_R])
-        bounds[:, :, :_NUM_R] += seg_start[None, :, None]
-        bounds[:, :, _NUM_R] = seg_start[None, :] + n_tp
-        block_max = np.maximum.reduceat(values, bounds.reshape(-1)).reshape(bounds.shape)[:, :, :_NUM_R]
-        block_max[bounds[:, :, :_NUM_R] >= bounds[:, :, 1:]] = -np.inf
-        envelope = np.maximum.accumulate(block_max[:, :, ::-1], axis=2)[:, :, ::-1]
-        q = np.where(need[None] <= n_tp[:, :, None], envelope, 0.0)
-        npig = prepared["npig"]
-        present = npig > 0
-        q[:, ~present] = -1.0
-        recall_all = np.where(present, n_tp.astype(np.float64) / np.maximum(npig, 1), -1.0)
+            cuts[i] = threshold  # a number, or one per category
+        precision = np.empty((len(thresholds), _NUM_T, _NUM_R, num_k, _NUM_A, _NUM_M), np.float64)
+        recall = np.empty((len(thresholds), _NUM_T, num_k, _NUM_A, _NUM_M), np.float64)
+        n_tp = np.empty((len(thresholds), prepared["num_segments"]), np.int64)
+        _read_envelopes(prepared["seg_bounds"], prepared["tp_scores"], prepared["precision_at_tp"], prepared["need"],
+                        prepared["npig"], cuts, precision, recall, n_tp)
         seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # maxDets[2], area all, IoU 0.5
         results = []
-        for i, threshold in enumerate(thresholds):
-            precision = np.ascontiguousarray(q[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R).transpose(2, 4, 3, 1, 0))
-            recall = np.ascontiguousarray(recall_all[i].reshape(_NUM_M, _NUM_A, _NUM_T, num_k).transpose(2, 3, 1, 0))
-            above = self.scores > (threshold[self.category_pos] if isinstance(threshold, np.ndarray) else threshold)
+        for i in range(len(thresholds)):
+            above = self.scores > cuts[i][self.category_pos]
             # Pooled F1 at IoU 0.5, area all, maxDets[2] detections.
             tp_f1 = int(n_tp[i, seg_f1 : seg_f1 + num_k].sum())
             denominator = int(np.count_nonzero(self.counted[:, 0, 0] & above)) + self.num_ground_truth
             results.append(
                 CocoEvaluation(
-                    stats=summarize(precision, recall, self.matcher.max_dets),
-                    precision=precision,
-                    recall=recall,
+                    stats=summarize(precision[i], recall[i], self.matcher.max_dets),
+                    precision=precision[i],
+                    recall=recall[i],
                     category_ids=self.matcher.category_ids,
                     num_detections=int(np.count_nonzero(above)),
                     f1=float(2 * tp_f1) / float(denominator) if denominator else 0.0,
@@ -840,6 +826,57 @@ class Matches:
                 )
             )
         return results
+
+
+@numba.njit(cache=True, nogil=True)
+def _read_envelopes(seg_bounds, tp_scores, values, need, npig, cuts, precision, recall, n_tp):
+    """pycocotools' precision envelope at the recall thresholds, for every score threshold and
+    every (maxDets, area, IoU, category) segment.
+
+    Segment ``s = ((m * A + a) * T + t) * K + k`` holds its true positives at
+    ``seg_bounds[s]:seg_bounds[s + 1]`` of ``tp_scores`` (descending) and ``values`` (the
+    precision at each); ``need[s, r]`` is the 1-based ordinal of the first true positive recall
+    threshold ``r`` needs (>= 1). With ``n`` the true positives scored above threshold ``i``'s
+    cut (a prefix), recall threshold ``r`` reads the largest precision among true positives
+    ``need - 1 .. n - 1`` (pycocotools' envelope: the running maximum from the right, read at the
+    first index whose recall reaches ``r``), 0 where ``need > n``; -1 (and recall -1) where the
+    category has no ground truth. Writes ``precision[i, t, r, k, a, m]``, ``recall[i, t, k, a, m]``
+    and ``n_tp[i, s]``.
+    """
+    num_thresholds, num_k = cuts.shape
+    num_t, num_r, num_a, num_m = precision.shape[1], precision.shape[2], precision.shape[4], precision.shape[5]
+    # Segments in the output's order (m fastest): neighbouring segments write neighbouring cells.
+    for i, t, k, a, m in np.ndindex(num_thresholds, num_t, num_k, num_a, num_m):
+        s = ((m * num_a + a) * num_t + t) * num_k + k
+        start, stop = seg_bounds[s], seg_bounds[s + 1]
+        # n = the true positives scored above the cut: a prefix (scores descend).
+        low, high, cut = start, stop, cuts[i, k]
+        while low < high:
+            middle = (low + high) // 2
+            if tp_scores[middle] > cut:
+                low = middle + 1
+            else:
+                high = middle
+        n = low - start
+        n_tp[i, s] = n
+        if npig[s] == 0:
+            recall[i, t, k, a, m] = -1.0
+            for r in range(num_r):
+                precision[i, t, r, k, a, m] = -1.0
+            continue
+        recall[i, t, k, a, m] = n / npig[s]
+        running = -np.inf
+        j = start + n  # values[j:start + n] are in `running`
+        for r in range(num_r - 1, -1, -1):
+            first = need[s, r]
+            if first > n:
+                precision[i, t, r, k, a, m] = 0.0
+                continue
+            while j > start + first - 1:
+                j -= 1
+                if values[j] > running:
+                    running = values[j]
+            precision[i, t, r, k, a, m] = running
 
 
 def concatenate_matches(matcher: CocoMatcher, parts: Sequence[tuple[Matches, np.ndarray, int]]) -> Matches:
