@@ -66,6 +66,22 @@ def test_every_split_of_the_images_gives_the_whole_caches_result(name, seed):
         cache, dataset, spec, post, **axes).to_json()
 
 
+@pytest.mark.parametrize("executor", [None, ProcessExecutor(2)])
+def test_settings_in_waves(monkeypatch, caplog, executor):
+    import re
+
+    import detsearch.detection.sweep.shards as shards_module
+
+    cache, dataset = random_case(12, "two_stage", num_images=8)
+    whole = sweep_module.sweep(cache, dataset, TWO_STAGE, executor=executor, shards=3)
+    # Room for three settings' detections (8 images x 100) at a time: the 8 settings go in 3 waves.
+    monkeypatch.setattr(shards_module, "_HELD_BYTES", 3 * 8 * 100 * shards_module._BYTES_PER_DETECTION)
+    with caplog.at_level("INFO", logger=shards_module.__name__):
+        assert sweep_module.sweep(cache, dataset, TWO_STAGE, executor=executor, shards=3).to_json() == whole.to_json()
+    waves = [int(w) for w in re.findall(r"NMS settings x 3 image ranges, (\d+) waves", caplog.text)]
+    assert waves == [3, 1]  # the grid, then the chosen setting again
+
+
 def test_a_cache_read_from_a_directory_travels_as_its_path(tmp_path, monkeypatch):
     import pickle
 

@@ -45,6 +45,13 @@ logger = logging.getLogger(__name__)
 _ENGINE_SLOT = __name__
 """The `worker_cache` slot of the engine a process holds for its current image range."""
 
+_HELD_BYTES = 1 << 30
+"""About what the matched detections of the NMS settings still waiting for ranges may take in
+this process: `ShardedSweep.run` evaluates the settings in waves that stay under it."""
+
+_BYTES_PER_DETECTION = 150
+"""A matched detection in a range's answer: its entry, scores, match flags (`engine.Output`)."""
+
 
 def image_shards(num_images: int, shards: int) -> list[tuple[int, int]]:
     """``shards`` (at most ``num_images``) contiguous image ranges ``(start, stop)`` of near-equal
@@ -144,34 +151,45 @@ class ShardedSweep:
         self.matcher = CocoMatcher(ground_truth, image_ids=cache.meta.image_ids,
                                    max_detections=post_processing.max_eval_detections)
         self.entry_offsets = np.asarray(cache.entry_offsets, np.int64)
+        # At most this many detections per setting: every image at its cap.
+        self.max_detections = cache.num_images() * post_processing.max_total_detections
         self.score_cuts = [post_processing.threshold_cut(t) for t in grid.score_thresholds]
 
     def run(self, keys: Sequence[NmsKey], on_key: Callable[[NmsKey, KeyOutputs], None]) -> None:
         """Evaluates ``keys``; ``on_key(key, outputs)`` in this process as each key's ranges have all
         answered, with the merged `KeyOutputs` (cache entries, matches under all images)."""
         started = time.perf_counter()
-        # In this process one setting a task (the range's engine is held from task to task, and
-        # every setting reports as it is done); where tasks run side by side, every setting of a
-        # range in one task, so that a range's engine is built once.
-        per_task = [(key,) for key in keys] if self.executor.slots() == 1 else [tuple(keys)]
-        tasks = [(images, group) for images in self.shards for group in per_task]
+        keys = list(keys)
+        # A setting's answers wait here until its last range answers: in waves of settings whose
+        # detections fit `_HELD_BYTES` (one range: each is merged as it answers).
+        held = max(self.max_detections, 1) * _BYTES_PER_DETECTION
+        size = len(keys) if len(self.shards) == 1 else max(1, _HELD_BYTES // held)
+        waves = [keys[i:i + size] for i in range(0, len(keys), size)]
         waiting: dict[NmsKey, list[_Part]] = {key: [] for key in keys}
         seconds = {"build": 0.0, "work": 0.0, "merge": 0.0}
+        num_tasks = 0
+        for wave in waves:
+            # In this process one setting a task (the range's engine is held from task to task,
+            # and every setting reports as it is done); where tasks run side by side, every
+            # setting of the wave on a range in one task, so that the range's engine is built once.
+            per_task = [(key,) for key in wave] if self.executor.slots() == 1 else [tuple(wave)]
+            tasks = [(images, group) for images in self.shards for group in per_task]
+            num_tasks += len(tasks)
 
-        def arrived(index: int, parts: list[_Part]) -> None:
-            for key, part in zip(tasks[index][1], parts):
-                waiting[key].append(part)
-                seconds["build"] += part.build_seconds
-                seconds["work"] += part.work_seconds
-                if len(waiting[key]) == len(self.shards):
-                    merge_started = time.perf_counter()
-                    on_key(key, self.merge(waiting.pop(key)))
-                    seconds["merge"] += time.perf_counter() - merge_started
+            def arrived(index: int, parts: list[_Part], tasks=tasks) -> None:
+                for key, part in zip(tasks[index][1], parts):
+                    waiting[key].append(part)
+                    seconds["build"] += part.build_seconds
+                    seconds["work"] += part.work_seconds
+                    if len(waiting[key]) == len(self.shards):
+                        merge_started = time.perf_counter()
+                        on_key(key, self.merge(waiting.pop(key)))
+                        seconds["merge"] += time.perf_counter() - merge_started
 
-        self.executor.map(_shard_outputs, tasks, shared=self.source, on_result=arrived, keep=False)
-        logger.info("sweep: %d tasks (%d NMS settings x %d image ranges) in %.2fs: in the tasks %.2fs building "
-                    "engines and %.2fs evaluating; here %.2fs merging and accumulating",
-                    len(tasks), len(keys), len(self.shards), time.perf_counter() - started, seconds["build"],
+            self.executor.map(_shard_outputs, tasks, shared=self.source, on_result=arrived, keep=False)
+        logger.info("sweep: %d tasks (%d NMS settings x %d image ranges, %d waves) in %.2fs: in the tasks %.2fs "
+                    "building engines and %.2fs evaluating; here %.2fs merging and accumulating",
+                    num_tasks, len(keys), len(self.shards), len(waves), time.perf_counter() - started, seconds["build"],
                     seconds["work"], seconds["merge"])
 
     def outputs(self, key: NmsKey) -> KeyOutputs:
