@@ -174,6 +174,9 @@ def test_a_bad_flag_value_reaches_the_one_error_path(tmp_path, capsys):
     code, _, err = run(capsys, "sweep", *SWEEP, "--out", str(tmp_path / "out"), "--workers", "0")
     assert (code, err) == (2, "detsearch sweep: error: --workers must be an integer >= 1, got 0\n")
     assert not (tmp_path / "out").exists()
+    code, _, err = run(capsys, "sweep", *SWEEP, "--out", str(tmp_path / "out"), "--shards", "0")
+    assert (code, err) == (2, "detsearch sweep: error: --shards must be an integer >= 1, got 0\n")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.tf

@@ -231,5 +231,7 @@ def test_workers_give_the_same_outputs(tmp_path):
                  "--score-thresholds", "0.05,0.3", "--iou-thresholds", "0.4,0.5,0.6"]
     assert cli.main(arguments + ["--out", str(tmp_path / "one")]) == 0
     assert cli.main(arguments + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert cli.main(arguments + ["--out", str(tmp_path / "ranges"), "--shards", "7"]) == 0
     for name in ("result.json", "report.md"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ranges" / name).read_bytes()

@@ -138,7 +138,8 @@ def sweep(
         figures do not depend on it.
       executor: where the grid's tasks run: None or ``"local"`` (this process), ``"ray"``, or
         an `detsearch.executor.Executor`, e.g. ``ProcessExecutor(4)`` (four forked
-        processes). One task is one NMS setting on one range of images, both stages
+        processes). A task runs NMS settings (both stages) on one range of images and
+        matches their output; this process merges the ranges and accumulates
         (`detsearch.detection.sweep.shards`). The table does not depend on the executor or
         on ``shards``. The coordinate strategy runs in this process only.
       shards: the number of image ranges the grid is split into (at most one per image);
