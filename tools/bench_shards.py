@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_coco import IOUS, SCORES, build, disk_bytes  # noqa: E402
+from bench_coco import IOUS, SCORES, build_one_stage, disk_bytes  # noqa: E402
 
 LOG = re.compile(r"sweep: (\d+) tasks \(\d+ NMS settings x (\d+) image ranges, \d+ waves\) in ([\d.]+)s: in the "
                  r"tasks ([\d.]+)s building engines and ([\d.]+)s evaluating; here ([\d.]+)s merging")
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                         help="where the cache is made and kept (default: the temp folder, shared with bench_coco.py)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    cache, annotations = build(args.work, args.images, args.rows_per_image, args.seed)
+    cache, annotations = build_one_stage(args.work, args.images, args.rows_per_image, args.seed)
     on_disk = disk_bytes(cache)
     print(f"cache: {cache} ({args.images} images, {on_disk / 1e9:.2f} GB on disk); nms_version {args.nms_version}; "
           f"{os.cpu_count()} CPUs here")

@@ -823,7 +823,7 @@ def group_scale(ctx: Context) -> list[Figure]:
                               f"{figures_json['ray_task_round_trip_ms']:.2f} ms per empty task", "Ray's own costs:"),
                       (scale, f"Ray spent {over['sweep']:.1f} s (sweep) and {over['trials']:.1f} s (trials) more",
                        "Against a perfect split over the 2 CPUs"),
-                      (scale, f"(`ProcessExecutor(2)`) shares them and took {forked:.2f} s", "shares them and took"),
+                      (scale, f"(`ProcessExecutor(2)`) took {forked:.2f} s", "`ProcessExecutor(2)`) took"),
                       (scale, f"({total_ray:.1f} s vs {total_local:.1f} s)", "workloads together took"),
                       timing=True))
     return out
