@@ -1,5 +1,5 @@
-"""The grid sweep over image shards: each task evaluates one NMS setting on a range of images,
-and this process merges the ranges' matches and accumulates once.
+"""The grid sweep over image ranges: a task evaluates NMS settings on a range of images, and
+this process merges the ranges' matches and accumulates once.
 
 Why merging is exact: NMS (both stages) and COCO matching look at one image at a time, so a
 range's NMS output and matches are the whole cache's restricted to those images. COCO
@@ -18,7 +18,7 @@ process's next task on the same range (`detsearch.executor.worker_cache`), so ta
 by range; where tasks run side by side (Ray, forked processes) one task holds every NMS setting
 of a range, so that each range's engine is built once. The first stage of two-stage caches
 runs in the tasks too. A setting's rows are made once all ranges answered it, and its arrays
-are dropped.
+are dropped; the settings go in waves, so that those waiting for ranges fit `_HELD_BYTES`.
 """
 
 from __future__ import annotations
