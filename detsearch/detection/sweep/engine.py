@@ -307,10 +307,6 @@ class SweepEngine:
         ground truth's) and their COCO boxes."""
         return self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)], self.entry_xywh(entries)
 
-    def category_names(self) -> tuple[str, ...]:
-        """Category names by category position (the ground truth's categories)."""
-        return tuple(self.matcher.ground_truth.category_names)
-
     @property
     def evaluated(self) -> Mapping[NmsKey, list[SweepRow]]:
         """Rows of every NMS setting evaluated so far, by setting."""

@@ -135,19 +135,22 @@ class ShardedSweep:
       cache: the cache: tasks read their ranges from ``cache.path`` where it has one, else get
         ``cache`` through the executor.
       ground_truth, grid, post_processing, nms_backend: as `SweepEngine`'s.
-      shards: the number of image ranges (at most one per image).
+      shards: the number of image ranges (at most one per image); None: one where tasks run one
+        after the other, else twice the executor's slots.
       executor: where the tasks run.
       token: names this sweep in the workers' `worker_cache`.
     """
 
     def __init__(self, cache: DetectionCache, ground_truth: GroundTruth, grid: Grid,
-                 post_processing: PostProcessing, nms_backend: NmsBackend, shards: int, executor: Executor,
+                 post_processing: PostProcessing, nms_backend: NmsBackend, shards: int | None, executor: Executor,
                  token: str):
         self.grid = grid
         self.executor = executor
+        slots = executor.slots()
+        self.side_by_side = slots > 1  # tasks run at once: a range's settings share a task
         path = None if cache.path is None else os.fspath(cache.path)
         self.source = _ShardSource(token, path, cache, ground_truth, grid, post_processing, nms_backend)
-        self.shards = image_shards(cache.num_images(), shards)
+        self.shards = image_shards(cache.num_images(), shards or (2 * slots if self.side_by_side else 1))
         self.matcher = CocoMatcher(ground_truth, image_ids=cache.meta.image_ids,
                                    max_detections=post_processing.max_eval_detections)
         self.entry_offsets = np.asarray(cache.entry_offsets, np.int64)
@@ -172,7 +175,7 @@ class ShardedSweep:
             # In this process one setting a task (the range's engine is held from task to task,
             # and every setting reports as it is done); where tasks run side by side, every
             # setting of the wave on a range in one task, so that the range's engine is built once.
-            per_task = [(key,) for key in wave] if self.executor.slots() == 1 else [tuple(wave)]
+            per_task = [tuple(wave)] if self.side_by_side else [(key,) for key in wave]
             tasks = [(images, group) for images in self.shards for group in per_task]
             num_tasks += len(tasks)
 

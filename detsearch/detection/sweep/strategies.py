@@ -224,8 +224,7 @@ class _Run:
         keys = self.grid.nms_keys()
         started = time.perf_counter()
         if self.strategy == "grid":
-            shards = self.shards or (1 if self.executor.slots() == 1 else 2 * self.executor.slots())
-            sharded = ShardedSweep(cache, gt, self.grid, self.post_processing, self.nms_backend, shards,
+            sharded = ShardedSweep(cache, gt, self.grid, self.post_processing, self.nms_backend, self.shards,
                                    self.executor, uuid.uuid4().hex)
             evaluated: dict = {}
 
@@ -237,7 +236,8 @@ class _Run:
             try:
                 sharded.run(keys, add_rows)
                 table, best_row, top_row = self._choose(evaluated, started)
-                outputs = sharded.outputs(self.grid.key_of(best_row.params))
+                key = self.grid.key_of(best_row.params)
+                outputs = sharded.outputs(key)
             finally:
                 sharded.close()
             matcher = sharded.matcher
@@ -245,8 +245,8 @@ class _Run:
             engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
             _coordinate_search(engine, keys, self.objective, self.budget, self.progress)
             table, best_row, top_row = self._choose(engine.evaluated, started)
-            outputs, matcher = engine.outputs(self.grid.key_of(best_row.params)), engine.matcher
-        key = self.grid.key_of(best_row.params)
+            key = self.grid.key_of(best_row.params)
+            outputs, matcher = engine.outputs(key), engine.matcher
         # Soft NMS outputs decayed scores: the written threshold separates those (all of them).
         lowest = min(self.grid.score_thresholds)
         output = (outputs.at(max(self.grid.caps) if self.grid.caps else None, lowest).scores if key.soft_nms_sigma
@@ -271,7 +271,6 @@ class _Run:
             max_eval_detections=self.post_processing.max_eval_detections,
             chosen=chosen,
         )
-
 
     def _choose(self, evaluated: Mapping[NmsKey, list[SweepRow]], started: float
                 ) -> tuple[tuple[SweepRow, ...], SweepRow, SweepRow]:
