@@ -1,4 +1,4 @@
-"""COCO bounding-box evaluation, equal to pycocotools to the last bit, vectorized.
+"""COCO bounding-box evaluation, equal to pycocotools to the last bit, compiled.
 
 `evaluate_bbox` returns pycocotools' 12 summary stats (``COCOeval(gt, dt, "bbox")`` then
 ``evaluate(); accumulate(); summarize()``) and its ``precision`` / ``recall`` arrays, bitwise
@@ -35,19 +35,19 @@ With ``max_detections`` 100 every stat is pycocotools' to the bit.
 Why it is fast, and what the threshold sweep reuses (`CocoMatcher`, `Matches`):
 
 - IoUs against ground truth depend only on the boxes: `CocoMatcher.iou_pairs` computes them
-  once and keeps only pairs with IoU >= 0.5 (no other pair can ever match).
-- Matching walks detections in descending score per (image, category): the rank-``r``
-  detections of all groups are matched at once, for all 10 thresholds and 4 area ranges, so
-  the Python loop runs at most 100 times. The match of any score-threshold prefix is the
-  prefix of the full match.
+  once (a compiled pass over each detection's image and category) and keeps only pairs with
+  IoU >= 0.5 (no other pair can ever match).
+- Matching is one compiled pass over the detections in (image, category, rank) order
+  (`_greedy`), for all 10 thresholds and 4 area ranges. The match of any score-threshold
+  prefix is the prefix of the full match.
 - The precision envelope read at a recall threshold only depends on the precision at true
-  positives, so the accumulation works on the (few) true positives; a higher score threshold
-  truncates the score-sorted arrays, so `Matches.evaluate` answers many thresholds from one
-  matching pass.
-
-- Reading the envelope is one compiled pass (`_read_envelopes`, numba) per score threshold
-  over each (maxDets, area, IoU, category)'s true positives, from the last kept one back to the
-  first a recall threshold needs.
+  positives, so the accumulation works on the (few) true positives: one compiled walk in
+  pycocotools' accumulation order writes the precision at each (`_precision_at_true_positives`).
+  A higher score threshold truncates the score-sorted arrays, so `Matches.evaluate` answers
+  many thresholds from one matching pass.
+- Reading the envelope is one compiled pass (`_read_envelopes`) per score threshold over each
+  (maxDets, area, IoU, category)'s true positives, from the last kept one back to the first a
+  recall threshold needs.
 
 This module imports NumPy and numba (pycocotools is the oracle in the tests, never a
 dependency here).
@@ -64,7 +64,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numba
 import numpy as np
 
-from detsearch.detection.boxes import iou_xywh_pairs
 from detsearch.detection.coco import coco_document, parse_instances
 
 __all__ = [
@@ -429,37 +428,26 @@ class CocoMatcher:
 
     # -- IoU --------------------------------------------------------------------------------
 
-    def iou_pairs(self, image_pos, category_pos, boxes_xywh, *, chunk_size: int = 1 << 20) -> IouPairs:
+    def iou_pairs(self, image_pos, category_pos, boxes_xywh) -> IouPairs:
         """IoU >= 0.5 pairs of each detection with the ground truth of its image and category.
 
         Args:
           image_pos: int ``[D]`` positions among `image_ids`.
           category_pos: int ``[D]`` positions among `category_ids`.
           boxes_xywh: float64 ``[D, 4]``.
-          chunk_size: detections per vectorized chunk (bounds memory).
         """
         image_pos = np.asarray(image_pos, np.int64).reshape(-1)
         category_pos = np.asarray(category_pos, np.int64).reshape(-1)
-        boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
-        total = len(boxes)
-        counts = np.zeros(total, np.int64)
-        gt_parts, iou_parts = [], []
-        for start in range(0, total, chunk_size):
-            stop = min(total, start + chunk_size)
-            group = image_pos[start:stop] * self.num_categories + category_pos[start:stop]
-            first = np.searchsorted(self._gt_group, group, side="left")
-            n_gt = np.searchsorted(self._gt_group, group, side="right") - first
-            det = np.repeat(np.arange(stop - start), n_gt)
-            gt = ragged_arange(first, n_gt)
-            iou = iou_xywh_pairs(boxes[start:stop][det], self._gt_boxes[gt], self._gt_crowd[gt])
-            keep = iou >= _MIN_MATCH_IOU
-            counts[start:stop] = np.bincount(det[keep], minlength=stop - start)
-            gt_parts.append(gt[keep])
-            iou_parts.append(iou[keep])
-        offsets = np.zeros(total + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        gt_index = np.concatenate(gt_parts) if gt_parts else np.zeros(0, np.int64)
-        ious = np.concatenate(iou_parts) if iou_parts else np.zeros(0, np.float64)
+        boxes = np.ascontiguousarray(boxes_xywh, np.float64).reshape(-1, 4)
+        group = image_pos * self.num_categories + category_pos
+        first = np.searchsorted(self._gt_group, group, side="left")
+        stop = np.searchsorted(self._gt_group, group, side="right")
+        offsets = np.zeros(len(boxes) + 1, np.int64)
+        _count_pairs(boxes, first, stop, self._gt_boxes, self._gt_crowd, _MIN_MATCH_IOU, offsets[1:])
+        np.cumsum(offsets, out=offsets)
+        gt_index = np.empty(offsets[-1], np.int64)
+        ious = np.empty(offsets[-1], np.float64)
+        _fill_pairs(boxes, first, stop, self._gt_boxes, self._gt_crowd, _MIN_MATCH_IOU, offsets, gt_index, ious)
         return IouPairs(offsets, gt_index, ious)
 
     # -- matching ---------------------------------------------------------------------------
@@ -496,8 +484,9 @@ class CocoMatcher:
             # Already by image and descending score (NMS output): a stable sort by group keeps
             # score order and input order for ties.
             order = np.argsort(group, kind="stable")
-        else:
-            order = np.lexsort((np.arange(n), -scores, group))
+        else:  # by descending score (stable), then a counting sort by group (stable)
+            order = _stable_group_order(np.argsort(-scores, kind="stable"), group,
+                                        self.num_images * self.num_categories)
         group_sorted = group[order]
         starts = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]]) if n else np.zeros(0, np.int64)
         rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
@@ -512,7 +501,7 @@ class CocoMatcher:
         lows = np.array([r[0] for r in AREA_RANGES], np.float64)
         highs = np.array([r[1] for r in AREA_RANGES], np.float64)
         area_out = (det_area[:, None] < lows) | (det_area[:, None] > highs)  # [D, A]
-        tp, counted = self._greedy_match(rank, pairs, area_out)
+        tp, counted = self._greedy_match(pairs, area_out)
         return Matches(
             matcher=self,
             image_pos=image_pos[order],
@@ -526,53 +515,104 @@ class CocoMatcher:
             has_pairs=np.diff(pairs.offsets) > 0,
         )
 
-    def _greedy_match(self, rank: np.ndarray, pairs: IouPairs, area_out: np.ndarray):
-        n = len(rank)
+    def _greedy_match(self, pairs: IouPairs, area_out: np.ndarray):
+        n = len(pairs)
         tp = np.zeros((n, _NUM_A, _NUM_T), bool)
         counted = np.repeat(~area_out[:, :, None], _NUM_T, axis=2)
-        pair_count = np.diff(pairs.offsets)
-        with_pairs = np.flatnonzero(pair_count > 0)
-        if with_pairs.size == 0:
-            return tp, counted
         taken = np.zeros((len(self._gt_rows), _NUM_A, _NUM_T), bool)
-        by_rank = with_pairs[np.argsort(rank[with_pairs], kind="stable")]
-        rank_bounds = np.searchsorted(rank[by_rank], np.arange(self.max_rank + 1))
-        thresholds = _MATCH_THRESHOLDS[None, None, :]
-        for r in range(self.max_rank):
-            dets = by_rank[rank_bounds[r] : rank_bounds[r + 1]]
-            if dets.size == 0:
-                continue
-            counts = pair_count[dets]
-            rows = ragged_arange(pairs.offsets[dets], counts)
-            seg_starts = np.zeros(len(dets), np.int64)
-            np.cumsum(counts[:-1], out=seg_starts[1:])
-            seg_of_pair = np.repeat(np.arange(len(dets)), counts)
-            gt = pairs.gt_index[rows]
-            iou = pairs.iou[rows]
-            eligible = (iou[:, None, None] >= thresholds) & (~taken[gt] | self._gt_crowd[gt][:, None, None])
-            # One integer key per (pair, area, threshold): non-ignored ground truth first
-            # (pycocotools sorts ignored boxes last and stops at the first ignored box once a
-            # non-ignored one matched), then the IoU (bits of a positive float order like its
-            # value); -1 when not eligible.
-            preferred = (~self._gt_ignore[gt]).astype(np.int64) << 62  # [P, A]
-            key = np.where(eligible, (preferred | iou.view(np.int64)[:, None])[:, :, None], -1)
-            best = np.maximum.reduceat(key, seg_starts, axis=0)
-            is_best = (key == best[seg_of_pair]) & (key >= 0)
-            # ">= running best" in pycocotools' loop: the last box of equal IoU wins.
-            pair_number = np.arange(len(rows), dtype=np.int64)[:, None, None]
-            winner = np.maximum.reduceat(np.where(is_best, pair_number, -1), seg_starts, axis=0)
-            matched = winner >= 0
-            d_idx, a_idx, t_idx = np.nonzero(matched)
-            gt_won = gt[winner[d_idx, a_idx, t_idx]]
-            taken[gt_won, a_idx, t_idx] = True
-            won_ignored = self._gt_ignore[gt_won, a_idx]
-            dtm_nonzero = self._gt_id_nonzero[gt_won]
-            det_rows = dets[d_idx]
-            tp[det_rows, a_idx, t_idx] = dtm_nonzero & ~won_ignored
-            # dtIg = gtIg[m] for a match, or-ed with "dtm == 0 and outside the area range".
-            is_ignored = won_ignored | (~dtm_nonzero & area_out[det_rows, a_idx])
-            counted[det_rows, a_idx, t_idx] = ~is_ignored
+        _greedy(pairs.offsets, pairs.gt_index, pairs.iou, _MATCH_THRESHOLDS, self._gt_ignore, self._gt_crowd,
+                self._gt_id_nonzero, area_out, taken, tp, counted)
         return tp, counted
+
+
+@numba.njit(cache=True, nogil=True)
+def _stable_group_order(order, group, num_groups):
+    """``order`` stably sorted by ``group[order]`` (a counting sort; groups in ``[0, num_groups)``)."""
+    starts = np.zeros(num_groups + 1, np.int64)
+    for d in order:
+        starts[group[d] + 1] += 1
+    for g in range(num_groups):
+        starts[g + 1] += starts[g]
+    out = np.empty_like(order)
+    for d in order:
+        out[starts[group[d]]] = d
+        starts[group[d]] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _pair_iou(d, g, crowd):
+    """pycocotools' bbIou of two ``[x, y, w, h]`` boxes (`boxes.iou_xywh_pairs`, one pair)."""
+    width = min(d[2] + d[0], g[2] + g[0]) - max(d[0], g[0])
+    height = min(d[3] + d[1], g[3] + g[1]) - max(d[1], g[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    intersection = width * height
+    area_d = d[2] * d[3]
+    union = area_d if crowd else area_d + g[2] * g[3] - intersection
+    return intersection / union
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_pairs(boxes, first, stop, gt_boxes, gt_crowd, min_iou, counts):
+    """``counts[d]``: ground truth boxes ``first[d]:stop[d]`` with IoU >= ``min_iou`` with box d."""
+    for d in range(len(boxes)):
+        count = 0
+        for g in range(first[d], stop[d]):
+            if _pair_iou(boxes[d], gt_boxes[g], gt_crowd[g]) >= min_iou:
+                count += 1
+        counts[d] = count
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_pairs(boxes, first, stop, gt_boxes, gt_crowd, min_iou, offsets, gt_index, ious):
+    """The pairs `_count_pairs` counted, in ground truth order, at ``offsets[d]:offsets[d + 1]``."""
+    for d in range(len(boxes)):
+        j = offsets[d]
+        for g in range(first[d], stop[d]):
+            iou = _pair_iou(boxes[d], gt_boxes[g], gt_crowd[g])
+            if iou >= min_iou:
+                gt_index[j] = g
+                ious[j] = iou
+                j += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy(offsets, gt_index, ious, thresholds, gt_ignore, gt_crowd, gt_id_nonzero, area_out, taken, tp, counted):
+    """pycocotools' greedy matching (``evaluateImg``), every area range and IoU threshold.
+
+    Detections are in (image, category, rank) order, so each (image, category)'s detections
+    come best score first and ground truth of other groups is never among their pairs (in
+    ground truth file order). For each (area ``a``, threshold ``t``), a detection takes the
+    eligible pair (IoU >= the threshold; its box not taken, or a crowd region) whose box is not
+    ignored, else an ignored one, of highest IoU, the last of equal IoU (pycocotools' loop
+    over ground truth sorted ignored-last, ``>=`` the running best, stopping at the first
+    ignored box once a non-ignored one matched). Writes ``taken`` (the box's ``gtm``), ``tp``
+    and ``counted``; a detection without a match keeps ``counted = not area_out``.
+    """
+    num_a, num_t = tp.shape[1], tp.shape[2]
+    for d in range(len(offsets) - 1):
+        start, stop = offsets[d], offsets[d + 1]
+        for a in range(num_a):
+            for t in range(num_t):
+                best = -1
+                best_kept = False
+                best_iou = 0.0
+                for p in range(start, stop):
+                    g = gt_index[p]
+                    iou = ious[p]
+                    if iou < thresholds[t] or (taken[g, a, t] and not gt_crowd[g]):
+                        continue
+                    kept = not gt_ignore[g, a]
+                    if best < 0 or (kept and not best_kept) or (kept == best_kept and iou >= best_iou):
+                        best, best_kept, best_iou = p, kept, iou
+                if best < 0:
+                    continue
+                g = gt_index[best]
+                taken[g, a, t] = True
+                tp[d, a, t] = gt_id_nonzero[g] and best_kept
+                # dtIg = gtIg[m] for a match, or-ed with "dtm == 0 and outside the area range".
+                counted[d, a, t] = best_kept and (gt_id_nonzero[g] or not area_out[d, a])
 
 
 def _positions(sorted_ids: np.ndarray, ids, message: str) -> np.ndarray:
@@ -725,59 +765,20 @@ class Matches:
         if self.matcher.num_categories <= np.iinfo(np.uint16).max:
             category_key = category_key.astype(np.uint16)
         order = order[np.argsort(category_key, kind="stable")]
-        category = self.category_pos[order]
-        scores = self.scores[order]
-        rank = self.rank[order]
         num_k = self.matcher.num_categories
-        # Position of a true positive among the counted detections of its category = cumulative
-        # count of counted detections. An unmatched detection is counted iff its area is in
-        # range, whatever the IoU threshold, so the count is a per-area cumulative sum plus
-        # corrections from the few detections that have IoU >= 0.5 pairs (`has_pairs`).
-        area_ok = ~self.area_out[order]
-        area_ok_t = np.ascontiguousarray(area_ok.T).view(np.int8)  # [A, D]
-        touched = self.has_pairs[order]
-        col_area = np.repeat(np.arange(_NUM_A), _NUM_T)  # area of column a * T + t
-        seg_parts, pr_parts, score_parts = [], [], []
-        for m_index, max_det in enumerate(self.matcher.max_dets):
-            if max_det < self.matcher.max_rank:
-                rows = np.flatnonzero(rank < max_det)
-                cat, area_rows, touched_rows = category[rows], area_ok_t[:, rows], touched[rows]
-            else:  # every detection: no copies
-                rows, cat, area_rows, touched_rows = None, category, area_ok_t, touched
-            default_cum = np.cumsum(area_rows, axis=1, dtype=np.int32)
-            special = np.flatnonzero(touched_rows)
-            special_rows = special if rows is None else rows[special]
-            source = order[special_rows]
-            counted_s = self.counted[source].reshape(len(source), _NUM_A * _NUM_T)
-            delta = counted_s.view(np.int8) - area_ok[special_rows][:, col_area].view(np.int8)
-            # Summed along rows of the [columns, rows] copy: numpy's cumsum down axis 0 of a
-            # [rows, 40] int8 array is many times slower.
-            delta_cum = np.cumsum(np.ascontiguousarray(delta.T), axis=1, dtype=np.int32).T
-            tp_s = self.true_positive[source].reshape(len(source), _NUM_A * _NUM_T)
-            col, j = np.nonzero(np.ascontiguousarray(tp_s.T))
-            p = special[j]
-            tp_cat = cat[p]
-            before = np.searchsorted(cat, tp_cat, side="left") - 1  # last row before the category
-            safe = np.maximum(before, 0)
-            j_before = np.searchsorted(special, before, side="right") - 1
-            counted_before = np.where(before >= 0, default_cum[col_area[col], safe], 0) + np.where(
-                j_before >= 0, delta_cum[np.maximum(j_before, 0), col], 0
-            )
-            position = default_cum[col_area[col], p] + delta_cum[j, col] - counted_before
-            segment = (m_index * _NUM_A * _NUM_T + col) * num_k + tp_cat
-            seg_first = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]]) if len(segment) else np.zeros(0, np.int64)
-            ordinal = np.arange(len(segment)) - np.repeat(seg_first, np.diff(np.r_[seg_first, len(segment)])) + 1
-            tp_f = ordinal.astype(np.float64)
-            fp_f = (position - ordinal).astype(np.float64)
-            seg_parts.append(segment)
-            pr_parts.append(tp_f / (fp_f + tp_f + _EPS))
-            score_parts.append(scores[special_rows[j]])
-        segment = np.concatenate(seg_parts)
-        precision_at_tp = np.concatenate(pr_parts)
-        tp_scores = np.concatenate(score_parts)
         num_segments = _NUM_M * _NUM_A * _NUM_T * num_k
-        # Segment s's true positives are seg_bounds[s]:seg_bounds[s + 1] (segment ascends).
-        seg_bounds = np.searchsorted(segment, np.arange(num_segments + 1))
+        max_dets = np.asarray(self.matcher.max_dets, np.int64)
+        # Segment s = ((m * A + a) * T + t) * K + k holds its true positives at
+        # seg_bounds[s]:seg_bounds[s + 1], in the category's score order.
+        seg_bounds = np.zeros(num_segments + 1, np.int64)
+        _count_true_positives(order, self.category_pos, self.rank, self.has_pairs, self.true_positive, max_dets,
+                              seg_bounds[1:])
+        np.cumsum(seg_bounds, out=seg_bounds)
+        precision_at_tp = np.empty(seg_bounds[-1], np.float64)
+        tp_scores = np.empty(seg_bounds[-1], np.float64)
+        _precision_at_true_positives(order, self.category_pos, self.rank, self.scores, self.has_pairs, ~self.area_out,
+                                     self.counted, self.true_positive, max_dets, seg_bounds, _EPS, precision_at_tp,
+                                     tp_scores)
         # First TP ordinal (1-based) each recall threshold needs, per segment: [S, R].
         need = self.matcher._first_tp  # [K, A, R]
         need = np.broadcast_to(need.transpose(1, 0, 2)[None, :, None, :, :], (_NUM_M, _NUM_A, _NUM_T, num_k, _NUM_R))
@@ -826,6 +827,70 @@ class Matches:
                 )
             )
         return results
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_true_positives(order, category, rank, has_pairs, true_positive, max_dets, counts):
+    """``counts[s]``: true positives of segment ``s = ((m * A + a) * T + t) * K + k``."""
+    num_k = len(counts) // (len(max_dets) * true_positive.shape[1] * true_positive.shape[2])
+    num_a, num_t = true_positive.shape[1], true_positive.shape[2]
+    for d in order:
+        if not has_pairs[d]:  # never matched
+            continue
+        for m in range(len(max_dets)):
+            if rank[d] >= max_dets[m]:
+                continue
+            for a in range(num_a):
+                for t in range(num_t):
+                    if true_positive[d, a, t]:
+                        counts[((m * num_a + a) * num_t + t) * num_k + category[d]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _precision_at_true_positives(order, category, rank, scores, has_pairs, area_ok, counted, true_positive, max_dets,
+                                 seg_bounds, eps, precision, tp_scores):
+    """pycocotools' ``tp / (fp + tp + eps)`` at each true positive, with its score.
+
+    ``order`` is pycocotools' accumulation order: by category, descending score, ascending
+    image, rank. Walking it, for each maxDets ``m``, the counted detections of a category so far are,
+    per (area, IoU threshold) column, the area's in-range count (what an unmatched detection
+    adds everywhere) plus corrections from detections that have IoU >= 0.5 pairs. Each
+    segment's true positives are written at ``seg_bounds[s]`` on, in this order.
+    """
+    num_a, num_t = true_positive.shape[1], true_positive.shape[2]
+    num_m = len(max_dets)
+    num_k = (len(seg_bounds) - 1) // (num_m * num_a * num_t)
+    fill = seg_bounds[:-1].copy()
+    area_count = np.zeros((num_m, num_a), np.int64)
+    delta = np.zeros((num_m, num_a, num_t), np.int64)
+    tp_count = np.zeros((num_m, num_a, num_t), np.int64)
+    current = -1
+    for d in order:
+        k = category[d]
+        if k != current:
+            current = k
+            area_count[:] = 0
+            delta[:] = 0
+            tp_count[:] = 0
+        for m in range(num_m):
+            if rank[d] >= max_dets[m]:
+                continue
+            for a in range(num_a):
+                if area_ok[d, a]:
+                    area_count[m, a] += 1
+            if not has_pairs[d]:
+                continue
+            for a in range(num_a):
+                for t in range(num_t):
+                    delta[m, a, t] += np.int64(counted[d, a, t]) - np.int64(area_ok[d, a])
+                    if true_positive[d, a, t]:
+                        tp_count[m, a, t] += 1
+                        tp = tp_count[m, a, t]
+                        fp = area_count[m, a] + delta[m, a, t] - tp
+                        s = ((m * num_a + a) * num_t + t) * num_k + k
+                        precision[fill[s]] = np.float64(tp) / (np.float64(fp) + np.float64(tp) + eps)
+                        tp_scores[fill[s]] = scores[d]
+                        fill[s] += 1
 
 
 @numba.njit(cache=True, nogil=True)

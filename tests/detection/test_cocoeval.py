@@ -159,6 +159,30 @@ def test_edge_cases():
         assert_same(pycocotools_eval(dataset, results), cocoeval.evaluate_results(dataset, results)), name
 
 
+def test_equal_ious_go_to_the_last_box_and_an_iou_of_exactly_one_half_matches():
+    # Two boxes of one place, the first with annotation id 0 (counted unmatched when taken):
+    # the best detection takes the last of equal IoU, so it is the true positive, not the third.
+    dataset = {
+        "images": [{"id": 1}, {"id": 2}],
+        "categories": [{"id": 5}],
+        "annotations": [
+            {"id": 0, "image_id": 1, "category_id": 5, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 7, "image_id": 1, "category_id": 5, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 8, "image_id": 2, "category_id": 5, "bbox": [0, 0, 10, 20], "area": 200, "iscrowd": 0},
+        ],
+    }
+    results = [
+        {"image_id": 1, "category_id": 5, "bbox": [0, 0, 20, 20], "score": 0.9},
+        {"image_id": 1, "category_id": 5, "bbox": [100, 100, 10, 10], "score": 0.8},
+        {"image_id": 1, "category_id": 5, "bbox": [0, 0, 20, 20], "score": 0.7},
+        {"image_id": 2, "category_id": 5, "bbox": [0, 0, 10, 10], "score": 0.6},  # IoU 100 / 200
+    ]
+    ours = cocoeval.evaluate_results(dataset, results)
+    assert_same(pycocotools_eval(dataset, results), ours)
+    assert ours.precision[0, 0, 0, 0, 2] > 0.99  # at IoU 0.5 the best detection is a true positive
+    assert ours.recall[0, 0, 0, 2] == 2 / 3  # and so is the one at IoU exactly 0.5; the third is not
+
+
 def test_no_detections_gives_zero_ap_and_minus_one_without_ground_truth():
     dataset = {
         "images": [{"id": 1}],
