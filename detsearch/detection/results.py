@@ -1,7 +1,8 @@
 """COCO results JSON (``[{image_id, category_id, bbox, score}, ...]``) read by columns.
 
-`read_results` decodes the file with msgspec's typed JSON decoder straight into records of four
-typed fields, then checks every rule on NumPy columns at once; the values are the file's own
+`read_results` reads a file of the common shape (the four keys and nothing else) with a compiled
+scanner straight into columns (`results_scan`), any other file with msgspec's typed JSON decoder
+into records of four typed fields; then it checks every rule on NumPy columns at once; the values are the file's own
 (float64, correctly rounded, as Python's ``json`` gives them) and the order is the file's order.
 Only when a rule fails is the file parsed again record by record, to name the first offending
 record in the same words as always (`describe_bad_record`).
@@ -19,6 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import msgspec
 import numpy as np
+
+from detsearch.detection.results_scan import scan_results
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
@@ -142,10 +145,17 @@ def read_results(source: str | os.PathLike | Sequence[Mapping[str, Any]], *, ima
     if isinstance(source, (str, os.PathLike)):
         where = str(source)
         data = _read_bytes(source)
-        try:
-            records = _DECODER.decode(data)
-        except (msgspec.DecodeError, OverflowError, RecursionError):
+        scanned = scan_results(data)
+        if scanned is not None:
+            columns = ResultColumns(*scanned, where=where)
+            if not len(_bad_rows(columns, image_array, category_array)):
+                return columns
             records = None  # explained below from a plain parse
+        else:
+            try:
+                records = _DECODER.decode(data)
+            except (msgspec.DecodeError, OverflowError, RecursionError):
+                records = None  # explained below from a plain parse
     else:
         where, data = "<detections>", None
         records = None if not isinstance(source, list) else _structs(source)
