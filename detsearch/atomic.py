@@ -1,7 +1,8 @@
 """Atomic writes: a reader sees the old file (or directory) or the whole new one, never a part.
 
 Files: `atomic_path`, `write_bytes_atomic`, `write_json_atomic`. Directories: build the new
-content in `sibling_path(target, "tmp")`, then `replace_directory` it onto the target.
+content in `sibling_path(target, "tmp")`, then `replace_directory` it onto the target. Journals:
+`append_line` (a record durable before the caller goes on).
 """
 
 from __future__ import annotations
@@ -170,3 +171,18 @@ def replace_directory(tmp: str | os.PathLike, target: str | os.PathLike) -> Path
     fsync_directory(target.parent)
     remove_stale_siblings(target, "old")
     return target
+
+
+def append_line(path: str | os.PathLike, line: bytes) -> None:
+    """Appends ``line`` (one record, ending in a newline) to ``path`` with one ``write``, flushed
+    and fsynced before returning. A kill can at worst leave a truncated last line; the next
+    append starts on a new line, so it never swallows a record."""
+    with open(path, "ab") as handle:
+        if handle.tell() > 0:
+            with open(path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    line = b"\n" + line
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -8,6 +8,7 @@ and exit status 2; nothing is written to the output directory then.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from detsearch.checks import optional_positive_int
@@ -18,6 +19,10 @@ from detsearch.errors import BadSetting
 from detsearch.executor import ProcessExecutor, add_executor_arguments, executor_from_args
 
 HELP = "choose NMS score/IoU thresholds on cached raw predictions"
+
+JOURNAL_FILE = ".sweep.journal.jsonl"
+"""In --out while a sweep runs: its finished NMS settings (a killed sweep started again reuses
+them); removed once result.json is written."""
 
 DESCRIPTION = """\
 Chooses detection post-processing thresholds on raw (pre-NMS) predictions: for every
@@ -36,7 +41,9 @@ the post-processing.
 
 Writes OUT/result.json (best, objective, tolerance, table; per_class and holdout when asked),
 OUT/report.md, OUT/per_class_thresholds.json (with --per-class) and the pictures heatmap.png,
-pr_curve.png, f1_curve.png, pareto.png and per_class.png.
+pr_curve.png, f1_curve.png, pareto.png and per_class.png. While it runs, OUT/.sweep.journal.jsonl
+records each finished NMS setting: killed and started again with the same arguments, a sweep
+computes only the rest, and its outputs are the uninterrupted run's.
 """
 
 EPILOG = """\
@@ -203,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
     executor = executor_from_args(args)
     if args.workers > 1 and args.strategy == "grid":
         executor = ProcessExecutor(args.workers)
+    journal = out / JOURNAL_FILE
+    if journal.exists():
+        print(f"detsearch sweep: {journal} holds an unfinished sweep's progress: its finished NMS settings are reused "
+              f"where the inputs and settings are the same", file=sys.stderr)
     progress, close = progress_bar(args.no_progress, "NMS setting")
     try:
         result = sweep_module.sweep(
@@ -216,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
             executor=executor,
             shards=args.shards,
             progress=progress,
+            journal=journal,
             **options,
         )
     finally:
@@ -224,5 +236,6 @@ def run(args: argparse.Namespace) -> int:
     from detsearch.detection.report import print_summary, write_outputs
 
     write_outputs(result, out)
+    journal.unlink(missing_ok=True)  # result.json is in place: nothing to resume
     print_summary(result, out)
     return 0

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from detsearch.atomic import append_line
 from detsearch.selector.curves import Curve
 
 logger = logging.getLogger(__name__)
@@ -18,9 +19,9 @@ JOURNAL_FILE = "journal.jsonl"
 class Journal:
     """Finished trials by key, stored one JSON object per line in ``directory/journal.jsonl``.
 
-    Each record is written with a single ``write`` of one line, flushed and fsynced before the
-    search goes on, so a kill can at worst leave a truncated last line; such a line is ignored
-    on load (that trial simply runs again). ``directory=None`` keeps the journal in memory.
+    Each record is one line, durable before the search goes on (`atomic.append_line`), so a
+    kill can at worst leave a truncated last line; such a line is ignored on load (that trial
+    simply runs again). ``directory=None`` keeps the journal in memory.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None):
@@ -51,17 +52,7 @@ class Journal:
         self._records[key] = record
         if self.path is None:
             return
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        with open(self.path, "ab") as f:
-            # A truncated line from an earlier kill must not swallow this record.
-            if f.tell() > 0:
-                with open(self.path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        line = b"\n" + line
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
     def __len__(self) -> int:
         return len(self._records)

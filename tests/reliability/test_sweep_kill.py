@@ -135,3 +135,38 @@ def test_killed_at_each_rename_of_the_outputs(tmp_path, runs, crash_at, when):
     if when == "before":
         assert any(name.startswith(f".{OUTPUTS[crash_at - 1]}.") for name in os.listdir(out))  # the unrenamed temporary
     rerun_matches_reference(out, reference)
+
+
+CRASH_AFTER_FIRST_SETTING = """
+    import os, sys
+    from detsearch import cli
+    from detsearch.detection.sweep import journal
+
+    real_put = journal.SweepJournal.put
+
+    def put(self, key, rows):
+        real_put(self, key, rows)
+        os._exit(9)  # as SIGKILL, once the first NMS setting is in the journal
+
+    journal.SweepJournal.put = put
+    cli.main(sys.argv[1:])
+    os._exit(0)
+"""
+
+
+def test_killed_after_a_setting_the_rerun_reuses_it(tmp_path, runs):
+    from detsearch.cli.sweep import JOURNAL_FILE
+
+    _, reference, _, _ = runs
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH_AFTER_FIRST_SETTING), *arguments(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 9, done.stderr
+    assert len((out / JOURNAL_FILE).read_text().splitlines()) == 1  # one of the two NMS settings
+    again = subprocess.run([sys.executable, "-m", "detsearch", *arguments(out), "--verbose"], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "holds an unfinished sweep's progress" in again.stderr
+    assert "1 of 2 NMS settings finished before" in again.stderr
+    assert contents(out) == reference
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS)  # the journal is gone with the sweep finished

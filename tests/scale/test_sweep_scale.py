@@ -72,3 +72,16 @@ def test_command_line(ray_executor, tmp_path):
     assert cli.main(arguments + ["--out", str(tmp_path / "local")]) == 0
     assert (tmp_path / "ray" / "result.json").read_bytes() == (tmp_path / "local" / "result.json").read_bytes()
     assert cli.main(arguments + ["--out", str(tmp_path / "bad"), "--ray-address", "auto"]) == 2
+
+
+def test_a_stopped_sweep_on_ray_resumes_from_its_journal(ray_executor, tmp_path):
+    from tests.detection.test_sweep_journal import run_in_two
+
+    cache, dataset = random_case(33, "two_stage", num_images=6)
+    cache_module.write_cache(tmp_path / "cache", cache)
+    spec = ParamSpec(nms_score_threshold=[0.0, 0.4], nms_iou_threshold=[0.5, 0.7], score_threshold=[0.05, 0.4],
+                     iou_threshold=[0.4, 0.6])
+    result, again = run_in_two(tmp_path / "cache", dataset, spec, None, tmp_path / "journal", 3,
+                               executor=ray_executor, shards=3)
+    assert result.to_json() == sweep(cache, dataset, spec).to_json()
+    assert again[0] == (3, 8) and [done for done, _ in again[1:]] == [4, 5, 6, 7, 8]

@@ -420,6 +420,10 @@ class SweepEngine:
                 for run_at in ((None,) if exact else self.score_thresholds)}
         return KeyOutputs(exact, runs)
 
+    def restore(self, rows: Mapping[NmsKey, list[SweepRow]]) -> None:
+        """Takes ``rows`` (of settings a journal recorded) as evaluated."""
+        self._rows.update(rows)
+
     def rows(self, key: NmsKey) -> list[SweepRow]:
         """Rows at NMS setting ``key`` (`key_rows`)."""
         if key not in self._rows:

@@ -163,6 +163,8 @@ class ShardedSweep:
         answered, with the merged `KeyOutputs` (cache entries, matches under all images)."""
         started = time.perf_counter()
         keys = list(keys)
+        if not keys:
+            return
         # A setting's answers wait here until its last range answers: in waves of settings whose
         # detections fit `_HELD_BYTES` (one range: each is merged as it answers).
         held = max(self.max_detections, 1) * _BYTES_PER_DETECTION

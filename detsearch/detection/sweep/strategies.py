@@ -22,6 +22,7 @@ from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, load_ground_t
 from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
 from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, key_rows
 from detsearch.detection.sweep.grid import Grid, NmsKey
+from detsearch.detection.sweep.journal import SweepJournal, sweep_digest
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
 from detsearch.detection.sweep.per_class import (
     ChosenDetails,
@@ -78,6 +79,7 @@ def sweep(
     executor: Executor | str | None = None,
     shards: int | None = None,
     progress: ProgressCallback | None = None,
+    journal: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Chooses post-processing thresholds on a cache of raw predictions.
 
@@ -147,6 +149,11 @@ def sweep(
         executor's `detsearch.executor.Executor.slots`. More ranges bound a task's memory
         by its range.
       progress: optional ``progress(done, total)`` callback.
+      journal: a file where the sweep records each finished NMS setting's rows
+        (`detsearch.detection.sweep.journal`): a sweep killed and started again with the same
+        journal, inputs and settings computes only the settings it had not finished, and its
+        table is the uninterrupted one bit for bit. A journal of other inputs or settings is
+        dropped. None (default): no journal.
 
     Returns:
       `SweepResult`. Ties of the objective go to fewer detections per image, then to lower
@@ -184,7 +191,7 @@ def sweep(
     post = configurations.nms_post_processing(post_processing).checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
     run = _Run(configurations, post, nms_backend, strategy, objective, budget, tolerance, rule, executor, shards,
-               progress)
+               progress, journal)
     if holdout is None:
         return run.on(cache, gt)
     chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
@@ -219,6 +226,7 @@ class _Run:
     executor: Executor
     shards: int | None
     progress: ProgressCallback | None
+    journal: str | os.PathLike | None
 
     def on(self, cache: DetectionCache, gt: GroundTruth) -> SweepResult:
         keys = self.grid.nms_keys()
@@ -226,15 +234,17 @@ class _Run:
         if self.strategy == "grid":
             sharded = ShardedSweep(cache, gt, self.grid, self.post_processing, self.nms_backend, self.shards,
                                    self.executor, uuid.uuid4().hex)
-            evaluated: dict = {}
+            journal, evaluated = self._journal(cache, gt, keys)
 
             def add_rows(key: NmsKey, outputs: KeyOutputs) -> None:
                 evaluated[key] = key_rows(self.grid, key, outputs, sharded.score_cuts, cache.num_images())
+                if journal is not None:
+                    journal.put(key, evaluated[key])
                 if self.progress is not None:
                     self.progress(len(evaluated), len(keys))
 
             try:
-                sharded.run(keys, add_rows)
+                sharded.run([key for key in keys if key not in evaluated], add_rows)
                 table, best_row, top_row = self._choose(evaluated, started)
                 key = self.grid.key_of(best_row.params)
                 outputs = sharded.outputs(key)
@@ -243,7 +253,9 @@ class _Run:
             matcher = sharded.matcher
         else:
             engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
-            _coordinate_search(engine, keys, self.objective, self.budget, self.progress)
+            journal, finished = self._journal(cache, gt, keys)
+            engine.restore(finished)
+            _coordinate_search(engine, keys, self.objective, self.budget, self.progress, journal)
             table, best_row, top_row = self._choose(engine.evaluated, started)
             key = self.grid.key_of(best_row.params)
             outputs, matcher = engine.outputs(key), engine.matcher
@@ -271,6 +283,19 @@ class _Run:
             max_eval_detections=self.post_processing.max_eval_detections,
             chosen=chosen,
         )
+
+    def _journal(self, cache: DetectionCache, gt: GroundTruth, keys: Sequence[NmsKey]
+                 ) -> tuple[SweepJournal | None, dict[NmsKey, list[SweepRow]]]:
+        """The sweep's journal (None without one) and the rows of the settings it finished."""
+        if self.journal is None:
+            return None, {}
+        journal = SweepJournal(self.journal, sweep_digest(cache, gt, self.grid, self.post_processing))
+        finished = {key: journal.finished[key] for key in keys if key in journal.finished}
+        if finished:
+            logger.info("sweep: %d of %d NMS settings finished before (%s)", len(finished), len(keys), self.journal)
+            if self.progress is not None:
+                self.progress(len(finished), len(keys))
+        return journal, finished
 
     def _choose(self, evaluated: Mapping[NmsKey, list[SweepRow]], started: float
                 ) -> tuple[tuple[SweepRow, ...], SweepRow, SweepRow]:
@@ -345,16 +370,20 @@ def chosen_details(outputs: KeyOutputs, row: SweepRow, rule: PerClassRule | None
     return details, per_class
 
 
-def _coordinate_search(engine: SweepEngine, keys: list[NmsKey], objective, budget, progress) -> None:
+def _coordinate_search(engine: SweepEngine, keys: list[NmsKey], objective, budget, progress,
+                       journal: SweepJournal | None) -> None:
     axes = engine.grid.row_axes
     names = tuple(axes)
     # Start in the middle of every candidate list (lower middle for even lengths).
     current = {name: axes[name][(len(axes[name]) - 1) // 2] for name in names}
 
     def row_at(point: Mapping[str, Any]) -> SweepRow:
-        before = len(engine.evaluated)
+        key = engine.grid.key_of(point)
+        new = key not in engine.evaluated
         row = engine.row(point)
-        if progress is not None and len(engine.evaluated) > before:
+        if new and journal is not None:
+            journal.put(key, engine.evaluated[key])
+        if new and progress is not None:
             progress(len(engine.evaluated), len(keys))
         return row
 
