@@ -50,9 +50,13 @@ first, stopping as soon as its score is ``<= t`` (then dropped); it is selected 
 is still ``==`` the score it was popped with, otherwise pushed back if ``> t``. The selected
 (decayed) scores are output. ``expf`` is the C library's: NumPy's float32 ``np.exp`` differs
 from glibc's on a large share of these arguments (43% in our check, 60 of 150 kernel outputs
-in the tests), ``float32(np.exp(float64))`` on ~0.07% (all within 0.0016 ulp of a rounding
-midpoint); `_expf` uses the latter and calls ``libm.expf`` through ctypes within 0.01 ulp of a
-midpoint.
+in the tests), ``float32(np.exp(float64))`` on ~0.07%; the compiled kernel (`v5_groups`, numba)
+calls LLVM's ``exp.f32``, which is the C library's ``expf`` (a test holds it against
+``libm.expf`` called through ctypes).
+
+Both run in one compiled pass over every list of a sweep (`v5_groups`): the kernel's loop
+itself, with a binary heap in its queue order and its lazy decay (only the boxes selected
+since a candidate's last pop are applied, newest first).
 
 Properties the sweep needs (checked against the code above, and by the tests):
 
@@ -107,10 +111,9 @@ entries) can be judged otherwise by TensorFlow, on some machines.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import heapq
+import math
 
+import numba
 import numpy as np
 
 from detsearch.detection.nms_v2 import pairwise_overlap
@@ -118,43 +121,19 @@ from detsearch.detection.nms_v2 import pairwise_overlap
 __all__ = [
     "TILE_SIZE",
     "greedy_nms_v1",
-    "kernel_iou",
     "merge_classes",
     "nms_v1",
     "padded_nms_v1",
     "padded_nms_v1_by_prefix",
     "padded_nms_v1_checked",
     "soft_nms_v1",
+    "v5_groups",
 ]
 
 TILE_SIZE = 512
 """``tf.image.non_max_suppression_padded``'s default ``tile_size`` (Model Garden passes none)."""
 
 _F32 = np.float32
-_BLOCK = 256  # greedy_nms_v1 decides boxes a block at a time
-_NEAR_MIDPOINT = 0.01  # ulps: glibc's expf is within ~0.0017 ulp of exp before its rounding
-
-_libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-_libm_expf = _libm.expf
-_libm_expf.restype = ctypes.c_float
-_libm_expf.argtypes = [ctypes.c_float]
-
-
-def _expf(x: np.ndarray) -> np.ndarray:
-    """glibc's ``expf`` of float32 ``x``, vectorized: ``float32(exp(float64 x))`` (correctly
-    rounded but for double rounding), except within `_NEAR_MIDPOINT` ulp of a float32 rounding
-    midpoint, where ``libm.expf`` itself is called."""
-    x = np.asarray(x, _F32)
-    exact = np.exp(x.astype(np.float64))
-    y = exact.astype(_F32)
-    below = np.nextafter(y, _F32(-np.inf)).astype(np.float64)
-    above = np.nextafter(y, _F32(np.inf)).astype(np.float64)
-    y64 = y.astype(np.float64)
-    near = ((np.abs(exact - (y64 + below) / 2) < _NEAR_MIDPOINT * (y64 - below))
-            | (np.abs(exact - (y64 + above) / 2) < _NEAR_MIDPOINT * (above - y64)))
-    for i in np.flatnonzero(near):
-        y.flat[i] = _libm_expf(float(x.flat[i]))
-    return y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,120 +250,161 @@ def padded_nms_v1_by_prefix(boxes, iou_threshold: float, max_output: int, length
 # soft_nms_sigma set: NonMaxSuppressionV5
 
 
-def _kernel_corners(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per box the kernel's ``ymin, xmin, ymax, xmax`` (its corners min/max'ed) and area."""
-    ymin, xmin = np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3])
-    ymax, xmax = np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])
-    return ymin, xmin, ymax, xmax, (ymax - ymin) * (xmax - xmin)
-
-
-def _kernel_iou(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
-    """The kernel's ``IOU`` between `_kernel_corners` ``a`` (``[n]``) and ``b`` (``[m]``):
-    ``[n, m]`` float32."""
-    ay0, ax0, ay1, ax1, a_area = (v[:, None] for v in a)
-    by0, bx0, by1, bx1, b_area = (v[None, :] for v in b)
-    inter = np.minimum(ay1, by1)
-    inter -= np.maximum(ay0, by0)
-    np.maximum(inter, _F32(0), out=inter)
-    width = np.minimum(ax1, bx1)
-    width -= np.maximum(ax0, bx0)
-    np.maximum(width, _F32(0), out=width)
-    inter *= width
-    union = a_area + b_area
-    union -= inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inter /= union
-    inter[(a_area <= 0) | (b_area <= 0)] = 0
-    return inter
-
-
-def kernel_iou(a, b) -> np.ndarray:
-    """``NonMaxSuppressionV5``'s ``IOU`` between ``[n, 4]`` and ``[m, 4]`` boxes: ``[n, m]``."""
-    return _kernel_iou(_kernel_corners(np.asarray(a, _F32).reshape(-1, 4)),
-                       _kernel_corners(np.asarray(b, _F32).reshape(-1, 4)))
-
-
 def greedy_nms_v1(boxes, iou_threshold: float, max_output: int) -> np.ndarray:
     """``soft_nms_sigma: 0.0``: the kernel's hard NMS for one image and class given its
     candidates above the score threshold in visiting order: greedy, suppressed at IoU ``>
     iou_threshold``. Returns the selected positions (visiting order), at most ``max_output``."""
     boxes = np.asarray(boxes, _F32).reshape(-1, 4)
-    threshold = _F32(iou_threshold)
-    corners = _kernel_corners(boxes)
-    kept: list[int] = []
-    for lo in range(0, len(boxes), _BLOCK):
-        if len(kept) >= max_output:
-            break
-        block = slice(lo, min(len(boxes), lo + _BLOCK))
-        mine = tuple(v[block] for v in corners)
-        suppressed = np.zeros(block.stop - lo, bool)
-        if kept:
-            chosen = np.asarray(kept)
-            suppressed |= (_kernel_iou(mine, tuple(v[chosen] for v in corners)) > threshold).any(1)
-        within = np.triu(_kernel_iou(mine, mine) > threshold, 1)
-        for i in range(len(suppressed)):
-            if suppressed[i]:
-                continue
-            kept.append(lo + i)
-            if len(kept) >= max_output:
-                break
-            suppressed |= within[i]
-    return np.asarray(kept, np.int64)
+    positions, _, counts = v5_groups(boxes, np.ones(len(boxes), _F32), np.array([0, len(boxes)]), 0.0,
+                                     iou_threshold, -1.0, max_output)
+    return positions[: counts[0]]
 
 
 def soft_nms_v1(boxes, scores, sigma: float, score_threshold: float, max_output: int) -> tuple[np.ndarray, np.ndarray]:
     """``soft_nms_sigma > 0``: the kernel's soft NMS for one image and class given its
     candidates (boxes and float32 scores) in visiting order; those scoring ``<=
     score_threshold`` are ignored, as the kernel ignores them. Returns the selected positions in
-    output order and their decayed float32 scores (non-increasing), at most ``max_output``.
-
-    The kernel's priority queue, popped exactly as it pops (``heapq`` on ``(-score, index)``):
-    a candidate keeps the weights of the boxes selected since its last pop (only weights ``!=
-    1``: a product by 1 is exact) and multiplies them newest first when popped."""
-    boxes = np.asarray(boxes, _F32).reshape(-1, 4)
-    scores = np.asarray(scores, _F32).reshape(-1)
-    sigma = _F32(sigma)
-    if not sigma > 0:
+    output order and their decayed float32 scores (non-increasing), at most ``max_output``."""
+    if not _F32(sigma) > 0:
         raise ValueError("soft_nms_v1 needs sigma > 0 (sigma 0.0 is greedy_nms_v1)")
-    scale = _F32(-0.5) / sigma
-    threshold = float(_F32(score_threshold))
-    corners = _kernel_corners(boxes)
-    queued = np.flatnonzero(scores > _F32(threshold))
-    heap = [(-float(scores[i]), int(i)) for i in queued]
-    heapq.heapify(heap)
-    alive = np.zeros(len(boxes), bool)  # in the queue
-    alive[queued] = True
-    pending: list[list[float]] = [[] for _ in range(len(boxes))]
-    selected: list[int] = []
-    selected_scores: list[float] = []
-    while len(selected) < max_output and heap:
-        negative, k = heapq.heappop(heap)
-        original = -negative
-        score = original
-        weights = pending[k]
-        if weights:
-            for weight in reversed(weights):
-                score = float(_F32(score * weight))  # exact double product, rounded once
-                if score <= threshold:
+    boxes = np.asarray(boxes, _F32).reshape(-1, 4)
+    positions, decayed, counts = v5_groups(boxes, np.asarray(scores, _F32).reshape(-1), np.array([0, len(boxes)]),
+                                           sigma, 1.0, score_threshold, max_output)
+    return positions[: counts[0]], decayed[: counts[0]]
+
+
+def v5_groups(boxes, scores, offsets, sigma: float, iou_threshold: float, score_threshold: float,
+              max_output: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``NonMaxSuppressionV5`` (``sigma`` 0: hard NMS at IoU ``> iou_threshold``; above 0: soft
+    NMS, which reads no IoU threshold) on many lists at once: list ``g`` is
+    ``boxes[offsets[g]:offsets[g + 1]]`` with its float32 scores, in visiting order.
+
+    Returns ``(positions, scores, counts)``: list ``g`` selected ``counts[g]`` candidates, their
+    positions in the list at ``positions[offsets[g]:offsets[g] + counts[g]]`` in output order,
+    their (decayed) float32 scores at the same places; the rest of both arrays is unset."""
+    boxes = np.ascontiguousarray(boxes, _F32).reshape(-1, 4)
+    scores = np.ascontiguousarray(scores, _F32).reshape(-1)
+    offsets = np.asarray(offsets, np.int64)
+    sigma = _F32(sigma)
+    scale = _F32(-0.5) / sigma if sigma > 0 else _F32(0)
+    positions = np.empty(len(boxes), np.int64)
+    out_scores = np.empty(len(boxes), _F32)
+    counts = np.zeros(len(offsets) - 1, np.int64)
+    _v5(boxes, scores, offsets, bool(sigma > 0), scale, _F32(iou_threshold), _F32(score_threshold), int(max_output),
+        positions, out_scores, counts)
+    return positions, out_scores, counts
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _kernel_pair_iou(boxes, i, j):
+    """The kernel's ``IOU(boxes, i, j)`` in float32: each box's corners min/max'ed on its own,
+    no epsilon, 0 when either area is ``<= 0``."""
+    ymin_i, ymax_i = min(boxes[i, 0], boxes[i, 2]), max(boxes[i, 0], boxes[i, 2])
+    xmin_i, xmax_i = min(boxes[i, 1], boxes[i, 3]), max(boxes[i, 1], boxes[i, 3])
+    ymin_j, ymax_j = min(boxes[j, 0], boxes[j, 2]), max(boxes[j, 0], boxes[j, 2])
+    xmin_j, xmax_j = min(boxes[j, 1], boxes[j, 3]), max(boxes[j, 1], boxes[j, 3])
+    area_i = (ymax_i - ymin_i) * (xmax_i - xmin_i)
+    area_j = (ymax_j - ymin_j) * (xmax_j - xmin_j)
+    if area_i <= 0 or area_j <= 0:
+        return np.float32(0)
+    height = max(min(ymax_i, ymax_j) - max(ymin_i, ymin_j), np.float32(0))
+    width = max(min(xmax_i, xmax_j) - max(xmin_i, xmin_j), np.float32(0))
+    intersection = height * width
+    return intersection / (area_i + area_j - intersection)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decay(scale, similarity):
+    """The soft weight ``expf((scale * sim) * sim)`` in float32 (LLVM's ``exp.f32``: the C
+    library's ``expf``, the function the kernel calls)."""
+    return math.exp((scale * similarity) * similarity)
+
+
+@numba.njit(cache=True, nogil=True)
+def _before(score_a, index_a, score_b, index_b):
+    """The kernel's queue order: higher score first, equal scores the lower index."""
+    return score_a > score_b or (score_a == score_b and index_a < index_b)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _v5(boxes, scores, offsets, soft, scale, iou_threshold, score_threshold, max_output, positions, out_scores,
+        counts):
+    """`v5_groups`: ``NonMaxSuppressionV5``'s loop (``non_max_suppression_op.cc``) per list.
+
+    A binary heap in the kernel's queue order; a popped candidate is decayed (soft) or tested
+    (hard) against the boxes selected since its last pop, newest first, stopping once its
+    score is ``<= score_threshold`` (or, hard, at the first IoU ``> iou_threshold``); selected
+    when its score is unchanged, pushed back when still above the threshold."""
+    longest = 0
+    for g in range(len(offsets) - 1):
+        longest = max(longest, offsets[g + 1] - offsets[g])
+    heap_score = np.empty(longest, np.float32)
+    heap_index = np.empty(longest, np.int64)
+    begin = np.empty(longest, np.int64)
+    for g in range(len(offsets) - 1):
+        start, n = offsets[g], offsets[g + 1] - offsets[g]
+        size = 0
+        for i in range(n):
+            if scores[start + i] > score_threshold:  # push
+                heap_score[size], heap_index[size] = scores[start + i], i
+                child = size
+                size += 1
+                while child > 0:
+                    parent = (child - 1) // 2
+                    if not _before(heap_score[child], heap_index[child], heap_score[parent], heap_index[parent]):
+                        break
+                    heap_score[child], heap_score[parent] = heap_score[parent], heap_score[child]
+                    heap_index[child], heap_index[parent] = heap_index[parent], heap_index[child]
+                    child = parent
+            begin[i] = 0
+        count = 0
+        while count < max_output and size > 0:
+            original, k = heap_score[0], heap_index[0]  # pop
+            size -= 1
+            heap_score[0], heap_index[0] = heap_score[size], heap_index[size]
+            parent = 0
+            while True:
+                first = parent
+                for child in (2 * parent + 1, 2 * parent + 2):
+                    if child < size and _before(heap_score[child], heap_index[child], heap_score[first],
+                                                heap_index[first]):
+                        first = child
+                if first == parent:
                     break
-            pending[k] = []
-        if score == original:
-            selected.append(k)
-            selected_scores.append(score)
-            alive[k] = False
-            others = np.flatnonzero(alive)
-            if len(others) and len(selected) < max_output:
-                sim = _kernel_iou(tuple(v[k:k + 1] for v in corners), tuple(v[others] for v in corners))[0]
-                touched = np.flatnonzero(sim > 0)
-                weight = _expf((scale * sim[touched]) * sim[touched])
-                lower = weight != 1
-                for j, w in zip(others[touched[lower]].tolist(), weight[lower].tolist()):
-                    pending[j].append(w)
-        elif score > threshold:
-            heapq.heappush(heap, (-score, k))
-        else:
-            alive[k] = False
-    return np.asarray(selected, np.int64), np.asarray(selected_scores, _F32)
+                heap_score[first], heap_score[parent] = heap_score[parent], heap_score[first]
+                heap_index[first], heap_index[parent] = heap_index[parent], heap_index[first]
+                parent = first
+            score = original
+            suppressed = False
+            for j in range(count - 1, begin[k] - 1, -1):
+                similarity = _kernel_pair_iou(boxes, start + k, start + positions[start + j])
+                if soft:
+                    if similarity > 0:  # expf(0) is 1: the product would not change
+                        score = score * _decay(scale, similarity)
+                elif similarity > iou_threshold:
+                    suppressed = True
+                    break
+                if score <= score_threshold:
+                    break
+            begin[k] = count
+            if suppressed:
+                continue
+            if score == original:
+                positions[start + count] = k
+                out_scores[start + count] = score
+                count += 1
+            elif score > score_threshold:  # push back
+                heap_score[size], heap_index[size] = score, k
+                child = size
+                size += 1
+                while child > 0:
+                    parent = (child - 1) // 2
+                    if not _before(heap_score[child], heap_index[child], heap_score[parent], heap_index[parent]):
+                        break
+                    heap_score[child], heap_score[parent] = heap_score[parent], heap_score[child]
+                    heap_index[child], heap_index[parent] = heap_index[parent], heap_index[child]
+                    child = parent
+        counts[g] = count
 
 
 def nms_v1(boxes, scores, *, soft_nms_sigma: float | None, iou_threshold: float, score_threshold: float,

@@ -263,12 +263,12 @@ def class_groups(candidates: Candidates, positions: np.ndarray, top_k: int) -> t
     return _first_of_each(order, np.r_[starts, len(order)], top_k)
 
 
-def class_lists(candidates: Candidates, positions: np.ndarray, top_k: int) -> list[list[np.ndarray]]:
-    """`class_groups` as one list of groups per image."""
-    order, offsets = class_groups(candidates, positions, top_k)
+def class_lists(order: np.ndarray, offsets: np.ndarray, image: np.ndarray, num_images: int) -> list[list[np.ndarray]]:
+    """`class_groups`' ``(order, offsets)`` as one list of groups per image (``image``: the
+    candidates' image positions)."""
     groups = [order[lo:hi] for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-    bounds = np.searchsorted(candidates.image[order[offsets[:-1]]], np.arange(candidates.num_images + 1))
-    return [groups[bounds[i]:bounds[i + 1]] for i in range(candidates.num_images)]
+    bounds = np.searchsorted(image[order[offsets[:-1]]], np.arange(num_images + 1))
+    return [groups[bounds[i]:bounds[i + 1]] for i in range(num_images)]
 
 
 class V1Nms:
@@ -277,13 +277,14 @@ class V1Nms:
     threshold, capped at ``cap``; the classes merged by descending output score, ties by (class,
     position), the first ``cap`` of each image.
 
-    ``soft_nms_sigma`` None runs ``non_max_suppression_padded`` (`nms_v1.padded_nms_v1`), 0 the
-    kernel's hard NMS (`nms_v1.greedy_nms_v1`), above 0 its soft NMS (`nms_v1.soft_nms_v1`),
-    whose decayed scores are the output (`output_scores`) and which ignores the IoU threshold.
-    Every higher score threshold is the output restricted to output scores above it, and every
-    smaller cap its first entries (`nms_v1`, properties (a) and (b)), except with
-    ``soft_nms_sigma`` None where a tile holds an IoU exactly at the threshold: then
-    `exact_prefixes` is False and `kept_above` runs each score threshold on its own."""
+    ``soft_nms_sigma`` None runs ``non_max_suppression_padded`` (`nms_v1.padded_nms_v1`, list
+    by list); 0 the kernel's hard NMS and above 0 its soft NMS (`nms_v1.v5_groups`, every list
+    in one compiled pass), whose decayed scores are the output (`output_scores`) and which
+    ignores the IoU threshold. Every higher score threshold is the output restricted to output
+    scores above it, and every smaller cap its first entries (`nms_v1`, properties (a) and
+    (b)), except with ``soft_nms_sigma`` None where a tile holds an IoU exactly at the
+    threshold: then `exact_prefixes` is False and `kept_above` runs each score threshold on its
+    own."""
 
     def __init__(self, candidates: Candidates, pre_nms_top_k: int, cap: int, soft_nms_sigma: float | None,
                  score_threshold: float):
@@ -292,45 +293,49 @@ class V1Nms:
         self.cap = cap
         self.sigma = soft_nms_sigma
         self.score_threshold = score_threshold
-        self._groups: tuple[Hashable, list[list[np.ndarray]]] | None = None
-        self._runs: dict[tuple, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._groups: tuple[Hashable, tuple[np.ndarray, np.ndarray]] | None = None
+        self._runs: dict[float | None, tuple[np.ndarray, np.ndarray, bool]] = {}
 
     def prepare(self, selection: Selection) -> None:
         self._prepared(selection)
 
-    def _prepared(self, selection: Selection) -> list[list[np.ndarray]]:
+    def _prepared(self, selection: Selection) -> tuple[np.ndarray, np.ndarray]:
+        """`class_groups` of the selection's candidates; a new selection forgets the runs."""
         if self._groups is None or self._groups[0] != selection.key:
             everything = np.arange(len(self.candidates.entries)) if selection.positions is None else selection.positions
-            self._groups = (selection.key, class_lists(self.candidates, everything, self.pre_nms_top_k))
+            self._groups = (selection.key, class_groups(self.candidates, everything, self.pre_nms_top_k))
             self._runs = {}
         return self._groups[1]
 
-    def _class(self, group: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
-        """One class: its selected candidates (positions into ``group``), their output scores,
-        whether restriction answers every higher score threshold."""
-        boxes, scores = self.candidates.boxes[group], self.candidates.score[group]
-        if self.sigma is None:
-            chosen, exact = nms_v1.padded_nms_v1_checked(boxes, iou_threshold, self.cap)
-            return chosen, scores[chosen], exact
-        if self.sigma == 0:
-            chosen = nms_v1.greedy_nms_v1(boxes, iou_threshold, self.cap)
-            return chosen, scores[chosen], True
-        chosen, decayed = nms_v1.soft_nms_v1(boxes, scores, self.sigma, self.score_threshold, self.cap)
-        return chosen, decayed, True
+    def _lists(self, selection: Selection) -> list[list[np.ndarray]]:
+        return class_lists(*self._prepared(selection), self.candidates.image, self.candidates.num_images)
 
     def _run(self, selection: Selection, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, bool]:
         """(kept positions image by image in output order, their float32 output scores, exact)."""
-        groups = self._prepared(selection)
-        memo = (selection.key, None if self.sigma else iou_threshold)  # soft NMS reads no IoU threshold
-        if memo not in self._runs:
-            picked, scores, exact = [], [], True
-            for classes in groups:
-                lists = [self._class(group, iou_threshold) for group in classes]
-                exact = exact and all(ok for _, _, ok in lists)
-                which, position = nms_v1.merge_classes([out for _, out, _ in lists], self.cap)
-                picked.extend(classes[k][lists[k][0][p]] for k, p in zip(which.tolist(), position.tolist()))
-                scores.extend(lists[k][1][p] for k, p in zip(which.tolist(), position.tolist()))
-            self._runs[memo] = (np.asarray(picked, np.int64), np.asarray(scores, np.float32), exact)
+        c = self.candidates
+        order, offsets = self._prepared(selection)
+        memo = None if self.sigma else iou_threshold  # soft NMS reads no IoU threshold
+        if memo in self._runs:
+            return self._runs[memo]
+        if self.sigma is not None:  # the kernel's NMS, every list at once
+            positions, out_scores, counts = nms_v1.v5_groups(c.boxes[order], c.score[order], offsets, self.sigma,
+                                                             iou_threshold, self.score_threshold, self.cap)
+            rows = ragged_arange(offsets[:-1], counts)  # each list's selection: (image, class, position) order
+            picked, scores = order[np.repeat(offsets[:-1], counts) + positions[rows]], out_scores[rows]
+            merged = nms_v2.merge_classes(c.image[picked], scores, self.cap)
+            self._runs[memo] = (picked[merged], scores[merged], True)
+            return self._runs[memo]
+        picked, scores, exact = [], [], True
+        for classes in self._lists(selection):
+            lists = []
+            for group in classes:
+                chosen, ok = nms_v1.padded_nms_v1_checked(c.boxes[group], iou_threshold, self.cap)
+                lists.append((group[chosen], ok))
+                exact = exact and ok
+            which, position = nms_v1.merge_classes([c.score[g] for g, _ in lists], self.cap)
+            picked.extend(lists[k][0][p] for k, p in zip(which.tolist(), position.tolist()))
+        picked = np.asarray(picked, np.int64)
+        self._runs[memo] = (picked, c.score[picked], exact)
         return self._runs[memo]
 
     def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
@@ -350,7 +355,7 @@ class V1Nms:
         candidates scoring above it (a prefix of its list) through `nms_v1.padded_nms_v1`."""
         score, cut = self.candidates.score, np.float32(score_threshold)
         picked = []
-        for classes in self._prepared(selection):
+        for classes in self._lists(selection):
             lists = []
             for group in classes:
                 group = group[score[group] > cut]
