@@ -26,9 +26,10 @@ weighted running counts of true positives and counted detections, and what is re
   copy of their true positives is placed. Scores after NMS rarely tie inside an image, so this
   costs little.
 
-Each replicate's work is vectorized over the true positives of all 10 IoU thresholds, ``chunk``
-replicates at a time; precisions are computed with pycocotools' float64 operations, and the
-means over the same values in the same order, hence bitwise equal. NumPy only.
+Each replicate is one compiled walk (numba, `_replicate_envelopes`) over the true positives of
+all 10 IoU thresholds: its per-image weights summed into the running counts, the precisions
+computed with pycocotools' float64 operations; the means are NumPy's over the same values in
+the same order, hence bitwise equal.
 """
 
 from __future__ import annotations
@@ -36,18 +37,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from detsearch.checks import positive_int
-from detsearch.detection.cocoeval import IOU_THRESHOLDS, RECALL_THRESHOLDS, Matches, ragged_arange
+from detsearch.detection.cocoeval import IOU_THRESHOLDS, RECALL_THRESHOLDS, Matches
 
 __all__ = ["BOOTSTRAP_STATS", "DEFAULT_CHUNK", "bootstrap_weights", "percentile_interval", "replicate_stats"]
 
 BOOTSTRAP_STATS = ("AP", "AP50", "AP75", "AR100", "F1")
 """Keys of `replicate_stats`: pycocotools' stats 0, 1, 2, 8 and the pooled F1 at IoU 0.5."""
-DEFAULT_CHUNK = 4
-"""Replicates evaluated together by `replicate_stats`. Larger chunks save Python overhead on
-small data sets but leave the CPU caches on large ones (on 50k detections 1 to 4 are fastest)."""
+DEFAULT_CHUNK = 32
+"""Replicates evaluated by one call of the compiled walk in `replicate_stats`."""
 
 _EPS = np.spacing(1)
 _NUM_T = len(IOU_THRESHOLDS)
@@ -150,9 +151,8 @@ def replicate_stats(matches: Matches, weights: np.ndarray, score_cut: float = -m
         `bootstrap_weights`; not modified.
       score_cut: keep detections with ``score > score_cut`` (compared as float64; the default
         keeps all but those scored -inf, as `Matches.evaluate` does).
-      chunk: replicates evaluated together, >= 1 (`DEFAULT_CHUNK`). Memory grows with it:
-        about 100 bytes per true positive (counted at each of the 10 IoU thresholds), 12 per
-        detection and 8 kB per category, times ``chunk``. The values do not depend on it.
+      chunk: replicates evaluated together, >= 1 (`DEFAULT_CHUNK`). Memory grows with it: 8 kB
+        per category (the precision envelopes), times ``chunk``. The values do not depend on it.
 
     Returns:
       float64 ``[B]`` arrays under the keys of `BOOTSTRAP_STATS`.
@@ -182,16 +182,12 @@ def replicate_stats(matches: Matches, weights: np.ndarray, score_cut: float = -m
 
     num_replicates = weights.shape[0]
     chunk = min(chunk, num_replicates)
-    layout = _layout(matches, score_cut, chunk)
-    # Every count is at most a replicate's detections plus ground truth: int32 when that fits
-    # (half the memory traffic), else int64.
-    totals = weights.astype(np.int64) @ layout.load
-    dtype = np.int32 if weights.max() < 2**31 and totals.max() < 2**31 else np.int64
+    layout = _layout(matches, score_cut)
     out = {name: np.empty(num_replicates, np.float64) for name in BOOTSTRAP_STATS}
     envelope = np.empty(_NUM_R * chunk * layout.num_segments)  # reused: fresh pages cost more than the work
     for start in range(0, num_replicates, chunk):
         stop = min(num_replicates, start + chunk)
-        stats = _chunk_stats(layout, weights[start:stop].astype(dtype), envelope)
+        stats = _chunk_stats(layout, weights[start:stop], envelope)
         for name in BOOTSTRAP_STATS:
             out[name][start:stop] = stats[name]
     return out
@@ -209,7 +205,6 @@ class _Layout:
     ``t * K + k`` ascends."""
 
     num_categories: int
-    chunk: int
     tp_image: np.ndarray  # int64 [P]
     tp_category: np.ndarray  # int64 [P]
     tp_segment: np.ndarray  # int64 [P]
@@ -225,7 +220,7 @@ class _Layout:
     offset_counted: np.ndarray  # int64 [J]
     offset_odd_high: np.ndarray  # int64 [J]
     offset_odd_low: np.ndarray  # int64 [J]
-    tied: np.ndarray  # int64 [M] entries whose detection shares its tie unit
+    tied_of_entry: np.ndarray  # int64 [P] the entry's row among the tied ones below, -1 if none
     tied_tp_rank: np.ndarray  # int64 [M] true positives of the unit up to the entry's detection
     tied_counted_rank: np.ndarray  # int64 [M] counted detections of the unit up to it
     tied_unit_tp: np.ndarray  # int64 [M] true positives of the unit
@@ -234,20 +229,13 @@ class _Layout:
     gt_image: np.ndarray  # int64 [N] (category, image) pairs with non-ignored ground truth
     gt_count: np.ndarray  # int64 [N] by category, and their number of boxes
     gt_bounds: np.ndarray  # int64 [K + 1] pairs of category k: gt_bounds[k]:gt_bounds[k + 1]
-    load: np.ndarray  # int64 [I] detections + non-ignored ground truth per image
-    key_base: np.ndarray  # int64 [chunk, P] envelope index of the entry at the last threshold
 
     @property
     def num_segments(self) -> int:
         return _NUM_T * self.num_categories
 
-    @property
-    def threshold_stride(self) -> int:
-        """Envelope index step between recall thresholds (envelope is [R, chunk, S])."""
-        return self.chunk * self.num_segments
 
-
-def _layout(matches: Matches, score_cut: float, chunk: int) -> _Layout:
+def _layout(matches: Matches, score_cut: float) -> _Layout:
     matcher = matches.matcher
     num_k = matcher.num_categories
     keep = np.flatnonzero(matches.scores > score_cut)
@@ -286,7 +274,9 @@ def _layout(matches: Matches, score_cut: float, chunk: int) -> _Layout:
     odd_low[no_odd] = 0
     offsets, offset_index = np.unique(np.stack([category[det], odd_high, odd_low]), axis=1, return_inverse=True)
 
-    tied = np.flatnonzero(unit_size[unit_of[det]] > 1)
+    tied = np.flatnonzero(unit_size[unit_of[det]] > 1)  # entries whose detection shares its tie unit
+    tied_of_entry = np.full(len(det), -1, np.int64)
+    tied_of_entry[tied] = np.arange(len(tied))
     tied_det, tied_threshold = det[tied], threshold[tied]
     first = unit_first[unit_of[tied_det]]
     last = first + unit_size[unit_of[tied_det]]
@@ -299,7 +289,6 @@ def _layout(matches: Matches, score_cut: float, chunk: int) -> _Layout:
     gt_category, gt_image = np.nonzero(ground_truth.T)
     return _Layout(
         num_categories=num_k,
-        chunk=chunk,
         tp_image=image[det],
         tp_category=category[det],
         tp_segment=segment,
@@ -312,7 +301,7 @@ def _layout(matches: Matches, score_cut: float, chunk: int) -> _Layout:
         offset_counted=np.searchsorted(counted_rows, category_first, side="left")[offsets[0]],
         offset_odd_high=offsets[1],
         offset_odd_low=offsets[2],
-        tied=tied,
+        tied_of_entry=tied_of_entry,
         tied_tp_rank=tp_cum[tied_det + 1, tied_threshold] - tp_cum[first, tied_threshold],
         tied_counted_rank=counted_cum[tied_det + 1, tied_threshold] - counted_cum[first, tied_threshold],
         tied_unit_tp=tp_cum[last, tied_threshold] - tp_cum[first, tied_threshold],
@@ -321,72 +310,26 @@ def _layout(matches: Matches, score_cut: float, chunk: int) -> _Layout:
         gt_image=gt_image,
         gt_count=ground_truth[gt_image, gt_category],
         gt_bounds=np.searchsorted(gt_category, np.arange(num_k + 1)),
-        load=np.bincount(image, minlength=matcher.num_images).astype(np.int64) + ground_truth.sum(axis=1),
-        key_base=np.arange(chunk, dtype=np.int64)[:, None] * num_s + segment + (_NUM_R - 1) * chunk * num_s,
     )
 
 
-def _padded_cumsum(values: np.ndarray) -> np.ndarray:
-    """``[B, n] -> [B, n + 1]`` running sums along rows, starting at 0, in ``values.dtype``."""
-    out = np.zeros((values.shape[0], values.shape[1] + 1), values.dtype)
-    np.cumsum(values, axis=1, out=out[:, 1:])
-    return out
-
-
-def _last_recall_threshold(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
-    """Index of the last recall threshold ``<= tp / npig`` (pycocotools' ``rc``, float64),
-    for ``0 <= tp <= npig``; intp ``tp.shape``.
-
-    The thresholds are 0.01 apart and the rounding errors about 1e-16 relative, so
-    ``floor(rc * 100 * (1 - 1e-12))`` is that index or the one before it; one comparison with
-    the next threshold settles it.
-    """
-    recall = tp / npig
-    index = (recall * _BELOW_100).astype(np.intp)
-    index += np.take(_THRESHOLD_AFTER, index) <= recall
-    return index
-
-
 def _chunk_stats(layout: _Layout, weights: np.ndarray, envelope: np.ndarray) -> dict[str, np.ndarray]:
-    """`replicate_stats` of ``weights`` ``[B <= layout.chunk, I]`` (int32 or int64, wide
-    enough for every count); ``envelope`` is float64 ``[R * layout.chunk * S]`` workspace."""
+    """`replicate_stats` of ``weights`` ``[B, I]``; ``envelope`` is float64 workspace of at
+    least ``B * S * R``."""
     num_b = weights.shape[0]
     num_k = layout.num_categories
-    gt_cum = _padded_cumsum(np.take(weights, layout.gt_image, axis=1) * layout.gt_count)
-    npig = gt_cum[:, layout.gt_bounds[1:]] - gt_cum[:, layout.gt_bounds[:-1]]  # [B, K]
+    weights = np.ascontiguousarray(weights, np.int64)
+    envelope = envelope[: num_b * layout.num_segments * _NUM_R].reshape(num_b, _NUM_T, num_k, _NUM_R)
+    npig = np.empty((num_b, num_k), np.int64)
+    tp_total = np.empty((num_b, layout.num_segments), np.int64)
+    _replicate_envelopes(weights, layout.gt_image, layout.gt_count, layout.gt_bounds, layout.tp_image,
+                         layout.tp_category, layout.segment_bounds, layout.counted_image, layout.counted_high,
+                         layout.odd_image, layout.odd_sign, layout.offset_index, layout.offset_counted,
+                         layout.offset_odd_high, layout.offset_odd_low, layout.tied_of_entry, layout.tied_tp_rank,
+                         layout.tied_counted_rank, layout.tied_unit_tp, layout.tied_unit_counted, _THRESHOLD_AFTER,
+                         envelope, npig, tp_total)
     npig_safe = np.maximum(npig, 1).astype(np.float64)
-
-    tp_weight = np.take(weights, layout.tp_image, axis=1)  # [B, P]
-    tp_cum = _padded_cumsum(tp_weight)
-    segment_start = tp_cum[:, layout.segment_bounds[:-1]]
-    tp_total = tp_cum[:, layout.segment_bounds[1:]] - segment_start  # [B, S]
-    # Precision envelope [R, chunk, S], recall thresholds descending, so that the running max
-    # from the right is a running max down axis 0. Entries are >= 0: starting from 0 leaves
-    # pycocotools' 0 where no true positive reaches a recall threshold.
-    envelope.fill(0.0)
-    if tp_weight.shape[1]:
-        # Weighted true positives and counted detections of the category, up to and including
-        # every copy of the entry's detection (and of the detections before it in its tie unit).
-        ordinal = tp_cum[:, 1:] - np.take(segment_start, layout.tp_segment, axis=1)
-        counted_cum = _padded_cumsum(np.take(weights, layout.counted_image, axis=1))
-        odd_cum = _padded_cumsum(np.take(weights, layout.odd_image, axis=1) * layout.odd_sign)
-        offset = counted_cum[:, layout.offset_counted] - odd_cum[:, layout.offset_odd_high] + odd_cum[:, layout.offset_odd_low]
-        position = np.take(counted_cum, layout.counted_high, axis=1)
-        position -= np.take(offset, layout.offset_index, axis=1)
-        tp = ordinal.astype(np.float64)
-        # pycocotools' tp / (fp + tp + eps): fp + tp is the integer position, exact in float64.
-        precision = tp / (position.astype(np.float64) + _EPS)
-        if len(layout.tied):
-            precision[:, layout.tied] = -np.inf
-        last_r = _last_recall_threshold(tp, np.take(npig_safe, layout.tp_category, axis=1))
-        key = layout.key_base[:num_b] - last_r * layout.threshold_stride
-        np.maximum.at(envelope, key.reshape(-1), precision.reshape(-1))
-        if len(layout.tied):
-            _add_tied_copies(layout, envelope, tp_weight, ordinal, position, npig_safe)
-    envelope = envelope.reshape(_NUM_R, layout.chunk, _NUM_T, num_k)[:, :num_b]
-    for r in range(1, _NUM_R):  # many times faster than np.maximum.accumulate
-        np.maximum(envelope[r], envelope[r - 1], out=envelope[r])
-    precision_trk = envelope[::-1].transpose(1, 2, 0, 3)  # [B, T, R, K]
+    precision_trk = envelope.transpose(0, 1, 3, 2)  # [B, T, R, K]
     recall = tp_total.reshape(num_b, _NUM_T, num_k).astype(np.float64) / npig_safe[:, None, :]
 
     out = {name: np.full(num_b, -1.0) for name in BOOTSTRAP_STATS}
@@ -401,29 +344,88 @@ def _chunk_stats(layout: _Layout, weights: np.ndarray, envelope: np.ndarray) -> 
         out["AP75"][b] = np.mean(q[_T75].reshape(-1))
         out["AR100"][b] = np.mean(recall[b][:, present].reshape(-1))
     tp50 = tp_total.reshape(num_b, _NUM_T, num_k)[:, _T50, :].sum(axis=1, dtype=np.int64)
-    denominator = weights.astype(np.int64) @ layout.counted50_per_image + npig.sum(axis=1, dtype=np.int64)
+    denominator = weights @ layout.counted50_per_image + npig.sum(axis=1, dtype=np.int64)
     out["F1"] = np.where(denominator > 0, (2 * tp50) / np.maximum(denominator, 1), 0.0)
     return out
 
 
-def _add_tied_copies(layout: _Layout, envelope: np.ndarray, tp_weight, ordinal, position, npig_safe) -> None:
-    """Every copy of the true positives that share a tie unit, into ``envelope`` (flat, max).
-    Copy ``c`` of a unit with ``T`` true positives and ``N`` counted detections comes ``c``
-    blocks after the first, so its counts are the first copy's plus ``c * T`` and ``c * N``."""
-    num_b = tp_weight.shape[0]
-    num_m = len(layout.tied)
-    copies = tp_weight[:, layout.tied].astype(np.int64)  # [B, M]
-    tp_rank, counted_rank = layout.tied_tp_rank, layout.tied_counted_rank
-    tp_before = (ordinal[:, layout.tied] - copies * tp_rank).reshape(-1)  # before the unit
-    counted_before = (position[:, layout.tied] - copies * counted_rank).reshape(-1)
-    source = np.repeat(np.arange(num_b * num_m), copies.reshape(-1))
-    copy = ragged_arange(np.zeros(num_b * num_m, np.int64), copies.reshape(-1))
-    b, m = np.divmod(source, num_m)
-    tp_count = tp_before[source] + copy * layout.tied_unit_tp[m] + tp_rank[m]
-    counted_count = counted_before[source] + copy * layout.tied_unit_counted[m] + counted_rank[m]
-    tp = tp_count.astype(np.float64)
-    fp = (counted_count - tp_count).astype(np.float64)
-    precision = tp / (fp + tp + _EPS)
-    entry = layout.tied[m]
-    last_r = _last_recall_threshold(tp, npig_safe[b, layout.tp_category[entry]])
-    np.maximum.at(envelope, layout.key_base[b, entry] - last_r * layout.threshold_stride, precision)
+@numba.njit(cache=True, nogil=True)
+def _last_recall(tp, npig, threshold_after):
+    """Index of the last recall threshold ``<= tp / npig`` (pycocotools' ``rc``, float64), for
+    ``0 <= tp <= npig``.
+
+    The thresholds are 0.01 apart and the rounding errors about 1e-16 relative, so
+    ``floor(rc * 100 * (1 - 1e-12))`` is that index or the one before it; one comparison with
+    the next threshold settles it.
+    """
+    recall = tp / npig
+    index = int(recall * _BELOW_100)
+    if threshold_after[index] <= recall:
+        index += 1
+    return index
+
+
+@numba.njit(cache=True, nogil=True)
+def _replicate_envelopes(weights, gt_image, gt_count, gt_bounds, tp_image, tp_category, segment_bounds, counted_image,
+                         counted_high, odd_image, odd_sign, offset_index, offset_counted, offset_odd_high,
+                         offset_odd_low, tied_of_entry, tied_tp_rank, tied_counted_rank, tied_unit_tp,
+                         tied_unit_counted, threshold_after, envelope, npig, tp_total):
+    """Per replicate ``b`` (weights ``[B, I]``): the weighted counts of one walk over the true
+    positives of each (IoU threshold, category) segment, the precision at each (pycocotools'
+    ``tp / (fp + tp + eps)``, every copy of a tied one), put at the last recall threshold its
+    recall reaches and maxed there, then the running max down the recall thresholds: the
+    precision envelope ``envelope[b, t, k, r]``; also ``npig[b, k]`` and ``tp_total[b, s]``."""
+    num_b = weights.shape[0]
+    num_t, num_k, num_r = envelope.shape[1], envelope.shape[2], envelope.shape[3]
+    counted_cum = np.zeros(len(counted_image) + 1, np.int64)
+    odd_cum = np.zeros(len(odd_image) + 1, np.int64)
+    offset = np.zeros(len(offset_counted), np.int64)
+    npig_safe = np.empty(num_k, np.float64)
+    for b in range(num_b):
+        w = weights[b]
+        for k in range(num_k):
+            total = 0
+            for j in range(gt_bounds[k], gt_bounds[k + 1]):
+                total += w[gt_image[j]] * gt_count[j]
+            npig[b, k] = total
+            npig_safe[k] = max(total, 1)
+        for j in range(len(counted_image)):
+            counted_cum[j + 1] = counted_cum[j] + w[counted_image[j]]
+        for j in range(len(odd_image)):
+            odd_cum[j + 1] = odd_cum[j] + w[odd_image[j]] * odd_sign[j]
+        for j in range(len(offset_counted)):
+            offset[j] = counted_cum[offset_counted[j]] - odd_cum[offset_odd_high[j]] + odd_cum[offset_odd_low[j]]
+        envelope[b] = 0.0  # >= 0: pycocotools' 0 where no true positive reaches a recall threshold
+        for s in range(num_t * num_k):
+            t, k = s // num_k, s % num_k
+            ordinal = 0
+            for p in range(segment_bounds[s], segment_bounds[s + 1]):
+                copies = w[tp_image[p]]
+                ordinal += copies  # every copy of the entry's detection (and its tie unit before it)
+                position = counted_cum[counted_high[p]] - offset[offset_index[p]]
+                m = tied_of_entry[p]
+                if m < 0:
+                    tp = np.float64(ordinal)
+                    # fp + tp is the integer position, exact in float64
+                    precision = tp / (np.float64(position) + _EPS)
+                    r = _last_recall(tp, npig_safe[tp_category[p]], threshold_after)
+                    if precision > envelope[b, t, k, r]:
+                        envelope[b, t, k, r] = precision
+                    continue
+                # Copy c of a tie unit with U true positives and N counted detections comes c
+                # blocks after the first: its counts are the first copy's plus c * U and c * N.
+                tp_before = ordinal - copies * tied_tp_rank[m]
+                counted_before = position - copies * tied_counted_rank[m]
+                for c in range(copies):
+                    tp_count = tp_before + c * tied_unit_tp[m] + tied_tp_rank[m]
+                    counted_count = counted_before + c * tied_unit_counted[m] + tied_counted_rank[m]
+                    tp = np.float64(tp_count)
+                    fp = np.float64(counted_count - tp_count)
+                    precision = tp / (fp + tp + _EPS)
+                    r = _last_recall(tp, npig_safe[tp_category[p]], threshold_after)
+                    if precision > envelope[b, t, k, r]:
+                        envelope[b, t, k, r] = precision
+            tp_total[b, s] = ordinal
+            for r in range(num_r - 2, -1, -1):
+                if envelope[b, t, k, r + 1] > envelope[b, t, k, r]:
+                    envelope[b, t, k, r] = envelope[b, t, k, r + 1]

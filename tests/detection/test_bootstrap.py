@@ -283,21 +283,9 @@ def test_last_recall_threshold_equals_searchsorted():
     tp = np.r_[tp, rng.integers(0, big + 1), big // rng.integers(1, 101, len(big)) * rng.integers(0, 2, len(big))]
     tp_f, npig_f = tp.astype(np.float64), npig.astype(np.float64)
     expected = np.searchsorted(cocoeval.RECALL_THRESHOLDS, tp_f / npig_f, side="right") - 1
-    np.testing.assert_array_equal(bootstrap._last_recall_threshold(tp_f, npig_f), expected)
-
-
-def test_int32_and_int64_counts_agree():
-    # replicate_stats counts in int32 when every count fits, else int64.
-    rng = np.random.default_rng(4)
-    dataset, results = random_case(rng, many_per_group=True)
-    matches = matched(dataset, results)
-    weights = rng.integers(0, 5, size=(3, matches.matcher.num_images))
-    layout = bootstrap._layout(matches, -math.inf, 3)
-    workspace = np.empty(len(cocoeval.RECALL_THRESHOLDS) * 3 * layout.num_segments)
-    narrow = bootstrap._chunk_stats(layout, weights.astype(np.int32), workspace)
-    wide = bootstrap._chunk_stats(layout, weights.astype(np.int64), workspace)
-    for name in bootstrap.BOOTSTRAP_STATS:
-        np.testing.assert_array_equal(narrow[name], wide[name])
+    after = np.r_[cocoeval.RECALL_THRESHOLDS[1:], np.inf]
+    got = [bootstrap._last_recall(t, n, after) for t, n in zip(tp_f.tolist(), npig_f.tolist())]  # pylint: disable=protected-access
+    np.testing.assert_array_equal(got, expected)
 
 
 # ------------------------------------------------------------------------------------------
