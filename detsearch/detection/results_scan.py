@@ -12,16 +12,22 @@ Numbers are the values a JSON parser gives (Python's ``float(text)``, correctly 
 - a decimal whose significant digits make an integer ``w <= 2**53`` and whose decimal exponent
   ``e`` lies in ``[-22, 22]`` is ``w * 10**e`` or ``w / 10**-e``: both operands are exact
   float64 values, so the one IEEE operation rounds correctly (Clinger's fast path);
+- one of 17 or 18 significant digits (``w < 2**60``; the ``repr`` of many float64 and
+  float32 values) with ``e`` in ``[-22, -1]`` is ``w / 10**-e`` in double-double arithmetic
+  with a rigorous error bound (`_divide`), unless it lies too near a rounding tie to tell;
 - any other number's text is handed back and converted with ``float()``.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
 
 _KEYS = (b"image_id", b"category_id", b"bbox", b"score")
 _POWERS = np.array([10.0**e for e in range(23)])  # exact float64 values
+_SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a float64 into two halves
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,17 +106,60 @@ def _number(data, i, powers):
         exponent += sign * written
     if is_integer and integer_digits <= 18:
         return i, -mantissa if negative else mantissa, 0.0, 1
-    if dropped or mantissa > (1 << 53):
+    if dropped:
         return i, 0, 0.0, 3
     if mantissa == 0:
         return i, 0, -0.0 if negative else 0.0, 2
-    if 0 <= exponent <= 22:
+    if mantissa <= (1 << 53) and 0 <= exponent <= 22:
         value = np.float64(mantissa) * powers[exponent]
-    elif -22 <= exponent < 0:
+    elif mantissa <= (1 << 53) and -22 <= exponent < 0:
         value = np.float64(mantissa) / powers[-exponent]
+    elif -22 <= exponent < 0:  # 17 or 18 digits, as float64 and float32 values' repr often are
+        value = _divide(mantissa, powers[-exponent])
+        if math.isnan(value):
+            return i, 0, 0.0, 3
     else:
         return i, 0, 0.0, 3
     return i, 0, -value if negative else value, 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _two_product(a, b):
+    """``(p, e)`` with ``p = fl(a * b)`` and ``a * b = p + e`` exactly (Dekker's product)."""
+    p = a * b
+    t = _SPLIT * a
+    a_hi = t - (t - a)
+    a_lo = a - a_hi
+    t = _SPLIT * b
+    b_hi = t - (t - b)
+    b_lo = b - b_hi
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _divide(mantissa, power):
+    """``mantissa / power`` rounded correctly, for an integer ``2**53 < mantissa < 2**60`` and an
+    exact ``power = 10**k`` (``k <= 22``); NaN when the quotient lies too near a rounding tie
+    to tell (then the text is converted instead).
+
+    The quotient ``q1 + q2`` carries ``mantissa = hi + lo`` (exact) through one division and
+    the exact remainder ``mantissa - q1 * power`` (Dekker's product; ``hi - ph`` is exact by
+    Sterbenz's lemma): its error is below ``2**-96`` of the quotient. ``s = fl(q1 + q2)`` with
+    the exact ``q1 + q2 - s`` (Knuth's sum) is the correctly rounded quotient whenever that
+    difference, widened by ``2**-90 |s|``, stays under half an ulp of ``s``; at a power of two
+    (a smaller ulp below) the answer is NaN too."""
+    hi = np.float64(mantissa)
+    lo = np.float64(mantissa - np.int64(hi))
+    q1 = hi / power
+    ph, pl = _two_product(q1, power)
+    q2 = (((hi - ph) - pl) + lo) / power
+    s = q1 + q2
+    back = s - q1
+    error = (q1 - (s - back)) + (q2 - back)
+    fraction, exponent = math.frexp(s)
+    if fraction == 0.5 or abs(error) + math.ldexp(abs(s), -90) >= math.ldexp(1.0, exponent - 54):
+        return np.nan
+    return s
 
 
 @numba.njit(cache=True, nogil=True)

@@ -80,6 +80,32 @@ def test_scanned_columns_equal_pythons_json_bit_for_bit(seed):
         assert got.tobytes() == want.tobytes()
 
 
+def near_ties(rng: np.random.Generator, count: int) -> list[str]:
+    """Decimals of 17 and 18 significant digits just below and above the midpoint between a
+    random float64 and the next one (where a quotient's last bit is hardest to get right), and
+    exact ties."""
+    from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
+    from fractions import Fraction
+
+    texts = ["9007199254740993.0", "9007199254740995.00", "18014398509481986.0", "36028797018963970.0"]
+    for value in 10.0 ** rng.uniform(-6, 5, count):
+        midpoint = Fraction(float(value)) + Fraction(float(np.spacing(value))) / 2
+        exact = Decimal(midpoint.numerator) / Decimal(midpoint.denominator)
+        for digits in (17, 18):
+            for rounding in (ROUND_FLOOR, ROUND_CEILING):
+                texts.append(format(Context(prec=digits, rounding=rounding).plus(exact), "f"))
+    return texts
+
+
+def test_numbers_next_to_rounding_ties_equal_pythons_float():
+    texts = near_ties(np.random.default_rng(7), 3000)
+    text = "[" + ",".join(f'{{"image_id": 1, "category_id": 2, "bbox": [{t}, 0, 0, 0], "score": {t}}}'
+                          for t in texts) + "]"
+    _, _, bbox, score = scan_results(text.encode())
+    want = np.array([float(t) for t in texts])
+    assert bbox[:, 0].tobytes() == want.tobytes() and score.tobytes() == want.tobytes()
+
+
 def test_an_empty_list_is_no_records():
     for text in ("[]", " [ \n ] \n"):
         image_id, category_id, bbox, score = scan_results(text.encode())
