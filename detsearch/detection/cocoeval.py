@@ -217,7 +217,8 @@ class CocoEvaluation:
 
     Attributes:
       stats: float64 ``[12]`` in `STAT_NAMES` order (``COCOeval.stats``); -1 where undefined.
-      precision: float64 ``[T=10, R=101, K, A=4, M=3]`` (``COCOeval.eval['precision']``).
+      precision: float64 ``[T=10, R=101, K, A=4, M=3]`` (``COCOeval.eval['precision']``); None
+        when evaluated for the stats alone (`Matches.evaluate` with ``precision=False``).
       recall: float64 ``[T, K, A, M]`` (``COCOeval.eval['recall']``).
       category_ids: int64 ``[K]``.
       num_detections: detections evaluated (after the ``max_dets[-1]`` per image and category
@@ -259,13 +260,17 @@ def max_dets(max_detections: int = MAX_DETECTIONS[-1]) -> tuple[int, int, int]:
     return tuple(sorted((1, 10, int(max_detections))))
 
 
-def summarize(precision: np.ndarray, recall: np.ndarray, max_dets: Sequence[int] = MAX_DETECTIONS) -> np.ndarray:
+def summarize(precision: np.ndarray, recall: np.ndarray, max_dets: Sequence[int] = MAX_DETECTIONS,
+              precision_max_dets: Sequence[int] | None = None) -> np.ndarray:
     """pycocotools' ``COCOeval.summarize`` for bbox, without printing: the 12 stats, ten of them
-    at ``max_dets[2]``; AP too (where pycocotools reads it at 100: the module's docstring)."""
+    at ``max_dets[2]``; AP too (where pycocotools reads it at 100: the module's docstring).
+    ``precision_max_dets``: the maxDets of ``precision``'s last axis when it holds only some
+    (every stat reads it at ``max_dets[2]``); default ``max_dets``."""
+    precision_max_dets = max_dets if precision_max_dets is None else precision_max_dets
 
     def one(ap: bool, iou=None, area="all", max_detections=max_dets[2]):
         area_index = [i for i, label in enumerate(AREA_NAMES) if label == area]
-        max_index = [i for i, value in enumerate(max_dets) if value == max_detections]
+        max_index = [i for i, value in enumerate(precision_max_dets if ap else max_dets) if value == max_detections]
         if ap:
             s = precision
             if iou is not None:
@@ -699,19 +704,22 @@ class Matches:
         sorted_scores = np.sort(self.scores)
         return len(sorted_scores) - np.searchsorted(sorted_scores, np.asarray(score_thresholds, np.float64), side="right")
 
-    def evaluate(self, score_thresholds: Sequence[float] | None = None) -> list[CocoEvaluation]:
+    def evaluate(self, score_thresholds: Sequence[float] | None = None, *, precision: bool = True
+                 ) -> list[CocoEvaluation]:
         """pycocotools ``accumulate`` + ``summarize`` of the detections with
         ``score > threshold``, one evaluation per threshold (default: one of all detections).
 
         Thresholds are compared with the float64 scores; pass ``float(np.float32(t))`` to
-        compare as float32 scores are by NMS.
+        compare as float32 scores are by NMS. ``precision=False`` leaves the evaluations'
+        ``precision`` None and reads the envelope only where the stats do (maxDets[2]): the same
+        stats, a third of the work.
         """
         thresholds = [-math.inf] if score_thresholds is None else [float(t) for t in score_thresholds]
         if any(math.isnan(t) for t in thresholds):
             raise ValueError("score thresholds must not be NaN")
         prepared = self._prepare()
         distinct = sorted(set(thresholds))
-        done = dict(zip(distinct, self._evaluate_thresholds(prepared, distinct)))
+        done = dict(zip(distinct, self._evaluate_thresholds(prepared, distinct, precision)))
         return [done[t] for t in thresholds]
 
     def evaluate_per_category(self, cuts: np.ndarray) -> CocoEvaluation:
@@ -796,18 +804,26 @@ class Matches:
         self._cache["prepared"] = prepared
         return prepared
 
-    def _evaluate_thresholds(self, prepared: dict, thresholds: Sequence[float | np.ndarray]) -> list[CocoEvaluation]:
+    def _evaluate_thresholds(self, prepared: dict, thresholds: Sequence[float | np.ndarray], full: bool = True
+                             ) -> list[CocoEvaluation]:
         """Accumulation of the detections with ``score > t`` for each t, all at once; a t that is
-        an array holds one threshold per category."""
+        an array holds one threshold per category. ``full`` False: the precision only at the
+        maxDets the stats read it at (`summarize`), and None in the evaluations."""
         num_k = self.matcher.num_categories
         cuts = np.empty((len(thresholds), num_k), np.float64)
         for i, threshold in enumerate(thresholds):
             cuts[i] = threshold  # a number, or one per category
-        precision = np.empty((len(thresholds), _NUM_T, _NUM_R, num_k, _NUM_A, _NUM_M), np.float64)
+        max_dets = self.matcher.max_dets
+        # The precision's maxDets axis: all of them, or those equal to maxDets[2] (two when
+        # maxDets[1] is the same number: pycocotools then averages over both).
+        kept_m = [m for m, value in enumerate(max_dets) if full or value == max_dets[2]]
+        slot = np.full(_NUM_M, -1, np.int64)
+        slot[kept_m] = np.arange(len(kept_m))
+        precision = np.empty((len(thresholds), _NUM_T, _NUM_R, num_k, _NUM_A, len(kept_m)), np.float64)
         recall = np.empty((len(thresholds), _NUM_T, num_k, _NUM_A, _NUM_M), np.float64)
         n_tp = np.empty((len(thresholds), prepared["num_segments"]), np.int64)
         _read_envelopes(prepared["seg_bounds"], prepared["tp_scores"], prepared["precision_at_tp"], prepared["need"],
-                        prepared["npig"], cuts, precision, recall, n_tp)
+                        prepared["npig"], cuts, slot, precision, recall, n_tp)
         seg_f1 = (2 * _NUM_A * _NUM_T + 0) * num_k  # maxDets[2], area all, IoU 0.5
         results = []
         for i in range(len(thresholds)):
@@ -817,8 +833,8 @@ class Matches:
             denominator = int(np.count_nonzero(self.counted[:, 0, 0] & above)) + self.num_ground_truth
             results.append(
                 CocoEvaluation(
-                    stats=summarize(precision[i], recall[i], self.matcher.max_dets),
-                    precision=precision[i],
+                    stats=summarize(precision[i], recall[i], max_dets, tuple(max_dets[m] for m in kept_m)),
+                    precision=precision[i] if full else None,
                     recall=recall[i],
                     category_ids=self.matcher.category_ids,
                     num_detections=int(np.count_nonzero(above)),
@@ -894,7 +910,7 @@ def _precision_at_true_positives(order, category, rank, scores, has_pairs, area_
 
 
 @numba.njit(cache=True, nogil=True)
-def _read_envelopes(seg_bounds, tp_scores, values, need, npig, cuts, precision, recall, n_tp):
+def _read_envelopes(seg_bounds, tp_scores, values, need, npig, cuts, slot, precision, recall, n_tp):
     """pycocotools' precision envelope at the recall thresholds, for every score threshold and
     every (maxDets, area, IoU, category) segment.
 
@@ -905,11 +921,11 @@ def _read_envelopes(seg_bounds, tp_scores, values, need, npig, cuts, precision, 
     cut (a prefix), recall threshold ``r`` reads the largest precision among true positives
     ``need - 1 .. n - 1`` (pycocotools' envelope: the running maximum from the right, read at the
     first index whose recall reaches ``r``), 0 where ``need > n``; -1 (and recall -1) where the
-    category has no ground truth. Writes ``precision[i, t, r, k, a, m]``, ``recall[i, t, k, a, m]``
-    and ``n_tp[i, s]``.
+    category has no ground truth. Writes ``precision[i, t, r, k, a, slot[m]]`` (only where
+    ``slot[m] >= 0``), ``recall[i, t, k, a, m]`` and ``n_tp[i, s]``.
     """
     num_thresholds, num_k = cuts.shape
-    num_t, num_r, num_a, num_m = precision.shape[1], precision.shape[2], precision.shape[4], precision.shape[5]
+    num_t, num_r, num_a, num_m = precision.shape[1], precision.shape[2], precision.shape[4], recall.shape[4]
     # Segments in the output's order (m fastest): neighbouring segments write neighbouring cells.
     for i, t, k, a, m in np.ndindex(num_thresholds, num_t, num_k, num_a, num_m):
         s = ((m * num_a + a) * num_t + t) * num_k + k
@@ -924,24 +940,26 @@ def _read_envelopes(seg_bounds, tp_scores, values, need, npig, cuts, precision, 
                 high = middle
         n = low - start
         n_tp[i, s] = n
-        if npig[s] == 0:
-            recall[i, t, k, a, m] = -1.0
-            for r in range(num_r):
-                precision[i, t, r, k, a, m] = -1.0
+        recall[i, t, k, a, m] = -1.0 if npig[s] == 0 else n / npig[s]
+        out = slot[m]
+        if out < 0:
             continue
-        recall[i, t, k, a, m] = n / npig[s]
+        if npig[s] == 0:
+            for r in range(num_r):
+                precision[i, t, r, k, a, out] = -1.0
+            continue
         running = -np.inf
         j = start + n  # values[j:start + n] are in `running`
         for r in range(num_r - 1, -1, -1):
             first = need[s, r]
             if first > n:
-                precision[i, t, r, k, a, m] = 0.0
+                precision[i, t, r, k, a, out] = 0.0
                 continue
             while j > start + first - 1:
                 j -= 1
                 if values[j] > running:
                     running = values[j]
-            precision[i, t, r, k, a, m] = running
+            precision[i, t, r, k, a, out] = running
 
 
 def concatenate_matches(matcher: CocoMatcher, parts: Sequence[tuple[Matches, np.ndarray, int]]) -> Matches:

@@ -261,6 +261,15 @@ def test_raised_max_detections_equal_pycocotools(max_detections):
         evaluator = pycoco.pycocotools_eval(coco_gt, pycoco.load_results(coco_gt, results), None, max_detections)
         ours = cocoeval.evaluate_results(dataset, results, max_detections=max_detections)
         assert_same_at(evaluator, ours)
+        # The stats alone (the envelope read at maxDets[2] only; at 1 and 10 two maxDets
+        # entries are that number) are the same numbers.
+        matcher = cocoeval.CocoMatcher(dataset, max_detections=max_detections)
+        matches = matcher.match(matcher.image_positions([r["image_id"] for r in results]),
+                                matcher.category_positions([r["category_id"] for r in results]),
+                                np.array([r["bbox"] for r in results]).reshape(-1, 4), [r["score"] for r in results])
+        cuts = [-np.inf, 0.3, 0.7]
+        for full, alone in zip(matches.evaluate(cuts), matches.evaluate(cuts, precision=False)):
+            assert full.stats.tobytes() == alone.stats.tobytes() and alone.precision is None and full.f1 == alone.f1
         if max_detections == 100:
             np.testing.assert_array_equal(ours.stats, evaluator.stats)  # pycocotools' summarize itself
         elif 100 not in evaluator.params.maxDets:

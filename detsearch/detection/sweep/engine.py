@@ -134,7 +134,7 @@ def key_rows(grid: Grid, key: NmsKey, outputs: KeyOutputs, score_cuts: Sequence[
         for run_at, thresholds, cuts in runs:
             output = outputs.runs[cap, run_at]
             matches = output.matches
-            evaluations = matches.evaluate(cuts)
+            evaluations = matches.evaluate(cuts, precision=False)
             curve = matches.f1_curve()
             ground_truth = matches.num_ground_truth
             for score_threshold, cut, evaluation in zip(thresholds, cuts, evaluations):
