@@ -146,38 +146,36 @@ def key_rows(grid: Grid, key: NmsKey, outputs: KeyOutputs, score_cuts: Sequence[
 
 
 class _PairStore:
-    """IoU >= 0.5 pairs per candidate entry, computed the first time an entry is evaluated. Its
-    memory is per candidate (``keys``: the candidates' cache entries, ascending), not per cache
-    entry."""
+    """IoU >= 0.5 pairs per candidate, computed the first time a candidate is evaluated. Its
+    memory is per candidate (``entries``: the candidates' cache entries, by candidate
+    position), not per cache entry."""
 
-    def __init__(self, matcher: CocoMatcher, keys: np.ndarray, located):
+    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, located):
         self.matcher = matcher
-        self.keys = keys
+        self.entries = entries
         # The engine's method: entries -> (image positions, category positions, COCO [n, 4] boxes).
         # Held weakly, so that no cycle keeps a dropped engine (a range's, in a worker) alive.
         self.located = weakref.WeakMethod(located)
-        self.start = np.full(len(keys), -1, np.int64)
-        self.count = np.zeros(len(keys), np.int64)
+        self.start = np.full(len(entries), -1, np.int64)
+        self.count = np.zeros(len(entries), np.int64)
         self.total = 0
         self.gt_index = np.zeros(0, np.int64)
         self.iou = np.zeros(0, np.float64)
 
-    def pairs(self, entries: np.ndarray) -> IouPairs:
-        at = np.searchsorted(self.keys, entries)
-        if (at >= len(self.keys)).any() or not np.array_equal(self.keys[at], entries):
-            raise ValueError("IoU pairs asked for an entry that is not a candidate")
-        unknown = at[self.start[at] < 0]  # entries of one call are distinct
+    def pairs(self, positions: np.ndarray) -> IouPairs:
+        """The pairs of the candidates at ``positions`` (distinct), in that order."""
+        unknown = positions[self.start[positions] < 0]
         if unknown.size:
-            found = self.matcher.iou_pairs(*self.located()(self.keys[unknown]))
+            found = self.matcher.iou_pairs(*self.located()(self.entries[unknown]))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)
             self.gt_index = np.concatenate([self.gt_index, found.gt_index])
             self.iou = np.concatenate([self.iou, found.iou])
-        counts = self.count[at]
-        offsets = np.zeros(len(entries) + 1, np.int64)
+        counts = self.count[positions]
+        offsets = np.zeros(len(positions) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        rows = ragged_arange(self.start[at], counts)
+        rows = ragged_arange(self.start[positions], counts)
         return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
 
 
@@ -269,7 +267,7 @@ class SweepEngine:
         )
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
         self.entry_xywh = entry_xywh
-        self.pairs = _PairStore(self.matcher, np.sort(cand), self._located)
+        self.pairs = _PairStore(self.matcher, cand, self._located)
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
         self._nms: dict[float | None, Suppressor] = {
             sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
@@ -354,34 +352,36 @@ class SweepEngine:
         """The second-stage NMS of setting ``key`` (its ``soft_nms_sigma``)."""
         return self._nms[key.soft_nms_sigma]
 
-    def _match(self, dets: np.ndarray, scores: np.ndarray) -> Matches:
-        """COCO matching of cache entries ``dets`` (image by image in output order) scored
-        ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
-        image_pos, category_pos, boxes = self._located(dets)
-        return self.matcher.match(image_pos, category_pos, boxes, scores, self.pairs.pairs(dets))
+    def _match(self, positions: np.ndarray, scores: np.ndarray) -> Matches:
+        """COCO matching of the candidates at ``positions`` (image by image in output order)
+        scored ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
+        image_pos, category_pos, boxes = self._located(self.candidates.entries[positions])
+        return self.matcher.match(image_pos, category_pos, boxes, scores, self.pairs.pairs(positions))
 
     def _run_nms(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """NMS output at setting ``key`` (at the grid's lowest score threshold, or, where the NMS
-        answers no higher one by restriction, at ``score_threshold``; the largest cap): the cache
-        entries image by image in output order and their output scores (float64)."""
+        answers no higher one by restriction, at ``score_threshold``; the largest cap): the
+        candidate positions image by image in output order and their output scores (float64)."""
         nms, selection = self.nms_of(key), self.selection(key)
         if score_threshold is not None:
             positions = nms.kept_above(selection, key.iou_threshold, score_threshold)
-            return self.candidates.entries[positions], self.exact_scores(self.candidates.entries[positions])
-        dets = self.candidates.entries[nms.kept(selection, key.iou_threshold)]
+            return positions, self.exact_scores(self.candidates.entries[positions])
+        positions = nms.kept(selection, key.iou_threshold)
         rescored = nms.output_scores(selection, key.iou_threshold) if isinstance(nms, V1Nms) else None
-        return dets, self.exact_scores(dets) if rescored is None else rescored.astype(np.float64)
+        return positions, (self.exact_scores(self.candidates.entries[positions]) if rescored is None
+                           else rescored.astype(np.float64))
 
-    def _output(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Matches]:
-        """`_run_nms`'s output, each entry's position in its image's output, and the matches. The
-        last one's are kept."""
+    def _output(self, key: NmsKey, score_threshold: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Matches]:
+        """`_run_nms`'s output (candidate positions, their cache entries), each one's position in
+        its image's output, their scores and matches. The last one's are kept."""
         memo = (key, score_threshold)
         if self._output_memo is not None and self._output_memo[0] == memo:
             return self._output_memo[1]
-        dets, scores = self._run_nms(key, score_threshold)
-        image = self.image_of(dets)
-        position = np.arange(len(dets)) - np.searchsorted(image, image, side="left")
-        value = (dets, position, scores, self._match(dets, scores))
+        positions, scores = self._run_nms(key, score_threshold)
+        image = self.candidates.image[positions]
+        rank = np.arange(len(positions)) - np.searchsorted(image, image, side="left")
+        value = (positions, self.candidates.entries[positions], rank, scores, self._match(positions, scores))
         self._output_memo = (memo, value)
         return value
 
@@ -398,17 +398,17 @@ class SweepEngine:
         with ``max_detections`` ``cap`` (None: the engine's own caps), every score above the
         lowest threshold (or, with ``score_threshold``, NMS run at that threshold: see
         `exact_prefixes`)."""
-        dets, position, scores, matches = self._output(key, score_threshold)
+        positions, dets, rank, scores, matches = self._output(key, score_threshold)
         if cap is None or cap >= max(self.grid.caps):
             return dets, scores, matches
-        inside = position < cap
+        inside = rank < cap
         kept = inside[matches.input_index]
         # Within a group the kept matches must be a prefix of the matching order.
         group = matches.image_pos * self.matcher.num_categories + matches.category_pos
         same = group[1:] == group[:-1]
         if not (same & kept[1:] & ~kept[:-1]).any():
             return dets[inside], scores[inside], matches.select(kept, np.cumsum(inside) - 1)
-        return dets[inside], scores[inside], self._match(dets[inside], scores[inside])
+        return dets[inside], scores[inside], self._match(positions[inside], scores[inside])
 
     def outputs(self, key: NmsKey) -> KeyOutputs:
         """What the rows of NMS setting ``key`` are read from: its output at every cap, from one NMS
