@@ -58,6 +58,7 @@ from detsearch.detection.reference_nms import (class_agnostic_nms_reference, nms
 __all__ = [
     "DEFAULT_MAX_DETECTIONS_PER_CLASS",
     "DEFAULT_MAX_TOTAL_DETECTIONS",
+    "ProposalWalk",
     "class_agnostic_nms_batched",
     "class_agnostic_nms_reference",
     "class_agnostic_nms_tf",
@@ -428,26 +429,42 @@ def class_agnostic_nms_batched(
       ``(indices, offsets)``: int64 global row indices of the kept proposals, image by image by
       descending score (ties by index), and int64 ``[num_images + 1]`` offsets.
     """
-    boxes, scores = _check_inputs(boxes, scores)
-    iou_t, score_t = _check_thresholds(iou_threshold, score_threshold)
     limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
-    offsets = np.asarray(image_offsets, np.int64)
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(boxes) or (np.diff(offsets) < 0).any():
-        raise ValueError(f"image_offsets must rise from 0 to {len(boxes)}")
-    num_images = len(offsets) - 1
-    image_of = np.repeat(np.arange(num_images), np.diff(offsets))
-    groups = np.zeros(len(boxes), np.int64) if levels is None else np.asarray(levels, np.int64).reshape(-1)
-    if len(groups) != len(boxes):
-        raise ValueError(f"levels has {len(groups)} entries for {len(boxes)} boxes")
-    candidates = np.flatnonzero(scores > score_t)
-    order = candidates[np.lexsort((candidates, -scores[candidates], image_of[candidates]))]
-    kept = greedy_walk(
-        boxes[order],
-        groups[order],
-        np.searchsorted(image_of[order], np.arange(num_images + 1)),
-        iou_threshold=iou_t,
-        max_per_group=limit,
-        max_per_image=limit,
-    )
-    indices = order[kept]
-    return indices.astype(np.int64), np.searchsorted(image_of[indices], np.arange(num_images + 1)).astype(np.int64)
+    return ProposalWalk(boxes, scores, image_offsets, score_threshold=score_threshold, levels=levels).kept(
+        iou_threshold, limit)
+
+
+class ProposalWalk:
+    """The proposals above ``score_threshold`` of many images sorted into visiting order once,
+    for `class_agnostic_nms_batched` at several IoU thresholds. Arguments as there."""
+
+    def __init__(self, boxes, scores, image_offsets, *, score_threshold=-math.inf, levels=None):
+        boxes, scores = _check_inputs(boxes, scores)
+        _, score_t = _check_thresholds(0.5, score_threshold)
+        offsets = np.asarray(image_offsets, np.int64)
+        if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(boxes) or (np.diff(offsets) < 0).any():
+            raise ValueError(f"image_offsets must rise from 0 to {len(boxes)}")
+        num_images = len(offsets) - 1
+        groups = np.zeros(len(boxes), np.int64) if levels is None else np.asarray(levels, np.int64).reshape(-1)
+        if len(groups) != len(boxes):
+            raise ValueError(f"levels has {len(groups)} entries for {len(boxes)} boxes")
+        candidates = np.flatnonzero(scores > score_t)
+        # Visiting order: by image, descending score, ties by row (the stable sorts keep the
+        # rows ascending).
+        self.row_image = np.repeat(np.arange(num_images), np.diff(offsets))
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        image_key = self.row_image[order]
+        if num_images <= 1 << 16:
+            image_key = image_key.astype(np.uint16)  # a radix sort
+        self.order = order[np.argsort(image_key, kind="stable")]
+        self.num_images = num_images
+        self.walk = GreedyWalk(boxes[self.order], groups[self.order],
+                               np.searchsorted(self.row_image[self.order], np.arange(num_images + 1)))
+
+    def kept(self, iou_threshold, max_output_size=DEFAULT_NUM_PROPOSALS) -> tuple[np.ndarray, np.ndarray]:
+        """`class_agnostic_nms_batched` at ``iou_threshold``: ``(indices, offsets)``."""
+        iou_t, _ = _check_thresholds(iou_threshold, -math.inf)
+        limit = _check_cap("max_output_size", max_output_size, DEFAULT_NUM_PROPOSALS)
+        indices = self.order[self.walk.run(iou_threshold=iou_t, max_per_group=limit, max_per_image=limit)]
+        return indices.astype(np.int64), np.searchsorted(self.row_image[indices],
+                                                         np.arange(self.num_images + 1)).astype(np.int64)

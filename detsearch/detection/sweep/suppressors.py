@@ -369,14 +369,16 @@ class BatchedProposalNms:
     """The first stage as greedy class-agnostic NMS (Model Garden's ``roi_generator.
     use_batched_nms: true``): proposals above ``score_threshold`` (the grid's lowest
     ``nms_score_threshold``), per FPN level when ``per_level``, at most ``num_proposals`` per
-    image, by `nms.class_agnostic_nms_batched` (the compiled walk).
-    Kept: global rows per image by descending objectness (ties by row), by IoU threshold."""
+    image, by `nms.class_agnostic_nms_batched` (the compiled walk; the proposals sorted once,
+    `nms.ProposalWalk`). Kept: global rows per image by descending objectness (ties by row), by
+    IoU threshold."""
 
     def __init__(self, cache: DetectionCache, score_threshold: float, num_proposals: int, per_level: bool):
         self.cache = cache
         self.score_threshold = score_threshold
         self.num_proposals = num_proposals
         self.per_level = per_level
+        self._walk: nms_ops.ProposalWalk | None = None  # sorted once for every IoU threshold
         self._kept: dict[float, np.ndarray] = {}
 
     def prepare(self, selection: Selection) -> None:
@@ -384,16 +386,13 @@ class BatchedProposalNms:
 
     def kept(self, selection: Selection, iou_threshold: float) -> np.ndarray:
         if iou_threshold not in self._kept:
-            cache = self.cache
-            self._kept[iou_threshold], _ = nms_ops.class_agnostic_nms_batched(
-                np.asarray(cache.row_boxes, np.float32),
-                np.asarray(cache.row_objectness, np.float32),
-                selection.offsets,
-                iou_threshold=iou_threshold,
-                score_threshold=self.score_threshold,
-                max_output_size=self.num_proposals,
-                levels=np.asarray(cache.row_level) if self.per_level else None,
-            )
+            if self._walk is None:
+                cache = self.cache
+                self._walk = nms_ops.ProposalWalk(
+                    np.asarray(cache.row_boxes, np.float32), np.asarray(cache.row_objectness, np.float32),
+                    selection.offsets, score_threshold=self.score_threshold,
+                    levels=np.asarray(cache.row_level) if self.per_level else None)
+            self._kept[iou_threshold], _ = self._walk.kept(iou_threshold, self.num_proposals)
         return self._kept[iou_threshold]
 
 
