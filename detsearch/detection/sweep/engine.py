@@ -278,6 +278,7 @@ class SweepEngine:
                                                             min(grid.axes["nms_score_threshold"]))
             self._proposals = Selection("proposals", None, np.asarray(cache.row_offsets, np.int64), True)
         self._selection: Selection | None = None
+        self._reached_memo: tuple | None = None
         self._output_memo: tuple | None = None
         self._rows: dict[NmsKey, list[SweepRow]] = {}
         logger.info(
@@ -327,18 +328,14 @@ class SweepEngine:
         if self.kind == CacheKind.ONE_STAGE:
             picked = None  # every candidate, in the order already prepared
         else:
-            rows, row_offsets = self.first_stage(key.nms_iou_threshold)
-            objectness = np.asarray(self.cache.row_objectness, np.float32)[rows]
-            above = objectness.astype(np.float64) > self.post_processing.proposal_cut(key.nms_score_threshold)
-            image_of = np.repeat(np.arange(self.num_images), np.diff(row_offsets))
-            counts = np.minimum(np.bincount(image_of[above], minlength=self.num_images), self.post_processing.num_proposals)
-            # `above` is a prefix of each image's list (descending objectness): take `counts`.
-            positions = ragged_arange(row_offsets[:-1], counts)
-            rank_of_row = np.full(len(self.cache.row_boxes), -1, np.int64)
-            rank_of_row[rows[positions]] = positions - row_offsets[:-1][image_of[positions]]
-            rank = rank_of_row[c.row]
-            keep = np.flatnonzero(rank >= 0)
-            picked = keep[break_ties(c.image[keep], c.score[keep], rank[keep], c.classes[keep])]
+            reached, rank, row_image, objectness = self._reached(key.nms_iou_threshold)
+            # An image's proposals above this nms_score_threshold are a prefix of its list
+            # (descending objectness), and of those the lowest threshold keeps: the first
+            # `counts`, by rank. Restricting the tie-broken order keeps it tie-broken.
+            above = objectness > self.post_processing.proposal_cut(key.nms_score_threshold)
+            counts = np.minimum(np.bincount(row_image[above], minlength=self.num_images),
+                                self.post_processing.num_proposals)
+            picked = reached[rank < counts[c.image[reached]]]
         if key.class_agnostic:
             # A row's first entry in visiting order is its best class (ties: the lower class).
             everything = np.arange(len(c.entries)) if picked is None else picked
@@ -347,6 +344,33 @@ class SweepEngine:
         offsets = c.offsets if picked is None else np.searchsorted(c.image[picked], np.arange(self.num_images + 1))
         self._selection = Selection(key.selection, picked, offsets, key.class_agnostic)
         return self._selection
+
+    def _reached(self, nms_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The second-stage candidates whose proposal the first stage keeps at ``nms_iou`` and the
+        grid's lowest nms_score_threshold (at most ``num_proposals`` per image), in visiting
+        order with equal (image, score) ordered by (proposal rank, class); each one's proposal
+        rank; and the first stage's kept proposals' images and float64 objectness. The last
+        ``nms_iou``'s are kept (keys of one ``nms_iou`` are adjacent, `Grid.nms_keys`)."""
+        if self._reached_memo is not None and self._reached_memo[0] == nms_iou:
+            return self._reached_memo[1]
+        self._reached_memo = None
+        c = self.candidates
+        rows, row_offsets = self.first_stage(nms_iou)
+        objectness = np.asarray(self.cache.row_objectness, np.float32)[rows].astype(np.float64)
+        row_image = np.repeat(np.arange(self.num_images, dtype=np.int32), np.diff(row_offsets))
+        lowest = self.post_processing.proposal_cut(min(self.grid.axes["nms_score_threshold"]))
+        counts = np.minimum(np.bincount(row_image[objectness > lowest], minlength=self.num_images),
+                            self.post_processing.num_proposals)
+        positions = ragged_arange(row_offsets[:-1], counts)
+        rank_of_row = np.full(len(self.cache.row_boxes), -1, np.int32)
+        rank_of_row[rows[positions]] = positions - row_offsets[:-1][row_image[positions]]
+        rank = rank_of_row[c.row]
+        del rank_of_row
+        keep = np.flatnonzero(rank >= 0)
+        reached = keep[break_ties(c.image[keep], c.score[keep], rank[keep], c.classes[keep])]
+        value = (reached, rank[reached], row_image, objectness)
+        self._reached_memo = (nms_iou, value)
+        return value
 
     def nms_of(self, key: NmsKey) -> Suppressor:
         """The second-stage NMS of setting ``key`` (its ``soft_nms_sigma``)."""
