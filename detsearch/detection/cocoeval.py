@@ -488,7 +488,7 @@ class CocoMatcher:
         if n and (step_image >= 0).all() and ((step_image > 0) | (np.diff(scores) <= 0)).all():
             # Already by image and descending score (NMS output): a stable sort by group keeps
             # score order and input order for ties.
-            order = np.argsort(group, kind="stable")
+            order = _stable_group_order(np.arange(n), group, self.num_images * self.num_categories)
         else:  # by descending score (stable), then a counting sort by group (stable)
             order = _stable_group_order(np.argsort(-scores, kind="stable"), group,
                                         self.num_images * self.num_categories)
