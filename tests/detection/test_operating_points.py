@@ -17,7 +17,7 @@ from detsearch.detection.sweep.holdout import split_images, subset_cache
 from detsearch.detection.sweep.per_class import PerClassRule, ScoreCurve, choose_cut
 from detsearch.detection.sweep.result import SweepRow, select_best
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import outcome, random_case, table_dicts
+from tests.detection.sweep_cases import outcome, random_case
 
 pytest.importorskip("pycocotools")
 

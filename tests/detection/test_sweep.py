@@ -17,7 +17,7 @@ from detsearch.detection.pycoco import pycocotools_stats
 from detsearch.detection.sweep import PostProcessing
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
-from tests.detection.sweep_cases import outcome, random_case, table_dicts
+from tests.detection.sweep_cases import outcome, random_case
 
 # Two-stage tests are marked tf: the first stage runs the TensorFlow op. One-stage ones are NumPy only.
 

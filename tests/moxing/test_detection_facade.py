@@ -3,7 +3,6 @@ parameters and the thresholds; run trains, chooses the listed thresholds and exp
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
