@@ -8,6 +8,7 @@ and exit status 2; nothing is written to the output directory then.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -211,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.strategy == "grid":
         executor = ProcessExecutor(args.workers)
     journal = out / JOURNAL_FILE
-    if journal.exists():
+    out_existed, journal_existed = out.exists(), journal.exists()
+    if journal_existed:
         print(f"detsearch sweep: {journal} holds an unfinished sweep's progress: its finished NMS settings are reused "
               f"where the inputs and settings are the same", file=sys.stderr)
     progress, close = progress_bar(args.no_progress, "NMS setting")
@@ -230,6 +232,13 @@ def run(args: argparse.Namespace) -> int:
             journal=journal,
             **options,
         )
+    except ValueError:  # bad input found by the sweep itself (a budget no configuration meets, ...)
+        if not journal_existed:  # it leaves nothing behind, not even its own journal
+            journal.unlink(missing_ok=True)
+            if not out_existed:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        raise
     finally:
         close()
         executor.close()

@@ -22,8 +22,8 @@ from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, load_ground_t
 from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
 from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, key_rows
 from detsearch.detection.sweep.grid import Grid, NmsKey
-from detsearch.detection.sweep.journal import SweepJournal, sweep_digest
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
+from detsearch.detection.sweep.journal import SweepJournal, sweep_digest
 from detsearch.detection.sweep.per_class import (
     ChosenDetails,
     PerClassResult,
