@@ -326,6 +326,39 @@ def _before(score_a, index_a, score_b, index_b):
     return score_a > score_b or (score_a == score_b and index_a < index_b)
 
 
+@numba.njit(cache=True, nogil=True)
+def _push(heap_score, heap_index, size, score, index):
+    """Adds (score, index) to the binary heap of ``size`` entries; returns the new size."""
+    heap_score[size], heap_index[size] = score, index
+    child = size
+    while child > 0:
+        parent = (child - 1) // 2
+        if not _before(heap_score[child], heap_index[child], heap_score[parent], heap_index[parent]):
+            break
+        heap_score[child], heap_score[parent] = heap_score[parent], heap_score[child]
+        heap_index[child], heap_index[parent] = heap_index[parent], heap_index[child]
+        child = parent
+    return size + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _pop(heap_score, heap_index, size):
+    """Removes the heap's first entry (read it at position 0 before); returns the new size."""
+    size -= 1
+    heap_score[0], heap_index[0] = heap_score[size], heap_index[size]
+    parent = 0
+    while True:
+        first = parent
+        for child in (2 * parent + 1, 2 * parent + 2):
+            if child < size and _before(heap_score[child], heap_index[child], heap_score[first], heap_index[first]):
+                first = child
+        if first == parent:
+            return size
+        heap_score[first], heap_score[parent] = heap_score[parent], heap_score[first]
+        heap_index[first], heap_index[parent] = heap_index[parent], heap_index[first]
+        parent = first
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _v5(boxes, scores, offsets, soft, scale, iou_threshold, score_threshold, max_output, positions, out_scores,
         counts):
@@ -346,34 +379,12 @@ def _v5(boxes, scores, offsets, soft, scale, iou_threshold, score_threshold, max
         size = 0
         for i in range(n):
             if scores[start + i] > score_threshold:  # push
-                heap_score[size], heap_index[size] = scores[start + i], i
-                child = size
-                size += 1
-                while child > 0:
-                    parent = (child - 1) // 2
-                    if not _before(heap_score[child], heap_index[child], heap_score[parent], heap_index[parent]):
-                        break
-                    heap_score[child], heap_score[parent] = heap_score[parent], heap_score[child]
-                    heap_index[child], heap_index[parent] = heap_index[parent], heap_index[child]
-                    child = parent
+                size = _push(heap_score, heap_index, size, scores[start + i], i)
             begin[i] = 0
         count = 0
         while count < max_output and size > 0:
-            original, k = heap_score[0], heap_index[0]  # pop
-            size -= 1
-            heap_score[0], heap_index[0] = heap_score[size], heap_index[size]
-            parent = 0
-            while True:
-                first = parent
-                for child in (2 * parent + 1, 2 * parent + 2):
-                    if child < size and _before(heap_score[child], heap_index[child], heap_score[first],
-                                                heap_index[first]):
-                        first = child
-                if first == parent:
-                    break
-                heap_score[first], heap_score[parent] = heap_score[parent], heap_score[first]
-                heap_index[first], heap_index[parent] = heap_index[parent], heap_index[first]
-                parent = first
+            original, k = heap_score[0], heap_index[0]
+            size = _pop(heap_score, heap_index, size)
             score = original
             suppressed = False
             for j in range(count - 1, begin[k] - 1, -1):
@@ -394,16 +405,7 @@ def _v5(boxes, scores, offsets, soft, scale, iou_threshold, score_threshold, max
                 out_scores[start + count] = score
                 count += 1
             elif score > score_threshold:  # push back
-                heap_score[size], heap_index[size] = score, k
-                child = size
-                size += 1
-                while child > 0:
-                    parent = (child - 1) // 2
-                    if not _before(heap_score[child], heap_index[child], heap_score[parent], heap_index[parent]):
-                        break
-                    heap_score[child], heap_score[parent] = heap_score[parent], heap_score[child]
-                    heap_index[child], heap_index[parent] = heap_index[parent], heap_index[child]
-                    child = parent
+                size = _push(heap_score, heap_index, size, score, k)
         counts[g] = count
 
 
