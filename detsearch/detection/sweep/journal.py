@@ -62,13 +62,6 @@ def sweep_digest(cache: DetectionCache, ground_truth: GroundTruth, grid: Grid, p
     return digest.hexdigest()
 
 
-def _row_record(row: SweepRow) -> dict[str, Any]:
-    return {"params": dict(row.params), "stats": [float(v) for v in row.stats], "recall": float(row.recall),
-            "ap50": float(row.ap50), "dets_per_image": float(row.dets_per_image), "f1": float(row.f1),
-            "f1_max": float(row.f1_max),
-            "f1_max_score": None if row.f1_max_score is None else float(row.f1_max_score)}
-
-
 def _row(record: Mapping[str, Any]) -> SweepRow:
     return SweepRow(params=dict(record["params"]), stats=tuple(float(v) for v in record["stats"]),
                     recall=float(record["recall"]), ap50=float(record["ap50"]),
@@ -113,6 +106,8 @@ class SweepJournal:
 
     def put(self, key: NmsKey, rows: list[SweepRow]) -> None:
         """Records ``key``'s rows; durable when this returns."""
-        record = {"sweep": self.digest, "key": list(key), "rows": [_row_record(row) for row in rows]}
+        # A row as result.json writes it, less its objective (the sweep's, not the row's).
+        record = {"sweep": self.digest, "key": list(key),
+                  "rows": [{k: v for k, v in row.to_dict().items() if k != "objective"} for row in rows]}
         append_line(self.path, (json.dumps(record) + "\n").encode())
         self.finished[key] = rows
