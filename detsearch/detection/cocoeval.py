@@ -506,7 +506,7 @@ class CocoMatcher:
         lows = np.array([r[0] for r in AREA_RANGES], np.float64)
         highs = np.array([r[1] for r in AREA_RANGES], np.float64)
         area_out = (det_area[:, None] < lows) | (det_area[:, None] > highs)  # [D, A]
-        tp, counted = self._greedy_match(pairs, area_out)
+        tp, counted, matched_gt = self._greedy_match(pairs, area_out)
         return Matches(
             matcher=self,
             image_pos=image_pos[order],
@@ -518,6 +518,7 @@ class CocoMatcher:
             counted=counted,
             area_out=area_out,
             has_pairs=np.diff(pairs.offsets) > 0,
+            matched_gt=matched_gt,
         )
 
     def _greedy_match(self, pairs: IouPairs, area_out: np.ndarray):
@@ -525,9 +526,12 @@ class CocoMatcher:
         tp = np.zeros((n, _NUM_A, _NUM_T), bool)
         counted = np.repeat(~area_out[:, :, None], _NUM_T, axis=2)
         taken = np.zeros((len(self._gt_rows), _NUM_A, _NUM_T), bool)
+        matched = np.full(n, -1, np.int64)
         _greedy(pairs.offsets, pairs.gt_index, pairs.iou, _MATCH_THRESHOLDS, self._gt_ignore, self._gt_crowd,
-                self._gt_id_nonzero, area_out, taken, tp, counted)
-        return tp, counted
+                self._gt_id_nonzero, area_out, taken, tp, counted, matched)
+        found = matched >= 0
+        matched[found] = self._gt_rows[matched[found]]
+        return tp, counted, matched
 
 
 @numba.njit(cache=True, nogil=True)
@@ -583,7 +587,8 @@ def _fill_pairs(boxes, first, stop, gt_boxes, gt_crowd, min_iou, offsets, gt_ind
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy(offsets, gt_index, ious, thresholds, gt_ignore, gt_crowd, gt_id_nonzero, area_out, taken, tp, counted):
+def _greedy(offsets, gt_index, ious, thresholds, gt_ignore, gt_crowd, gt_id_nonzero, area_out, taken, tp, counted,
+            matched):
     """pycocotools' greedy matching (``evaluateImg``), every area range and IoU threshold.
 
     Detections are in (image, category, rank) order, so each (image, category)'s detections
@@ -593,7 +598,8 @@ def _greedy(offsets, gt_index, ious, thresholds, gt_ignore, gt_crowd, gt_id_nonz
     ignored, else an ignored one, of highest IoU, the last of equal IoU (pycocotools' loop
     over ground truth sorted ignored-last, ``>=`` the running best, stopping at the first
     ignored box once a non-ignored one matched). Writes ``taken`` (the box's ``gtm``), ``tp``
-    and ``counted``; a detection without a match keeps ``counted = not area_out``.
+    and ``counted``; a detection without a match keeps ``counted = not area_out``. ``matched[d]``:
+    the box detection d takes at area "all" and IoU 0.5 (left as it is without one).
     """
     num_a, num_t = tp.shape[1], tp.shape[2]
     for d in range(len(offsets) - 1):
@@ -615,6 +621,8 @@ def _greedy(offsets, gt_index, ious, thresholds, gt_ignore, gt_crowd, gt_id_nonz
                     continue
                 g = gt_index[best]
                 taken[g, a, t] = True
+                if a == 0 and t == 0:
+                    matched[d] = g
                 tp[d, a, t] = gt_id_nonzero[g] and best_kept
                 # dtIg = gtIg[m] for a match, or-ed with "dtm == 0 and outside the area range".
                 counted[d, a, t] = best_kept and (gt_id_nonzero[g] or not area_out[d, a])
@@ -658,7 +666,9 @@ class Matches:
     ``counted`` are bool ``[D, A=4, T=10]``: pycocotools' ``dtm != 0 and not dtIgnore`` and
     ``not dtIgnore``; ``area_out`` is bool ``[D, A]`` (the detection's ``w * h`` is outside the
     area range) and ``has_pairs`` bool ``[D]`` (some ground truth has IoU >= 0.5 with it; the
-    others are unmatched everywhere, so ``counted == ~area_out`` for them).
+    others are unmatched everywhere, so ``counted == ~area_out`` for them); ``matched_gt`` int64
+    ``[D]`` the ground truth box each detection matches at area "all" and IoU 0.5, as an index
+    into the `GroundTruth`'s annotations (-1: none).
     """
 
     matcher: CocoMatcher
@@ -671,6 +681,7 @@ class Matches:
     counted: np.ndarray
     area_out: np.ndarray
     has_pairs: np.ndarray
+    matched_gt: np.ndarray
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -692,6 +703,7 @@ class Matches:
             counted=self.counted[rows],
             area_out=self.area_out[rows],
             has_pairs=self.has_pairs[rows],
+            matched_gt=self.matched_gt[rows],
         )
 
     def detached(self) -> "Matches":
@@ -761,18 +773,23 @@ class Matches:
             self._cache["score_order"] = np.argsort(-self.scores, kind="stable")
         return self._cache["score_order"]
 
+    def accumulation_order(self) -> np.ndarray:
+        """Detections of a category across images, by descending score, images ascending, rank:
+        the order of pycocotools' mergesort over the concatenation of per-image lists (cached)."""
+        if "accumulation_order" not in self._cache:
+            # Matches are in (image, category, rank) order, so two stable sorts (score, then the
+            # small-integer category, a radix sort) give (category, -score, image, rank).
+            order = self._score_order()
+            category_key = self.category_pos[order]
+            if self.matcher.num_categories <= np.iinfo(np.uint16).max:
+                category_key = category_key.astype(np.uint16)
+            self._cache["accumulation_order"] = order[np.argsort(category_key, kind="stable")]
+        return self._cache["accumulation_order"]
+
     def _prepare(self):
         if "prepared" in self._cache:
             return self._cache["prepared"]
-        # Detections of a category across images, by descending score, images ascending, rank:
-        # the order of pycocotools' mergesort over the concatenation of per-image lists.
-        # Matches are in (image, category, rank) order, so two stable sorts (score, then the
-        # small-integer category, a radix sort) give (category, -score, image, rank).
-        order = self._score_order()
-        category_key = self.category_pos[order]
-        if self.matcher.num_categories <= np.iinfo(np.uint16).max:
-            category_key = category_key.astype(np.uint16)
-        order = order[np.argsort(category_key, kind="stable")]
+        order = self.accumulation_order()
         num_k = self.matcher.num_categories
         num_segments = _NUM_M * _NUM_A * _NUM_T * num_k
         max_dets = np.asarray(self.matcher.max_dets, np.int64)
@@ -978,7 +995,8 @@ def concatenate_matches(matcher: CocoMatcher, parts: Sequence[tuple[Matches, np.
     if not parts:
         raise ValueError("concatenate_matches needs at least one part")
     arrays = {name: np.concatenate([getattr(matches, name) for matches, _, _ in parts])
-              for name in ("category_pos", "rank", "scores", "true_positive", "counted", "area_out", "has_pairs")}
+              for name in ("category_pos", "rank", "scores", "true_positive", "counted", "area_out", "has_pairs",
+                           "matched_gt")}
     image_pos = np.concatenate([np.asarray(positions, np.int64)[matches.image_pos] for matches, positions, _ in parts])
     input_index = np.concatenate([matches.input_index + offset for matches, _, offset in parts])
     if len(image_pos) and (np.diff(image_pos) < 0).any():
