@@ -78,8 +78,9 @@ from detsearch.detection.sweep.result import SweepRow, make_row
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
 from detsearch.detection.sweep.suppressors import (Candidates, Selection, Suppressor, V1Nms, first_stage_nms,
                                                    second_stage_nms)
+from detsearch.detection.tide import Evidence, TideErrors, evidence, tide_errors_at
 
-__all__ = ["KeyOutputs", "Output", "SweepEngine", "break_ties", "key_rows", "visiting_order"]
+__all__ = ["KeyOutputs", "Output", "SweepEngine", "break_ties", "coco_boxes", "key_rows", "visiting_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,19 @@ class Output:
     dets: np.ndarray
     scores: np.ndarray
     matches: Matches
+    evidence: Evidence | None = None  # TIDE's, aligned with dets (a sweep with errors)
 
     def above(self, cut: float) -> "Output":
         """The detections with ``score > cut`` (a prefix of every image's output and of every
         matching order, so their matches stay as they are)."""
         keep = self.scores > cut
         return Output(self.dets[keep], self.scores[keep],
-                      self.matches.select(self.matches.scores > cut, np.cumsum(keep) - 1))
+                      self.matches.select(self.matches.scores > cut, np.cumsum(keep) - 1),
+                      None if self.evidence is None else self.evidence.take(keep))
+
+    def errors(self, cuts: Sequence[float]) -> list[TideErrors]:
+        """TIDE of the detections with ``score > cut``, for each cut (`detsearch.detection.tide`)."""
+        return tide_errors_at(self.matches, self.evidence.take(self.matches.input_index), cuts)
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def key_rows(grid: Grid, key: NmsKey, outputs: KeyOutputs, score_cuts: Sequence[
              ) -> list[SweepRow]:
     """The rows of NMS setting ``key``: every ``max_detections`` cap (when swept), and within a cap
     every score threshold of the grid (`Grid.row_position`); ``score_cuts`` are the thresholds'
-    float64 cuts."""
+    float64 cuts. Outputs with `Evidence` give each row its TIDE errors."""
     rows = []
     for cap in grid.caps or (None,):
         runs = ([(None, grid.score_thresholds, score_cuts)] if outputs.exact else
@@ -137,11 +144,12 @@ def key_rows(grid: Grid, key: NmsKey, outputs: KeyOutputs, score_cuts: Sequence[
             evaluations = matches.evaluate(cuts, precision=False)
             curve = matches.f1_curve()
             ground_truth = matches.num_ground_truth
-            for score_threshold, cut, evaluation in zip(thresholds, cuts, evaluations):
+            errors_at = [None] * len(cuts) if output.evidence is None else output.errors(cuts)
+            for score_threshold, cut, evaluation, errors in zip(thresholds, cuts, evaluations, errors_at):
                 params = grid.row_params(key, score_threshold, cap)
                 f1_max, f1_max_score = _best_f1(curve, cut, ground_truth)
                 rows.append(make_row(params, evaluation.stats, int(np.count_nonzero(output.scores > cut)), num_images,
-                                     evaluation.f1, f1_max, f1_max_score))
+                                     evaluation.f1, f1_max, f1_max_score, errors))
     return rows
 
 
@@ -179,6 +187,28 @@ class _PairStore:
         return IouPairs(offsets, self.gt_index[rows], self.iou[rows])
 
 
+class _EvidenceStore:
+    """TIDE's `Evidence` per candidate, computed the first time a candidate is evaluated (like
+    `_PairStore`: the IoUs with every ground truth box of its image, once per cache entry). Its
+    memory is 4 bytes per candidate and the evidence of those evaluated."""
+
+    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, located):
+        self.matcher = matcher
+        self.entries = entries
+        self.located = weakref.WeakMethod(located)
+        self.slot = np.full(len(entries), -1, np.int32 if len(entries) < 2**31 else np.int64)
+        self.found = Evidence.empty(0)
+
+    def of(self, positions: np.ndarray) -> Evidence:
+        """The evidence of the candidates at ``positions``, in that order."""
+        unknown = np.unique(positions[self.slot[positions] < 0])
+        if unknown.size:
+            self.slot[unknown] = len(self.found) + np.arange(len(unknown))
+            found = evidence(self.matcher, *self.located()(self.entries[unknown]))
+            self.found = Evidence.concatenate([self.found, found])
+        return self.found.take(self.slot[positions])
+
+
 class SweepEngine:
     """Evaluates NMS settings on one cache; every score threshold of the grid at once.
 
@@ -196,6 +226,7 @@ class SweepEngine:
         (`Grid.nms_post_processing`).
       nms_backend: `NmsBackend` of the batched NMS (v2 runs `nms_v2.tiled_nms` whatever it
         says).
+      errors: give every row its TIDE errors (`detsearch.detection.tide`).
     """
 
     def __init__(
@@ -206,6 +237,7 @@ class SweepEngine:
         post_processing: PostProcessing,
         *,
         nms_backend: NmsBackend = NmsBackend.FAST,
+        errors: bool = False,
     ):
         started = time.perf_counter()
         self.cache = cache
@@ -240,21 +272,9 @@ class SweepEngine:
         cand, image, score, row, classes = candidates[order], image[order], score[order], row[order], classes[order]
         del candidates, order
         if self.kind == CacheKind.ONE_STAGE:
-            row_boxes = np.asarray(cache.row_boxes, np.float32)
-            cand_boxes = row_boxes[row]
-            entry_box = lambda entries: row_boxes[cache.entry_row[entries]]  # noqa: E731
+            cand_boxes = np.asarray(cache.row_boxes, np.float32)[row]
         else:
-            entry_boxes = np.asarray(cache.entry_boxes, np.float32)
-            cand_boxes = entry_boxes[cand]
-            entry_box = lambda entries: entry_boxes[entries]  # noqa: E731
-        if self.kind == CacheKind.ONE_STAGE and cache.row_xywh is not None:
-            row_xywh = np.asarray(cache.row_xywh, np.float64)
-            entry_xywh = lambda entries: row_xywh[cache.entry_row[entries]]  # noqa: E731 - the boxes as given
-        elif self.kind == CacheKind.TWO_STAGE:
-            stored_boxes = np.asarray(cache.entry_boxes)  # float64 when imported so: matched as given
-            entry_xywh = lambda entries: yxyx_to_xywh(stored_boxes[entries])  # noqa: E731
-        else:
-            entry_xywh = lambda entries: yxyx_to_xywh(entry_box(entries))  # noqa: E731
+            cand_boxes = np.asarray(cache.entry_boxes, np.float32)[cand]
         self.candidates = Candidates(
             entries=cand,
             image=image,
@@ -266,8 +286,9 @@ class SweepEngine:
             num_classes=len(meta.category_ids),
         )
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
-        self.entry_xywh = entry_xywh
+        self.entry_xywh = lambda entries: coco_boxes(cache, entries)
         self.pairs = _PairStore(self.matcher, cand, self._located)
+        self.evidence = _EvidenceStore(self.matcher, cand, self._located) if errors else None
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
         self._nms: dict[float | None, Suppressor] = {
             sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
@@ -416,30 +437,31 @@ class SweepEngine:
         nms = self.nms_of(key)
         return not isinstance(nms, V1Nms) or nms.exact_prefixes(self.selection(key), key.iou_threshold)
 
-    def capped(self, key: NmsKey, cap: int | None, score_threshold: float | None = None
-               ) -> tuple[np.ndarray, np.ndarray, Matches]:
-        """The output entries, their output scores (float64) and their matches at setting ``key``
-        with ``max_detections`` ``cap`` (None: the engine's own caps), every score above the
-        lowest threshold (or, with ``score_threshold``, NMS run at that threshold: see
-        `exact_prefixes`)."""
+    def output(self, key: NmsKey, cap: int | None, score_threshold: float | None = None) -> Output:
+        """The `Output` (entries, output scores (float64), matches, and TIDE's evidence when the
+        engine gives errors) at setting ``key`` with ``max_detections`` ``cap`` (None: the
+        engine's own caps), every score above the lowest threshold (or, with
+        ``score_threshold``, NMS run at that threshold: see `exact_prefixes`)."""
         positions, dets, rank, scores, matches = self._output(key, score_threshold)
-        if cap is None or cap >= max(self.grid.caps):
-            return dets, scores, matches
-        inside = rank < cap
-        kept = inside[matches.input_index]
-        # Within a group the kept matches must be a prefix of the matching order.
-        group = matches.image_pos * self.matcher.num_categories + matches.category_pos
-        same = group[1:] == group[:-1]
-        if not (same & kept[1:] & ~kept[:-1]).any():
-            return dets[inside], scores[inside], matches.select(kept, np.cumsum(inside) - 1)
-        return dets[inside], scores[inside], self._match(positions[inside], scores[inside])
+        if cap is not None and cap < max(self.grid.caps):
+            inside = rank < cap
+            kept = inside[matches.input_index]
+            # Within a group the kept matches must be a prefix of the matching order.
+            group = matches.image_pos * self.matcher.num_categories + matches.category_pos
+            same = group[1:] == group[:-1]
+            if not (same & kept[1:] & ~kept[:-1]).any():
+                matches = matches.select(kept, np.cumsum(inside) - 1)
+            else:
+                matches = self._match(positions[inside], scores[inside])
+            positions, dets, scores = positions[inside], dets[inside], scores[inside]
+        return Output(dets, scores, matches, None if self.evidence is None else self.evidence.of(positions))
 
     def outputs(self, key: NmsKey) -> KeyOutputs:
         """What the rows of NMS setting ``key`` are read from: its output at every cap, from one NMS
         run or, where that does not answer every score threshold (`exact_prefixes`), from one run
         per score threshold."""
         exact = self.exact_prefixes(key)
-        runs = {(cap, run_at): Output(*self.capped(key, cap, run_at))
+        runs = {(cap, run_at): self.output(key, cap, run_at)
                 for cap in self.grid.caps or (None,)
                 for run_at in ((None,) if exact else self.score_thresholds)}
         return KeyOutputs(exact, runs)
@@ -463,6 +485,19 @@ class SweepEngine:
     def score_cut(self, score_threshold: float) -> float:
         """The float64 cut (`float32_cut`) of one of the grid's score thresholds."""
         return self.score_cuts[self.score_thresholds.index(score_threshold)]
+
+
+def coco_boxes(cache: DetectionCache, entries: np.ndarray) -> np.ndarray:
+    """The COCO ``[x, y, w, h]`` (float64) boxes COCO matching sees for cache ``entries``: a
+    one-stage cache's rows as given (``row_xywh``, imported from a results file) or its float32
+    ``[y1, x1, y2, x2]`` rows; a two-stage cache's entry boxes as stored (float64 when imported
+    so)."""
+    if cache.meta.kind == CacheKind.TWO_STAGE:
+        return yxyx_to_xywh(np.asarray(cache.entry_boxes)[entries])
+    rows = np.asarray(cache.entry_row)[entries]
+    if cache.row_xywh is not None:
+        return np.asarray(cache.row_xywh, np.float64)[rows]
+    return yxyx_to_xywh(np.asarray(cache.row_boxes, np.float32)[rows])
 
 
 def visiting_order(image: np.ndarray, score: np.ndarray, row: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -159,7 +159,7 @@ def confirm(engine, row, objective: str, budget: float | None, *, fraction: floa
     from detsearch.detection.sweep.result import objective_value
 
     held_row = engine.row(row.params)
-    _, _, matches = engine.capped(engine.grid.key_of(row.params), row.params.get("max_detections"))
+    matches = engine.output(engine.grid.key_of(row.params), row.params.get("max_detections")).matches
     cut = engine.score_cut(row.params["score_threshold"])
     weights = bootstrap_weights(engine.num_images, replicates, seed)
     figures = replicate_stats(matches, weights, cut)

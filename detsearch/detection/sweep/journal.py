@@ -26,6 +26,7 @@ from detsearch.detection.cocoeval import GroundTruth
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.result import SweepRow
 from detsearch.detection.sweep.settings import PostProcessing
+from detsearch.detection.tide import TideErrors
 
 __all__ = ["SweepJournal", "sweep_digest"]
 
@@ -41,14 +42,18 @@ def _hash_arrays(digest, arrays: Iterable[Any]) -> None:
             continue
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # (memoryview cannot cast a shape with a zero)
+            digest.update(memoryview(array).cast("B"))
 
 
-def sweep_digest(cache: DetectionCache, ground_truth: GroundTruth, grid: Grid, post_processing: PostProcessing) -> str:
-    """SHA-256 (hex) of what a sweep's rows depend on. A cache read whole from a directory is
-    named by its ``meta.json`` (which checksums every array; `read_cache` checked them), any
-    other by its arrays."""
+def sweep_digest(cache: DetectionCache, ground_truth: GroundTruth, grid: Grid, post_processing: PostProcessing,
+                 errors: bool = False) -> str:
+    """SHA-256 (hex) of what a sweep's rows depend on (``errors``: whether they hold TIDE's). A
+    cache read whole from a directory is named by its ``meta.json`` (which checksums every
+    array; `read_cache` checked them), any other by its arrays."""
     digest = hashlib.sha256(f"detsearch sweep journal {_VERSION}\n{grid!r}\n{post_processing!r}\n".encode())
+    if errors:
+        digest.update(b"errors\n")
     if cache.path is not None:
         digest.update((Path(cache.path) / "meta.json").read_bytes())
     else:
@@ -67,7 +72,8 @@ def _row(record: Mapping[str, Any]) -> SweepRow:
                     recall=float(record["recall"]), ap50=float(record["ap50"]),
                     dets_per_image=float(record["dets_per_image"]), f1=float(record["f1"]),
                     f1_max=float(record["f1_max"]),
-                    f1_max_score=None if record["f1_max_score"] is None else float(record["f1_max_score"]))
+                    f1_max_score=None if record["f1_max_score"] is None else float(record["f1_max_score"]),
+                    errors=None if record.get("errors") is None else TideErrors.from_dict(record["errors"]))
 
 
 class SweepJournal:

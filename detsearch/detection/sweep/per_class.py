@@ -215,14 +215,23 @@ class PerClassResult:
 
 @dataclass(frozen=True, eq=False)
 class ChosenDetails:
-    """What the plots need of the chosen configuration: its `CocoEvaluation`, the pooled and
-    per-category `ScoreCurve` (IoU 0.5), and the category names."""
+    """What the plots and the report need of the chosen configuration: its `CocoEvaluation`, the
+    pooled and per-category `ScoreCurve` (IoU 0.5), the category names; the evaluation of its NMS
+    setting at the grid's lowest score threshold (``leaderboard``: what a leaderboard reports)
+    and that threshold's detections per image; with errors asked, its confusion matrix and
+    calibration (`detsearch.detection.diagnostics`; calibration None where a score lies outside
+    [0, 1])."""
 
     evaluation: CocoEvaluation
     pooled: ScoreCurve
     curves: tuple[ScoreCurve, ...]
     category_ids: tuple[int, ...]
     names: tuple[str, ...]
+    leaderboard: CocoEvaluation | None = None
+    leaderboard_threshold: float | None = None
+    leaderboard_dets_per_image: float | None = None
+    confusion: Any = None
+    calibration: Any = None
 
 
 def cut_threshold(lowest_kept: float | None, output_scores: np.ndarray, base_threshold: float) -> float:

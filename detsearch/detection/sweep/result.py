@@ -57,6 +57,8 @@ class SweepRow:
       f1_max: the best F1 over score cuts at or above this configuration's threshold.
       f1_max_score: the lowest score kept at that cut (keep ``score >= f1_max_score``), None
         without detections.
+      errors: TIDE's error anatomy of this configuration's detections
+        (`detsearch.detection.tide.TideErrors`), or None (a sweep without errors).
     """
 
     params: Mapping[str, float]
@@ -67,6 +69,7 @@ class SweepRow:
     f1: float
     f1_max: float
     f1_max_score: float | None
+    errors: Any = None
 
     @property
     def map(self) -> float:
@@ -85,6 +88,7 @@ class SweepRow:
             "f1": self.f1,
             "f1_max": self.f1_max,
             "f1_max_score": self.f1_max_score,
+            **({} if self.errors is None else {"errors": self.errors.to_dict()}),
         }
 
 
@@ -158,7 +162,16 @@ class SweepResult:
             "table": [row.to_dict(self.objective_of(row)) for row in self.table],
             **({} if self.per_class is None else self.per_class.to_dict()),
             **({} if self.holdout is None else {"holdout": self.holdout.to_dict()}),
+            **self._diagnostics(),
         }
+
+    def _diagnostics(self) -> dict[str, Any]:
+        """The chosen configuration's confusion matrix and calibration (a sweep with errors)."""
+        if self.chosen is None or self.chosen.confusion is None:
+            return {}
+        calibration = self.chosen.calibration
+        return {"confusion": self.chosen.confusion.to_dict(),
+                "calibration": None if calibration is None else calibration.to_dict()}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -226,7 +239,7 @@ def check_objective(objective: str, budget: float | None) -> None:
             raise ValueError(f"objective map_at_budget needs a finite budget >= 0 (detections per image), got {budget!r}")
 
 
-def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1_max_score) -> SweepRow:
+def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1_max_score, errors=None) -> SweepRow:
     """A `SweepRow` from one configuration's evaluation (``stats``: the 12 COCO stats)."""
     stats = tuple(float(s) for s in stats)
     return SweepRow(
@@ -238,6 +251,7 @@ def make_row(params, stats, num_detections: int, num_images: int, f1, f1_max, f1
         f1=float(f1),
         f1_max=float(f1_max),
         f1_max_score=f1_max_score,
+        errors=errors,
     )
 
 

@@ -36,6 +36,7 @@ from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, Matches, conc
 from detsearch.detection.sweep.engine import KeyOutputs, Output, SweepEngine
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.settings import NmsBackend, PostProcessing
+from detsearch.detection.tide import Evidence
 from detsearch.executor import Executor, release_worker_cache, worker_cache
 
 __all__ = ["ShardedSweep", "image_shards"]
@@ -76,6 +77,7 @@ class _ShardSource:
     grid: Grid
     post_processing: PostProcessing
     nms_backend: NmsBackend
+    errors: bool
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -95,7 +97,8 @@ class _ShardSource:
         def build() -> SweepEngine:
             part = (self.cache.images(*images) if self.cache is not None
                     else read_cache(self.path, verify=False, images=images))
-            return SweepEngine(part, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend)
+            return SweepEngine(part, self.ground_truth, self.grid, self.post_processing, nms_backend=self.nms_backend,
+                               errors=self.errors)
 
         engine = worker_cache(_ENGINE_SLOT, (self.token, images), build)
         return engine, time.perf_counter() - started
@@ -121,7 +124,8 @@ def _shard_outputs(source: _ShardSource, task: tuple[tuple[int, int], tuple[NmsK
     for key in keys:
         started = time.perf_counter()
         outputs = engine.outputs(key)
-        runs = {at: Output(output.dets, output.scores, output.matches.detached()) for at, output in outputs.runs.items()}
+        runs = {at: Output(output.dets, output.scores, output.matches.detached(), output.evidence)
+                for at, output in outputs.runs.items()}
         parts.append(_Part(images, engine.matcher.image_ids, KeyOutputs(outputs.exact, runs), build_seconds,
                            time.perf_counter() - started))
         build_seconds = 0.0
@@ -139,17 +143,18 @@ class ShardedSweep:
         after the other, else twice the executor's slots.
       executor: where the tasks run.
       token: names this sweep in the workers' `worker_cache`.
+      errors: the tasks' engines give TIDE's evidence (`SweepEngine`'s ``errors``).
     """
 
     def __init__(self, cache: DetectionCache, ground_truth: GroundTruth, grid: Grid,
                  post_processing: PostProcessing, nms_backend: NmsBackend, shards: int | None, executor: Executor,
-                 token: str):
+                 token: str, errors: bool = False):
         self.grid = grid
         self.executor = executor
         slots = executor.slots()
         self.side_by_side = slots > 1  # tasks run at once: a range's settings share a task
         path = None if cache.path is None else os.fspath(cache.path)
-        self.source = _ShardSource(token, path, cache, ground_truth, grid, post_processing, nms_backend)
+        self.source = _ShardSource(token, path, cache, ground_truth, grid, post_processing, nms_backend, errors)
         self.shards = image_shards(cache.num_images(), shards or (2 * slots if self.side_by_side else 1))
         self.matcher = CocoMatcher(ground_truth, image_ids=cache.meta.image_ids,
                                    max_detections=post_processing.max_eval_detections)
@@ -232,4 +237,6 @@ class ShardedSweep:
         scores = np.concatenate([output.scores for output in outputs])
         matches: Matches = concatenate_matches(
             self.matcher, [(output.matches, where, int(start)) for output, where, start in zip(outputs, positions, starts)])
-        return Output(dets, scores, matches)
+        evidence = (None if outputs[0].evidence is None
+                    else Evidence.concatenate([output.evidence for output in outputs]))
+        return Output(dets, scores, matches, evidence)

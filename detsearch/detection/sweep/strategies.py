@@ -20,7 +20,8 @@ from detsearch.checks import positive_int
 from detsearch.detection.cache import CacheKind, DetectionCache, read_cache
 from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, load_ground_truth
 from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
-from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, key_rows
+from detsearch.detection.diagnostics import calibration, confusion_matrix
+from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, coco_boxes, key_rows
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
 from detsearch.detection.sweep.journal import SweepJournal, sweep_digest
@@ -80,6 +81,7 @@ def sweep(
     shards: int | None = None,
     progress: ProgressCallback | None = None,
     journal: str | os.PathLike | None = None,
+    errors: bool = False,
 ) -> SweepResult:
     """Chooses post-processing thresholds on a cache of raw predictions.
 
@@ -154,6 +156,9 @@ def sweep(
         journal, inputs and settings computes only the settings it had not finished, and its
         table is the uninterrupted one bit for bit. A journal of other inputs or settings is
         dropped. None (default): no journal.
+      errors: give every row of the table TIDE's error anatomy of its detections
+        (``row.errors``, `detsearch.detection.tide`: hotcoco's ``tide_errors``), and the chosen
+        configuration's confusion matrix and calibration (``result.diagnostics``).
 
     Returns:
       `SweepResult`. Ties of the objective go to fewer detections per image, then to lower
@@ -190,8 +195,10 @@ def sweep(
         shards = positive_int(shards, "shards")
     post = configurations.nms_post_processing(post_processing).checked(cache, grid)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
+    if not isinstance(errors, bool):
+        raise TypeError(f"errors must be a bool, got {errors!r}")
     run = _Run(configurations, post, nms_backend, strategy, objective, budget, tolerance, rule, executor, shards,
-               progress, journal)
+               progress, journal, errors)
     if holdout is None:
         return run.on(cache, gt)
     chosen_positions, held_positions = split_images(cache.meta.image_ids, holdout, seed, gt)
@@ -227,13 +234,14 @@ class _Run:
     shards: int | None
     progress: ProgressCallback | None
     journal: str | os.PathLike | None
+    errors: bool
 
     def on(self, cache: DetectionCache, gt: GroundTruth) -> SweepResult:
         keys = self.grid.nms_keys()
         started = time.perf_counter()
         if self.strategy == "grid":
             sharded = ShardedSweep(cache, gt, self.grid, self.post_processing, self.nms_backend, self.shards,
-                                   self.executor, uuid.uuid4().hex)
+                                   self.executor, uuid.uuid4().hex, self.errors)
             journal, evaluated = self._journal(cache, gt, keys)
 
             def add_rows(key: NmsKey, outputs: KeyOutputs) -> None:
@@ -252,7 +260,8 @@ class _Run:
                 sharded.close()
             matcher = sharded.matcher
         else:
-            engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend)
+            engine = SweepEngine(cache, gt, self.grid, self.post_processing, nms_backend=self.nms_backend,
+                                 errors=self.errors)
             journal, finished = self._journal(cache, gt, keys)
             engine.restore(finished)
             _coordinate_search(engine, keys, self.objective, self.budget, self.progress, journal)
@@ -265,9 +274,17 @@ class _Run:
                   else None)
         written = written_thresholds(cache, self.grid.kind, best_row.params, output, self.post_processing)
         category = matcher.category_positions(cache.meta.category_ids)
+        image = matcher.image_positions(cache.meta.image_ids)
+        entry_offsets = np.asarray(cache.entry_offsets, np.int64)
+
+        def located(dets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (image[np.searchsorted(entry_offsets, dets, side="right") - 1],
+                    category[np.asarray(cache.entry_class[dets], np.int64)], coco_boxes(cache, dets))
+
         chosen, per_class = chosen_details(outputs, best_row, self.rule, written["score_threshold"], matcher,
                                            lambda dets: category[np.asarray(cache.entry_class[dets], np.int64)],
-                                           self.post_processing, cache.num_images())
+                                           self.post_processing, cache.num_images(), min(self.grid.score_thresholds),
+                                           located if self.errors else None)
         return SweepResult(
             kind=self.grid.kind,
             objective=self.objective,
@@ -289,7 +306,7 @@ class _Run:
         """The sweep's journal (None without one) and the rows of the settings it finished."""
         if self.journal is None:
             return None, {}
-        journal = SweepJournal(self.journal, sweep_digest(cache, gt, self.grid, self.post_processing))
+        journal = SweepJournal(self.journal, sweep_digest(cache, gt, self.grid, self.post_processing, self.errors))
         finished = {key: journal.finished[key] for key in keys if key in journal.finished}
         if finished:
             logger.info("sweep: %d of %d NMS settings finished before (%s)", len(finished), len(keys), self.journal)
@@ -344,22 +361,39 @@ def written_thresholds(cache: DetectionCache, kind: CacheKind, params: Mapping[s
 
 def chosen_details(outputs: KeyOutputs, row: SweepRow, rule: PerClassRule | None, written_threshold: float,
                    matcher: CocoMatcher, category_of: Callable[[np.ndarray], np.ndarray],
-                   post_processing: PostProcessing, num_images: int) -> tuple[ChosenDetails, PerClassResult | None]:
+                   post_processing: PostProcessing, num_images: int, lowest_threshold: float,
+                   located: Callable[[np.ndarray], tuple] | None = None
+                   ) -> tuple[ChosenDetails, PerClassResult | None]:
     """The chosen configuration's evaluation and score curves, and its per-category thresholds
     under ``rule`` (None: not asked) on top of its score threshold as written, from its NMS
-    setting's ``outputs``; ``category_of(entries)`` gives cache entries' category positions."""
+    setting's ``outputs``; ``category_of(entries)`` gives cache entries' category positions.
+    ``lowest_threshold``: the grid's lowest score threshold (the leaderboard's evaluation). With
+    ``located(entries)`` (their image and category positions and COCO boxes: a sweep with
+    errors) also the confusion matrix and the calibration."""
     started = time.perf_counter()
     threshold = row.params["score_threshold"]
-    output = outputs.at(row.params.get("max_detections"), threshold).above(post_processing.threshold_cut(threshold))
+    cap = row.params.get("max_detections")
+    output = outputs.at(cap, threshold).above(post_processing.threshold_cut(threshold))
     above = output.matches
     names = tuple(matcher.ground_truth.category_names)
     counted = above.counted[:, 0, 0]
+    # What a leaderboard reports: the same NMS setting at the grid's lowest score threshold.
+    leaderboard = outputs.at(cap, lowest_threshold).above(post_processing.threshold_cut(lowest_threshold))
+    confusion = calibrated = None
+    if located is not None:
+        confusion = confusion_matrix(matcher, *located(output.dets), output.scores)
+        calibrated = calibration(above)
     details = ChosenDetails(
         evaluation=above.evaluate()[0],
         pooled=ScoreCurve.from_detections(above.scores[counted], above.true_positive[counted, 0, 0], above.num_ground_truth),
         curves=tuple(class_curves(above)),
         category_ids=tuple(int(c) for c in matcher.category_ids),
         names=names,
+        leaderboard=leaderboard.matches.evaluate()[0],
+        leaderboard_threshold=float(lowest_threshold),
+        leaderboard_dets_per_image=len(leaderboard.dets) / num_images if num_images else 0.0,
+        confusion=confusion,
+        calibration=calibrated,
     )
     per_class = None
     if rule is not None:

@@ -1,0 +1,188 @@
+"""TIDE along the sweep equals hotcoco's ``tide_errors`` on each configuration's detections.
+
+The oracle's detections come from the sweep's slow reference (NMS from scratch by the plain
+references, `sweep._reference.reference_detections`), so neither the fast NMS nor the fast
+matching is on both sides. Every figure is compared with ``==``.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import detsearch.detection.sweep as sweep_module
+from detsearch.detection.cache import import_coco_detections
+from detsearch.detection.sweep import PostProcessing
+from detsearch.detection.sweep._reference import reference_detections
+from detsearch.detection.cocoeval import CocoMatcher
+from detsearch.detection.tide import COUNT_TYPES, ERROR_TYPES, Evidence, TideErrors, tide_errors
+from detsearch.executor import ProcessExecutor
+from detsearch.params import ParamSpec
+from tests.detection.sweep_cases import random_case
+
+hotcoco = pytest.importorskip("hotcoco")
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "coco_val2014_100"
+ONE_STAGE = ParamSpec(score_threshold=[0.05, 0.3, 0.6], iou_threshold=[0.3, 0.6, 1.0])
+TWO_STAGE = ParamSpec(nms_score_threshold=[0.0, 0.5], nms_iou_threshold=[0.7], score_threshold=[0.05, 0.4],
+                      iou_threshold=[0.5])
+
+
+def oracle(dataset, results, image_ids, max_detections=100):
+    """hotcoco's TIDE of ``results`` (a COCO results list) on ``image_ids``."""
+    gt = hotcoco.COCO(dataset)
+    evaluator = hotcoco.COCOeval(gt, gt.load_res(results), "bbox")
+    evaluator.params.img_ids = [int(i) for i in image_ids]
+    evaluator.params.max_dets = [1, 10, max_detections]
+    evaluator.evaluate()
+    found = evaluator.tide_errors(pos_thr=0.5, bg_thr=0.1)
+    return {"delta_ap": {k: found["delta_ap"][k] for k in ERROR_TYPES}, "counts": {k: found["counts"][k] for k in COUNT_TYPES}}
+
+
+def check_rows(result, cache, dataset, post, max_detections=100):
+    """Every row with detections equals the oracle; returns how many rows were compared."""
+    checked = 0
+    for row in result.table:
+        results = reference_detections(cache, dict(row.params), post)
+        if not results:
+            continue
+        # hotcoco breaks equal-score ties between errors targeting one box by input order: the
+        # sweep's output order is image by image, by descending score.
+        results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        assert row.errors.to_dict() == oracle(dataset, results, cache.meta.image_ids, max_detections), dict(row.params)
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_stage_rows_equal_hotcoco(seed):
+    cache, dataset = random_case(seed, "one_stage", num_images=6, max_rows=40, ties=seed % 2 == 1)
+    result = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True)
+    assert check_rows(result, cache, dataset, PostProcessing().checked(cache, ONE_STAGE)) >= 6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_stage_rows_equal_hotcoco(seed):
+    cache, dataset = random_case(seed, "two_stage", num_images=6, max_rows=40)
+    result = sweep_module.sweep(cache, dataset, TWO_STAGE, errors=True)
+    assert check_rows(result, cache, dataset, PostProcessing().checked(cache, TWO_STAGE)) >= 2
+
+
+def test_caps_and_crowded_images_equal_hotcoco():
+    """A ``max_detections`` axis (rows read off the largest cap) and maxDets 5 (cells cut)."""
+    cache, dataset = random_case(7, "one_stage", num_images=5, max_rows=60)
+    post = PostProcessing(max_eval_detections=5)
+    result = sweep_module.sweep(cache, dataset, ParamSpec(score_threshold=[0.05, 0.5], iou_threshold=[0.6]), post,
+                                max_detections=[3, 20], errors=True)
+    checked = 0
+    for row in result.table:
+        capped = PostProcessing(max_detections_per_class=row.params["max_detections"],
+                                max_total_detections=row.params["max_detections"], max_eval_detections=5)
+        spec = ParamSpec(score_threshold=[row.params["score_threshold"]], iou_threshold=[row.params["iou_threshold"]])
+        results = reference_detections(cache, dict(row.params), capped.checked(cache, spec))
+        results.sort(key=lambda r: (r["image_id"], -r["score"]))
+        assert row.errors.to_dict() == oracle(dataset, results, cache.meta.image_ids, 5), dict(row.params)
+        checked += 1
+    assert checked == 4
+
+
+def test_coco_fixture_equals_hotcoco():
+    """The real COCO fixture (100 val2014 images, the fake-bbox results as candidates)."""
+    annotations = DATA / "instances_val2014_100.json"
+    cache = import_coco_detections(DATA / "instances_val2014_fakebbox100_results.json", annotations)
+    spec = ParamSpec(score_threshold=[0.0, 0.5], iou_threshold=[0.5, 1.0])
+    result = sweep_module.sweep(cache, annotations, spec, errors=True)
+    dataset = json.loads(annotations.read_text())
+    assert check_rows(result, cache, dataset, PostProcessing().checked(cache, spec)) == 4
+    everything = next(r for r in result.table if r.params == {"score_threshold": 0.0, "iou_threshold": 1.0})
+    assert sum(everything.errors.counts.values()) > 100
+
+
+def test_worker_processes_and_image_ranges_give_the_same_errors():
+    cache, dataset = random_case(3, "one_stage", num_images=9, max_rows=40)
+    alone = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True)
+    ranged = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True, executor=ProcessExecutor(2), shards=4)
+    assert [r.errors for r in alone.table] == [r.errors for r in ranged.table]
+    coordinate = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True, strategy="coordinate")
+    by_params = {tuple(r.params.items()): r.errors for r in alone.table}
+    assert all(by_params[tuple(r.params.items())] == r.errors for r in coordinate.table)
+
+
+def test_without_errors_rows_hold_none_and_json_has_no_key():
+    cache, dataset = random_case(4, "one_stage")
+    result = sweep_module.sweep(cache, dataset, ONE_STAGE)
+    assert all(row.errors is None for row in result.table)
+    assert "errors" not in json.loads(result.to_json())["table"][0]
+    with_errors = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True)
+    assert [r.stats for r in with_errors.table] == [r.stats for r in result.table]
+    row = json.loads(with_errors.to_json())["table"][0]
+    assert set(row["errors"]) == {"delta_ap", "counts"} and list(row["errors"]["delta_ap"]) == list(ERROR_TYPES)
+    with pytest.raises(TypeError, match="errors must be a bool"):
+        sweep_module.sweep(cache, dataset, ONE_STAGE, errors="yes")
+
+
+def test_journal_keeps_errors_and_tells_sweeps_with_and_without_apart(tmp_path):
+    cache, dataset = random_case(5, "one_stage")
+    result = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True, journal=tmp_path / "j.jsonl")
+    resumed = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True, journal=tmp_path / "j.jsonl")
+    assert [r.errors for r in resumed.table] == [r.errors for r in result.table]
+    assert TideErrors.from_dict(result.table[0].errors.to_dict()) == result.table[0].errors
+    # A journal of rows without errors is another sweep's: dropped, not read as rows without them.
+    plain = sweep_module.sweep(cache, dataset, ONE_STAGE, journal=tmp_path / "j.jsonl")
+    assert all(row.errors is None for row in plain.table)
+
+
+def test_only_the_matching_iou_is_a_positive_threshold():
+    _, dataset = random_case(1, "one_stage")
+    matcher = CocoMatcher(dataset)
+    matches = matcher.match(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+    with pytest.raises(ValueError, match="pos_thr must be 0.5"):
+        tide_errors(matches, Evidence.empty(0), pos_thr=0.75)
+    assert tide_errors(matches, Evidence.empty(0)).counts["Miss"] == int(matcher.ground_truth_counts().sum())
+
+
+# ------------------------------------------------------------------------------------------
+# the chosen configuration's confusion matrix and calibration
+
+
+def chosen_oracle(dataset, results, image_ids):
+    gt = hotcoco.COCO(dataset)
+    evaluator = hotcoco.COCOeval(gt, gt.load_res(results), "bbox")
+    evaluator.params.img_ids = [int(i) for i in image_ids]
+    evaluator.evaluate()
+    return evaluator.confusion_matrix(iou_thr=0.5), evaluator.calibration(n_bins=10, iou_threshold=0.5)
+
+
+def check_chosen(result, cache, dataset, post):
+    results = reference_detections(cache, dict(result.best_row.params), post)
+    results.sort(key=lambda r: (r["image_id"], -r["score"]))
+    confusion, calibration = chosen_oracle(dataset, results, cache.meta.image_ids)
+    mine = result.chosen.confusion
+    assert np.array_equal(mine.matrix, confusion["matrix"]) and mine.matrix.dtype == confusion["matrix"].dtype
+    assert mine.normalized.tobytes() == confusion["normalized"].tobytes()
+    assert list(mine.category_ids) == confusion["cat_ids"]
+    got = result.chosen.calibration
+    assert (got.ece, got.mce, got.num_detections) == (calibration["ece"], calibration["mce"], calibration["num_detections"])
+    assert [(b["lower"], b["upper"], b["confidence"], b["accuracy"], b["count"]) for b in got.bins] == [
+        (b["bin_lower"], b["bin_upper"], b["avg_confidence"], b["avg_accuracy"], b["count"]) for b in calibration["bins"]]
+    assert {name: ece for _, name, ece in got.per_category} == calibration["per_category"]
+    payload = json.loads(result.to_json())
+    assert payload["confusion"]["matrix"] == confusion["matrix"].tolist()
+    assert payload["calibration"]["ece"] == calibration["ece"]
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_confusion_and_calibration_equal_hotcoco(seed):
+    cache, dataset = random_case(seed, "one_stage", num_images=8, max_rows=50)
+    result = sweep_module.sweep(cache, dataset, ONE_STAGE, errors=True)
+    check_chosen(result, cache, dataset, PostProcessing().checked(cache, ONE_STAGE))
+
+
+def test_confusion_and_calibration_on_the_coco_fixture_equal_hotcoco():
+    annotations = DATA / "instances_val2014_100.json"
+    cache = import_coco_detections(DATA / "instances_val2014_fakebbox100_results.json", annotations)
+    spec = ParamSpec(score_threshold=[0.0, 0.3], iou_threshold=[0.5, 1.0])
+    result = sweep_module.sweep(cache, annotations, spec, errors=True)
+    check_chosen(result, cache, json.loads(annotations.read_text()), PostProcessing().checked(cache, spec))
+    assert result.chosen.confusion.matrix.sum() > 700
