@@ -96,8 +96,8 @@ def objective_arguments(parser: argparse.ArgumentParser) -> None:
 
 def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
     """How the sweep chooses and confirms: ``--tolerance``, ``--per-class``, ``--holdout``,
-    ``--seed``, ``--replicates``, and the ``--max-detections`` / ``--class-agnostic`` /
-    ``--soft-nms-sigmas`` axes."""
+    ``--seed``, ``--replicates``, the ``--max-detections`` / ``--class-agnostic`` /
+    ``--soft-nms-sigmas`` axes, and ``--errors``."""
     from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES
     from detsearch.detection.sweep.result import DEFAULT_TOLERANCE
 
@@ -126,6 +126,10 @@ def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nms_version v1: comma-separated soft_nms_sigma values to sweep (0: TensorFlow's hard NMS "
                         "kernel; soft NMS decays overlapping boxes' scores and ignores the IoU threshold); one pass "
                         "per sigma covers every score threshold")
+    parser.add_argument("--errors", action="store_true",
+                        help="TIDE's error anatomy (hotcoco's tide_errors: Cls, Loc, Both, Dupe, Bkg, Miss, FP, FN) in "
+                        "every row of the table, errors.png along the score and IoU axes, and the chosen "
+                        "configuration's confusion.png and calibration.png")
 
 
 def operating_point_options(args: argparse.Namespace) -> dict:
@@ -159,7 +163,8 @@ def operating_point_options(args: argparse.Namespace) -> dict:
         agnostic = [known[word] for word in words]
     sigmas = None if args.soft_nms_sigmas is None else float_list(args.soft_nms_sigmas, "--soft-nms-sigmas", low=0)
     return dict(tolerance=args.tolerance, per_class=rule, holdout=args.holdout, seed=args.holdout_seed,
-                replicates=args.replicates, max_detections=caps, class_agnostic=agnostic, soft_nms_sigma=sigmas)
+                replicates=args.replicates, max_detections=caps, class_agnostic=agnostic, soft_nms_sigma=sigmas,
+                errors=args.errors)
 
 
 def check_objective(args: argparse.Namespace) -> None:

@@ -42,7 +42,8 @@ the post-processing.
 
 Writes OUT/result.json (best, objective, tolerance, table; per_class and holdout when asked),
 OUT/report.md, OUT/per_class_thresholds.json (with --per-class) and the pictures heatmap.png,
-pr_curve.png, f1_curve.png, pareto.png and per_class.png. While it runs, OUT/.sweep.journal.jsonl
+pr_curve.png, f1_curve.png, pareto.png and per_class.png; with --errors also errors.png,
+confusion.png and calibration.png. While it runs, OUT/.sweep.journal.jsonl
 records each finished NMS setting: killed and started again with the same arguments, a sweep
 computes only the rest, and its outputs are the uninterrupted run's.
 """

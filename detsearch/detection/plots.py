@@ -1,6 +1,7 @@
 """Diagnostic plots of a sweep, each written atomically as one PNG: the precision-recall curves,
 F1 against the score threshold, the objective against detections per image with its Pareto
-front, and per-class AP beside per-class score thresholds.
+front, per-class AP beside per-class score thresholds, and (a sweep with errors) TIDE's error
+anatomy along the threshold axes, the confusion matrix and the reliability diagram.
 
 Inputs are plain arrays, so this module does not depend on the sweep's classes. Figures are
 drawn on a `matplotlib.figure.Figure` with the Agg canvas directly (no pyplot, so no backend is
@@ -19,7 +20,8 @@ import numpy as np
 from detsearch.atomic import atomic_path
 from detsearch.detection.cocoeval import AREA_NAMES, IOU_THRESHOLDS, MAX_DETECTIONS, RECALL_THRESHOLDS
 
-__all__ = ["pareto_front", "write_f1_curve", "write_pareto", "write_per_class", "write_pr_curve"]
+__all__ = ["ERROR_COLORS", "pareto_front", "write_calibration", "write_confusion", "write_errors", "write_f1_curve",
+           "write_pareto", "write_per_class", "write_pr_curve"]
 
 DPI = 110
 """Resolution of every PNG written here, in dots per inch."""
@@ -457,4 +459,98 @@ def write_per_class(path: str | Path, names: Sequence[str], ap, thresholds, *, b
     for axis in (ap_axis, threshold_axis):
         axis.grid(True, axis="x", alpha=0.3)
         axis.tick_params(axis="x", labelsize=font + 1)
+    _save(figure, path)
+
+
+ERROR_COLORS = {"Cls": "tab:red", "Loc": "tab:orange", "Both": "tab:olive", "Dupe": "tab:purple", "Bkg": "tab:gray",
+                "Miss": "tab:blue"}
+"""The TIDE error types `write_errors` stacks, and their colours."""
+
+
+def write_errors(path: str | Path, panels: Sequence[tuple[str, Sequence[float], np.ndarray, float]]) -> None:
+    """Stacked bars of TIDE's ΔAP per error type (`ERROR_COLORS`) along one threshold axis per
+    panel, the chosen value marked. Written atomically as PNG.
+
+    Args:
+      path: the PNG to write.
+      panels: ``(axis name, values, delta_ap, chosen value)``: ``delta_ap`` float ``[len(values),
+        6]`` in `ERROR_COLORS` order (NaN where the configuration was not evaluated).
+    """
+    figure = _new_figure(5.0 * max(1, len(panels)), 4.6)
+    axes = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for axis, (name, values, deltas, chosen) in zip(axes, panels):
+        deltas = np.asarray(deltas, np.float64)
+        if deltas.shape != (len(values), len(ERROR_COLORS)):
+            raise ValueError(f"{name}: delta_ap must have shape ({len(values)}, {len(ERROR_COLORS)}), got {deltas.shape}")
+        x = np.arange(len(values))
+        bottom = np.zeros(len(values))
+        for j, (error, color) in enumerate(ERROR_COLORS.items()):
+            height = np.nan_to_num(np.maximum(deltas[:, j], 0.0))
+            axis.bar(x, height, bottom=bottom, color=color, width=0.7, label=error)
+            bottom += height
+        labels = [f"{v:g}" + ("\n(chosen)" if v == chosen else "") for v in values]
+        axis.set_xticks(x, labels, fontsize=9)
+        axis.set_xlabel(name)
+        axis.set_ylabel("ΔAP@.5 if fixed (mean over classes)")
+        axis.set_title(f"error anatomy along {name}", fontsize=10)
+        axis.grid(True, axis="y", alpha=0.3)
+        axis.set_ylim(0, max(1e-3, float(bottom.max())) * 1.4)  # room for the legend above the bars
+    _legend(axes[-1], fontsize=8, loc="upper right", ncol=3)
+    _save(figure, path)
+
+
+def write_confusion(path: str | Path, normalized: np.ndarray, names: Sequence[str], matrix: np.ndarray) -> None:
+    """The row-normalized confusion matrix (ground truth rows, detected columns, the last of each
+    background) as a heat map, counts written where they fit. Written atomically as PNG."""
+    normalized = np.asarray(normalized, np.float64)
+    labels = [str(n) for n in names] + ["background"]
+    count = len(labels)
+    if normalized.shape != (count, count):
+        raise ValueError(f"normalized must be {count} x {count}, got {normalized.shape}")
+    size = min(16.0, max(4.5, 0.32 * count + 2.5))
+    figure = _new_figure(size + 1.2, size)
+    axis = figure.subplots()
+    image = axis.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
+    font = 9 if count <= 15 else 7 if count <= 40 else 5
+    axis.set_xticks(np.arange(count), labels, rotation=90, fontsize=font)
+    axis.set_yticks(np.arange(count), labels, fontsize=font)
+    axis.set_xlabel("detected category (last: background = missed box)")
+    axis.set_ylabel("ground truth category (last: background = false detection)")
+    if count <= 25:
+        for r in range(count):
+            for c in range(count):
+                if matrix[r, c]:
+                    axis.text(c, r, str(int(matrix[r, c])), ha="center", va="center", fontsize=font - 1,
+                              color="white" if normalized[r, c] > 0.5 else "black")
+    axis.set_title("confusion at IoU 0.5 (rows normalized)", fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    _save(figure, path)
+
+
+def write_calibration(path: str | Path, bins: Sequence[dict], ece: float, mce: float) -> None:
+    """A reliability diagram: per score bin the fraction of correct detections (IoU 0.5) against
+    the mean score, the diagonal for reference, and the detections per bin below. Written
+    atomically as PNG."""
+    figure = _new_figure(6.0, 6.4)
+    axis, counts_axis = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    lower = np.array([b["lower"] for b in bins])
+    upper = np.array([b["upper"] for b in bins])
+    width = upper - lower
+    filled = np.array([b["count"] > 0 for b in bins])
+    accuracy = np.array([b["accuracy"] for b in bins])
+    confidence = np.array([b["confidence"] for b in bins])
+    axis.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", color="tab:blue", alpha=0.75,
+             edgecolor="black", label="fraction correct")
+    axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
+    axis.plot(confidence[filled], accuracy[filled], "o", color="tab:red", markersize=4, label="bin mean score")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("fraction correct at IoU 0.5")
+    axis.set_title(f"score calibration: ECE {ece:.4f}, MCE {mce:.4f}", fontsize=10)
+    _legend(axis, fontsize=8, loc="upper left")
+    axis.grid(True, alpha=0.3)
+    counts_axis.bar(lower, [b["count"] for b in bins], width=width, align="edge", color="0.6", edgecolor="black")
+    counts_axis.set_xlabel("score")
+    counts_axis.set_ylabel("detections")
+    counts_axis.grid(True, axis="y", alpha=0.3)
     _save(figure, path)

@@ -21,7 +21,7 @@ from detsearch.detection.cache import CacheKind
 from detsearch.detection.sweep.result import SweepResult, objective_value
 from detsearch.params import PARAM_NAMES
 
-__all__ = ["PLOTS", "describe_params", "print_summary", "summary_lines", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
+__all__ = ["ERROR_AXES", "ERROR_PLOTS", "PLOTS", "describe_params", "error_axis", "error_trade", "print_summary", "summary_lines", "objective_grid", "per_class_document", "render_report", "tradeoff_line",
            "write_heatmap", "write_outputs", "write_plots"]
 
 _COLUMN_NAMES = {
@@ -36,6 +36,10 @@ _COLUMN_NAMES = {
 
 PLOTS = ("heatmap.png", "pr_curve.png", "f1_curve.png", "pareto.png", "per_class.png")
 """The pictures `write_outputs` draws (matplotlib)."""
+ERROR_PLOTS = ("errors.png", "confusion.png", "calibration.png")
+"""The pictures it adds for a sweep with errors (`detsearch.detection.tide`)."""
+ERROR_AXES = ("score_threshold", "iou_threshold")
+"""The threshold axes the error anatomy is drawn and told along."""
 
 _OBJECTIVE_LABELS = {"map": "AP", "ap50": "AP50", "f1": "F1", "map_at_budget": "AP"}
 
@@ -116,11 +120,14 @@ def write_outputs(result: SweepResult, out: Path) -> dict[str, float]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
-    names = [(name, ".png") for name in PLOTS] + [(n, ".tmp") for n in ("report.md", "per_class_thresholds.json", "result.json")]
+    names = [(name, ".png") for name in PLOTS + ERROR_PLOTS] + [(n, ".tmp") for n in ("report.md", "per_class_thresholds.json", "result.json")]
     for name, suffix in names:
         for temporary in out.glob(f".{name}.*{suffix}"):  # left by a killed sweep (`atomic_path` names)
             temporary.unlink(missing_ok=True)
     seconds = write_plots(result, out)
+    if result.table[0].errors is None:
+        for name in ERROR_PLOTS:  # an earlier sweep's with errors
+            (out / name).unlink(missing_ok=True)
     started = time.perf_counter()
     if result.per_class is not None:
         document = json.dumps(per_class_document(result), indent=2) + "\n"
@@ -159,6 +166,23 @@ def write_plots(result: SweepResult, out: Path) -> dict[str, float]:
         thresholds = np.full(len(details.names), np.nan) if class_cuts is None else np.asarray(class_cuts, np.float64)
         timed("per_class.png", lambda path: plots.write_per_class(path, list(details.names), ap, thresholds,
                                                                   base_threshold=result.best_params["score_threshold"]))
+        if details.confusion is not None:
+            confusion = details.confusion
+            timed("confusion.png", lambda path: plots.write_confusion(path, confusion.normalized, confusion.names,
+                                                                      confusion.matrix))
+        if details.calibration is not None:
+            calibrated = details.calibration
+            timed("calibration.png", lambda path: plots.write_calibration(path, calibrated.bins, calibrated.ece,
+                                                                          calibrated.mce))
+    if result.table[0].errors is not None:
+        from detsearch.detection.plots import ERROR_COLORS
+
+        panels = []
+        for name in ERROR_AXES:
+            values, rows = error_axis(result, name)
+            deltas = np.array([[row.errors.delta_ap[e] for e in ERROR_COLORS] for row in rows]).reshape(len(rows), -1)
+            panels.append((name, values, deltas, result.best_row.params[name]))
+        timed("errors.png", lambda path: plots.write_errors(path, panels))
     table = list(result.table)
     values = np.array([np.nan if result.objective_of(r) is None else result.objective_of(r) for r in table])
     chosen = next(i for i, r in enumerate(table) if dict(r.params) == dict(result.best_row.params))
@@ -193,7 +217,7 @@ def render_report(result: SweepResult) -> str:
             f"- best F1@.5 along the score axis at these IoU settings: {result.best_row.f1_max:.4f}, "
             f"keeping scores >= {result.best_row.f1_max_score:.4g}"
         )
-    lines += _holdout_lines(result) + _per_class_lines(result)
+    lines += _holdout_lines(result) + _per_class_lines(result) + _deployment_lines(result) + _errors_lines(result)
     lines += [
         "",
         "## All configurations",
@@ -223,7 +247,11 @@ def render_report(result: SweepResult) -> str:
             mark,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    pictures = ", ".join(PLOTS if result.chosen is not None else ("heatmap.png", "pareto.png"))
+    drawn = PLOTS if result.chosen is not None else ("heatmap.png", "pareto.png")
+    if result.table[0].errors is not None:
+        drawn += tuple(name for name in ERROR_PLOTS if name != "calibration.png" or
+                       (result.chosen is not None and result.chosen.calibration is not None))
+    pictures = ", ".join(drawn)
     lines += ["", f"pictures: {pictures}; every number: result.json.", ""]
     return "\n".join(lines)
 
@@ -283,6 +311,134 @@ def _per_class_lines(result: SweepResult) -> list[str]:
     for category_id, name, value in zip(details.category_ids, details.names, ap):
         lines.append(f"| {category_id} | {name} | {'' if value < 0 else f'{value:.4f}'} |")
     return lines
+
+
+def error_axis(result: SweepResult, name: str) -> tuple[list, list]:
+    """The values of threshold ``name`` and the rows along it (ascending) with every other
+    parameter at the chosen configuration's."""
+    chosen = dict(result.best_row.params)
+    rows = sorted((row for row in result.table
+                   if all(value == chosen[key] for key, value in row.params.items() if key != name)),
+                  key=lambda row: row.params[name])
+    return [row.params[name] for row in rows], rows
+
+
+def error_trade(result: SweepResult, name: str) -> str:
+    """One sentence: what moving ``name`` from the other end of its axis to the chosen value
+    traded, error type by error type (TIDE's ΔAP@.5: what fixing that type would add)."""
+    values, rows = error_axis(result, name)
+    chosen_value = result.best_row.params[name]
+    if len(values) < 2:
+        return f"{name}: one value swept ({_value(chosen_value)}), nothing traded along it."
+    here = rows[values.index(chosen_value)]
+    there = rows[-1] if chosen_value == values[0] else rows[0]
+    changes = sorted(((error, here.errors.delta_ap[error] - there.errors.delta_ap[error]) for error in _ERROR_TYPES),
+                     key=lambda item: -abs(item[1]))
+    shown = [f"{error} {_signed(change)}" + (" AP" if i == 0 else "") for i, (error, change) in enumerate(changes[:3])
+             if abs(change) >= 5e-5]
+    moves = ", ".join(shown) if shown else "no error type moves by 0.0001 AP or more"
+    return (f"{name} {_value(there.params[name])} → {_value(chosen_value)} (chosen): {moves} (the AP@.5 fixing each "
+            f"type would add; AP@.5 {there.ap50:.4f} → {here.ap50:.4f}, {there.dets_per_image:.2f} → "
+            f"{here.dets_per_image:.2f} detections/image).")
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}".replace("-", "\u2212")
+
+
+_ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+
+
+def _errors_lines(result: SweepResult) -> list[str]:
+    row = result.best_row
+    if row.errors is None:
+        return []
+    lines = [
+        "",
+        "## Error anatomy (TIDE)",
+        "",
+        "What the chosen configuration's errors cost at IoU 0.5 (TIDE's definitions, hotcoco's numbers): ΔAP@.5 is "
+        "the AP@.5 fixing every error of that type would add (mean over classes); counts are the false positives of "
+        "each type and the missed boxes no error is near. errors.png draws them along the score and IoU axes; every "
+        "row of result.json has them.",
+        "",
+        "| | " + " | ".join(_ERROR_TYPES) + " | FP | FN |",
+        "|---|" + "---:|" * (len(_ERROR_TYPES) + 2),
+        "| ΔAP@.5 | " + " | ".join(f"{row.errors.delta_ap[e]:.4f}" for e in _ERROR_TYPES + ("FP", "FN")) + " |",
+        "| count | " + " | ".join(str(row.errors.counts[e]) for e in _ERROR_TYPES) + " | | |",
+        "",
+    ]
+    lines += [f"- {error_trade(result, name)}" for name in ERROR_AXES]
+    details = result.chosen
+    if details is not None and details.calibration is not None:
+        calibrated = details.calibration
+        lines.append(f"- calibration of the chosen detections at IoU 0.5 ({calibrated.num_detections} counted): "
+                     f"expected calibration error {calibrated.ece:.4f}, largest bin gap {calibrated.mce:.4f} "
+                     "(calibration.png).")
+    if details is not None and details.confusion is not None:
+        matrix = details.confusion.matrix.astype(np.int64)
+        k = len(details.names)
+        pairs = sorted(((int(matrix[r, c]), r, c) for r in range(k) for c in range(k) if r != c and matrix[r, c]),
+                       reverse=True)[:3]
+        told = "; ".join(f"{details.names[r]} detected as {details.names[c]}: {n}" for n, r, c in pairs)
+        lines.append(f"- confusion at IoU 0.5 (confusion.png): {int(matrix[k, :k].sum())} detections on background, "
+                     f"{int(matrix[:k, k].sum())} boxes missed; " + (f"most confused: {told}." if pairs
+                                                                     else "no box is taken by another class."))
+    return lines
+
+
+def _deployment_lines(result: SweepResult) -> list[str]:
+    details = result.chosen
+    if details is None or details.leaderboard is None:
+        return []
+    board = details.leaderboard
+    per_class = result.per_class
+    deployed = (f"the per-class thresholds ({per_class.rule})" if per_class is not None
+                else f"the chosen score_threshold {_value(result.best_params['score_threshold'])}")
+    lines = [
+        "",
+        "## Leaderboard vs deployment",
+        "",
+        f"A leaderboard reports COCO AP at the lowest score threshold swept ({_value(details.leaderboard_threshold)}: "
+        f"AP@[.5:.95] {board.stats[0]:.4f}, AP50 {board.stats[1]:.4f}, {details.leaderboard_dets_per_image:.2f} "
+        f"detections/image, the other thresholds as chosen). An application keeps only what passes {deployed}: "
+        "precision, recall and F1 at IoU 0.5 below are what it sees.",
+        "",
+        f"| category | name | AP (score > {_value(details.leaderboard_threshold)}) | AP50 | deployed threshold | "
+        "precision | recall | F1 |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ap = board.per_category_ap
+    ap50 = _per_category_ap50(board)
+    classes = per_class.classes if per_class is not None else None
+    for k, (category_id, name) in enumerate(zip(details.category_ids, details.names)):
+        if ap[k] < 0:
+            continue  # no ground truth
+        if classes is not None:
+            c = classes[k]
+            threshold, figures = c.score_threshold, (c.precision, c.recall, c.f1)
+        else:
+            curve = details.curves[k]
+            threshold = result.best_params["score_threshold"]
+            figures = curve.figures(len(curve.scores) - 1)
+
+        def show(value):
+            return "" if value is None else f"{value:.4f}"
+
+        lines.append(f"| {category_id} | {name} | {ap[k]:.4f} | {ap50[k]:.4f} | {threshold:.4g} | "
+                     + " | ".join(show(v) for v in figures) + " |")
+    return lines
+
+
+def _per_category_ap50(evaluation) -> np.ndarray:
+    """AP@.5 per category (area all, ``max_dets[2]``), -1 without ground truth."""
+    out = np.full(len(evaluation.category_ids), -1.0)
+    for k in range(len(out)):
+        values = evaluation.precision[0, :, k, 0, -1]
+        values = values[values > -1]
+        if values.size:
+            out[k] = np.mean(values)
+    return out
 
 
 def objective_grid(result: SweepResult, row_name: str, column_name: str,
