@@ -235,3 +235,36 @@ def test_workers_give_the_same_outputs(tmp_path):
     for name in ("result.json", "report.md"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ranges" / name).read_bytes()
+
+
+def test_errors_outputs_and_report(tmp_path, capsys):
+    """--errors: every row has its anatomy, the three pictures, and report.md tells each axis's
+    trade from the table's own figures; a later sweep without it removes the pictures."""
+    out = tmp_path / "out"
+    argv = ["sweep", "--no-progress", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
+            "--score-thresholds", "0,0.3,0.6", "--iou-thresholds", "0.5,0.7,1.0", "--out", str(out), "--tolerance", "0.01"]
+    assert cli.main(argv + ["--errors"]) == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert all(set(row["errors"]["delta_ap"]) == {"Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FP", "FN"}
+               for row in result["table"])
+    for name in ("errors.png", "confusion.png", "calibration.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(result["confusion"]["matrix"]) == len(json.loads(ANNOTATIONS.read_text())["categories"]) + 1
+    assert 0 <= result["calibration"]["ece"] <= 1
+    report = (out / "report.md").read_text()
+    assert "## Error anatomy (TIDE)" in report and "## Leaderboard vs deployment" in report
+    best = result["best"]
+    rows = {(r["params"]["score_threshold"], r["params"]["iou_threshold"]): r for r in result["table"]}
+    # The score axis's sentence compares the chosen row with the other end of the axis.
+    other = 0.6 if best["score_threshold"] == 0.0 else 0.0
+    here, there = rows[best["score_threshold"], best["iou_threshold"]], rows[other, best["iou_threshold"]]
+    line = next(text for text in report.splitlines() if text.startswith(f"- score_threshold {other:g} → "))
+    biggest = max(("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss"),
+                  key=lambda e: abs(here["errors"]["delta_ap"][e] - there["errors"]["delta_ap"][e]))
+    change = here["errors"]["delta_ap"][biggest] - there["errors"]["delta_ap"][biggest]
+    assert f"(chosen): {biggest} {change:+.4f}".replace("-", "\u2212") in line
+    assert f"AP@.5 {there['ap50']:.4f} → {here['ap50']:.4f}" in line
+    lowest = rows[0.0, best["iou_threshold"]]
+    assert f"AP@[.5:.95] {lowest['stats'][0]:.4f}, AP50 {lowest['stats'][1]:.4f}" in report
+    assert cli.main(argv) == 0
+    assert not (out / "errors.png").exists() and "errors" not in json.loads((out / "result.json").read_text())["table"][0]
