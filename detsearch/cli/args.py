@@ -95,9 +95,9 @@ def objective_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
-    """How the sweep chooses and confirms: ``--tolerance``, ``--per-class`` (and its
-    ``--confidence``), ``--holdout``, ``--seed``, ``--replicates``, and the ``--max-detections``
-    / ``--class-agnostic`` / ``--soft-nms-sigmas`` axes."""
+    """How the sweep chooses and confirms: ``--tolerance``, ``--per-class``, ``--holdout``,
+    ``--seed``, ``--replicates``, and the ``--max-detections`` / ``--class-agnostic`` /
+    ``--soft-nms-sigmas`` axes."""
     from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES
     from detsearch.detection.sweep.result import DEFAULT_TOLERANCE
 
