@@ -301,7 +301,6 @@ def test_library_bounds_and_held_out_figures_equal_pycocotools(rule, confidence)
 
 
 def test_command_line_confidence_and_holdout(tmp_path, capsys):
-    pytest.importorskip("pycocotools")
     out = tmp_path / "out"
     code = cli.main(["sweep", "--no-progress", "--detections", str(DETECTIONS), "--annotations", str(ANNOTATIONS),
                      "--score-thresholds", "0,0.3", "--iou-thresholds", "0.5,1.0", "--out", str(out),
