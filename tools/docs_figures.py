@@ -20,7 +20,8 @@ Groups (``--only``; ``--heavy`` adds the heavy ones to the default run):
   ``coco`` (the COCO API's example detections in tests/data: exactness, tolerance, holdout,
   cost), ``demo`` (the demo RetinaNet shipped with the package, ``retinanet_demo``, on the
   detection demo: the config's row, the choice, the tolerance table, per-class thresholds,
-  holdout, cost, its cache), ``bootstrap``;
+  holdout, cost, its cache), ``bootstrap``, ``per_class_confidence``
+  (tools/bench_per_class_confidence.py);
 - heavy: ``timing`` (the README's two search-det commands under ``/usr/bin/time -v``, from
   nothing), ``models`` (the Faster R-CNN demo trained by Model Garden's trainer, cached and
   swept), ``cache_read`` (reading a 5000-image cache), ``scale`` (tools/bench_scale.py),
@@ -679,6 +680,56 @@ def group_bootstrap(ctx: Context) -> list[Figure]:
     return figures
 
 
+def group_per_class_confidence(ctx: Context) -> list[Figure]:
+    """tools/bench_per_class_confidence.py (200 half/half splits of its synthetic set):
+    how often precision:0.9 holds on the held-out half, chosen by the point estimate and by the
+    lower bound at 0.95, and the recall the bound gives up."""
+    argv = tool("bench_per_class_confidence.py")
+    stdout = ctx.run(argv).stdout
+    command = show(argv)
+    pooled = {method: search(rf"{method}: held-out precision >= 0\.9 in (\d+)/(\d+) = ([\d.]+)", stdout, method).groups()
+              for method in ("point", "bound")}
+    rates = {"point": [], "bound": []}
+    reached_point = {}
+    for cells in markdown_rows(stdout, after="| category |"):
+        if cells[4] != "-":
+            rates[cells[2]].append((float(cells[4].split()[0]), cells[0]))
+        if cells[2] == "point":
+            reached_point[cells[0]] = cells[4]
+    given = sorted((float(m.group(2)), m.group(1)) for m in re.finditer(r"^  (.+?): \+([\d.]+) \(", stdout, re.M))
+    (low, low_name), (high, high_name) = given[0], given[-1]
+
+    def label(name: str) -> str:  # "dog (rare)" -> "rare"
+        return name.split("(")[-1].rstrip(")")
+
+    never = [line.split("|")[1].strip() for line in stdout.splitlines() if "| bound | 0/" in line]
+    point_rate, bound_rate = (f"{float(pooled[m][2]):.3f}" for m in ("point", "bound"))
+    figures = [
+        figure("per_class_confidence.point", f"{pooled['point'][0]} / {pooled['point'][1]} = {point_rate}", command,
+               ("docs/operating_points.md", f"| the point estimate | {pooled['point'][0]} / {pooled['point'][1]} = "
+                                            f"{point_rate} | |")),
+        figure("per_class_confidence.bound", f"{pooled['bound'][0]} / {pooled['bound'][1]} = {bound_rate}, recall given "
+               f"up {low:.3f} ({label(low_name)}) to {high:.3f} ({label(high_name)})", command,
+               ("docs/operating_points.md", f"| the lower bound at 0.95 | {pooled['bound'][0]} / {pooled['bound'][1]} = "
+                                            f"{bound_rate} | {low:.3f} ({label(low_name)}) to {high:.3f} "
+                                            f"({label(high_name)}) |"),
+               ("README.md", f"held 0.9 on the unseen half {100 * float(pooled['point'][2]):.1f} % of the time chosen by "
+                             f"the point estimate and {100 * float(pooled['bound'][2]):.1f} % by the bound at 0.95, for "
+                             f"{100 * low:.1f} to {100 * high:.1f} points of recall")),
+        figure("per_class_confidence.per_category", f"bound {min(rates['bound'])[0]:.3f} to {max(rates['bound'])[0]:.3f}, "
+               f"point {min(rates['point'])[0]:.3f} to {max(rates['point'])[0]:.3f}", command,
+               ("docs/operating_points.md", f"Per category the bound holds {min(rates['bound'])[0]:.3f} to "
+                                            f"{max(rates['bound'])[0]:.3f} of the time, the point estimate "
+                                            f"{min(rates['point'])[0]:.3f} to {max(rates['point'])[0]:.3f}")),
+    ]
+    for name in never:  # reached by the bound on no split: what the point estimate did there
+        rate = float(reached_point[name].split()[0])
+        figures.append(figure("per_class_confidence.never_reached", f"{name}: point estimate holds {rate:.3f}", command,
+                              ("docs/operating_points.md", f"the point estimate reaches it on every split and holds "
+                                                           f"it on {100 * rate:.0f} %")))
+    return figures
+
+
 # --------------------------------------------------------------------------------------------
 # heavy groups
 
@@ -1060,6 +1111,7 @@ GROUPS = {g.name: g for g in (
     Group("coco", False, group_coco),
     Group("demo", False, group_demo),
     Group("bootstrap", False, group_bootstrap),
+    Group("per_class_confidence", False, group_per_class_confidence),
     Group("timing", True, group_timing),
     Group("models", True, group_models),
     Group("cache_read", True, group_cache_read),

@@ -110,6 +110,11 @@ def operating_point_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-class score thresholds on top of the chosen configuration: f1 (highest F1 at IoU 0.5), "
         "precision:P (most recall with precision >= P) or recall:R (fewest detections with recall >= R); "
         "writes per_class_thresholds.json")
+    parser.add_argument(
+        "--confidence", type=float, metavar="C",
+        help="with --per-class precision:P or recall:R: the target must be met by the one-sided lower "
+        "confidence bound at level C (exact Clopper-Pearson, e.g. 0.95) of the precision or recall, not by "
+        "the figure itself; adds precision_lower and recall_lower")
     parser.add_argument("--holdout", type=float, metavar="FRACTION",
                         help="hold out this fraction of the images: choose on the rest, report the choice on these "
                         "with bootstrap 95%% intervals")
@@ -145,6 +150,13 @@ def operating_point_options(args: argparse.Namespace) -> dict:
             rule = PerClassRule.parse(args.per_class)
         except ValueError as error:
             raise BadInput(f"--per-class: {error}") from None
+    if args.confidence is not None:
+        if not 0 < args.confidence < 1:  # nan too
+            raise BadInput(f"--confidence must be a number in (0, 1), got {args.confidence:g}")
+        if rule is None or rule.kind not in ("precision", "recall"):
+            given = "no --per-class" if rule is None else f"--per-class {rule}"
+            raise BadInput(f"--confidence needs a --per-class precision:P or recall:R rule, got {given}")
+        rule = PerClassRule.parse(rule, confidence=args.confidence)
     if args.holdout is not None and not 0 < args.holdout < 1:
         raise BadInput(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
     positive_int(args.replicates, "--replicates")

@@ -98,11 +98,15 @@ def print_summary(result: SweepResult, out: Path) -> None:
 def per_class_document(result: SweepResult) -> dict:
     """``per_class_thresholds.json``: what an application applies on top of the configuration."""
     per_class = result.per_class
+    confidence = per_class.rule.confidence
+    bounds = ("precision_lower", "recall_lower") if confidence is not None else ()
     return {
         "keep": "score > score_threshold",
         "rule": str(per_class.rule),
+        **({} if confidence is None else {"confidence": confidence}),
         "configuration": result.best_params,
-        "classes": [{"category_id": c.category_id, "name": c.name, "score_threshold": c.score_threshold}
+        "classes": [{"category_id": c.category_id, "name": c.name, "score_threshold": c.score_threshold,
+                     **{name: getattr(c, name) for name in bounds}}
                     for c in per_class.classes],
     }
 
@@ -290,20 +294,41 @@ def _per_class_lines(result: SweepResult) -> list[str]:
     lines = ["", "## Per class", ""]
     if per_class is not None:
         stats = per_class.stats
+        confidence = per_class.rule.confidence
+        held_out = any(c.held_out for c in per_class.classes)
+        by = str(per_class.rule) if confidence is None else f"{per_class.rule} at confidence {confidence:g}"
         lines += [
-            f"Per-class score thresholds by {per_class.rule} on top of the chosen configuration (keep score > "
+            f"Per-class score thresholds by {by} on top of the chosen configuration (keep score > "
             f"threshold; per_class_thresholds.json): AP {stats[0]:.4f}, AP50 {stats[1]:.4f}, "
-            f"{per_class.dets_per_image:.2f} detections/image. Precision, recall and F1 at IoU 0.5.",
+            f"{per_class.dets_per_image:.2f} detections/image. Precision, recall and F1 at IoU 0.5."
+            + ("" if confidence is None else
+               f" The target is met by the one-sided lower bound at {confidence:g} (exact Clopper-Pearson) of the "
+               f"{per_class.rule.kind}: precision low and recall low.")
+            + ("" if not held_out else
+               " Held out: the same thresholds on the held-out images; held: whether the target held there."),
             "",
-            "| category | name | threshold | precision | recall | F1 | AP | detections | |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---|",
         ]
+        header = ["category", "name", "threshold", "precision", "recall", "F1", "AP", "detections"]
+        align = ["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:"]
+        if confidence is not None:
+            header, align = header + ["precision low", "recall low"], align + ["---:", "---:"]
+        if held_out:
+            header, align = header + ["held-out precision", "held-out recall", "held"], align + ["---:", "---:", "---"]
+        lines += ["| " + " | ".join(header) + " | |", "|" + "|".join(align) + "|---|"]
+
+        def show(value):
+            return "" if value is None else f"{value:.4f}"
+
         for c in per_class.classes:
-            def show(value):
-                return "" if value is None else f"{value:.4f}"
             note = "no ground truth" if c.ap is None else ("" if c.reached else "target out of reach")
-            lines.append(f"| {c.category_id} | {c.name} | {c.score_threshold:.4g} | {show(c.precision)} | {show(c.recall)} | "
-                         f"{show(c.f1)} | {show(c.ap)} | {c.detections} | {note} |")
+            cells = [str(c.category_id), c.name, f"{c.score_threshold:.4g}", show(c.precision), show(c.recall), show(c.f1),
+                     show(c.ap), str(c.detections)]
+            if confidence is not None:
+                cells += [show(c.precision_lower), show(c.recall_lower)]
+            if held_out:
+                cells += [show(c.holdout_precision), show(c.holdout_recall),
+                          "" if c.holdout_held is None else ("yes" if c.holdout_held else "no")]
+            lines.append("| " + " | ".join(cells + [note]) + " |")
         return lines
     ap = details.evaluation.per_category_ap
     lines += ["AP@[.5:.95] of the chosen configuration per category (--per-class adds thresholds).", "",

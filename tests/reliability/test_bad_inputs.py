@@ -161,6 +161,14 @@ ARGUMENT_ERRORS = [
     (["--score-floor", "0.95"], "no detections with score >= --score-floor 0.95"),
     (["--score-floor", "0.3"], "score_threshold 0.1 is below the cache's score floor 0.3: entries under the floor were not recorded"),
     (["--workers", "two"], "argument --workers: invalid int value: 'two'"),
+    (["--per-class", "precision:0.9", "--confidence", "0"], "--confidence must be a number in (0, 1), got 0"),
+    (["--per-class", "precision:0.9", "--confidence", "1"], "--confidence must be a number in (0, 1), got 1"),
+    (["--per-class", "recall:0.5", "--confidence", "-0.5"], "--confidence must be a number in (0, 1), got -0.5"),
+    (["--per-class", "recall:0.5", "--confidence", "nan"], "--confidence must be a number in (0, 1), got nan"),
+    (["--per-class", "precision:0.9", "--confidence", "inf"], "--confidence must be a number in (0, 1), got inf"),
+    (["--per-class", "precision:0.9", "--confidence", "high"], "argument --confidence: invalid float value: 'high'"),
+    (["--confidence", "0.95"], "--confidence needs a --per-class precision:P or recall:R rule, got no --per-class"),
+    (["--per-class", "f1", "--confidence", "0.95"], "--confidence needs a --per-class precision:P or recall:R rule, got --per-class f1"),
 ]
 
 

@@ -9,6 +9,18 @@ A rule picks, for each category, one cut of that category's detections along the
 - ``recall:R``: the highest cut whose recall is ``>= R`` (the fewest detections reaching that
   recall); where no cut reaches R the category keeps everything the configuration keeps.
 
+With a ``confidence`` C (precision and recall rules only) a cut reaches the target when the
+one-sided lower confidence bound at level C of its precision or recall does: the exact
+Clopper-Pearson bound (`detsearch.detection.sweep.confidence`) of ``k`` true positives among
+``n`` kept (counted) detections for precision, among the category's ``n`` non-ignored ground
+truth boxes for recall. The same scans choose: the lowest cut whose precision bound is ``>= P``,
+the highest cut whose recall bound is ``>= R``; out of reach, the category keeps nothing
+(precision) or everything (recall) as without one, and says so (``reached`` False). The bound
+covers one cut fixed in advance; the rule picks its cut by the same counts, so the bound is no
+guarantee for the cut it picks: held-out images (``--holdout``: ``holdout_precision``,
+``holdout_recall``, ``holdout_held``) show how the targets carry over, and
+tools/bench_per_class_confidence.py measures it over many splits.
+
 Precision, recall and F1 are those of COCO matching at IoU 0.5, area "all", 100 detections per
 image, crowd and ignored boxes excluded (the pooled F1 of a `SweepRow` is the same figure over
 all categories). Ties between cuts go to the higher cut (fewer detections).
@@ -28,12 +40,13 @@ figures.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from detsearch.detection.cocoeval import STAT_NAMES, CocoEvaluation, Matches
+from detsearch.detection.sweep.confidence import clopper_pearson_lower, lower_bound_reaches
 from detsearch.detection.sweep.cuts import float32_cut, threshold_keeping
 
 __all__ = [
@@ -55,12 +68,21 @@ PER_CLASS_RULES = ("f1", "precision:P", "recall:R")
 @dataclass(frozen=True)
 class PerClassRule:
     """A per-category cut rule: ``kind`` ``"f1"``, ``"precision"`` or ``"recall"``, with its
-    ``target`` in (0, 1] (None for f1)."""
+    ``target`` in (0, 1] (None for f1), and for precision and recall an optional
+    ``confidence`` in (0, 1): the target is then one of the Clopper-Pearson lower bound at that
+    level (module docstring)."""
 
     kind: str
     target: float | None = None
+    confidence: float | None = None
 
     def __post_init__(self) -> None:
+        confidence = self.confidence
+        if confidence is not None:
+            if self.kind == "f1":
+                raise ValueError("a confidence needs a precision:P or recall:R rule, not f1")
+            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (0.0 < confidence < 1.0):
+                raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
         if self.kind == "f1":
             if self.target is not None:
                 raise ValueError(f"the f1 rule takes no target, got {self.target!r}")
@@ -72,15 +94,16 @@ class PerClassRule:
             raise ValueError(f"{self.kind} target must be in (0, 1], got {target!r}")
 
     @classmethod
-    def parse(cls, text: "str | PerClassRule") -> "PerClassRule":
-        """``"f1"``, ``"precision:0.9"`` or ``"recall:0.8"``; ValueError naming the text otherwise."""
+    def parse(cls, text: "str | PerClassRule", confidence: float | None = None) -> "PerClassRule":
+        """``"f1"``, ``"precision:0.9"`` or ``"recall:0.8"``, with ``confidence`` (None: the
+        rule's own, if a `PerClassRule` is given); ValueError naming the text otherwise."""
         if isinstance(text, PerClassRule):
-            return text
+            return text if confidence is None else cls(text.kind, text.target, confidence)
         if not isinstance(text, str):
             raise TypeError(f"a per-class rule is a string such as 'f1' or 'precision:0.9', got {type(text).__name__}")
         kind, colon, target = text.strip().partition(":")
         if kind == "f1" and not colon:
-            return cls("f1")
+            return cls("f1", None, confidence)
         if kind not in ("precision", "recall") or not colon:
             raise ValueError(f"unknown per-class rule {text!r}; use one of {', '.join(PER_CLASS_RULES)}")
         try:
@@ -89,10 +112,21 @@ class PerClassRule:
             raise ValueError(f"per-class rule {text!r}: {target!r} is not a number") from None
         if not (math.isfinite(value) and 0.0 < value <= 1.0):
             raise ValueError(f"per-class rule {text!r}: {kind} target must be in (0, 1], got {target}")
-        return cls(kind, value)
+        return cls(kind, value, confidence)
 
     def __str__(self) -> str:
+        """The rule as ``--per-class`` takes it (without the confidence)."""
         return self.kind if self.target is None else f"{self.kind}:{self.target:g}"
+
+    def lower_bounds(self, curve: "ScoreCurve", index: int) -> tuple[float | None, float | None]:
+        """(precision, recall) lower bounds at this rule's confidence of ``curve`` keeping
+        ``scores[:index + 1]`` (index -1: nothing; precision None then, and recall None without
+        ground truth)."""
+        tp = int(curve.true_positives[index]) if index >= 0 else 0
+        counted = int(curve.counted[index]) if index >= 0 else 0
+        precision = clopper_pearson_lower(tp, counted, self.confidence) if counted else None
+        recall = clopper_pearson_lower(tp, curve.num_ground_truth, self.confidence) if curve.num_ground_truth else None
+        return precision, recall
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,8 +182,15 @@ def class_curves(matches: Matches) -> list[ScoreCurve]:
 
 def choose_cut(curve: ScoreCurve, rule: PerClassRule) -> tuple[int, bool]:
     """``(index, reached)``: keep ``curve.scores[:index + 1]`` (index -1: nothing) under ``rule``;
-    ``reached`` is False where a precision or recall target is out of reach."""
+    ``reached`` is False where a precision or recall target is out of reach (of its lower bound,
+    with a confidence)."""
     n = len(curve.scores)
+    if rule.confidence is not None:  # precision or recall
+        trials = curve.counted if rule.kind == "precision" else np.full(n, curve.num_ground_truth, np.int64)
+        reaching = np.flatnonzero(lower_bound_reaches(curve.true_positives, trials, rule.target, rule.confidence))
+        if rule.kind == "precision":  # the lowest cut reaching it
+            return (int(reaching[-1]), True) if len(reaching) else (-1, False)
+        return (int(reaching[0]), True) if len(reaching) else (n - 1, False)
     if rule.kind == "f1":
         best, best_f1 = -1, 0.0
         for i in range(n):
@@ -169,6 +210,11 @@ def choose_cut(curve: ScoreCurve, rule: PerClassRule) -> tuple[int, bool]:
     return n - 1, False
 
 
+_FIGURES = ("category_id", "name", "score_threshold", "precision", "recall", "f1", "ap", "detections", "reached")
+_LOWER_BOUNDS = ("precision_lower", "recall_lower")
+_HELD_OUT = ("holdout_precision", "holdout_recall", "holdout_held")
+
+
 @dataclass(frozen=True)
 class ClassThreshold:
     """One category's threshold and its figures (None where the category has no ground truth;
@@ -176,6 +222,15 @@ class ClassThreshold:
 
     ``detections``: the category's detections the threshold keeps (of the configuration's
     output); ``reached``: False where the rule's target is out of reach.
+
+    With a rule's ``confidence`` (else None, and `to_dict` leaves them out):
+    ``precision_lower`` and ``recall_lower``, the Clopper-Pearson lower bounds at that level of
+    the figures (None where the figure is).
+
+    With held-out images (``held_out`` True, else `to_dict` leaves them out): the same cut's
+    ``holdout_precision`` and ``holdout_recall`` there (None where undefined: nothing counted
+    kept, no ground truth) and ``holdout_held``: whether the rule's target held there (None for
+    f1 or where the figure is None).
     """
 
     category_id: int
@@ -187,9 +242,17 @@ class ClassThreshold:
     ap: float | None
     detections: int
     reached: bool
+    confidence: float | None = None
+    precision_lower: float | None = None
+    recall_lower: float | None = None
+    held_out: bool = False
+    holdout_precision: float | None = None
+    holdout_recall: float | None = None
+    holdout_held: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        names = _FIGURES + (_LOWER_BOUNDS if self.confidence is not None else ()) + (_HELD_OUT if self.held_out else ())
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -207,10 +270,41 @@ class PerClassResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "per_class_rule": str(self.rule),
+            **({} if self.rule.confidence is None else {"per_class_confidence": self.rule.confidence}),
             "per_class": [c.to_dict() for c in self.classes],
             "per_class_stats": dict(zip(STAT_NAMES, self.stats)),
             "per_class_dets_per_image": self.dets_per_image,
         }
+
+    def held_out(self, matches: Matches, base_cut: float) -> "PerClassResult":
+        """This result with each category's figures on held-out images at its threshold.
+
+        Args:
+          matches: the chosen configuration's matches on the held-out images (at its cap), every
+            score above its score threshold or more (cut here at ``base_cut``).
+          base_cut: the float64 cut of the configuration's score threshold (`float32_cut`).
+
+        A category keeps its held-out detections with ``score > base_cut`` and ``score >
+        float32_cut(score_threshold)``, as on the images it was chosen on; precision and recall
+        are those of COCO matching there (IoU 0.5, area all, the first ``maxDets`` detections per
+        image and category, crowd and ignored boxes excluded).
+        """
+        matcher = matches.matcher
+        counted = matches.counted[:, 0, 0] & (matches.scores > base_cut)
+        true_positive = matches.true_positive[:, 0, 0]
+        ground_truth = matcher.ground_truth_counts()
+        positions = matcher.category_positions([c.category_id for c in self.classes])
+        classes = []
+        for entry, k in zip(self.classes, positions):
+            kept = counted & (matches.category_pos == k) & (matches.scores > float32_cut(entry.score_threshold))
+            tp, kept_count, npig = int(np.count_nonzero(true_positive[kept])), int(np.count_nonzero(kept)), int(ground_truth[k])
+            precision = tp / kept_count if kept_count else None
+            recall = tp / npig if npig else None
+            figure = {"precision": precision, "recall": recall}.get(self.rule.kind)
+            held = None if figure is None else bool(figure >= self.rule.target)
+            classes.append(replace(entry, held_out=True, holdout_precision=precision, holdout_recall=recall,
+                                   holdout_held=held))
+        return replace(self, classes=tuple(classes))
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,11 +374,16 @@ def per_class_thresholds(matches: Matches, output_category: np.ndarray, output_s
     for k, (curve, threshold, pick) in enumerate(zip(curves, thresholds, chosen)):
         kept = int(np.count_nonzero(output_scores[output_category == k] > cuts[k]))
         if pick is None:
-            classes.append(ClassThreshold(int(matcher.category_ids[k]), names[k], threshold, None, None, None, None, kept, True))
+            classes.append(ClassThreshold(int(matcher.category_ids[k]), names[k], threshold, None, None, None, None, kept, True,
+                                          confidence=rule.confidence))
             continue
         precision, recall, f1 = curve.figures(pick[0])
+        bounds = {}
+        if rule.confidence is not None:
+            precision_lower, recall_lower = rule.lower_bounds(curve, pick[0])
+            bounds = dict(confidence=rule.confidence, precision_lower=precision_lower, recall_lower=recall_lower)
         classes.append(ClassThreshold(int(matcher.category_ids[k]), names[k], threshold, precision, recall, f1,
-                                      float(ap[k]), kept, pick[1]))
+                                      float(ap[k]), kept, pick[1], **bounds))
     total = int(np.count_nonzero(output_scores > cuts[output_category])) if len(output_scores) else 0
     return PerClassResult(rule, tuple(classes), tuple(float(v) for v in evaluation.stats),
                           total / num_images if num_images else 0.0)

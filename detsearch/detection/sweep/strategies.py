@@ -131,10 +131,12 @@ def sweep(
         `DEFAULT_TOLERANCE`, 0 takes the best).
       strategy: ``"grid"`` (default) or ``"coordinate"`` (see `STRATEGIES`).
       per_class: a per-category score threshold rule on top of the chosen configuration
-        (``"f1"``, ``"precision:P"``, ``"recall:R"``, see
-        `detsearch.detection.sweep.per_class`), or None.
+        (``"f1"``, ``"precision:P"``, ``"recall:R"``, or a `PerClassRule`, e.g.
+        ``PerClassRule.parse("precision:0.9", confidence=0.95)`` for a target the lower
+        confidence bound must reach; see `detsearch.detection.sweep.per_class`), or None.
       holdout: a fraction in (0, 1) of the images to hold out: everything is chosen on the
-        others and the choice is scored on these (``result.holdout``); None: no holdout.
+        others and the choice is scored on these (``result.holdout``; with ``per_class``, each
+        category's threshold too: `PerClassResult.held_out`); None: no holdout.
       seed: the holdout split's and the bootstrap's seed.
       replicates: bootstrap replicates of the held-out intervals.
       nms_backend: `NmsBackend`: ``"fast"`` (the compiled greedy walk, the first stage
@@ -215,7 +217,11 @@ def sweep(
                        nms_backend=nms_backend)
     confirmed = confirm(held, result.best_row, objective, budget, fraction=holdout, seed=seed,
                         chosen_num_images=result.num_images, replicates=replicates)
-    return replace(result, holdout=confirmed)
+    per_class = result.per_class
+    if per_class is not None:  # each category's threshold on the held-out images too
+        _, _, held_matches = held.capped(held.grid.key_of(chosen), chosen.get("max_detections"))
+        per_class = per_class.held_out(held_matches, held.score_cut(chosen["score_threshold"]))
+    return replace(result, holdout=confirmed, per_class=per_class)
 
 
 @dataclass(frozen=True)
