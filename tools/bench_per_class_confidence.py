@@ -151,7 +151,7 @@ def whole_set_matches(cache: DetectionCache, gt):
     grid = Grid.build(cache_kind(cache), spec, post)
     post = grid.nms_post_processing(post).checked(cache, spec)
     engine = SweepEngine(cache, gt, grid, post)
-    _, _, matches = engine.capped(grid.key_of(PARAMS), None)
+    matches = engine.output(grid.key_of(PARAMS), None).matches
     cut = engine.score_cut(PARAMS["score_threshold"])
     return matches.select(matches.scores > cut, np.arange(len(matches.scores))), engine.matcher
 

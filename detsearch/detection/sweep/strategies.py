@@ -219,7 +219,7 @@ def sweep(
                         chosen_num_images=result.num_images, replicates=replicates)
     per_class = result.per_class
     if per_class is not None:  # each category's threshold on the held-out images too
-        _, _, held_matches = held.capped(held.grid.key_of(chosen), chosen.get("max_detections"))
+        held_matches = held.output(held.grid.key_of(chosen), chosen.get("max_detections")).matches
         per_class = per_class.held_out(held_matches, held.score_cut(chosen["score_threshold"]))
     return replace(result, holdout=confirmed, per_class=per_class)
 
