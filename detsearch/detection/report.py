@@ -406,9 +406,9 @@ def _errors_lines(result: SweepResult) -> list[str]:
         pairs = sorted(((int(matrix[r, c]), r, c) for r in range(k) for c in range(k) if r != c and matrix[r, c]),
                        reverse=True)[:3]
         told = "; ".join(f"{details.names[r]} detected as {details.names[c]}: {n}" for n, r, c in pairs)
-        lines.append(f"- confusion at IoU 0.5 (confusion.png): {int(matrix[k, :k].sum())} detections on background, "
-                     f"{int(matrix[:k, k].sum())} boxes missed; " + (f"most confused: {told}." if pairs
-                                                                     else "no box is taken by another class."))
+        lines.append(f"- confusion at IoU 0.5 (confusion.png; every detection against every box of any class): "
+                     f"{int(matrix[k, :k].sum())} detections match no box, {int(matrix[:k, k].sum())} boxes no "
+                     "detection; " + (f"most confused: {told}." if pairs else "no box is taken by another class."))
     return lines
 
 
