@@ -16,7 +16,7 @@ from detsearch.detection.cache import import_coco_detections
 from detsearch.detection.sweep import PostProcessing
 from detsearch.detection.sweep._reference import reference_detections
 from detsearch.detection.cocoeval import CocoMatcher
-from detsearch.detection.tide import COUNT_TYPES, ERROR_TYPES, Evidence, TideErrors, tide_errors
+from detsearch.detection.tide import COUNT_TYPES, ERROR_TYPES, Evidence, TideErrors, evidence, tide_errors
 from detsearch.executor import ProcessExecutor
 from detsearch.params import ParamSpec
 from tests.detection.sweep_cases import random_case
@@ -186,3 +186,69 @@ def test_confusion_and_calibration_on_the_coco_fixture_equal_hotcoco():
     result = sweep_module.sweep(cache, annotations, spec, errors=True)
     check_chosen(result, cache, json.loads(annotations.read_text()), PostProcessing().checked(cache, spec))
     assert result.chosen.confusion.matrix.sum() > 700
+
+
+# ------------------------------------------------------------------------------------------
+# hand-built edges, each against hotcoco
+
+
+def direct(dataset, detections):
+    """`tide_errors` of ``detections`` ((category id, [x, y, w, h], score), in output order) on one
+    image, matched directly, and hotcoco's on the same list."""
+    matcher = CocoMatcher(dataset)
+    image = np.zeros(len(detections), np.int64)
+    category = matcher.category_positions([c for c, _, _ in detections])
+    boxes = np.array([b for _, b, _ in detections], np.float64)
+    scores = np.array([s for _, _, s in detections], np.float64)
+    matches = matcher.match(image, category, boxes, scores)
+    found = evidence(matcher, image, category, boxes).take(matches.input_index)
+    mine = tide_errors(matches, found).to_dict()
+    results = [{"image_id": 1, "category_id": c, "bbox": b, "score": s} for c, b, s in detections]
+    return mine, oracle(dataset, results, [1])
+
+
+def one_image(*boxes):
+    return {"images": [{"id": 1, "width": 100, "height": 100}],
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            "annotations": [{"id": i + 1, "image_id": 1, "category_id": c, "bbox": b, "area": b[2] * b[3],
+                             "iscrowd": crowd} for i, (c, b, crowd) in enumerate(boxes)]}
+
+
+def test_an_iou_of_exactly_pos_thr_is_loc_not_dupe():
+    """A false positive at IoU exactly 0.5 with a taken box: Loc's window is closed above."""
+    dataset = one_image((1, [0, 0, 10, 10], 0), (1, [50, 50, 20, 20], 0))
+    mine, theirs = direct(dataset, [(1, [0, 0, 10, 10], 0.9), (1, [0, 0, 10, 5], 0.8), (1, [50, 50, 20, 20], 0.3)])
+    assert mine == theirs
+    assert mine["counts"]["Loc"] == 1 and mine["counts"]["Dupe"] == 0
+
+
+@pytest.mark.parametrize("cls_first", [False, True])
+def test_equal_scores_targeting_one_box_go_to_the_first_in_the_output(cls_first):
+    """A Loc and a Cls error of equal score target one missed box: the first in the output wins
+    it, which moves AP between the Loc and the Cls fix."""
+    dataset = one_image((1, [0, 0, 20, 20], 0), (2, [60, 60, 20, 20], 0), (1, [60, 0, 20, 20], 0))
+    loc = (1, [8, 8, 20, 20], 0.7)  # IoU 0.22 with the class-1 box
+    cls = (2, [1, 1, 20, 20], 0.7)  # IoU 0.82 with it, another class
+    others = [(2, [60, 60, 20, 20], 0.95), (1, [60, 0, 20, 20], 0.9), (1, [30, 30, 5, 5], 0.8)]
+    mine, theirs = direct(dataset, others + ([cls, loc] if cls_first else [loc, cls]))
+    assert mine == theirs
+    assert (mine["delta_ap"]["Cls"] > 0) == cls_first and (mine["delta_ap"]["Loc"] > 0) != cls_first
+
+
+def test_confusion_ties_as_hotcoco():
+    """Equal IoUs with boxes of two classes go to the later box; equal scores of two classes go
+    by class, then output order; an IoU of exactly 0.5 matches."""
+    from detsearch.detection.diagnostics import confusion_matrix
+
+    dataset = one_image((1, [0, 0, 10, 10], 0), (2, [0, 0, 10, 10], 0), (1, [50, 50, 10, 10], 0))
+    detections = [(1, [0, 0, 10, 10], 0.9), (2, [50, 50, 10, 10], 0.5), (1, [50, 50, 10, 10], 0.5),
+                  (2, [0, 0, 10, 5], 0.4)]
+    matcher = CocoMatcher(dataset)
+    mine = confusion_matrix(matcher, np.zeros(4, np.int64), matcher.category_positions([c for c, _, _ in detections]),
+                            np.array([b for _, b, _ in detections], np.float64), np.array([s for *_, s in detections]))
+    gt = hotcoco.COCO(dataset)
+    theirs = hotcoco.COCOeval(gt, gt.load_res([{"image_id": 1, "category_id": c, "bbox": b, "score": s}
+                                               for c, b, s in detections]), "bbox").confusion_matrix(iou_thr=0.5)
+    assert mine.matrix.tolist() == theirs["matrix"].tolist()
+    # The class-2 box to the first class-1 detection; at 0.5 the class-1 detection first; IoU 0.5 matches.
+    assert (mine.matrix[1, 0], mine.matrix[0, 0], mine.matrix[2, 1], mine.matrix[0, 1]) == (1, 1, 1, 1)
