@@ -252,3 +252,13 @@ def test_confusion_ties_as_hotcoco():
     assert mine.matrix.tolist() == theirs["matrix"].tolist()
     # The class-2 box to the first class-1 detection; at 0.5 the class-1 detection first; IoU 0.5 matches.
     assert (mine.matrix[1, 0], mine.matrix[0, 0], mine.matrix[2, 1], mine.matrix[0, 1]) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("post", [PostProcessing(nms_version="v1", soft_nms_sigma=0.5), PostProcessing(nms_version="v2"),
+                                  PostProcessing(class_agnostic=True)], ids=["v1-soft", "v2", "agnostic"])
+def test_model_garden_post_processing_equals_hotcoco(post):
+    """Soft NMS's decayed scores are the detections' scores; v2 and class-agnostic NMS."""
+    cache, dataset = random_case(11, "one_stage", num_images=6, max_rows=40)
+    spec = ParamSpec(score_threshold=[0.05, 0.4], iou_threshold=[0.5, 0.7])
+    result = sweep_module.sweep(cache, dataset, spec, post, errors=True)
+    assert check_rows(result, cache, dataset, post.checked(cache, spec)) == 4
