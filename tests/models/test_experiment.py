@@ -412,6 +412,9 @@ def test_a_class_the_ground_truth_does_not_name_still_takes_its_places(trained, 
 def test_a_difference_from_model_garden_is_one_line_and_exit_2(trained, tmp_path, capsys, monkeypatch):
     # Model Garden's evaluation stood in for by one that reports the sweep's rows with AP50 one
     # float32 step higher: every row is then compared and listed, summary.json keeps them, exit 2.
+    # No row claims a tie: whether the trained model's scores tie varies from training to training
+    # (TensorFlow's threads), and a tied row is excused
+    # (test_a_difference_is_an_error_unless_a_documented_tie_explains_it covers that).
     from detsearch.models import experiment_verify as garden
 
     def shifted(experiment, rows, **kwargs):
@@ -419,7 +422,7 @@ def test_a_difference_from_model_garden_is_one_line_and_exit_2(trained, tmp_path
             garden.VerifiedRow(params=dict(row.params), labels=labels, ours=tuple(row.stats),
                                theirs=tuple(float(np.nextafter(np.float32(v), np.float32(2))) if i == 1 else float(np.float32(v))
                                             for i, v in enumerate(row.stats)),
-                               tie=kwargs["ties"].reason(row.params))
+                               tie=None)
             for row, labels in rows))
 
     monkeypatch.setattr(garden, "verify_rows", shifted)
