@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
@@ -80,7 +79,8 @@ from detsearch.detection.sweep.suppressors import (Candidates, Selection, Suppre
                                                    second_stage_nms)
 from detsearch.detection.tide import Evidence, TideErrors, evidence, tide_errors_at
 
-__all__ = ["KeyOutputs", "Output", "SweepEngine", "break_ties", "coco_boxes", "key_rows", "visiting_order"]
+__all__ = ["EntryLocator", "KeyOutputs", "Output", "SweepEngine", "break_ties", "coco_boxes", "key_rows",
+           "visiting_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +158,10 @@ class _PairStore:
     memory is per candidate (``entries``: the candidates' cache entries, by candidate
     position), not per cache entry."""
 
-    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, located):
+    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, locate: "EntryLocator"):
         self.matcher = matcher
         self.entries = entries
-        # The engine's method: entries -> (image positions, category positions, COCO [n, 4] boxes).
-        # Held weakly, so that no cycle keeps a dropped engine (a range's, in a worker) alive.
-        self.located = weakref.WeakMethod(located)
+        self.locate = locate
         self.start = np.full(len(entries), -1, np.int64)
         self.count = np.zeros(len(entries), np.int64)
         self.total = 0
@@ -174,7 +172,7 @@ class _PairStore:
         """The pairs of the candidates at ``positions`` (distinct), in that order."""
         unknown = positions[self.start[positions] < 0]
         if unknown.size:
-            found = self.matcher.iou_pairs(*self.located()(self.entries[unknown]))
+            found = self.matcher.iou_pairs(*self.locate(self.entries[unknown]))
             self.start[unknown] = self.total + found.offsets[:-1]
             self.count[unknown] = np.diff(found.offsets)
             self.total += len(found.gt_index)
@@ -192,10 +190,10 @@ class _EvidenceStore:
     `_PairStore`: the IoUs with every ground truth box of its image, once per cache entry). Its
     memory is 4 bytes per candidate and the evidence of those evaluated."""
 
-    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, located):
+    def __init__(self, matcher: CocoMatcher, entries: np.ndarray, locate: "EntryLocator"):
         self.matcher = matcher
         self.entries = entries
-        self.located = weakref.WeakMethod(located)
+        self.locate = locate
         self.slot = np.full(len(entries), -1, np.int32 if len(entries) < 2**31 else np.int64)
         self.found = Evidence.empty(0)
 
@@ -204,7 +202,7 @@ class _EvidenceStore:
         unknown = np.unique(positions[self.slot[positions] < 0])
         if unknown.size:
             self.slot[unknown] = len(self.found) + np.arange(len(unknown))
-            found = evidence(self.matcher, *self.located()(self.entries[unknown]))
+            found = evidence(self.matcher, *self.locate(self.entries[unknown]))
             self.found = Evidence.concatenate([self.found, found])
         return self.found.take(self.slot[positions])
 
@@ -248,15 +246,13 @@ class SweepEngine:
         self.matcher = CocoMatcher(ground_truth, image_ids=meta.image_ids,
                                    max_detections=post_processing.max_eval_detections)
         self.num_images = len(meta.image_ids)
-        self.image_pos = self.matcher.image_positions(meta.image_ids)
-        self.class_pos = self.matcher.category_positions(meta.category_ids)
+        self.locate = EntryLocator(cache, self.matcher)
         self.score_thresholds = grid.score_thresholds
         lowest = min(self.score_thresholds)
         lowest_cut = post_processing.threshold_cut(lowest)
         # Per cache entry nothing is copied (memory is per candidate): the entries' images,
-        # classes and scores are read off the cache where asked (`image_of`, `class_of`,
+        # classes and scores are read off the cache where asked (`EntryLocator`,
         # `exact_scores`).
-        self._entry_offsets = np.asarray(cache.entry_offsets, np.int64)
         # Candidates of every NMS run: score above the lowest threshold, per image by descending
         # score; ties by (row, class), the (box index, class) order of the TF ops.
         # COCO matching orders detections by the scores as stored (float64 when given so), and
@@ -264,10 +260,10 @@ class SweepEngine:
         # float64, compared in float64 against a float64 scalar; `PostProcessing.threshold_cut`
         # where v2 compares in a reduced dtype).
         candidates = np.flatnonzero(cache.entry_score > np.float64(lowest_cut))
-        image = self.image_of(candidates)
+        image = self.locate.image_of(candidates)
         score = np.asarray(cache.entry_score[candidates], np.float32)
         row = np.asarray(cache.entry_row[candidates], np.int64)
-        classes = self.class_of(candidates)
+        classes = self.locate.class_of(candidates)
         order = visiting_order(image, score, row, classes)
         cand, image, score, row, classes = candidates[order], image[order], score[order], row[order], classes[order]
         del candidates, order
@@ -286,9 +282,8 @@ class SweepEngine:
             num_classes=len(meta.category_ids),
         )
         self.score_cuts = [post_processing.threshold_cut(t) for t in self.score_thresholds]
-        self.entry_xywh = lambda entries: coco_boxes(cache, entries)
-        self.pairs = _PairStore(self.matcher, cand, self._located)
-        self.evidence = _EvidenceStore(self.matcher, cand, self._located) if errors else None
+        self.pairs = _PairStore(self.matcher, cand, self.locate)
+        self.evidence = _EvidenceStore(self.matcher, cand, self.locate) if errors else None
         # One second-stage NMS per soft_nms_sigma of the grid (v1's axis; otherwise one).
         self._nms: dict[float | None, Suppressor] = {
             sigma: second_stage_nms(replace(post_processing, soft_nms_sigma=sigma) if grid.swept_sigma else post_processing,
@@ -310,22 +305,9 @@ class SweepEngine:
             time.perf_counter() - started,
         )
 
-    def image_of(self, entries: np.ndarray) -> np.ndarray:
-        """The image position of each cache entry of ``entries``."""
-        return np.searchsorted(self._entry_offsets, entries, side="right") - 1
-
-    def class_of(self, entries: np.ndarray) -> np.ndarray:
-        """The class index (into the cache's categories) of each cache entry of ``entries``."""
-        return np.asarray(self.cache.entry_class[entries], np.int64)
-
     def exact_scores(self, entries: np.ndarray) -> np.ndarray:
         """The cached scores of ``entries`` as given (float64: what COCO matching orders by)."""
         return np.asarray(self.cache.entry_score[entries], np.float64)
-
-    def _located(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What COCO matching needs of cache entries: their image and category positions (the
-        ground truth's) and their COCO boxes."""
-        return self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)], self.entry_xywh(entries)
 
     @property
     def evaluated(self) -> Mapping[NmsKey, list[SweepRow]]:
@@ -400,7 +382,7 @@ class SweepEngine:
     def _match(self, positions: np.ndarray, scores: np.ndarray) -> Matches:
         """COCO matching of the candidates at ``positions`` (image by image in output order)
         scored ``scores`` (float64: the cached scores as given, or soft NMS's decayed ones)."""
-        image_pos, category_pos, boxes = self._located(self.candidates.entries[positions])
+        image_pos, category_pos, boxes = self.locate(self.candidates.entries[positions])
         return self.matcher.match(image_pos, category_pos, boxes, scores, self.pairs.pairs(positions))
 
     def _run_nms(self, key: NmsKey, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -485,6 +467,29 @@ class SweepEngine:
     def score_cut(self, score_threshold: float) -> float:
         """The float64 cut (`float32_cut`) of one of the grid's score thresholds."""
         return self.score_cuts[self.score_thresholds.index(score_threshold)]
+
+
+class EntryLocator:
+    """What COCO matching against ``matcher`` needs of a cache's entries: called with entries,
+    their image positions (the matcher's), category positions (the ground truth's) and COCO
+    boxes (`coco_boxes`). It holds the cache and two small position maps, no engine."""
+
+    def __init__(self, cache: DetectionCache, matcher: CocoMatcher):
+        self.cache = cache
+        self.entry_offsets = np.asarray(cache.entry_offsets, np.int64)
+        self.image_pos = matcher.image_positions(cache.meta.image_ids)
+        self.class_pos = matcher.category_positions(cache.meta.category_ids)
+
+    def image_of(self, entries: np.ndarray) -> np.ndarray:
+        """The image index (into the cache's images) of each entry of ``entries``."""
+        return np.searchsorted(self.entry_offsets, entries, side="right") - 1
+
+    def class_of(self, entries: np.ndarray) -> np.ndarray:
+        """The class index (into the cache's categories) of each entry of ``entries``."""
+        return np.asarray(self.cache.entry_class[entries], np.int64)
+
+    def __call__(self, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.image_pos[self.image_of(entries)], self.class_pos[self.class_of(entries)], coco_boxes(self.cache, entries)
 
 
 def coco_boxes(cache: DetectionCache, entries: np.ndarray) -> np.ndarray:

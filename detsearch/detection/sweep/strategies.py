@@ -21,7 +21,7 @@ from detsearch.detection.cache import CacheKind, DetectionCache, read_cache
 from detsearch.detection.cocoeval import CocoMatcher, GroundTruth, load_ground_truth
 from detsearch.detection.sweep.cuts import float32_cut, separating_threshold
 from detsearch.detection.diagnostics import calibration, confusion_matrix
-from detsearch.detection.sweep.engine import KeyOutputs, SweepEngine, coco_boxes, key_rows
+from detsearch.detection.sweep.engine import EntryLocator, KeyOutputs, SweepEngine, key_rows
 from detsearch.detection.sweep.grid import Grid, NmsKey
 from detsearch.detection.sweep.holdout import DEFAULT_REPLICATES, check_fraction, confirm, split_images, subset_cache
 from detsearch.detection.sweep.journal import SweepJournal, sweep_digest
@@ -279,18 +279,11 @@ class _Run:
         output = (outputs.at(max(self.grid.caps) if self.grid.caps else None, lowest).scores if key.soft_nms_sigma
                   else None)
         written = written_thresholds(cache, self.grid.kind, best_row.params, output, self.post_processing)
-        category = matcher.category_positions(cache.meta.category_ids)
-        image = matcher.image_positions(cache.meta.image_ids)
-        entry_offsets = np.asarray(cache.entry_offsets, np.int64)
-
-        def located(dets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            return (image[np.searchsorted(entry_offsets, dets, side="right") - 1],
-                    category[np.asarray(cache.entry_class[dets], np.int64)], coco_boxes(cache, dets))
-
+        locate = EntryLocator(cache, matcher)
         chosen, per_class = chosen_details(outputs, best_row, self.rule, written["score_threshold"], matcher,
-                                           lambda dets: category[np.asarray(cache.entry_class[dets], np.int64)],
-                                           self.post_processing, cache.num_images(), min(self.grid.score_thresholds),
-                                           located if self.errors else None)
+                                           lambda dets: locate.class_pos[locate.class_of(dets)],
+                                           self.post_processing, cache.num_images(), lowest,
+                                           locate if self.errors else None)
         return SweepResult(
             kind=self.grid.kind,
             objective=self.objective,
