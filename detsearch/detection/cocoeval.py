@@ -240,9 +240,17 @@ class CocoEvaluation:
     @property
     def per_category_ap(self) -> np.ndarray:
         """AP@[.5:.95] per category (area all, ``max_dets[2]`` detections), -1 without ground truth."""
+        return self._per_category(slice(None))
+
+    @property
+    def per_category_ap50(self) -> np.ndarray:
+        """AP@.5 per category (area all, ``max_dets[2]`` detections), -1 without ground truth."""
+        return self._per_category(slice(0, 1))
+
+    def _per_category(self, iou: slice) -> np.ndarray:
         out = np.full(len(self.category_ids), -1.0)
         for k in range(len(self.category_ids)):
-            values = self.precision[:, :, k, 0, -1]
+            values = self.precision[iou, :, k, 0, -1]
             values = values[values > -1]
             if values.size:
                 out[k] = np.mean(values)

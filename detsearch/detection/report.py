@@ -434,7 +434,7 @@ def _deployment_lines(result: SweepResult) -> list[str]:
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     ap = board.per_category_ap
-    ap50 = _per_category_ap50(board)
+    ap50 = board.per_category_ap50
     classes = per_class.classes if per_class is not None else None
     for k, (category_id, name) in enumerate(zip(details.category_ids, details.names)):
         if ap[k] < 0:
@@ -453,17 +453,6 @@ def _deployment_lines(result: SweepResult) -> list[str]:
         lines.append(f"| {category_id} | {name} | {ap[k]:.4f} | {ap50[k]:.4f} | {threshold:.4g} | "
                      + " | ".join(show(v) for v in figures) + " |")
     return lines
-
-
-def _per_category_ap50(evaluation) -> np.ndarray:
-    """AP@.5 per category (area all, ``max_dets[2]``), -1 without ground truth."""
-    out = np.full(len(evaluation.category_ids), -1.0)
-    for k in range(len(out)):
-        values = evaluation.precision[0, :, k, 0, -1]
-        values = values[values > -1]
-        if values.size:
-            out[k] = np.mean(values)
-    return out
 
 
 def objective_grid(result: SweepResult, row_name: str, column_name: str,
