@@ -52,28 +52,26 @@ def _continued_fraction(x: float, a: float, b: float) -> float:
     h = d
     for m in range(1, 10_000_000):
         m2 = 2.0 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz_step(m * (b - m) * x / ((qam + m2) * (a + m2)), c, d)  # the even term
         h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz_step(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), c, d)  # the odd term
         delta = d * c
         h *= delta
         if abs(delta - 1.0) < 1e-16:
             break
     return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lentz_step(aa: float, c: float, d: float) -> tuple[float, float]:
+    """One step of the modified Lentz method with coefficient ``aa``: the new ``(c, 1 / d)``."""
+    d = 1.0 + aa * d
+    if abs(d) < _TINY:
+        d = _TINY
+    c = 1.0 + aa / c
+    if abs(c) < _TINY:
+        c = _TINY
+    return c, 1.0 / d
 
 
 @numba.njit(cache=True, nogil=True)
